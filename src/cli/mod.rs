@@ -1,0 +1,154 @@
+//! The command line: clap definitions (validation only), one file per verb group, printing,
+//! progress bars, JSON output and exit statuses. This is the only module that prints, reads
+//! argv or decides an exit status; everything below it returns typed errors.
+
+mod bootstrap;
+mod images;
+mod output;
+mod run;
+mod tar;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+pub use output::Output;
+
+/// Keep, import, export, bootstrap and run machine images.
+#[derive(Debug, Parser)]
+#[command(name = "rmach", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Image store
+    #[arg(long, env = "RMACH_STORE", default_value = "/var/lib/machines", global = true)]
+    pub store: PathBuf,
+    /// Locks and running-machine records
+    #[arg(long, env = "RMACH_STATE_DIR", default_value = "/run/rmach", global = true)]
+    pub state_dir: PathBuf,
+    /// Downloaded packages and pulls
+    #[arg(long, env = "RMACH_CACHE_DIR", default_value = "/var/cache/rmach", global = true)]
+    pub cache_dir: PathBuf,
+    /// Print nothing but errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say more about what is being done
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the images in the store
+    List(images::ListArgs),
+    /// Show one image in full
+    Show(images::ShowArgs),
+    /// Remove images
+    Remove(images::RemoveArgs),
+    /// Rename an image
+    Rename(images::RenameArgs),
+    /// Copy an image under a new name
+    Clone(images::CloneArgs),
+    /// Show or set an image's read-only flag
+    ReadOnly(images::ReadOnlyArgs),
+    /// Remove what interrupted operations left behind
+    Clean(images::CleanArgs),
+    /// Copy a directory tree into the store as an image
+    ImportFs(images::ImportFsArgs),
+    /// Import a tarball (any compression) as an image
+    ImportTar(tar::ImportTarArgs),
+    /// Export an image as a tarball
+    ExportTar(tar::ExportTarArgs),
+    /// Build a Debian or Ubuntu image from a mirror
+    Bootstrap(bootstrap::BootstrapArgs),
+    /// Run a command inside an image
+    Run(run::RunArgs),
+    /// Boot an image's init as PID 1
+    Boot(run::BootArgs),
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    pub shell: clap_complete::Shell,
+}
+
+/// What every verb handler gets: the global options, resolved.
+pub struct Context {
+    pub global: GlobalArgs,
+    pub out: Output,
+}
+
+impl Context {
+    pub fn store(&self) -> anyhow::Result<crate::store::Store> {
+        Ok(crate::store::Store::open(
+            &self.global.store,
+            &self.global.state_dir,
+        )?)
+    }
+}
+
+/// What a verb hands back: success, or a status the payload chose (run, boot).
+pub type Status = u8;
+
+/// The clap command, for completions and the man page.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Parses argv, runs the verb and maps the outcome to an exit status: 0, the payload's status
+/// for run/boot, 1 for a failure, 2 for a usage error.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { 2 } else { 0 };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    let out = Output::new(cli.global.quiet, cli.global.verbose);
+    let ctx = Context {
+        global: cli.global,
+        out,
+    };
+    match dispatch(&ctx, cli.command) {
+        Ok(status) => ExitCode::from(status),
+        Err(err) => {
+            ctx.out.error(&err);
+            ExitCode::from(if output::is_usage_error(&err) { 2 } else { 1 })
+        }
+    }
+}
+
+fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
+    match verb {
+        Command::List(a) => images::list(ctx, a),
+        Command::Show(a) => images::show(ctx, a),
+        Command::Remove(a) => images::remove(ctx, a),
+        Command::Rename(a) => images::rename(ctx, a),
+        Command::Clone(a) => images::clone(ctx, a),
+        Command::ReadOnly(a) => images::read_only(ctx, a),
+        Command::Clean(a) => images::clean(ctx, a),
+        Command::ImportFs(a) => images::import_fs(ctx, a),
+        Command::ImportTar(a) => tar::import_tar(ctx, a),
+        Command::ExportTar(a) => tar::export_tar(ctx, a),
+        Command::Bootstrap(a) => bootstrap::bootstrap(ctx, a),
+        Command::Run(a) => run::run(ctx, a),
+        Command::Boot(a) => run::boot(ctx, a),
+        Command::Completions(a) => {
+            let mut cmd = self::command();
+            clap_complete::generate(a.shell, &mut cmd, "rmach", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! rmach keeps a store of machine images and does everything a person does with them:
+//! bootstrap Debian and Ubuntu root filesystems, import and export tarballs, and run or boot
+//! any stored image in Linux namespaces.
+//!
+//! A tour of the modules, from the bottom up:
+//!
+//! - [`sys`] wraps the system calls the rest needs (`openat2`, `renameat2`, xattrs, file flags,
+//!   locks); it is the only module with `unsafe`.
+//! - [`store`] is the only module that knows the store's layout: image names, image kinds,
+//!   staging and atomic commit, locks, read-only flags, usage, and full-fidelity tree copies.
+//! - [`archive`] reads and writes tar archives with their full metadata, detects and codes
+//!   compression, and holds the safe extractor.
+//! - [`runner`] turns a run specification into a plan (namespaces, mounts, cgroup,
+//!   capabilities) and executes it.
+//! - [`bootstrap`] builds a root filesystem from a Debian or Ubuntu mirror.
+//! - [`cli`] parses the command line, prints, and maps errors to exit statuses. Nothing in the
+//!   library calls it; the library never prints and never exits.
+
+pub mod archive;
+pub mod bootstrap;
+pub mod cli;
+pub mod image;
+pub mod runner;
+pub mod store;
+pub mod sys;

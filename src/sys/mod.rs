@@ -1,0 +1,2 @@
+//! Thin safe wrappers over system calls that rustix does not cover safely; the only module
+//! with `unsafe`. Each block says which invariant makes it sound.
