@@ -149,7 +149,7 @@ pub fn plan(opts: &Options, progress: Progress<'_>) -> Result<Plan> {
         .collect();
     let mut list: Vec<Pkg> = pkgs.values().cloned().collect();
     // Largest first keeps all workers busy to the end.
-    list.sort_by(|a, b| b.size.cmp(&a.size));
+    list.sort_by_key(|p| std::cmp::Reverse(p.size));
     progress(Event::Phase("Downloading packages"));
     let deb_dir = opts.cache_dir.join("bootstrap/debs");
     let downloaded_bytes = download::fetch_all(
