@@ -71,6 +71,8 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
 pub fn setup(target: &Path, opts: &Options, components: &[String]) -> Result<()> {
     write(&target.join("var/lib/dpkg/status"), "", 0o644)?;
     write(&target.join("var/lib/dpkg/available"), "", 0o644)?;
+    let etc = target.join("etc");
+    fs::create_dir_all(&etc).map_err(io_err(&etc))?;
     // The one host file a user expects inside: name resolution for apt.
     if let Ok(resolv) = fs::read("/etc/resolv.conf") {
         let dst = target.join("etc/resolv.conf");

@@ -182,6 +182,18 @@ pub fn deb_of(plan: &Plan, name: &str) -> PathBuf {
 }
 
 pub fn install(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -> Result<()> {
+    first_stage(opts, plan, target, progress)?;
+    progress(Event::Phase("Installing packages in the image"));
+    second::run(opts, plan, target, progress)?;
+    super::first::finish(target, &opts.hostname)
+}
+
+pub fn first_stage(
+    opts: &Options,
+    plan: &Plan,
+    target: &Path,
+    progress: Progress<'_>,
+) -> Result<()> {
     progress(Event::Phase("Extracting the required packages"));
     for name in &plan.set.required {
         let path = deb_of(plan, name);
@@ -189,8 +201,5 @@ pub fn install(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_
         super::extract::extract(tar, target, &path)?;
     }
     super::first::merge_usr(target, &plan.rules)?;
-    super::first::setup(target, opts, &plan.components)?;
-    progress(Event::Phase("Installing packages in the image"));
-    second::run(opts, plan, target, progress)?;
-    super::first::finish(target, &opts.hostname)
+    super::first::setup(target, opts, &plan.components)
 }

@@ -85,7 +85,7 @@ pub enum BootstrapError {
     },
     #[error("extracting {path}: {reason}")]
     Extract { path: PathBuf, reason: String },
-    #[error("second stage: {step} failed: {reason}; see {log} in the unfinished image")]
+    #[error("second stage: {step} failed: {reason} (the last line of the image's {log}); no image was created")]
     Stage {
         step: String,
         reason: String,
@@ -153,6 +153,20 @@ pub struct Report {
 pub fn bootstrap(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
     let plan = install::plan(opts, progress)?;
     install::install(opts, &plan, target, progress)?;
+    Ok(Report {
+        codename: plan.rules.codename.clone(),
+        distro: format!("{:?}", plan.rules.distro).to_lowercase(),
+        packages: plan.set.all(),
+        downloaded_bytes: plan.downloaded_bytes,
+    })
+}
+
+/// Only the first stage: verify, resolve, download, extract the required packages, merge /usr
+/// and lay out /etc, /dev and the dpkg database, without running anything inside. For
+/// inspecting a suite's layout (and for tests of foreign-architecture or fixture archives).
+pub fn first_stage(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
+    let plan = install::plan(opts, progress)?;
+    install::first_stage(opts, &plan, target, progress)?;
     Ok(Report {
         codename: plan.rules.codename.clone(),
         distro: format!("{:?}", plan.rules.distro).to_lowercase(),

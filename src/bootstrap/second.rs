@@ -203,5 +203,23 @@ fn in_target(target: &Path, step: &str, script: &str) -> Result<()> {
          PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8\n\
          echo '+ {step}'\n{script}\n"
     );
-    super::stage_runner::run_script(target, &full).map_err(|reason| stage_err(step, reason))
+    super::stage_runner::run_script(target, &full).map_err(|reason| {
+        // The image is thrown away on failure, so the log's last words go into the error.
+        let log =
+            std::fs::read_to_string(target.join(LOG.trim_start_matches('/'))).unwrap_or_default();
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
+        stage_err(
+            step,
+            if last.is_empty() {
+                reason
+            } else {
+                format!("{reason}; {LOG} ends with: {last}")
+            },
+        )
+    })
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 pub fn run_script(root: &Path, script: &str) -> Result<(), String> {
     let outer = r#"mount -t proc proc "$0/proc" && mount -t sysfs -o ro sysfs "$0/sys" && exec chroot "$0" /bin/sh -c "$1""#;
-    let status = Command::new("unshare")
+    let out = Command::new("unshare")
         .args([
             "--mount",
             "--pid",
@@ -25,17 +25,27 @@ pub fn run_script(root: &Path, script: &str) -> Result<(), String> {
         .arg(script)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .status()
+        .output()
         .map_err(|e| format!("starting unshare: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "exit status {}",
-            status
-                .code()
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "by signal".into())
-        ))
+    if out.status.success() {
+        return Ok(());
     }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let code = out
+        .status
+        .code()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "by signal".into());
+    Err(if last.is_empty() {
+        format!("exit status {code}")
+    } else {
+        format!("exit status {code}: {last}")
+    })
 }
