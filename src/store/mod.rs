@@ -375,6 +375,8 @@ impl Store {
         let staging = self.create(destination, "created", kind, false)?;
         if kind == ImageKind::Raw {
             copy::copy_file(&image.path, &staging.path, progress)?;
+            // The copy took the source's mode; its read-only state is chosen below instead.
+            set_read_only_path(&staging.path, ImageKind::Raw, false)?;
         } else {
             copy_tree(&image.path, &staging.path, progress)?;
         }
