@@ -97,6 +97,7 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let staging = store.create(&name, "bootstrapped", ImageKind::Directory, args.force)?;
     let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    let started = std::time::Instant::now();
     let progress = |event: Event<'_>| match event {
         Event::Phase(phase) => {
             if let Ok(mut b) = bar.lock() {
@@ -105,6 +106,8 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
                 }
             }
             ctx.out.info(&format!("{phase}..."));
+            ctx.out
+                .verbose(&format!("  at {:.1} s", started.elapsed().as_secs_f64()));
         }
         Event::DownloadStart { files, bytes } if files > 0 => {
             if let Ok(mut b) = bar.lock() {
