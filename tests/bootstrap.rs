@@ -462,3 +462,37 @@ fn cache_is_reused_and_checked() {
     let third = bootstrap::first_stage(&o, &t3, &|_| {}).unwrap();
     assert_eq!(third.downloaded_bytes, len);
 }
+
+/// `stable` is an alias: the Release file's Codename (bookworm) picks the rules, so
+/// usr-is-merged joins the required set. A suite rmach does not know works with --keyring and
+/// follows the newest Debian rules (no usr-is-merged, usrmerge still excluded).
+#[test]
+fn aliases_and_unknown_suites() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        suite: "stable",
+        codename: "bookworm",
+        origin: "Debian",
+        valid_until: None,
+        pkgs: debian_pkgs(),
+    };
+    let m = mirror::build(dir.path(), spec);
+    let set = bootstrap::print_debs(&opts(&m, dir.path(), Variant::Minbase), &|_| {}).unwrap();
+    assert!(set.contains(&"usr-is-merged".to_string()), "{set:?}");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        suite: "rmach-future",
+        codename: "rmach-future",
+        origin: "Debian",
+        valid_until: None,
+        pkgs: debian_pkgs(),
+    };
+    let m2 = mirror::build(dir2.path(), spec);
+    let set = bootstrap::print_debs(&opts(&m2, dir2.path(), Variant::Minbase), &|_| {}).unwrap();
+    assert!(
+        !set.contains(&"usr-is-merged".to_string()) && !set.contains(&"usrmerge".to_string()),
+        "{set:?}"
+    );
+    assert!(set.contains(&"debianutils".to_string()));
+}

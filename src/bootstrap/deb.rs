@@ -83,3 +83,62 @@ fn decoder(
         other => return Err(format!("unsupported data member data.tar{other}")),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = format!(
+            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            0,
+            0,
+            0,
+            100644,
+            data.len()
+        )
+        .into_bytes();
+        h.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            h.push(b'\n');
+        }
+        h
+    }
+
+    #[test]
+    fn reads_the_data_member_and_refuses_junk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.deb");
+        let mut deb = b"!<arch>\n".to_vec();
+        deb.extend(member("debian-binary", b"2.0\n"));
+        deb.extend(member("control.tar", b"odd"));
+        deb.extend(member("data.tar", b"payload"));
+        std::fs::write(&path, &deb).unwrap();
+        let mut out = String::new();
+        data_tar(&path).unwrap().read_to_string(&mut out).unwrap();
+        assert_eq!(out, "payload");
+
+        std::fs::write(&path, b"PK\x03\x04 not a deb at all").unwrap();
+        assert!(data_tar(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("not an ar archive"));
+        let mut bad = b"!<arch>\n".to_vec();
+        bad.extend(member("debian-binary", b"3.0\n"));
+        std::fs::write(&path, &bad).unwrap();
+        assert!(data_tar(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("unsupported format"));
+        let mut cut = b"!<arch>\n".to_vec();
+        cut.extend(member("debian-binary", b"2.0\n"));
+        std::fs::write(&path, &cut).unwrap();
+        assert!(data_tar(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("no data.tar member"));
+    }
+}
