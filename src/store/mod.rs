@@ -15,6 +15,9 @@ pub struct Store {
 
 impl Store {
     pub fn open(root: &Path, state_dir: &Path) -> Result<Store, StoreError> {
-        Ok(Store { root: root.into(), state_dir: state_dir.into() })
+        Ok(Store {
+            root: root.into(),
+            state_dir: state_dir.into(),
+        })
     }
 }
