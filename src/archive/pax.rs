@@ -144,7 +144,8 @@ mod tests {
     #[test]
     fn malformed_records_are_errors() {
         assert!(parse(b"99 path=x\n").is_err());
-        assert!(parse(b"9 path=x\n").is_err());
+        assert!(parse(b"9 path=xy\n").is_err());
+        assert!(parse(b"9 path=x\n").is_ok());
         assert!(parse(b"x path=x\n").is_err());
         assert!(parse(b"8 pathx\n").is_err());
         assert!(parse(b"3 \n").is_err());
