@@ -427,14 +427,14 @@ fn cstr(field: &[u8]) -> &[u8] {
 }
 
 fn check_sum(block: &[u8; 512], offset: u64) -> Result<(), ArchiveError> {
-    let stored = num(&block[148..156], offset, "checksum")?;
+    let stored = num(&block[148..156], offset, "checksum").ok();
     let (mut unsigned, mut signed) = (0u64, 0i64);
     for (i, &b) in block.iter().enumerate() {
         let b = if (148..156).contains(&i) { b' ' } else { b };
         unsigned += b as u64;
         signed += b as i8 as i64;
     }
-    if stored == unsigned || stored as i64 == signed {
+    if stored.is_some_and(|v| v == unsigned || v as i64 == signed) {
         Ok(())
     } else if offset == 0 {
         Err(ArchiveError::Corrupt {
