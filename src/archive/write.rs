@@ -68,6 +68,8 @@ pub fn write_tree<W: Write>(
         stats: WriteStats::default(),
         links: HashMap::new(),
         buf: vec![0u8; 1 << 20],
+        xnames: Vec::new(),
+        xval: Vec::new(),
     };
     let st = rustix::fs::fstat(&fd).map_err(|e| ArchiveError::fs("stat", root, e))?;
     let xattrs = w.xattrs_fd(fd.as_fd(), b"./")?;
@@ -88,9 +90,17 @@ struct TreeWriter<'a, W: Write> {
     stats: WriteStats,
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
+    xnames: Vec<u8>,
+    xval: Vec<u8>,
 }
 
 type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+#[derive(Clone, Copy)]
+enum XattrSource<'a> {
+    Fd(BorrowedFd<'a>),
+    Path(&'a Path),
+}
 
 impl<W: Write> TreeWriter<'_, W> {
     fn path(&self, rel: &[u8]) -> PathBuf {
@@ -283,23 +293,7 @@ impl<W: Write> TreeWriter<'_, W> {
         if !self.opts.xattrs && !self.opts.acls {
             return Ok(Vec::new());
         }
-        let mut names = vec![0u8; 64 << 10];
-        let n = match rustix::fs::flistxattr(fd, &mut names[..]) {
-            Ok(n) => n,
-            Err(rustix::io::Errno::NOTSUP) => 0,
-            Err(e) => return Err(ArchiveError::fs("list the xattrs of", self.path(rel), e)),
-        };
-        let mut out = Vec::new();
-        for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-            let mut val = vec![0u8; 64 << 10];
-            match rustix::fs::fgetxattr(fd, OsStr::from_bytes(name), &mut val[..]) {
-                Ok(len) => val.truncate(len),
-                Err(rustix::io::Errno::NODATA) => continue,
-                Err(e) => return Err(ArchiveError::fs("read the xattrs of", self.path(rel), e)),
-            }
-            out.push((name.to_vec(), val));
-        }
-        Ok(self.records(out))
+        self.read_xattrs(XattrSource::Fd(fd), rel)
     }
 
     fn xattrs_path(
@@ -311,23 +305,43 @@ impl<W: Write> TreeWriter<'_, W> {
         if !self.opts.xattrs {
             return Ok(Vec::new());
         }
-        let path = proc_path(dir, name);
-        let mut names = vec![0u8; 64 << 10];
-        let n = match rustix::fs::llistxattr(&path, &mut names[..]) {
+        self.read_xattrs(XattrSource::Path(&proc_path(dir, name)), rel)
+    }
+
+    /// Lists and reads every xattr into the two reused 64 KiB buffers (the kernel's limit for
+    /// a list and for one value), so a tree of small files costs no allocation per file.
+    fn read_xattrs(&mut self, src: XattrSource<'_>, rel: &[u8]) -> Result<Records, ArchiveError> {
+        let mut names = std::mem::take(&mut self.xnames);
+        let mut val = std::mem::take(&mut self.xval);
+        names.resize(64 << 10, 0);
+        val.resize(64 << 10, 0);
+        let listed = match src {
+            XattrSource::Fd(fd) => rustix::fs::flistxattr(fd, &mut names[..]),
+            XattrSource::Path(p) => rustix::fs::llistxattr(p, &mut names[..]),
+        };
+        let n = match listed {
             Ok(n) => n,
             Err(rustix::io::Errno::NOTSUP) => 0,
             Err(e) => return Err(ArchiveError::fs("list the xattrs of", self.path(rel), e)),
         };
         let mut out = Vec::new();
-        for xname in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-            let mut val = vec![0u8; 64 << 10];
-            match rustix::fs::lgetxattr(&path, OsStr::from_bytes(xname), &mut val[..]) {
-                Ok(len) => val.truncate(len),
+        for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let got = match src {
+                XattrSource::Fd(fd) => {
+                    rustix::fs::fgetxattr(fd, OsStr::from_bytes(name), &mut val[..])
+                }
+                XattrSource::Path(p) => {
+                    rustix::fs::lgetxattr(p, OsStr::from_bytes(name), &mut val[..])
+                }
+            };
+            match got {
+                Ok(len) => out.push((name.to_vec(), val[..len].to_vec())),
                 Err(rustix::io::Errno::NODATA) => continue,
                 Err(e) => return Err(ArchiveError::fs("read the xattrs of", self.path(rel), e)),
             }
-            out.push((xname.to_vec(), val));
         }
+        self.xnames = names;
+        self.xval = val;
         Ok(self.records(out))
     }
 

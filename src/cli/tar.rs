@@ -107,7 +107,15 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
         &ExtractOptions::default(),
         None,
     );
-    let digest = decoder.finish();
+    // After a failure the decoder thread may be blocked reading a stalled pipe: let it go
+    // rather than wait for it.
+    let digest = match &extracted {
+        Ok(_) => decoder.finish(),
+        Err(_) => {
+            drop(decoder);
+            Ok(None)
+        }
+    };
     let stats = match extracted {
         Err(e) if e.is_no_space() => {
             return Err(anyhow::Error::new(e).context(format!(
