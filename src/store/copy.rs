@@ -327,6 +327,7 @@ fn copy_data(src: impl AsFd, dst: impl AsFd, size: u64) -> rustix::io::Result<()
         return Ok(());
     }
     let mut offset = 0u64;
+    let mut written_to = 0u64;
     while offset < size {
         let data = match rfs::seek(&src, SeekFrom::Data(offset)) {
             Ok(data) => data,
@@ -339,8 +340,12 @@ fn copy_data(src: impl AsFd, dst: impl AsFd, size: u64) -> rustix::io::Result<()
             .min(size);
         copy_range(&src, &dst, data, hole - data)?;
         offset = hole;
+        written_to = hole;
     }
-    rfs::ftruncate(&dst, size)?;
+    // A trailing hole has no data to write; setting the size makes it.
+    if written_to < size {
+        rfs::ftruncate(&dst, size)?;
+    }
     Ok(())
 }
 
