@@ -324,7 +324,7 @@ fn kill_during_import_fs_leaves_no_image_and_clean_removes_the_rest() {
     env.ok(&["clean"]);
     assert!(env.store_entries().is_empty(), "{:?}", env.store_entries());
 
-    // The next operation on the name also removes what a killed one left.
+    // Ctrl-C likewise; the next operation on the name also removes what it left.
     let mut child = env
         .command()
         .args(["import-fs", src.to_str().unwrap(), "dev"])
@@ -337,8 +337,10 @@ fn kill_during_import_fs_leaves_no_image_and_clean_removes_the_rest() {
     {
         std::thread::sleep(Duration::from_millis(2));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert!(!env.store.join("dev").exists());
     env.ok(&["import-fs", src.to_str().unwrap(), "dev"]);
     assert_eq!(env.store_entries(), vec!["dev"]);
     assert_same_tree(&src, &env.store.join("dev"));
