@@ -522,3 +522,19 @@ fn usage_errors_exit_2_without_a_panic() {
     let out = env.run(&["--help"]);
     assert!(out.status.success());
 }
+
+#[test]
+fn a_full_disk_fails_cleanly_and_leaves_nothing() {
+    let scratch = Env::new();
+    let src = big_tree(&scratch);
+    let small = tempfile::tempdir().unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=16m rmach-test {}",
+        small.path().display()
+    ));
+    let env = Env::with_store_in(Some(small.path()));
+    let err = env.fails(&["import-fs", src.to_str().unwrap(), "dev"], 1);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(env.store_entries().is_empty(), "{:?}", env.store_entries());
+    sh(&format!("umount {}", small.path().display()));
+}
