@@ -20,7 +20,10 @@ fn sandbox() -> &'static Path {
 }
 
 fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -31,11 +34,18 @@ fuzz_target!(|data: &[u8]| {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir(&root).unwrap();
     if let Ok(mut dec) = Decoder::spawn(Cursor::new(data.to_vec()), false) {
-        let opts = ExtractOptions { chown: false, ..ExtractOptions::default() };
+        let opts = ExtractOptions {
+            chown: false,
+            ..ExtractOptions::default()
+        };
         let _ = extract(&mut dec, &root, &opts, None);
         let _ = dec.finish();
     }
-    assert_eq!(listing(sb), ["outside", "root"], "something was created beside the root");
+    assert_eq!(
+        listing(sb),
+        ["outside", "root"],
+        "something was created beside the root"
+    );
     assert_eq!(listing(&sb.join("outside")), ["canary"]);
     assert_eq!(std::fs::read(sb.join("outside/canary")).unwrap(), b"canary");
     let _ = std::fs::remove_dir_all(&root);

@@ -344,11 +344,7 @@ impl Extractor<'_> {
 
     /// The xattrs to set, in order: ACLs from text (unless the archive also carries them as
     /// raw xattrs), the others, security.capability last.
-    fn xattr_list(
-        &mut self,
-        m: &Member,
-        rel: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ArchiveError> {
+    fn xattr_list(&mut self, m: &Member, rel: &[u8]) -> Result<super::pax::Records, ArchiveError> {
         let mut list = Vec::new();
         if self.opts.acls {
             for (text, key) in [

@@ -1,8 +1,11 @@
 //! PAX extended header records (`"%d %s=%s\n"`), parsed by their length prefix: values may
 //! hold any byte, newlines included (binary xattrs, GNU's textual ACLs).
 
+/// (keyword, value) pairs, in order.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Splits a PAX header body into (keyword, value) pairs, or says what is wrong.
-pub fn parse(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn parse(mut data: &[u8]) -> Result<Records, String> {
     let mut out = Vec::new();
     while !data.is_empty() {
         // Some writers pad the body with NULs.

@@ -94,7 +94,7 @@ struct TreeWriter<'a, W: Write> {
     xval: Vec<u8>,
 }
 
-type Records = Vec<(Vec<u8>, Vec<u8>)>;
+use super::pax::Records;
 
 #[derive(Clone, Copy)]
 enum XattrSource<'a> {
