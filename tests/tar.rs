@@ -58,6 +58,33 @@ fn gnu_tar_to_rmach_keeps_everything() {
     assert_same(&src, &env.store().join("fixture"), FULL);
 }
 
+/// GNU tar's headers for a file beyond 8 GiB (PAX `size` in posix format, base-256 in gnu
+/// format) are read with the right size; only the first blocks are needed for that.
+#[test]
+fn gnu_tar_headers_for_files_over_8_gib() {
+    let env = Env::new();
+    let dir = env.path("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    sh(&format!("truncate -s 9G '{}/big'", dir.display()));
+    for format in ["posix", "gnu"] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "tar -C '{}' --format={format} -cf - big | head -c 65536",
+                dir.display()
+            ))
+            .output()
+            .unwrap();
+        let mut reader = rmach::archive::TarReader::new(&out.stdout[..]);
+        let m = reader.next_member().unwrap().unwrap();
+        assert_eq!(
+            (m.path.as_slice(), m.size),
+            (&b"big"[..], 9u64 << 30),
+            "{format}"
+        );
+    }
+}
+
 #[test]
 fn old_gnu_format_and_old_sparse_import() {
     let env = Env::new();

@@ -555,3 +555,55 @@ fn octal(field: &mut [u8], v: u64) {
     field[..digits].copy_from_slice(s);
     field[digits] = 0;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::reader::num;
+
+    #[test]
+    fn sizes_beyond_octal_use_base_256_and_read_back() {
+        let mut h = [0u8; 512];
+        let big = 9 * (1u64 << 30) + 7;
+        fill(
+            &mut h,
+            b"./big",
+            &None,
+            b'0',
+            0o644,
+            0,
+            0,
+            big,
+            0,
+            b"",
+            (0, 0),
+        );
+        assert_eq!(h[124], 0x80);
+        assert_eq!(num(&h[124..136], 0, "size").unwrap(), big);
+        fill(
+            &mut h,
+            b"./small",
+            &None,
+            b'0',
+            0o644,
+            0,
+            0,
+            OCTAL_SIZE_MAX,
+            0,
+            b"",
+            (0, 0),
+        );
+        assert_eq!(&h[124..136], b"77777777777\0");
+    }
+
+    #[test]
+    fn long_names_split_into_prefix_or_need_pax() {
+        let name = format!("./{}/{}", "a".repeat(120), "b".repeat(90));
+        let (ok, split) = split_name(name.as_bytes());
+        assert!(ok);
+        let i = split.unwrap();
+        assert!(i <= 155 && name.len() - i - 1 <= 100);
+        assert_eq!(split_name("c".repeat(101).as_bytes()), (false, None));
+        assert_eq!(split_name(b"./caf\xc3\xa9"), (false, None));
+    }
+}
