@@ -621,10 +621,12 @@ fn symlink_tricks_stay_inside_the_image() {
         .unwrap()
         .file_type()
         .is_symlink());
-    // Merged /usr: ./bin/x lands in usr/bin through the in-image symlink.
+    // Merged /usr: ./bin/x lands in usr/bin through the in-image symlink, and a directory
+    // member ./bin/ (as .deb packages still carry) keeps the symlink.
     let a = RawTar::default()
         .dir("usr/bin", 0o755)
         .symlink("bin", "usr/bin")
+        .dir("bin", 0o700)
         .file("bin/x", b"x")
         .finish();
     let image = contained(&env, &a).expect("succeeds");
@@ -635,6 +637,11 @@ fn symlink_tricks_stay_inside_the_image() {
         .unwrap()
         .file_type()
         .is_symlink());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(image.join("usr/bin")).unwrap().mode() & 0o777,
+        0o755
+    );
 }
 
 #[test]

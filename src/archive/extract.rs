@@ -178,12 +178,17 @@ impl Extractor<'_> {
                 let parent = self
                     .root
                     .parent(&comps, true)
+                    .and_then(|fd| rustix::io::fcntl_dupfd_cloexec(fd, 0))
                     .map_err(|e| fs_err(&self.path, "create the parent of", &rel, e))?;
-                let made = match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
-                    Err(Errno::EXIST) if inroot::is_dir(parent, name) => Ok(()),
-                    Err(Errno::EXIST) => inroot::remove_existing(parent, name).and_then(|_| {
-                        rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
-                    }),
+                let mode = Mode::from_raw_mode(0o700);
+                let made = match rustix::fs::mkdirat(&parent, name, mode) {
+                    Err(Errno::EXIST) if inroot::is_dir(parent.as_fd(), name) => Ok(()),
+                    // A symlink to a directory inside the root stays, as with tar's
+                    // --keep-directory-symlink and dpkg: .deb data lists ./bin/ while the
+                    // root has bin -> usr/bin. Its target's metadata is left alone.
+                    Err(Errno::EXIST) if self.root.open_dir(&rel, OFlags::PATH).is_ok() => Ok(()),
+                    Err(Errno::EXIST) => inroot::remove_existing(parent.as_fd(), name)
+                        .and_then(|_| rustix::fs::mkdirat(&parent, name, mode)),
                     other => other,
                 };
                 made.map_err(|e| fs_err(&self.path, "create directory", &rel, e))?;
