@@ -13,6 +13,7 @@ mod acl;
 pub mod compress;
 mod error;
 mod extract;
+mod header;
 mod inroot;
 mod layout;
 mod pax;

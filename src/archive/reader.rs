@@ -5,6 +5,7 @@
 
 use std::io::{self, Read};
 
+use super::header::{check_sum, cstr, num, signed_num};
 use super::pax;
 use super::sparse;
 use super::ArchiveError;
@@ -419,81 +420,6 @@ fn apply_pax(
 
 fn pad(size: u64) -> u64 {
     (BLOCK - size % BLOCK) % BLOCK
-}
-
-fn cstr(field: &[u8]) -> &[u8] {
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    &field[..end]
-}
-
-fn check_sum(block: &[u8; 512], offset: u64) -> Result<(), ArchiveError> {
-    let stored = num(&block[148..156], offset, "checksum").ok();
-    let (mut unsigned, mut signed) = (0u64, 0i64);
-    for (i, &b) in block.iter().enumerate() {
-        let b = if (148..156).contains(&i) { b' ' } else { b };
-        unsigned += b as u64;
-        signed += b as i8 as i64;
-    }
-    if stored.is_some_and(|v| v == unsigned || v as i64 == signed) {
-        Ok(())
-    } else if offset == 0 {
-        Err(ArchiveError::Corrupt {
-            offset,
-            reason: "this is not a tar archive (its first header's checksum is wrong)".into(),
-        })
-    } else {
-        Err(ArchiveError::Corrupt {
-            offset,
-            reason: "a header's checksum is wrong".into(),
-        })
-    }
-}
-
-/// An octal field (spaces and NULs around it allowed) or GNU base-256.
-pub(crate) fn num(field: &[u8], offset: u64, what: &str) -> Result<u64, ArchiveError> {
-    if field.first().is_some_and(|&b| b & 0x80 != 0) {
-        if field[0] == 0xff {
-            return Err(ArchiveError::Corrupt {
-                offset,
-                reason: format!("the {what} field is negative"),
-            });
-        }
-        let mut v: u64 = (field[0] & 0x7f) as u64;
-        for &b in &field[1..] {
-            v = v
-                .checked_mul(256)
-                .and_then(|v| v.checked_add(b as u64))
-                .ok_or_else(|| ArchiveError::Corrupt {
-                    offset,
-                    reason: format!("the {what} field overflows"),
-                })?;
-        }
-        return Ok(v);
-    }
-    let s = cstr(field);
-    let s = std::str::from_utf8(s).map_err(|_| ArchiveError::Corrupt {
-        offset,
-        reason: format!("the {what} field is not a number"),
-    })?;
-    let s = s.trim_matches(|c| c == ' ' || c == '\0');
-    if s.is_empty() {
-        return Ok(0);
-    }
-    u64::from_str_radix(s, 8).map_err(|_| ArchiveError::Corrupt {
-        offset,
-        reason: format!("the {what} field {s:?} is not octal"),
-    })
-}
-
-fn signed_num(field: &[u8], offset: u64) -> Result<i64, ArchiveError> {
-    if field[0] == 0xff {
-        let mut v: i64 = -1;
-        for &b in &field[1..] {
-            v = v.wrapping_shl(8) | b as i64;
-        }
-        return Ok(v);
-    }
-    Ok(num(field, offset, "mtime")? as i64)
 }
 
 impl<R: Read> TarReader<R> {

@@ -5,7 +5,8 @@
 use std::io::Read;
 use std::os::fd::AsFd;
 
-use super::reader::{num, TarReader};
+use super::header::num;
+use super::reader::TarReader;
 use super::ArchiveError;
 
 /// Reads the map of an old GNU sparse member ('S'): four entries in the header, then
