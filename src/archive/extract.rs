@@ -349,7 +349,7 @@ impl Extractor<'_> {
 
     /// The xattrs to set, in order: ACLs from text (unless the archive also carries them as
     /// raw xattrs), the others, security.capability last.
-    fn xattr_list(&mut self, m: &Member, rel: &[u8]) -> Result<super::pax::Records, ArchiveError> {
+    fn xattr_list(&mut self, m: &Member) -> Result<super::pax::Records, ArchiveError> {
         let mut list = Vec::new();
         if self.opts.acls {
             for (text, key) in [
@@ -377,7 +377,6 @@ impl Extractor<'_> {
             list.extend(m.xattrs.iter().filter(|(n, _)| n != cap).cloned());
             list.extend(m.xattrs.iter().filter(|(n, _)| n == cap).cloned());
         }
-        let _ = rel;
         Ok(list)
     }
 
@@ -407,7 +406,7 @@ impl Extractor<'_> {
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(m.mode))
             .map_err(|e| fs_err(&self.path, "change the mode of", rel, e))?;
-        for (name, value) in self.xattr_list(m, rel)? {
+        for (name, value) in self.xattr_list(m)? {
             if let Err(e) = rustix::fs::fsetxattr(
                 fd,
                 OsStr::from_bytes(&name),
@@ -440,7 +439,7 @@ impl Extractor<'_> {
             rustix::fs::chmodat(parent, name, Mode::from_raw_mode(m.mode), AtFlags::empty())
                 .map_err(|e| fs_err(&self.path, "change the mode of", rel, e))?;
         }
-        let list = self.xattr_list(m, rel)?;
+        let list = self.xattr_list(m)?;
         if !list.is_empty() {
             let path = inroot::proc_path(parent, name);
             for (xname, value) in list {
@@ -514,5 +513,45 @@ fn times(m: &Member) -> Timestamps {
             tv_sec: m.mtime.0,
             tv_nsec: m.mtime.1 as _,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{write_tree, WriteOptions};
+
+    /// What bootstrap relies on for .deb data: no chown, the list of paths, and files written
+    /// into an existing tree whose bin is a symlink to usr/bin.
+    #[test]
+    fn deb_style_extraction_into_an_existing_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("bin")).unwrap();
+        std::fs::write(src.join("bin/ls"), b"ls").unwrap();
+        let mut tar = Vec::new();
+        write_tree(&src, &mut tar, &WriteOptions::default(), &mut |_| {}, None).unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        std::fs::write(root.join("usr/bin/ls"), b"old").unwrap();
+        let opts = ExtractOptions {
+            chown: false,
+            record_paths: true,
+            ..ExtractOptions::default()
+        };
+        let stats = extract(&tar[..], &root, &opts, None).unwrap();
+        assert_eq!(
+            stats.paths,
+            [b"".to_vec(), b"bin".to_vec(), b"bin/ls".to_vec()]
+        );
+        assert_eq!(std::fs::read(root.join("usr/bin/ls")).unwrap(), b"ls");
+        assert!(root
+            .join("bin")
+            .symlink_metadata()
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!((stats.files, stats.dirs, stats.bytes), (1, 1, 2));
     }
 }
