@@ -337,6 +337,19 @@ fn names_come_from_the_file_and_outputs_are_not_clobbered() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
+    // A level the compressor does not have is a usage error too.
+    let bad_level = env.run(
+        &[
+            OsStr::new("export-tar"),
+            OsStr::new("dev"),
+            env.path("x.tar.gz").as_os_str(),
+            OsStr::new("--level"),
+            OsStr::new("10"),
+        ],
+        None,
+    );
+    assert_eq!(bad_level.status.code(), Some(2));
+    assert!(!env.path("x.tar.gz").exists());
     // An unknown suffix is a usage error, not a guess.
     let odd = env.run(
         &[
@@ -431,4 +444,48 @@ fn export_holds_the_image_lock_and_warns_about_sockets() {
         "an empty input is refused"
     );
     assert!(!env.path("b.tar").exists());
+}
+
+#[test]
+fn export_to_a_full_disk_leaves_nothing() {
+    let env = Env::new();
+    let image = env.store().join("big");
+    std::fs::create_dir_all(&image).unwrap();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(image.join("data"), data).unwrap();
+    let target = env.path("small");
+    std::fs::create_dir_all(&target).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=1m rmach-test-full '{}'",
+        target.display()
+    ));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(target.clone());
+    let out = env.run(
+        &[
+            OsStr::new("export-tar"),
+            OsStr::new("big"),
+            target.join("big.tar").as_os_str(),
+        ],
+        None,
+    );
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.starts_with("rmach: ") && msg.trim_end().lines().count() == 1,
+        "{msg}"
+    );
+    assert!(msg.contains("No space left"), "{msg}");
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "no output and no temporary file"
+    );
 }

@@ -199,6 +199,31 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
         })?,
         _ => Compression::None,
     };
+    if let Some(level) = args.level {
+        let range = match format {
+            Compression::None => None,
+            Compression::Gzip | Compression::Xz => Some(0..=9),
+            Compression::Zstd => Some(zstd::compression_level_range()),
+            Compression::Bzip2 => Some(1..=9),
+        };
+        match range {
+            Some(r) if !r.contains(&level) => {
+                return Err(UsageError(format!(
+                    "--level {level} is out of range for {}: use {} to {}",
+                    format.name(),
+                    r.start(),
+                    r.end()
+                ))
+                .into())
+            }
+            None => {
+                return Err(
+                    UsageError("--level needs a compressed --format or file suffix".into()).into(),
+                )
+            }
+            _ => {}
+        }
+    }
     if to_stdout && std::io::stdout().is_terminal() {
         return Err(UsageError(
             "refusing to write an archive to a terminal; give a FILE or redirect standard output"
