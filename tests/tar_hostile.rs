@@ -282,6 +282,18 @@ fn pax_size_mismatch_cannot_smuggle_members() {
         .member(b"f", b'0', 0o644, &data, b"")
         .finish();
     refused(&env, &a, &[]);
+    // A size that overflows when its padding is added, and extension headers too large to
+    // hold in memory, fail instead of wrapping around or exhausting memory.
+    let a = RawTar::default()
+        .pax(&[("size", b"18446744073709551615")])
+        .file("f", b"x")
+        .finish();
+    refused(&env, &a, &[]);
+    let a = RawTar::default()
+        .member(b"PaxHeaders/x", b'x', 0o644, &vec![b'a'; 17 << 20], b"")
+        .file("f", b"x")
+        .finish();
+    assert!(refused(&env, &a, &[]).contains("exceed"));
     // A PAX size larger than what follows runs into the end of the input.
     let a = RawTar::default()
         .pax(&[("size", b"100000")])

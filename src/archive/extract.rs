@@ -284,6 +284,9 @@ impl Extractor<'_> {
                 let mut left = m.size;
                 while left > 0 {
                     let n = tar.read_data(&mut self.buf)?;
+                    if n == 0 {
+                        break;
+                    }
                     file.write_all(&self.buf[..n]).map_err(io)?;
                     left -= n as u64;
                 }

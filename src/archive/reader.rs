@@ -11,8 +11,9 @@ use super::sparse;
 use super::ArchiveError;
 
 const BLOCK: u64 = 512;
-/// Extension headers (PAX, long names) are read into memory; refuse absurd ones.
-const MAX_EXTENSION: u64 = 64 << 20;
+/// Extension headers (PAX, long names) are read into memory; refuse absurd ones. This bounds
+/// what one member's local headers and all global headers together may hold.
+const MAX_EXTENSION: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -157,14 +158,21 @@ impl<R: Read> TarReader<R> {
         if self.ended {
             return Ok(None);
         }
-        let (rem, padding) = (self.remaining, self.padding);
-        self.skip(rem + padding, "a member's data")?;
+        let rest = self
+            .remaining
+            .checked_add(self.padding)
+            .ok_or(ArchiveError::Corrupt {
+                offset: self.pos,
+                reason: "a member's size overflows".into(),
+            })?;
+        self.skip(rest, "a member's data")?;
         self.remaining = 0;
         self.padding = 0;
         let mut local: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         let mut pending_ext = false;
+        let mut local_bytes = 0u64;
         loop {
             let offset = self.pos;
             let mut block = [0u8; 512];
@@ -207,6 +215,16 @@ impl<R: Read> TarReader<R> {
             check_sum(&block, offset)?;
             let size = num(&block[124..136], offset, "size")?;
             let typ = block[156];
+            if matches!(typ, b'x' | b'X' | b'g' | b'L' | b'K') {
+                local_bytes = local_bytes.saturating_add(size);
+                let global: usize = self.global.iter().map(|(k, v)| k.len() + v.len()).sum();
+                if local_bytes.saturating_add(global as u64) > MAX_EXTENSION {
+                    return Err(ArchiveError::Corrupt {
+                        offset,
+                        reason: format!("extension headers exceed {MAX_EXTENSION} bytes"),
+                    });
+                }
+            }
             match typ {
                 b'x' | b'X' => {
                     let data = self.read_extension(size, offset)?;
@@ -220,7 +238,10 @@ impl<R: Read> TarReader<R> {
                     let data = self.read_extension(size, offset)?;
                     let recs = pax::parse(&data)
                         .map_err(|r| ArchiveError::Corrupt { offset, reason: r })?;
-                    self.global.extend(recs);
+                    for (k, v) in recs {
+                        self.global.retain(|(gk, _)| *gk != k);
+                        self.global.push((k, v));
+                    }
                     continue;
                 }
                 b'L' | b'K' => {

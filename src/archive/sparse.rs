@@ -108,7 +108,7 @@ pub fn check_map(
             });
         };
         end = seg_end;
-        total += len;
+        total = total.saturating_add(len);
     }
     if total != stored {
         return Err(ArchiveError::Corrupt {
