@@ -1,2 +1,9 @@
 //! Thin safe wrappers over system calls that rustix does not cover safely; the only module
 //! with `unsafe`. Each block says which invariant makes it sound.
+
+pub mod mount;
+pub mod net;
+pub mod ns;
+pub mod process;
+pub mod pty;
+pub mod seccomp;
