@@ -28,13 +28,28 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct GlobalArgs {
     /// Image store
-    #[arg(long, env = "RMACH_STORE", default_value = "/var/lib/machines", global = true)]
+    #[arg(
+        long,
+        env = "RMACH_STORE",
+        default_value = "/var/lib/machines",
+        global = true
+    )]
     pub store: PathBuf,
     /// Locks and running-machine records
-    #[arg(long, env = "RMACH_STATE_DIR", default_value = "/run/rmach", global = true)]
+    #[arg(
+        long,
+        env = "RMACH_STATE_DIR",
+        default_value = "/run/rmach",
+        global = true
+    )]
     pub state_dir: PathBuf,
     /// Downloaded packages and pulls
-    #[arg(long, env = "RMACH_CACHE_DIR", default_value = "/var/cache/rmach", global = true)]
+    #[arg(
+        long,
+        env = "RMACH_CACHE_DIR",
+        default_value = "/var/cache/rmach",
+        global = true
+    )]
     pub cache_dir: PathBuf,
     /// Print nothing but errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]

@@ -1,0 +1,298 @@
+//! What an image is on disk: its kind, read-only flag, usage, times and os-release.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use rustix::fs::{ioctl_getflags, ioctl_setflags, openat2, IFlags, Mode, OFlags, ResolveFlags};
+
+use super::error::IoContext;
+use super::lock::LockHolder;
+use super::StoreError;
+use crate::sys::btrfs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageKind {
+    Directory,
+    Subvolume,
+    Raw,
+}
+
+impl ImageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageKind::Directory => "directory",
+            ImageKind::Subvolume => "subvolume",
+            ImageKind::Raw => "raw",
+        }
+    }
+
+    pub fn is_tree(self) -> bool {
+        self != ImageKind::Raw
+    }
+}
+
+/// An image found in the store.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub(crate) name: String,
+    pub(crate) kind: ImageKind,
+    pub(crate) path: PathBuf,
+}
+
+impl Image {
+    /// The image's name (for hidden entries, the entry's file name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn kind(&self) -> ImageKind {
+        self.kind
+    }
+    /// The directory (or raw file) that holds the image.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn is_hidden(&self) -> bool {
+        self.name.starts_with('.')
+    }
+    pub fn read_only(&self) -> Result<bool, StoreError> {
+        is_read_only_path(&self.path, self.kind)
+    }
+}
+
+/// Everything `list` and `show` print about an image. Field names are part of the JSON
+/// contract documented in docs/store.md.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ImageKind,
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// Bytes allocated, hard links counted once.
+    pub usage: u64,
+    pub created: Option<String>,
+    pub modified: Option<String>,
+    /// `running`, `stopped`, or `staging` for an unfinished operation's leftovers.
+    pub state: &'static str,
+    /// Who holds the image's lock, if anyone.
+    pub lock: Option<LockHolder>,
+    pub os_release: Option<OsRelease>,
+}
+
+/// The fields of the image's os-release file.
+pub type OsRelease = BTreeMap<String, String>;
+
+pub(crate) fn is_read_only_path(path: &Path, kind: ImageKind) -> Result<bool, StoreError> {
+    match kind {
+        ImageKind::Raw => {
+            let meta = std::fs::symlink_metadata(path).at(path)?;
+            Ok(meta.permissions().mode() & 0o222 == 0)
+        }
+        ImageKind::Subvolume => {
+            let dir = File::open(path).at(path)?;
+            let btrfs_ro = btrfs::subvolume_read_only(&dir).at(path)?;
+            Ok(btrfs_ro || ioctl_getflags(&dir).is_ok_and(|f| f.contains(IFlags::IMMUTABLE)))
+        }
+        ImageKind::Directory => {
+            let dir = File::open(path).at(path)?;
+            Ok(ioctl_getflags(&dir)
+                .map(|f| f.contains(IFlags::IMMUTABLE))
+                .unwrap_or(false))
+        }
+    }
+}
+
+/// Marks an image read-only the way machinectl does: the btrfs read-only flag on a
+/// subvolume, FS_IMMUTABLE_FL on a directory's top, no write bits on a raw file.
+pub(crate) fn set_read_only_path(
+    path: &Path,
+    kind: ImageKind,
+    read_only: bool,
+) -> Result<(), StoreError> {
+    match kind {
+        ImageKind::Raw => {
+            let meta = std::fs::symlink_metadata(path).at(path)?;
+            let mode = meta.permissions().mode() & 0o7777;
+            let mode = if read_only {
+                mode & !0o222
+            } else {
+                mode | 0o200
+            };
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at(path)
+        }
+        ImageKind::Subvolume => {
+            let dir = File::open(path).at(path)?;
+            if !read_only {
+                set_immutable(&dir, path, false)?;
+            }
+            btrfs::set_subvolume_read_only(&dir, read_only).at(path)
+        }
+        ImageKind::Directory => {
+            let dir = File::open(path).at(path)?;
+            set_immutable(&dir, path, read_only)
+        }
+    }
+}
+
+fn set_immutable(dir: &File, path: &Path, on: bool) -> Result<(), StoreError> {
+    let flags = match ioctl_getflags(dir) {
+        Ok(flags) => flags,
+        Err(_) if !on => return Ok(()),
+        Err(e) => return Err(StoreError::io(path, e)),
+    };
+    let wanted = if on {
+        flags | IFlags::IMMUTABLE
+    } else {
+        flags - IFlags::IMMUTABLE
+    };
+    if wanted != flags {
+        ioctl_setflags(dir, wanted).at(path)?;
+    }
+    Ok(())
+}
+
+/// Removes an image's directory tree or raw file. Files inside marked immutable or
+/// append-only (`chattr +i` in the image) are unmarked first, as `rm -rf` would fail on them.
+pub(crate) fn remove_image_path(path: &Path) -> Result<(), StoreError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io(path, e)),
+    };
+    if !meta.is_dir() {
+        return std::fs::remove_file(path).at(path);
+    }
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            clear_flags_below(path);
+            std::fs::remove_dir_all(path).at(path)
+        }
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+
+fn clear_flags_below(path: &Path) {
+    let clear = |p: &Path| {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        if let Ok(fd) = rustix::fs::open(p, flags, Mode::empty()) {
+            if let Ok(f) = ioctl_getflags(&fd) {
+                let _ = ioctl_setflags(&fd, f - IFlags::IMMUTABLE - IFlags::APPEND);
+            }
+        }
+    };
+    clear(path);
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            let p = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => clear_flags_below(&p),
+                Ok(t) if t.is_file() => clear(&p),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Bytes allocated under `path`, each inode counted once however many links it has.
+pub(crate) fn usage(path: &Path) -> u64 {
+    fn walk(path: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+            return;
+        }
+        *total += meta.blocks() * 512;
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(path) {
+                for entry in entries.flatten() {
+                    walk(&entry.path(), seen, total);
+                }
+            }
+        }
+    }
+    let mut total = 0;
+    walk(path, &mut HashSet::new(), &mut total);
+    total
+}
+
+pub(crate) fn times(path: &Path) -> (Option<String>, Option<String>) {
+    let fmt = |t: std::io::Result<SystemTime>| {
+        t.ok()
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => (fmt(meta.created()), fmt(meta.modified())),
+        Err(_) => (None, None),
+    }
+}
+
+/// The image's os-release, read with every path resolved inside the image so a hostile
+/// image's symlinks cannot point the read at the host.
+pub(crate) fn os_release(root: &Path) -> Option<OsRelease> {
+    let dir = File::open(root).ok()?;
+    for candidate in ["etc/os-release", "usr/lib/os-release"] {
+        let Ok(fd) = openat2(
+            &dir,
+            candidate,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) else {
+            continue;
+        };
+        let mut text = String::new();
+        use std::io::Read;
+        let mut file = File::from(fd);
+        if !file.metadata().ok()?.is_file() {
+            continue;
+        }
+        (&mut file).take(64 * 1024).read_to_string(&mut text).ok()?;
+        return Some(parse_os_release(&text));
+    }
+    None
+}
+
+fn parse_os_release(text: &str) -> OsRelease {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.starts_with('#') {
+                return None;
+            }
+            let (key, value) = line.split_once('=')?;
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value);
+            Some((
+                key.to_string(),
+                value.replace("\\\"", "\"").replace("\\\\", "\\"),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_os_release() {
+        let text = "# c\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\nX='a b'\n";
+        let fields = parse_os_release(text);
+        assert_eq!(fields["NAME"], "Debian GNU/Linux");
+        assert_eq!(fields["VERSION_ID"], "12");
+        assert_eq!(fields["ID"], "debian");
+        assert_eq!(fields["X"], "a b");
+        assert_eq!(fields.len(), 4);
+    }
+}

@@ -1,0 +1,117 @@
+//! Building an image under a hidden name and committing it atomically.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{renameat_with, RenameFlags, CWD};
+
+use super::error::IoContext;
+use super::image::{remove_image_path, set_read_only_path};
+use super::{ImageKind, ImageName, NameLock, StoreError};
+
+/// Prefix of every entry an unfinished operation leaves in the store.
+pub(crate) const STAGING_PREFIX: &str = ".#rmach-";
+
+/// An image being built: `path()` is a directory (or, for raw images, a file) under a hidden
+/// name. `commit` renames it into place; dropping it uncommitted removes it.
+#[derive(Debug)]
+pub struct Staging {
+    /// Held until the staging is committed or dropped.
+    pub(crate) _lock: NameLock,
+    pub(crate) name: ImageName,
+    pub(crate) kind: ImageKind,
+    pub(crate) store: PathBuf,
+    pub(crate) path: PathBuf,
+    pub(crate) target: PathBuf,
+    pub(crate) force: bool,
+    pub(crate) committed: bool,
+}
+
+/// The hidden staging path for `name`; the tag keeps concurrent leftovers apart.
+pub(crate) fn staging_path(store: &Path, name: &ImageName, suffix: &str) -> PathBuf {
+    let tag: u64 = rand_tag();
+    store.join(format!("{STAGING_PREFIX}{name}.{tag:016x}{suffix}"))
+}
+
+/// The image name a staging entry belongs to.
+pub(crate) fn staging_owner(file_name: &str) -> Option<&str> {
+    let rest = file_name.strip_prefix(STAGING_PREFIX)?;
+    let rest = rest.strip_suffix(".raw").unwrap_or(rest);
+    rest.rsplit_once('.').map(|(name, _)| name)
+}
+
+fn rand_tag() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+impl Staging {
+    /// Where to build the image.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn name(&self) -> &ImageName {
+        &self.name
+    }
+
+    /// Flushes the image to disk and renames it into place, replacing the old image when the
+    /// staging was created with `force`. After a crash the store holds either the old image or
+    /// the new one under the real name, never a partial one.
+    pub fn commit(mut self, read_only: bool) -> Result<(), StoreError> {
+        let top = File::open(&self.path).at(&self.path)?;
+        rustix::fs::syncfs(&top).at(&self.path)?;
+        drop(top);
+        let new = cstr(&self.path)?;
+        let target = cstr(&self.target)?;
+        match renameat_with(CWD, &new, CWD, &target, RenameFlags::NOREPLACE) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) if self.force => {
+                renameat_with(CWD, &new, CWD, &target, RenameFlags::EXCHANGE).at(&self.target)?;
+                // The old image now sits under the hidden staging name; if removing it is cut
+                // short, `clean` finishes the job.
+                set_read_only_path(&self.path, self.kind, false)?;
+                remove_image_path(&self.path)?;
+            }
+            Err(rustix::io::Errno::EXIST) => {
+                return Err(StoreError::Exists {
+                    name: self.name.to_string(),
+                    store: self.store.clone(),
+                })
+            }
+            Err(e) => return Err(StoreError::io(&self.target, e)),
+        }
+        self.committed = true;
+        // After the rename: an immutable directory cannot be renamed.
+        if read_only {
+            set_read_only_path(&self.target, self.kind, true)?;
+        }
+        let store_dir = File::open(&self.store).at(&self.store)?;
+        rustix::fs::fsync(&store_dir).at(&self.store)?;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = set_read_only_path(&self.path, self.kind, false);
+            let _ = remove_image_path(&self.path);
+        }
+    }
+}
+
+pub(crate) fn cstr(path: &Path) -> Result<CString, StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| StoreError::io(path, std::io::Error::other(e)))
+}
