@@ -28,6 +28,8 @@ pub struct Ended {
 
 /// Pipe ends the child keeps.
 struct ChildFds {
+    /// The idmapped root to attach, with a user namespace.
+    tree: Option<OwnedFd>,
     sync: OwnedFd,
     error: OwnedFd,
     status: OwnedFd,
@@ -70,6 +72,10 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         Some(u) => Some(userns::pick(u, &plan.root)?),
         None => None,
     };
+    let tree = match idmap {
+        Some(map) if map.base != 0 => Some(userns::idmapped_root(&plan.root, map)?),
+        _ => None,
+    };
     let (pty_master, pty_path) = match plan.console {
         Console::Interactive => {
             let (m, path) = crate::sys::pty::open_pty().map_err(|e| RunnerError::Setup { message: format!("open a pty: {e}") })?;
@@ -98,7 +104,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     if idmap.is_some() {
         flags |= ns::CLONE_NEWUSER;
     }
-    let fds = ChildFds { sync: sync_r, error: error_w, status: status_w, stdout: out_w, stderr: err_w, pty: pty_path };
+    let fds = ChildFds { tree, sync: sync_r, error: error_w, status: status_w, stdout: out_w, stderr: err_w, pty: pty_path };
     let pid = match ns::clone_fork(flags) {
         Ok(None) => child(plan, fds, scratch.0.as_deref(), idmap.is_some()),
         Ok(Some(pid)) => pid,
@@ -172,7 +178,7 @@ pub fn veth_name(name: &str) -> String {
 fn child(plan: &Plan, mut fds: ChildFds, scratch: Option<&Path>, user_ns: bool) -> ! {
     let error = fds.error;
     let status = fds.status;
-    let (c_exe, c_argv, c_env) = match setup(plan, &mut fds.sync, fds.stdout, fds.stderr, fds.pty.as_deref(), scratch, user_ns) {
+    let (c_exe, c_argv, c_env) = match setup(plan, &mut fds.sync, fds.tree.as_ref(), fds.stdout, fds.stderr, fds.pty.as_deref(), scratch, user_ns) {
         Ok(v) => v,
         Err(message) => {
             let _ = std::fs::File::from(error).write_all(message.as_bytes());
@@ -197,6 +203,7 @@ type Exec = (CString, Vec<CString>, Vec<CString>);
 fn setup(
     plan: &Plan,
     sync: &mut OwnedFd,
+    tree: Option<&OwnedFd>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     pty: Option<&Path>,
@@ -217,7 +224,7 @@ fn setup(
     if plan.network != Network::Host {
         ctx(net::link_up("lo"), "bring up lo")?;
     }
-    let root = mounts::prepare_root(plan, scratch.unwrap_or(Path::new("/")))?;
+    let root = mounts::prepare_root(plan, scratch.unwrap_or(Path::new("/")), tree)?;
     let tty = match pty {
         Some(path) => Some(ctx(std::fs::OpenOptions::new().read(true).write(true).open(path), path.display())?),
         None => None,

@@ -46,6 +46,8 @@ pub enum RunnerError {
     NoController { name: String },
     #[error("user namespace map {path}: {source}")]
     UserNamespace { path: PathBuf, source: std::io::Error },
+    #[error("idmapped mount of {path}: {source}; the file system must support idmapped mounts (ext4, btrfs, xfs, tmpfs)")]
+    Idmap { path: PathBuf, source: std::io::Error },
     #[error("no free 65536-id range for --private-users=pick; stop a machine or give UID:COUNT")]
     NoFreeIds,
     #[error("network interface {name}: {source}")]

@@ -105,26 +105,31 @@ fn remount_bind(root: &OwnedFd, target: &Path, flags: libc::c_ulong) -> ChildRes
 
 /// Mounts the root: a bind of the directory onto itself, or an overlay with a tmpfs upper
 /// layer in `scratch`. Returns the path to pivot into.
-pub fn prepare_root(plan: &Plan, scratch: &Path) -> ChildResult<PathBuf> {
+/// With a user namespace, `tree` is the idmapped root to attach instead of a plain bind.
+pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> ChildResult<PathBuf> {
     ctx(mount(None, Path::new("/"), None, m::MS_REC | m::MS_PRIVATE, None), "make / private")?;
+    let attach = |at: &Path| match tree {
+        Some(t) => ctx(m::attach_tree(t, at), "attach the idmapped root"),
+        None => ctx(mount(Some(&plan.root), at, None, m::MS_BIND | m::MS_REC, None), format!("bind {}", plan.root.display())),
+    };
     match plan.root_mode {
         RootMode::Bind => {
-            let r = &plan.root;
-            ctx(mount(Some(r), r, None, m::MS_BIND | m::MS_REC, None), format!("bind {}", r.display()))?;
-            Ok(r.clone())
+            attach(&plan.root)?;
+            Ok(plan.root.clone())
         }
         RootMode::Ephemeral => {
             ctx(mount(Some(Path::new("tmpfs")), scratch, Some("tmpfs"), 0, Some("mode=700")), "scratch tmpfs")?;
-            for d in ["upper", "work", "root"] {
+            for d in ["upper", "work", "root", "lower"] {
                 ctx(std::fs::create_dir(scratch.join(d)), "scratch directory")?;
             }
+            attach(&scratch.join("lower"))?;
             let esc = |p: &Path| {
                 let s = p.to_string_lossy();
                 s.replace('\\', "\\\\").replace(',', "\\,").replace(':', "\\:")
             };
             let data = format!(
                 "lowerdir={},upperdir={},workdir={}",
-                esc(&plan.root),
+                esc(&scratch.join("lower")),
                 esc(&scratch.join("upper")),
                 esc(&scratch.join("work"))
             );

@@ -72,3 +72,32 @@ mod tests {
         assert_eq!(pick(PrivateUsers::Identity, Path::new("/")).unwrap().base, 0);
     }
 }
+
+/// A detached, idmapped copy of `root`: files owned by id N on disk appear as `base + N` to the
+/// kernel, which the machine's user namespace (same map) shows as N again. The map comes from
+/// a short-lived helper process's user namespace.
+pub fn idmapped_root(root: &Path, map: IdMap) -> Result<std::os::fd::OwnedFd, RunnerError> {
+    use crate::sys::{mount as m, ns, process as p};
+    let fail = |e: std::io::Error| RunnerError::Idmap { path: root.into(), source: e };
+    let (hold_r, hold_w) = p::pipe().map_err(fail)?;
+    let helper = match ns::clone_fork(ns::CLONE_NEWUSER).map_err(fail)? {
+        None => {
+            drop(hold_w);
+            let mut b = [0u8; 1];
+            let _ = rustix::io::read(&hold_r, &mut b);
+            p::exit_now(0)
+        }
+        Some(pid) => pid,
+    };
+    drop(hold_r);
+    let result = (|| {
+        write_maps(helper, map)?;
+        let userns = std::fs::File::open(format!("/proc/{helper}/ns/user")).map_err(fail)?;
+        let tree = m::clone_tree(root).map_err(fail)?;
+        m::idmap_tree(&tree, &userns).map_err(fail)?;
+        Ok(tree)
+    })();
+    drop(hold_w);
+    let _ = p::wait_raw(helper, false);
+    result
+}
