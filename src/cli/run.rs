@@ -111,7 +111,13 @@ pub fn boot(ctx: &Context, args: BootArgs) -> anyhow::Result<Status> {
     execute(ctx, &args.name, args.options, args.args, true)
 }
 
-fn execute(ctx: &Context, name: &str, o: RunOptions, command: Vec<String>, boot: bool) -> anyhow::Result<Status> {
+fn execute(
+    ctx: &Context,
+    name: &str,
+    o: RunOptions,
+    command: Vec<String>,
+    boot: bool,
+) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let name = ImageName::parse(name)?;
     let image = store.image(&name)?;
@@ -119,7 +125,14 @@ fn execute(ctx: &Context, name: &str, o: RunOptions, command: Vec<String>, boot:
         anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
     }
     let _lock = store.lock(&name, if boot { "booted" } else { "run" })?;
-    let spec = spec_from(image.path(), name.as_str(), o, command, boot, store.is_read_only(&name)?)?;
+    let spec = spec_from(
+        image.path(),
+        name.as_str(),
+        o,
+        command,
+        boot,
+        store.is_read_only(&name)?,
+    )?;
     let status = runner::run(&spec)?;
     Ok(runner::exit_code(status))
 }
@@ -155,7 +168,11 @@ fn spec_from(
         spec.binds.push(Bind::parse(b, true).map_err(usage)?);
     }
     if let Some(t) = o.tmpfs.iter().find(|t| !t.is_absolute()) {
-        return Err(UsageError(format!("bad --tmpfs {}: expected an absolute path", t.display())).into());
+        return Err(UsageError(format!(
+            "bad --tmpfs {}: expected an absolute path",
+            t.display()
+        ))
+        .into());
     }
     spec.tmpfs = o.tmpfs;
     spec.ephemeral = o.ephemeral;
@@ -169,10 +186,17 @@ fn spec_from(
     };
     spec.private_users = runner::parse_private_users(&o.private_users).map_err(usage)?;
     spec.limits = runner::Limits {
-        memory_max: o.memory_max.as_deref().map(runner::parse_size).transpose().map_err(usage)?,
+        memory_max: o
+            .memory_max
+            .as_deref()
+            .map(runner::parse_size)
+            .transpose()
+            .map_err(usage)?,
         cpus: match o.cpus {
             Some(c) if !(c > 0.0 && c.is_finite()) => {
-                return Err(UsageError(format!("bad --cpus {c}: expected a positive number")).into())
+                return Err(
+                    UsageError(format!("bad --cpus {c}: expected a positive number")).into(),
+                )
             }
             c => c,
         },

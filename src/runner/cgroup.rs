@@ -36,22 +36,34 @@ pub struct Cgroup {
 }
 
 fn write(path: &Path, value: &str) -> Result<(), RunnerError> {
-    fs::write(path, value).map_err(|e| RunnerError::Cgroup { path: path.into(), source: e })
+    fs::write(path, value).map_err(|e| RunnerError::Cgroup {
+        path: path.into(),
+        source: e,
+    })
 }
 
 fn mkdir(path: &Path) -> Result<(), RunnerError> {
     match fs::create_dir(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            Err(RunnerError::Cgroup { path: path.into(), source: e })
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(RunnerError::Cgroup {
+            path: path.into(),
+            source: e,
+        }),
         _ => Ok(()),
     }
 }
 
 impl Cgroup {
     /// Creates `rmach/<leaf>` in every hierarchy needed and writes the limits.
-    pub fn create(leaf: &str, limits: &Limits, device_allow: &[&str]) -> Result<Cgroup, RunnerError> {
-        let mut cg = Cgroup { layout: layout(), dirs: Vec::new() };
+    pub fn create(
+        leaf: &str,
+        limits: &Limits,
+        device_allow: &[&str],
+    ) -> Result<Cgroup, RunnerError> {
+        remove_stale();
+        let mut cg = Cgroup {
+            layout: layout(),
+            dirs: Vec::new(),
+        };
         let result = match cg.layout {
             Layout::Unified => cg.create_v2(leaf, limits),
             Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow),
@@ -96,7 +108,12 @@ impl Cgroup {
         Ok(())
     }
 
-    fn create_hybrid(&mut self, leaf: &str, limits: &Limits, allow: &[&str]) -> Result<(), RunnerError> {
+    fn create_hybrid(
+        &mut self,
+        leaf: &str,
+        limits: &Limits,
+        allow: &[&str],
+    ) -> Result<(), RunnerError> {
         let root = Path::new(ROOT);
         let mut hier = |name: &str| -> Result<Option<PathBuf>, RunnerError> {
             let h = root.join(name);
@@ -169,6 +186,33 @@ impl Cgroup {
 impl Drop for Cgroup {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+/// Removes machine cgroups whose rmach was killed before it could clean up: the leaf is named
+/// `NAME-PID`, and a PID that no longer runs rmach leaves an empty cgroup behind.
+fn remove_stale() {
+    let Ok(hierarchies) = fs::read_dir(ROOT) else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let Ok(leaves) = fs::read_dir(h.path().join(PARENT)) else {
+            continue;
+        };
+        for leaf in leaves.flatten() {
+            let name = leaf.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .rsplit_once('-')
+                .and_then(|(_, p)| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let alive = fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|e| e == std::env::current_exe().unwrap_or_default());
+            if leaf.path().is_dir() && !alive {
+                let _ = remove_tree(&leaf.path());
+            }
+        }
     }
 }
 

@@ -27,7 +27,9 @@ pub struct RawMode(Option<Termios>);
 impl RawMode {
     pub fn enter() -> RawMode {
         let stdin = std::io::stdin();
-        let Ok(saved) = tcgetattr(&stdin) else { return RawMode(None) };
+        let Ok(saved) = tcgetattr(&stdin) else {
+            return RawMode(None);
+        };
         let mut raw = saved.clone();
         raw.make_raw();
         let _ = tcsetattr(&stdin, OptionalActions::Now, &raw);
@@ -52,7 +54,12 @@ fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<usize> {
 
 /// Runs until the child `pid` exits; returns its raw wait status. `on_signal` maps a signal
 /// rmach received to the signal for the child (None: not forwarded).
-pub fn relay(pid: i32, sigfd: &OwnedFd, relay: &mut Relay, on_signal: impl Fn(i32) -> Option<i32>) -> i32 {
+pub fn relay(
+    pid: i32,
+    sigfd: &OwnedFd,
+    relay: &mut Relay,
+    on_signal: impl Fn(i32) -> Option<i32>,
+) -> i32 {
     let stdin = std::io::stdin();
     let mut stdin_open = relay.pty.is_some();
     let mut pty_open = relay.pty.is_some();

@@ -31,8 +31,6 @@ struct ChildFds {
     /// The idmapped root to attach, with a user namespace.
     tree: Option<OwnedFd>,
     sync: OwnedFd,
-    error: OwnedFd,
-    status: OwnedFd,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     pty: Option<PathBuf>,
@@ -50,20 +48,35 @@ impl Drop for Scratch {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), RunnerError> {
-    p::pipe().map_err(|e| RunnerError::Setup { message: format!("create a pipe: {e}") })
+    p::pipe().map_err(|e| RunnerError::Setup {
+        message: format!("create a pipe: {e}"),
+    })
 }
 
 pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
-    let meta = std::fs::metadata(&plan.root).map_err(|e| RunnerError::NoRoot { path: plan.root.clone(), source: e })?;
+    let meta = std::fs::metadata(&plan.root).map_err(|e| RunnerError::NoRoot {
+        path: plan.root.clone(),
+        source: e,
+    })?;
     if !meta.is_dir() {
-        return Err(RunnerError::NoRoot { path: plan.root.clone(), source: std::io::ErrorKind::NotADirectory.into() });
+        return Err(RunnerError::NoRoot {
+            path: plan.root.clone(),
+            source: std::io::ErrorKind::NotADirectory.into(),
+        });
     }
     let me = std::process::id();
-    let mut cgroup = Cgroup::create(&format!("{}-{me}", plan.name), &plan.limits, &plan.device_allow)?;
+    let mut cgroup = Cgroup::create(
+        &format!("{}-{me}", plan.name),
+        &plan.limits,
+        &plan.device_allow,
+    )?;
     let scratch = Scratch(match plan.root_mode {
         super::plan::RootMode::Ephemeral => {
             let d = plan.scratch.join(format!(".rmach-{me}-{}", plan.uuid));
-            std::fs::create_dir(&d).map_err(|e| RunnerError::Scratch { path: d.clone(), source: e })?;
+            std::fs::create_dir(&d).map_err(|e| RunnerError::Scratch {
+                path: d.clone(),
+                source: e,
+            })?;
             Some(d)
         }
         super::plan::RootMode::Bind => None,
@@ -78,7 +91,9 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     };
     let (pty_master, pty_path) = match plan.console {
         Console::Interactive => {
-            let (m, path) = crate::sys::pty::open_pty().map_err(|e| RunnerError::Setup { message: format!("open a pty: {e}") })?;
+            let (m, path) = crate::sys::pty::open_pty().map_err(|e| RunnerError::Setup {
+                message: format!("open a pty: {e}"),
+            })?;
             (Some(m), Some(path))
         }
         _ => (None, None),
@@ -95,8 +110,12 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     let (status_r, status_w) = pipe()?;
     let mut blocked = init::FORWARDED.to_vec();
     blocked.push(libc::SIGCHLD);
-    p::block_signals(&blocked).map_err(|e| RunnerError::Setup { message: format!("block signals: {e}") })?;
-    let sigfd = p::signalfd(&blocked).map_err(|e| RunnerError::Setup { message: format!("signalfd: {e}") })?;
+    p::block_signals(&blocked).map_err(|e| RunnerError::Setup {
+        message: format!("block signals: {e}"),
+    })?;
+    let sigfd = p::signalfd(&blocked).map_err(|e| RunnerError::Setup {
+        message: format!("signalfd: {e}"),
+    })?;
     let mut flags = ns::CLONE_NEWNS | ns::CLONE_NEWPID | ns::CLONE_NEWUTS | ns::CLONE_NEWIPC;
     if plan.network != Network::Host {
         flags |= ns::CLONE_NEWNET;
@@ -104,11 +123,28 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     if idmap.is_some() {
         flags |= ns::CLONE_NEWUSER;
     }
-    let fds = ChildFds { tree, sync: sync_r, error: error_w, status: status_w, stdout: out_w, stderr: err_w, pty: pty_path };
+    let fds = ChildFds {
+        tree,
+        sync: sync_r,
+        stdout: out_w,
+        stderr: err_w,
+        pty: pty_path,
+    };
     let pid = match ns::clone_fork(flags) {
-        Ok(None) => child(plan, fds, scratch.0.as_deref(), idmap.is_some()),
+        Ok(None) => child(
+            plan,
+            fds,
+            error_w,
+            status_w,
+            scratch.0.as_deref(),
+            idmap.is_some(),
+        ),
         Ok(Some(pid)) => pid,
-        Err(e) => return Err(RunnerError::Setup { message: format!("clone the machine's namespaces: {e}") }),
+        Err(e) => {
+            return Err(RunnerError::Setup {
+                message: format!("clone the machine's namespaces: {e}"),
+            })
+        }
     };
     drop(fds);
     let setup = (|| -> Result<(), RunnerError> {
@@ -120,7 +156,10 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             let host = veth_name(&plan.name);
             net::create_veth(&host, "host0", pid)
                 .and_then(|_| net::link_up(&host))
-                .map_err(|e| RunnerError::Network { name: host, source: e })?;
+                .map_err(|e| RunnerError::Network {
+                    name: host,
+                    source: e,
+                })?;
         }
         Ok(())
     })();
@@ -136,13 +175,22 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         let _ = p::kill(pid, libc::SIGKILL);
         let _ = p::wait_raw(pid, false);
         return Err(if let Some(cmd) = message.strip_prefix("notfound:") {
-            RunnerError::CommandNotFound { command: cmd.into(), root: plan.root.clone() }
+            RunnerError::CommandNotFound {
+                command: cmd.into(),
+                root: plan.root.clone(),
+            }
         } else {
             RunnerError::Setup { message }
         });
     }
-    let _raw = pty_master.as_ref().filter(|_| rustix::termios::isatty(std::io::stdin())).map(|_| RawMode::enter());
-    let mut relay = Relay { pty: pty_master, captured: vec![(out_r, Vec::new()), (err_r, Vec::new())] };
+    let _raw = pty_master
+        .as_ref()
+        .filter(|_| rustix::termios::isatty(std::io::stdin()))
+        .map(|_| RawMode::enter());
+    let mut relay = Relay {
+        pty: pty_master,
+        captured: vec![(out_r, Vec::new()), (err_r, Vec::new())],
+    };
     let boot = plan.boot;
     let raw = console::relay(pid, &sigfd, &mut relay, |sig| match sig {
         libc::SIGTERM | libc::SIGINT if boot => Some(p::sigrtmin() + 3),
@@ -151,8 +199,10 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     drop(_raw);
     cgroup.remove();
     drop(scratch);
-    let [(_, stdout), (_, stderr)]: [(Option<OwnedFd>, Vec<u8>); 2] =
-        relay.captured.try_into().unwrap_or_else(|_| [(None, Vec::new()), (None, Vec::new())]);
+    let [(_, stdout), (_, stderr)]: [(Option<OwnedFd>, Vec<u8>); 2] = relay
+        .captured
+        .try_into()
+        .unwrap_or_else(|_| [(None, Vec::new()), (None, Vec::new())]);
     let (status, reboot) = if boot {
         match (libc::WIFSIGNALED(raw), libc::WTERMSIG(raw)) {
             (true, libc::SIGHUP) => (ExitStatus::from_raw(0), true),
@@ -161,10 +211,17 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         }
     } else {
         let mut b = [0u8; 4];
-        let payload = std::fs::File::from(status_r).read_exact(&mut b).map(|_| i32::from_ne_bytes(b));
+        let payload = std::fs::File::from(status_r)
+            .read_exact(&mut b)
+            .map(|_| i32::from_ne_bytes(b));
         (ExitStatus::from_raw(payload.unwrap_or(raw)), false)
     };
-    Ok(Ended { status, stdout, stderr, reboot })
+    Ok(Ended {
+        status,
+        stdout,
+        stderr,
+        reboot,
+    })
 }
 
 /// `ve-` and as much of the name as fits in an interface name (15 bytes).
@@ -175,10 +232,15 @@ pub fn veth_name(name: &str) -> String {
 }
 
 /// The machine side; never returns. Failures go to the error pipe as one line.
-fn child(plan: &Plan, mut fds: ChildFds, scratch: Option<&Path>, user_ns: bool) -> ! {
-    let error = fds.error;
-    let status = fds.status;
-    let (c_exe, c_argv, c_env) = match setup(plan, &mut fds.sync, fds.tree.as_ref(), fds.stdout, fds.stderr, fds.pty.as_deref(), scratch, user_ns) {
+fn child(
+    plan: &Plan,
+    fds: ChildFds,
+    error: OwnedFd,
+    status: OwnedFd,
+    scratch: Option<&Path>,
+    user_ns: bool,
+) -> ! {
+    let (c_exe, c_argv, c_env) = match setup(plan, &fds, scratch, user_ns) {
         Ok(v) => v,
         Err(message) => {
             let _ = std::fs::File::from(error).write_all(message.as_bytes());
@@ -188,45 +250,52 @@ fn child(plan: &Plan, mut fds: ChildFds, scratch: Option<&Path>, user_ns: bool) 
     let exec = move |error: OwnedFd| -> std::convert::Infallible {
         let _ = p::reset_signals();
         let e = p::execve(&c_exe, &c_argv, &c_env);
-        let _ = std::fs::File::from(error).write_all(format!("execute {}: {e}", c_exe.to_string_lossy()).as_bytes());
+        let _ = std::fs::File::from(error)
+            .write_all(format!("execute {}: {e}", c_exe.to_string_lossy()).as_bytes());
         p::exit_now(127)
     };
     if plan.boot {
         match exec(error) {}
     }
-    let Ok(payload_error) = error.try_clone() else { p::exit_now(1) };
+    let Ok(payload_error) = error.try_clone() else {
+        p::exit_now(1)
+    };
     init::run(status, error, move || exec(payload_error))
 }
 
 type Exec = (CString, Vec<CString>, Vec<CString>);
 
-fn setup(
-    plan: &Plan,
-    sync: &mut OwnedFd,
-    tree: Option<&OwnedFd>,
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-    pty: Option<&Path>,
-    scratch: Option<&Path>,
-    user_ns: bool,
-) -> ChildResult<Exec> {
+fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> ChildResult<Exec> {
+    let (tree, pty) = (fds.tree.as_ref(), fds.pty.as_deref());
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let mut go = [0u8; 1];
-    if rustix::io::read(&*sync, &mut go) != Ok(1) {
+    if rustix::io::read(&fds.sync, &mut go) != Ok(1) {
         p::exit_now(1);
     }
     if user_ns {
-        ctx(p::set_identity(0, 0, &[]), "become root in the user namespace")?;
+        ctx(
+            p::set_identity(0, 0, &[]),
+            "become root in the user namespace",
+        )?;
     }
     // Now that rmach has moved us into the machine's cgroup, make it our cgroup root.
     ctx(ns::unshare(ns::CLONE_NEWCGROUP), "new cgroup namespace")?;
-    ctx(rustix::system::sethostname(plan.hostname.as_bytes()), "set the hostname")?;
+    ctx(
+        rustix::system::sethostname(plan.hostname.as_bytes()),
+        "set the hostname",
+    )?;
     if plan.network != Network::Host {
         ctx(net::link_up("lo"), "bring up lo")?;
     }
     let root = mounts::prepare_root(plan, scratch.unwrap_or(Path::new("/")), tree)?;
     let tty = match pty {
-        Some(path) => Some(ctx(std::fs::OpenOptions::new().read(true).write(true).open(path), path.display())?),
+        Some(path) => Some(ctx(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path),
+            path.display(),
+        )?),
         None => None,
     };
     mounts::apply(plan, &root, pty)?;
@@ -241,10 +310,17 @@ fn setup(
             }
         }
         Console::Passive | Console::Capture => {
-            let null: OwnedFd = ctx(std::fs::OpenOptions::new().read(true).write(true).open("/dev/null"), "/dev/null")?.into();
+            let null: OwnedFd = ctx(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null"),
+                "/dev/null",
+            )?
+            .into();
             ctx(p::dup2(&null, 0), "stdin")?;
-            ctx(p::dup2(stdout.as_ref().unwrap_or(&null), 1), "stdout")?;
-            ctx(p::dup2(stderr.as_ref().unwrap_or(&null), 2), "stderr")?;
+            ctx(p::dup2(fds.stdout.as_ref().unwrap_or(&null), 1), "stdout")?;
+            ctx(p::dup2(fds.stderr.as_ref().unwrap_or(&null), 2), "stderr")?;
         }
         Console::Pipe => {}
     }
@@ -252,37 +328,64 @@ fn setup(
     let argv = command_line(plan, &user);
     let env = environment(plan, &user);
     let exe = find_executable(&argv[0], &env)?;
-    let workdir = plan.chdir.clone().unwrap_or_else(|| PathBuf::from(&user.home));
-    ctx(p::limit_capabilities(plan.bounding_caps), "limit capabilities")?;
+    let workdir = plan
+        .chdir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&user.home));
+    ctx(
+        p::limit_capabilities(plan.bounding_caps),
+        "limit capabilities",
+    )?;
     if plan.no_new_privs {
         ctx(p::set_no_new_privs(), "no_new_privs")?;
     }
     if plan.seccomp {
-        ctx(crate::sys::seccomp::install(&super::seccomp::program()), "install the seccomp filter")?;
+        ctx(
+            crate::sys::seccomp::install(&super::seccomp::program()),
+            "install the seccomp filter",
+        )?;
     }
     if user.uid != 0 || user.gid != 0 {
-        ctx(p::set_identity(user.uid, user.gid, &user.groups), format!("become {}", user.name))?;
+        ctx(
+            p::set_identity(user.uid, user.gid, &user.groups),
+            format!("become {}", user.name),
+        )?;
     }
     if std::env::set_current_dir(&workdir).is_err() {
         if plan.chdir.is_some() {
-            return Err(format!("change to {}: no such directory in the machine", workdir.display()));
+            return Err(format!(
+                "change to {}: no such directory in the machine",
+                workdir.display()
+            ));
         }
         let _ = std::env::set_current_dir("/");
     }
-    let cstr = |s: &[u8]| CString::new(s).map_err(|_| "a NUL byte in the command line or environment".to_string());
+    let cstr = |s: &[u8]| {
+        CString::new(s).map_err(|_| "a NUL byte in the command line or environment".to_string())
+    };
     let c_exe = cstr(exe.as_os_str().as_bytes())?;
-    let c_argv = argv.iter().map(|a| cstr(a.as_bytes())).collect::<ChildResult<Vec<_>>>()?;
-    let c_env = env.iter().map(|(k, v)| cstr(format!("{k}={v}").as_bytes())).collect::<ChildResult<Vec<_>>>()?;
+    let c_argv = argv
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<ChildResult<Vec<_>>>()?;
+    let c_env = env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<ChildResult<Vec<_>>>()?;
     Ok((c_exe, c_argv, c_env))
 }
 
 /// The payload's argv: the command, init with its arguments, or a login shell.
 fn command_line(plan: &Plan, user: &passwd::User) -> Vec<String> {
     if plan.boot {
-        let init = ["/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .unwrap_or("/sbin/init");
+        let init = [
+            "/usr/lib/systemd/systemd",
+            "/lib/systemd/systemd",
+            "/sbin/init",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("/sbin/init");
         let mut v = vec![init.to_string()];
         v.extend(plan.command.iter().cloned());
         return v;
@@ -295,7 +398,12 @@ fn command_line(plan: &Plan, user: &passwd::User) -> Vec<String> {
 
 fn environment(plan: &Plan, user: &passwd::User) -> Vec<(String, String)> {
     let mut env = plan.env.clone();
-    for (k, v) in [("HOME", &user.home), ("USER", &user.name), ("LOGNAME", &user.name), ("SHELL", &user.shell)] {
+    for (k, v) in [
+        ("HOME", &user.home),
+        ("USER", &user.name),
+        ("LOGNAME", &user.name),
+        ("SHELL", &user.shell),
+    ] {
         if !env.iter().any(|e| e.0 == k) {
             env.push((k.into(), v.clone()));
         }
@@ -306,11 +414,22 @@ fn environment(plan: &Plan, user: &passwd::User) -> Vec<(String, String)> {
 /// Looks the command up in the machine's PATH (we are inside the new root already).
 fn find_executable(cmd: &str, env: &[(String, String)]) -> ChildResult<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let is_exe = |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    let is_exe = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
     if cmd.contains('/') {
-        return if is_exe(Path::new(cmd)) { Ok(cmd.into()) } else { Err(format!("notfound:{cmd}")) };
+        return if is_exe(Path::new(cmd)) {
+            Ok(cmd.into())
+        } else {
+            Err(format!("notfound:{cmd}"))
+        };
     }
-    let path = env.iter().find(|e| e.0 == "PATH").map_or("/usr/bin:/bin", |e| e.1.as_str());
+    let path = env
+        .iter()
+        .find(|e| e.0 == "PATH")
+        .map_or("/usr/bin:/bin", |e| e.1.as_str());
     path.split(':')
         .map(|d| Path::new(d).join(cmd))
         .find(|p| is_exe(p))

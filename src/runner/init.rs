@@ -9,17 +9,32 @@ use crate::sys::process as p;
 
 /// Signals rmach forwards and this init passes on (all blocked since before the fork).
 pub const FORWARDED: &[i32] = &[
-    libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2,
-    libc::SIGCONT, libc::SIGWINCH,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGCONT,
+    libc::SIGWINCH,
 ];
 
 /// Runs the init loop after forking off `exec_payload`; never returns.
-pub fn run(status_pipe: OwnedFd, error_pipe: OwnedFd, exec_payload: impl FnOnce() -> std::convert::Infallible) -> ! {
+pub fn run(
+    status_pipe: OwnedFd,
+    error_pipe: OwnedFd,
+    exec_payload: impl FnOnce() -> std::convert::Infallible,
+) -> ! {
     let payload = match crate::sys::ns::fork() {
         Ok(None) => match exec_payload() {},
-        Ok(Some(pid)) => pid,
+        Ok(Some(pid)) => {
+            // The closure owns the payload's copy of the error pipe: close it here.
+            drop(exec_payload);
+            pid
+        }
         Err(e) => {
-            let _ = std::fs::File::from(error_pipe).write_all(format!("fork the payload: {e}").as_bytes());
+            let _ = std::fs::File::from(error_pipe)
+                .write_all(format!("fork the payload: {e}").as_bytes());
             p::exit_now(1)
         }
     };

@@ -30,30 +30,52 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Output};
 
 pub use plan::{plan, Plan};
-pub use spec::{parse_private_users, parse_size, Bind, Console, Limits, Network, PrivateUsers, RunSpec};
+pub use spec::{
+    parse_private_users, parse_size, Bind, Console, Limits, Network, PrivateUsers, RunSpec,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error("cannot use {path} as a machine's root: {source}")]
-    NoRoot { path: PathBuf, source: std::io::Error },
+    NoRoot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{command}: no such command in the machine at {root}; give a path inside the image")]
     CommandNotFound { command: String, root: PathBuf },
     #[error("setting up the machine failed: {message}")]
     Setup { message: String },
     #[error("cgroup {path}: {source}; rmach needs root and a writable /sys/fs/cgroup")]
-    Cgroup { path: PathBuf, source: std::io::Error },
-    #[error("the {name} cgroup controller is not mounted on this host; drop the limit that needs it")]
+    Cgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the {name} cgroup controller is not mounted on this host; drop the limit that needs it"
+    )]
     NoController { name: String },
     #[error("user namespace map {path}: {source}")]
-    UserNamespace { path: PathBuf, source: std::io::Error },
+    UserNamespace {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("idmapped mount of {path}: {source}; the file system must support idmapped mounts (ext4, btrfs, xfs, tmpfs)")]
-    Idmap { path: PathBuf, source: std::io::Error },
+    Idmap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no free 65536-id range for --private-users=pick; stop a machine or give UID:COUNT")]
     NoFreeIds,
     #[error("network interface {name}: {source}")]
-    Network { name: String, source: std::io::Error },
+    Network {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("scratch directory {path}: {source}")]
-    Scratch { path: PathBuf, source: std::io::Error },
+    Scratch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("unknown capability {name:?}; use names like CAP_NET_ADMIN or net_admin")]
     BadCapability { name: String },
     #[error("bad bind {arg:?}: expected SRC[:DST] with absolute paths")]
@@ -77,7 +99,11 @@ pub fn output(spec: &RunSpec) -> Result<Output, RunnerError> {
     loop {
         let ended = exec::execute_once(&plan)?;
         if !ended.reboot {
-            return Ok(Output { status: ended.status, stdout: ended.stdout, stderr: ended.stderr });
+            return Ok(Output {
+                status: ended.status,
+                stdout: ended.stdout,
+                stderr: ended.stderr,
+            });
         }
     }
 }

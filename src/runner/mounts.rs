@@ -32,7 +32,11 @@ fn open_in(root: &OwnedFd, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
 /// The target as a path relative to the root; "." for the root itself.
 fn relative(target: &Path) -> PathBuf {
     let mut rel = PathBuf::from(".");
-    rel.extend(target.components().filter(|c| matches!(c, Component::Normal(_))));
+    rel.extend(
+        target
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_))),
+    );
     rel
 }
 
@@ -47,7 +51,10 @@ fn ensure(root: &OwnedFd, target: &Path, dir: bool, create: bool) -> io::Result<
         return Err(io::ErrorKind::NotFound.into());
     }
     let mut cur = PathBuf::from(".");
-    let parts: Vec<_> = rel.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let parts: Vec<_> = rel
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
     let n = parts.len();
     for (i, c) in parts.into_iter().enumerate() {
         let parent = open_in(root, &cur, OFlags::DIRECTORY)?;
@@ -98,19 +105,31 @@ fn flags_of(e: &MountEntry) -> libc::c_ulong {
 
 /// Re-applies flags to the bind mount now on top of `target`.
 fn remount_bind(root: &OwnedFd, target: &Path, flags: libc::c_ulong) -> ChildResult<()> {
-    let top = ctx(open_in(root, &relative(target), OFlags::empty()), target.display())?;
+    let top = ctx(
+        open_in(root, &relative(target), OFlags::empty()),
+        target.display(),
+    )?;
     let f = m::MS_REMOUNT | m::MS_BIND | flags | kept_flags(&top);
-    ctx(mount(None, &fd_path(&top), None, f, None), format!("remount {}", target.display()))
+    ctx(
+        mount(None, &fd_path(&top), None, f, None),
+        format!("remount {}", target.display()),
+    )
 }
 
 /// Mounts the root: a bind of the directory onto itself, or an overlay with a tmpfs upper
 /// layer in `scratch`. Returns the path to pivot into.
 /// With a user namespace, `tree` is the idmapped root to attach instead of a plain bind.
 pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> ChildResult<PathBuf> {
-    ctx(mount(None, Path::new("/"), None, m::MS_REC | m::MS_PRIVATE, None), "make / private")?;
+    ctx(
+        mount(None, Path::new("/"), None, m::MS_REC | m::MS_PRIVATE, None),
+        "make / private",
+    )?;
     let attach = |at: &Path| match tree {
         Some(t) => ctx(m::attach_tree(t, at), "attach the idmapped root"),
-        None => ctx(mount(Some(&plan.root), at, None, m::MS_BIND | m::MS_REC, None), format!("bind {}", plan.root.display())),
+        None => ctx(
+            mount(Some(&plan.root), at, None, m::MS_BIND | m::MS_REC, None),
+            format!("bind {}", plan.root.display()),
+        ),
     };
     match plan.root_mode {
         RootMode::Bind => {
@@ -118,14 +137,25 @@ pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> Chil
             Ok(plan.root.clone())
         }
         RootMode::Ephemeral => {
-            ctx(mount(Some(Path::new("tmpfs")), scratch, Some("tmpfs"), 0, Some("mode=700")), "scratch tmpfs")?;
+            ctx(
+                mount(
+                    Some(Path::new("tmpfs")),
+                    scratch,
+                    Some("tmpfs"),
+                    0,
+                    Some("mode=700"),
+                ),
+                "scratch tmpfs",
+            )?;
             for d in ["upper", "work", "root", "lower"] {
                 ctx(std::fs::create_dir(scratch.join(d)), "scratch directory")?;
             }
             attach(&scratch.join("lower"))?;
             let esc = |p: &Path| {
                 let s = p.to_string_lossy();
-                s.replace('\\', "\\\\").replace(',', "\\,").replace(':', "\\:")
+                s.replace('\\', "\\\\")
+                    .replace(',', "\\,")
+                    .replace(':', "\\:")
             };
             let data = format!(
                 "lowerdir={},upperdir={},workdir={}",
@@ -134,7 +164,16 @@ pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> Chil
                 esc(&scratch.join("work"))
             );
             let target = scratch.join("root");
-            ctx(mount(Some(Path::new("overlay")), &target, Some("overlay"), 0, Some(&data)), "ephemeral overlay")?;
+            ctx(
+                mount(
+                    Some(Path::new("overlay")),
+                    &target,
+                    Some("overlay"),
+                    0,
+                    Some(&data),
+                ),
+                "ephemeral overlay",
+            )?;
             Ok(target)
         }
     }
@@ -143,11 +182,18 @@ pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> Chil
 /// Applies the table under `new_root`, then makes the root read-only if asked.
 pub fn apply(plan: &Plan, new_root: &Path, console: Option<&Path>) -> ChildResult<()> {
     let root = ctx(
-        openat2(CWD, new_root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::empty()),
+        openat2(
+            CWD,
+            new_root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::empty(),
+        ),
         new_root.display(),
     )?;
     for e in &plan.mounts {
-        apply_one(&root, e, console).map_err(|err| format!("mount {}: {err}", e.target.display()))?;
+        apply_one(&root, e, console)
+            .map_err(|err| format!("mount {}: {err}", e.target.display()))?;
     }
     if plan.root_read_only {
         remount_bind(&root, Path::new("/"), m::MS_RDONLY)?;
@@ -161,16 +207,25 @@ fn apply_one(root: &OwnedFd, e: &MountEntry, console: Option<&Path>) -> ChildRes
         MountKind::Fs { fstype, data } => {
             let t = ctx(ensure(root, &e.target, true, true), "create mount point")?;
             let src = Path::new(fstype);
-            ctx(mount(Some(src), &fd_path(&t), Some(fstype), flags, Some(data)), fstype)
+            ctx(
+                mount(Some(src), &fd_path(&t), Some(fstype), flags, Some(data)),
+                fstype,
+            )
         }
         MountKind::BindHost { source, recursive } => {
             let meta = match std::fs::metadata(source) {
                 Err(_) if e.optional => return Ok(()),
                 r => ctx(r, source.display())?,
             };
-            let t = ctx(ensure(root, &e.target, meta.is_dir(), true), "create mount point")?;
+            let t = ctx(
+                ensure(root, &e.target, meta.is_dir(), true),
+                "create mount point",
+            )?;
             let rec = if *recursive { m::MS_REC } else { 0 };
-            ctx(mount(Some(source), &fd_path(&t), None, m::MS_BIND | rec, None), source.display())?;
+            ctx(
+                mount(Some(source), &fd_path(&t), None, m::MS_BIND | rec, None),
+                source.display(),
+            )?;
             remount_bind(root, &e.target, flags)
         }
         MountKind::BindSelf => {
@@ -179,7 +234,10 @@ fn apply_one(root: &OwnedFd, e: &MountEntry, console: Option<&Path>) -> ChildRes
                 r => ctx(r, "open")?,
             };
             let p = fd_path(&t);
-            ctx(mount(Some(&p), &p, None, m::MS_BIND | m::MS_REC, None), "bind")?;
+            ctx(
+                mount(Some(&p), &p, None, m::MS_BIND | m::MS_REC, None),
+                "bind",
+            )?;
             remount_bind(root, &e.target, flags)
         }
         MountKind::Mask => {
@@ -187,12 +245,21 @@ fn apply_one(root: &OwnedFd, e: &MountEntry, console: Option<&Path>) -> ChildRes
                 Err(_) if e.optional => return Ok(()),
                 r => ctx(r, "open")?,
             };
-            let null = ctx(ensure(root, Path::new("/dev/null"), false, false), "/dev/null")?;
-            ctx(mount(Some(&fd_path(&null)), &fd_path(&t), None, m::MS_BIND, None), "mask")
+            let null = ctx(
+                ensure(root, Path::new("/dev/null"), false, false),
+                "/dev/null",
+            )?;
+            ctx(
+                mount(Some(&fd_path(&null)), &fd_path(&t), None, m::MS_BIND, None),
+                "mask",
+            )
         }
         MountKind::Symlink { to } => {
             let rel = relative(&e.target);
-            let parent = ctx(ensure(root, rel.parent().unwrap_or(Path::new(".")), true, true), "parent")?;
+            let parent = ctx(
+                ensure(root, rel.parent().unwrap_or(Path::new(".")), true, true),
+                "parent",
+            )?;
             let name = rel.file_name().unwrap_or_default();
             match rustix::fs::symlinkat(to, &parent, name) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
@@ -201,16 +268,32 @@ fn apply_one(root: &OwnedFd, e: &MountEntry, console: Option<&Path>) -> ChildRes
         }
         MountKind::File { contents } => {
             let rel = relative(&e.target);
-            let parent = ctx(ensure(root, rel.parent().unwrap_or(Path::new(".")), true, true), "parent")?;
-            let fl = OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let parent = ctx(
+                ensure(root, rel.parent().unwrap_or(Path::new(".")), true, true),
+                "parent",
+            )?;
+            let fl = OFlags::CREATE
+                | OFlags::TRUNC
+                | OFlags::WRONLY
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC;
             let name = rel.file_name().unwrap_or_default();
-            let fd = ctx(rustix::fs::openat(&parent, name, fl, Mode::from_raw_mode(0o444)), "create")?;
-            ctx(std::io::Write::write_all(&mut std::fs::File::from(fd), contents), "write")
+            let fd = ctx(
+                rustix::fs::openat(&parent, name, fl, Mode::from_raw_mode(0o444)),
+                "create",
+            )?;
+            ctx(
+                std::io::Write::write_all(&mut std::fs::File::from(fd), contents),
+                "write",
+            )
         }
         MountKind::Console => {
             let Some(pty) = console else { return Ok(()) };
             let t = ctx(ensure(root, &e.target, false, true), "create mount point")?;
-            ctx(mount(Some(pty), &fd_path(&t), None, m::MS_BIND, None), pty.display())
+            ctx(
+                mount(Some(pty), &fd_path(&t), None, m::MS_BIND, None),
+                pty.display(),
+            )
         }
     }
 }

@@ -15,9 +15,10 @@ pub struct User {
 /// Finds `user` (a name or a number; None: root) in the passwd text.
 pub fn lookup(passwd: &str, group: &str, user: Option<&str>) -> Option<User> {
     let want = user.unwrap_or("root");
-    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
-        f.len() >= 7 && (f[0] == want || f[2] == want)
-    });
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 7 && (f[0] == want || f[2] == want));
     let mut u = match entry {
         Some(f) => User {
             name: f[0].into(),
@@ -31,7 +32,14 @@ pub fn lookup(passwd: &str, group: &str, user: Option<&str>) -> Option<User> {
         None => {
             // A bare number not in passwd is still a valid identity, as with nspawn.
             let uid: u32 = want.parse().ok()?;
-            User { name: want.into(), uid, gid: uid, home: "/".into(), shell: "/bin/sh".into(), groups: vec![] }
+            User {
+                name: want.into(),
+                uid,
+                gid: uid,
+                home: "/".into(),
+                shell: "/bin/sh".into(),
+                groups: vec![],
+            }
         }
     };
     u.groups = group
@@ -47,15 +55,26 @@ pub fn lookup(passwd: &str, group: &str, user: Option<&str>) -> Option<User> {
 }
 
 fn root() -> User {
-    User { name: "root".into(), uid: 0, gid: 0, home: "/root".into(), shell: "/bin/sh".into(), groups: vec![0] }
+    User {
+        name: "root".into(),
+        uid: 0,
+        gid: 0,
+        home: "/root".into(),
+        shell: "/bin/sh".into(),
+        groups: vec![0],
+    }
 }
 
 /// Resolves in the current root (the machine's, after pivot_root).
 pub fn resolve(user: Option<&str>) -> ChildResult<User> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let mut u = lookup(&passwd, &group, user)
-        .ok_or_else(|| format!("no user {} in the machine's /etc/passwd", user.unwrap_or("root")))?;
+    let mut u = lookup(&passwd, &group, user).ok_or_else(|| {
+        format!(
+            "no user {} in the machine's /etc/passwd",
+            user.unwrap_or("root")
+        )
+    })?;
     if !std::path::Path::new(&u.shell).exists() {
         u.shell = "/bin/sh".into();
     }
@@ -66,13 +85,17 @@ pub fn resolve(user: Option<&str>) -> ChildResult<User> {
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nsudo:x:27:alice,bob\nalice:x:1000:\n";
 
     #[test]
     fn lookups() {
         let a = lookup(PASSWD, GROUP, Some("alice")).unwrap();
-        assert_eq!((a.uid, a.gid, a.groups.clone()), (1000, 1000, vec![27, 1000]));
+        assert_eq!(
+            (a.uid, a.gid, a.groups.clone()),
+            (1000, 1000, vec![27, 1000])
+        );
         assert_eq!(lookup(PASSWD, GROUP, Some("1000")).unwrap().name, "alice");
         assert_eq!(lookup(PASSWD, GROUP, None).unwrap().shell, "/bin/bash");
         assert_eq!(lookup("", "", None).unwrap().uid, 0);

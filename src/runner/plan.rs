@@ -84,13 +84,25 @@ pub struct Plan {
 }
 
 /// Host devices bound into the private /dev (by name under /dev).
-pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty", "net/tun"];
+pub const DEVICES: &[&str] = &[
+    "null", "zero", "full", "random", "urandom", "tty", "net/tun",
+];
 
 /// The v1 device controller's allow list: the nodes above, ptys, and mknod of anything
 /// (creating a node is harmless when opening it is refused).
 pub const DEVICE_ALLOW: &[&str] = &[
-    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm",
-    "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm", "c *:* m", "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+    "c *:* m",
+    "b *:* m",
 ];
 
 /// /proc files that reveal or change host kernel state, hidden behind /dev/null.
@@ -111,7 +123,13 @@ fn entry(target: &str, kind: MountKind) -> MountEntry {
 }
 
 fn fs(target: &str, fstype: &'static str, data: &str) -> MountEntry {
-    entry(target, MountKind::Fs { fstype, data: data.into() })
+    entry(
+        target,
+        MountKind::Fs {
+            fstype,
+            data: data.into(),
+        },
+    )
 }
 
 /// Builds the plan. Fails on bad names in the spec, never touches the system except to read
@@ -122,7 +140,11 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
     let uuid = new_uuid();
     Ok(Plan {
         root: spec.root.clone(),
-        root_mode: if spec.ephemeral { RootMode::Ephemeral } else { RootMode::Bind },
+        root_mode: if spec.ephemeral {
+            RootMode::Ephemeral
+        } else {
+            RootMode::Bind
+        },
         root_read_only: spec.read_only,
         name: spec.name.clone(),
         hostname: spec.hostname.clone().unwrap_or_else(|| spec.name.clone()),
@@ -151,10 +173,13 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
     dev.nodev = false;
     t.push(dev);
     for d in DEVICES {
-        let mut e = entry(&format!("/dev/{d}"), MountKind::BindHost {
-            source: Path::new("/dev").join(d),
-            recursive: false,
-        });
+        let mut e = entry(
+            &format!("/dev/{d}"),
+            MountKind::BindHost {
+                source: Path::new("/dev").join(d),
+                recursive: false,
+            },
+        );
         e.nodev = false;
         e.optional = d.contains('/');
         t.push(e);
@@ -168,7 +193,11 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
     ] {
         t.push(entry(link, MountKind::Symlink { to: to.into() }));
     }
-    let mut pts = fs("/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=620,gid=5");
+    let mut pts = fs(
+        "/dev/pts",
+        "devpts",
+        "newinstance,ptmxmode=0666,mode=620,gid=5",
+    );
     pts.noexec = true;
     pts.nodev = false;
     t.push(pts);
@@ -202,7 +231,13 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
     }
     let mut sys = if spec.network == Network::Host && spec.private_users != PrivateUsers::No {
         // A new sysfs needs a network namespace owned by the user namespace; bind the host's.
-        entry("/sys", MountKind::BindHost { source: "/sys".into(), recursive: true })
+        entry(
+            "/sys",
+            MountKind::BindHost {
+                source: "/sys".into(),
+                recursive: true,
+            },
+        )
     } else {
         fs("/sys", "sysfs", "")
     };
@@ -224,11 +259,19 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
     ] {
         t.push(entry(path, MountKind::File { contents }));
     }
-    for Bind { source, target, read_only } in &spec.binds {
-        let mut e = entry(&target.to_string_lossy(), MountKind::BindHost {
-            source: source.clone(),
-            recursive: true,
-        });
+    for Bind {
+        source,
+        target,
+        read_only,
+    } in &spec.binds
+    {
+        let mut e = entry(
+            &target.to_string_lossy(),
+            MountKind::BindHost {
+                source: source.clone(),
+                recursive: true,
+            },
+        );
         e.read_only = *read_only;
         e.nosuid = false;
         e.nodev = false;
@@ -244,7 +287,10 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
 
 fn environment(spec: &RunSpec, uuid: &str) -> Vec<(String, String)> {
     let mut env = vec![
-        ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
         ("container".into(), "rmach".into()),
         ("container_uuid".into(), uuid.into()),
     ];
@@ -268,7 +314,14 @@ fn new_uuid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -283,7 +336,12 @@ mod tests {
     fn table_like_nspawn() {
         let p = plan(&RunSpec::new("/srv/dev", vec!["true".into()])).unwrap();
         assert_eq!(p.hostname, "dev");
-        let idx = |t: &str| p.mounts.iter().position(|m| m.target == Path::new(t)).unwrap();
+        let idx = |t: &str| {
+            p.mounts
+                .iter()
+                .position(|m| m.target == Path::new(t))
+                .unwrap()
+        };
         // /dev first (masks need its null), /proc before what is bound over /proc.
         assert!(idx("/dev") < idx("/dev/null") && idx("/dev/null") < idx("/proc/kcore"));
         assert!(idx("/proc") < idx("/proc/sys") && idx("/sys") < idx("/sys/fs/cgroup"));
@@ -314,11 +372,21 @@ mod tests {
         assert!(find(&p, "/proc/sys/net").is_some());
         assert_eq!(find(&p, "/dev/console").unwrap().kind, MountKind::Console);
         let b = find(&p, "/mnt/h").unwrap();
-        assert!(b.read_only && matches!(&b.kind, MountKind::BindHost { source, .. } if source == Path::new("/home")));
+        assert!(
+            b.read_only
+                && matches!(&b.kind, MountKind::BindHost { source, .. } if source == Path::new("/home"))
+        );
         assert!(find(&p, "/var/tmp").is_some());
-        assert!(matches!(find(&p, "/sys").unwrap().kind, MountKind::Fs { .. }));
+        assert!(matches!(
+            find(&p, "/sys").unwrap().kind,
+            MountKind::Fs { .. }
+        ));
         assert_eq!(p.root_mode, RootMode::Ephemeral);
         assert_eq!(p.env.iter().filter(|e| e.0 == "PATH").count(), 1);
-        assert_ne!(p.bounding_caps & (1 << 12), 0, "net_admin with a private network");
+        assert_ne!(
+            p.bounding_caps & (1 << 12),
+            0,
+            "net_admin with a private network"
+        );
     }
 }

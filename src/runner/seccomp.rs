@@ -41,7 +41,12 @@ pub fn denied() -> Vec<(&'static str, u32)> {
 #[cfg(target_arch = "x86_64")]
 const ARCHES: &[(u32, &[u32])] = &[
     // AUDIT_ARCH_I386 and the same calls' i386 numbers, so 32-bit binaries run but cannot use them.
-    (0x4000_0003, &[128, 129, 350, 283, 87, 115, 51, 342, 79, 264, 343, 404, 405, 253, 110, 101, 25]),
+    (
+        0x4000_0003,
+        &[
+            128, 129, 350, 283, 87, 115, 51, 342, 79, 264, 343, 404, 405, 253, 110, 101, 25,
+        ],
+    ),
 ];
 #[cfg(not(target_arch = "x86_64"))]
 const ARCHES: &[(u32, &[u32])] = &[];
@@ -128,7 +133,12 @@ mod tests {
         for (name, nr) in denied() {
             assert_eq!(eval(&p, NATIVE_ARCH, nr), eperm, "{name}");
         }
-        for nr in [libc::SYS_read, libc::SYS_reboot, libc::SYS_mount, libc::SYS_clone] {
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_reboot,
+            libc::SYS_mount,
+            libc::SYS_clone,
+        ] {
             assert_eq!(eval(&p, NATIVE_ARCH, nr as u32), RET_ALLOW);
         }
         assert_eq!(eval(&p, 0x1234, 0), RET_KILL_PROCESS);
@@ -136,7 +146,10 @@ mod tests {
         {
             assert_eq!(eval(&p, 0x4000_0003, 128), eperm);
             assert_eq!(eval(&p, 0x4000_0003, 3), RET_ALLOW);
-            assert_eq!(eval(&p, NATIVE_ARCH, 0x4000_0000 | 175), RET_ERRNO | libc::ENOSYS as u32);
+            assert_eq!(
+                eval(&p, NATIVE_ARCH, 0x4000_0000 | 175),
+                RET_ERRNO | libc::ENOSYS as u32
+            );
         }
     }
 }

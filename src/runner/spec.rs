@@ -204,13 +204,22 @@ mod tests {
     #[test]
     fn binds_and_users() {
         let b = Bind::parse("/a:/b", true).unwrap();
-        assert_eq!((b.source.to_str(), b.target.to_str()), (Some("/a"), Some("/b")));
-        assert_eq!(Bind::parse("/a", false).unwrap().target.to_str(), Some("/a"));
+        assert_eq!(
+            (b.source.to_str(), b.target.to_str()),
+            (Some("/a"), Some("/b"))
+        );
+        assert_eq!(
+            Bind::parse("/a", false).unwrap().target.to_str(),
+            Some("/a")
+        );
         assert!(Bind::parse("rel", false).is_err());
         assert_eq!(parse_private_users("pick").unwrap(), PrivateUsers::Pick);
         assert_eq!(
             parse_private_users("100000:65536").unwrap(),
-            PrivateUsers::Range { base: 100000, count: 65536 }
+            PrivateUsers::Range {
+                base: 100000,
+                count: 65536
+            }
         );
         assert!(parse_private_users("4294967295:2").is_err());
     }

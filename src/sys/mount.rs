@@ -78,7 +78,10 @@ pub fn clone_tree(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
 }
 
 /// Makes the detached tree `tree` an idmapped mount using the maps of the user namespace `userns`.
-pub fn idmap_tree(tree: &impl std::os::fd::AsRawFd, userns: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+pub fn idmap_tree(
+    tree: &impl std::os::fd::AsRawFd,
+    userns: &impl std::os::fd::AsRawFd,
+) -> io::Result<()> {
     #[repr(C)]
     struct MountAttr {
         attr_set: u64,
@@ -86,12 +89,24 @@ pub fn idmap_tree(tree: &impl std::os::fd::AsRawFd, userns: &impl std::os::fd::A
         propagation: u64,
         userns_fd: u64,
     }
-    let attr = MountAttr { attr_set: 0x0010_0000, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    let attr = MountAttr {
+        attr_set: 0x0010_0000,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
     let empty = c"";
     let flags = libc::AT_EMPTY_PATH | libc::AT_RECURSIVE;
     // SAFETY: `attr` is a mount_attr of the size passed; both fds are borrowed and open.
     let r = unsafe {
-        libc::syscall(libc::SYS_mount_setattr, tree.as_raw_fd(), empty.as_ptr(), flags, &attr, std::mem::size_of::<MountAttr>())
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            flags,
+            &attr,
+            std::mem::size_of::<MountAttr>(),
+        )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());
@@ -105,7 +120,14 @@ pub fn attach_tree(tree: &impl std::os::fd::AsRawFd, target: &Path) -> io::Resul
     let empty = c"";
     // SAFETY: both strings are NUL-terminated and alive; the fd is borrowed and open.
     let r = unsafe {
-        libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, t.as_ptr(), 4 /* MOVE_MOUNT_F_EMPTY_PATH */)
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            4, /* MOVE_MOUNT_F_EMPTY_PATH */
+        )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());

@@ -55,7 +55,9 @@ fn nested(buf: &mut Vec<u8>, ty: u16, f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 fn name_z(name: &str) -> io::Result<Vec<u8>> {
-    Ok(CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?.into_bytes_with_nul())
+    Ok(CString::new(name)
+        .map_err(|_| io::ErrorKind::InvalidInput)?
+        .into_bytes_with_nul())
 }
 
 const IFINFOMSG_LEN: usize = 16;
@@ -81,7 +83,8 @@ pub fn create_veth(host: &str, peer: &str, pid: i32) -> io::Result<()> {
             });
         });
     });
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
     let mut msg = Vec::with_capacity(16 + body.len());
     msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
     msg.extend_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
@@ -92,11 +95,22 @@ pub fn create_veth(host: &str, peer: &str, pid: i32) -> io::Result<()> {
     let s = socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
     // SAFETY: send/recv use buffers we own with their true lengths.
     unsafe {
-        if libc::send(s.as_raw_fd(), msg.as_ptr() as *const libc::c_void, msg.len(), 0) == -1 {
+        if libc::send(
+            s.as_raw_fd(),
+            msg.as_ptr() as *const libc::c_void,
+            msg.len(),
+            0,
+        ) == -1
+        {
             return Err(io::Error::last_os_error());
         }
         let mut reply = [0u8; 1024];
-        let n = libc::recv(s.as_raw_fd(), reply.as_mut_ptr() as *mut libc::c_void, reply.len(), 0);
+        let n = libc::recv(
+            s.as_raw_fd(),
+            reply.as_mut_ptr() as *mut libc::c_void,
+            reply.len(),
+            0,
+        );
         if n < 20 {
             return Err(io::Error::last_os_error());
         }

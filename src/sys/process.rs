@@ -63,10 +63,20 @@ pub fn read_signal(fd: &OwnedFd) -> io::Result<Option<i32>> {
     let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
     // SAFETY: we pass a buffer of exactly `size` bytes that we own.
-    let n = unsafe { libc::read(fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, size) };
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            &mut info as *mut _ as *mut libc::c_void,
+            size,
+        )
+    };
     if n == -1 {
         let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
+        return if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else {
+            Err(e)
+        };
     }
     Ok(Some(info.ssi_signo as i32))
 }
@@ -142,7 +152,15 @@ pub fn limit_capabilities(keep: u64) -> io::Result<()> {
         }
     }
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
     #[repr(C)]
     struct Header {
         version: u32,
@@ -155,8 +173,15 @@ pub fn limit_capabilities(keep: u64) -> io::Result<()> {
         permitted: u32,
         inheritable: u32,
     }
-    let mut h = Header { version: 0x2008_0522, pid: 0 };
-    let mut d = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    let mut h = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut d = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
     // SAFETY: header and a two-element data array, the layout _LINUX_CAPABILITY_VERSION_3 expects.
     check(unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) as libc::c_int })?;
     for (i, w) in d.iter_mut().enumerate() {

@@ -21,7 +21,10 @@ struct SockFprog {
 /// Installs `program` as a seccomp filter on the calling thread (inherited across fork/exec).
 pub fn install(program: &[Insn]) -> io::Result<()> {
     let len = libc::c_ushort::try_from(program.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let prog = SockFprog { len, filter: program.as_ptr() };
+    let prog = SockFprog {
+        len,
+        filter: program.as_ptr(),
+    };
     // SAFETY: `prog` points at `len` valid instructions that outlive the call; the kernel
     // copies the program before returning.
     let r = unsafe {

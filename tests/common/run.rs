@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 const PROGRAMS: &[&str] = &[
     "bash", "sh", "cat", "ls", "echo", "true", "false", "sleep", "head", "tail", "tr", "id",
     "hostname", "mkdir", "touch", "readlink", "stat", "grep", "env", "timeout", "wc", "rm",
-    "chmod", "setpriv", "dd", "mount", "umount",
+    "chmod", "dd", "mount", "umount", "swapoff",
 ];
 
 fn copy_with_parents(src: &Path, root: &Path) {
@@ -24,21 +24,46 @@ fn copy_with_parents(src: &Path, root: &Path) {
 /// Builds the probe image at `root`: /usr/bin with the programs above, /bin -> usr/bin,
 /// their libraries, and a passwd with root and an unprivileged user.
 pub fn make_rootfs(root: &Path) {
-    for d in ["usr/bin", "etc", "root", "home/user", "tmp", "var/tmp", "proc", "sys", "dev", "run"] {
+    for d in [
+        "usr/bin",
+        "etc",
+        "root",
+        "home/user",
+        "tmp",
+        "var/tmp",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+    ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
-    for (l, t) in [("bin", "usr/bin"), ("sbin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+    for (l, t) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
         std::os::unix::fs::symlink(t, root.join(l)).unwrap();
     }
     for p in PROGRAMS {
-        let out = Command::new("bash").args(["-c", &format!("command -v {p}")]).output().unwrap();
+        let out = Command::new("bash")
+            .args(["-c", &format!("type -P {p}")])
+            .output()
+            .unwrap();
         let host = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        assert!(host.is_absolute(), "{p} is needed on the host for the runner tests");
+        assert!(
+            host.is_absolute(),
+            "{p} is needed on the host for the runner tests"
+        );
         let host = std::fs::canonicalize(&host).unwrap();
         std::fs::copy(&host, root.join("usr/bin").join(p)).unwrap();
         let ldd = Command::new("ldd").arg(&host).output().unwrap();
         for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-            let lib = line.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from);
+            let lib = line
+                .split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from);
             if let Some(lib) = lib {
                 let lib = if lib.starts_with("/lib") || lib.starts_with("/lib64") {
                     Path::new("/usr").join(lib.strip_prefix("/").unwrap())
@@ -60,23 +85,34 @@ pub fn make_rootfs(root: &Path) {
         "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n",
     )
     .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\nusers:x:100:user\nuser:x:1000:\n").unwrap();
+    std::fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nusers:x:100:user\nuser:x:1000:\n",
+    )
+    .unwrap();
     std::os::unix::fs::chown(root.join("home/user"), Some(1000), Some(1000)).unwrap();
 }
 
 /// A temporary store holding the probe image under `name`.
 pub struct TestStore {
     pub dir: tempfile::TempDir,
+    pub name: String,
 }
 
 impl TestStore {
     pub fn new(name: &str) -> TestStore {
-        let dir = tempfile::Builder::new().prefix("rmach-run-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("rmach-run-")
+            .tempdir()
+            .unwrap();
         for d in ["store", "state", "cache"] {
             std::fs::create_dir(dir.path().join(d)).unwrap();
         }
         make_rootfs(&dir.path().join("store").join(name));
-        TestStore { dir }
+        TestStore {
+            dir,
+            name: name.into(),
+        }
     }
 
     pub fn store(&self) -> PathBuf {
