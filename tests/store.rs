@@ -324,7 +324,7 @@ fn kill_during_import_fs_leaves_no_image_and_clean_removes_the_rest() {
     env.ok(&["clean"]);
     assert!(env.store_entries().is_empty(), "{:?}", env.store_entries());
 
-    // The next operation on the name also removes what a killed one left.
+    // Ctrl-C likewise; the next operation on the name also removes what it left.
     let mut child = env
         .command()
         .args(["import-fs", src.to_str().unwrap(), "dev"])
@@ -337,8 +337,10 @@ fn kill_during_import_fs_leaves_no_image_and_clean_removes_the_rest() {
     {
         std::thread::sleep(Duration::from_millis(2));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert!(!env.store.join("dev").exists());
     env.ok(&["import-fs", src.to_str().unwrap(), "dev"]);
     assert_eq!(env.store_entries(), vec!["dev"]);
     assert_same_tree(&src, &env.store.join("dev"));
@@ -519,4 +521,20 @@ fn usage_errors_exit_2_without_a_panic() {
     env.fails(&["read-only", "dev", "maybe"], 2);
     let out = env.run(&["--help"]);
     assert!(out.status.success());
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_leaves_nothing() {
+    let scratch = Env::new();
+    let src = big_tree(&scratch);
+    let small = tempfile::tempdir().unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=16m rmach-test {}",
+        small.path().display()
+    ));
+    let env = Env::with_store_in(Some(small.path()));
+    let err = env.fails(&["import-fs", src.to_str().unwrap(), "dev"], 1);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(env.store_entries().is_empty(), "{:?}", env.store_entries());
+    sh(&format!("umount {}", small.path().display()));
 }

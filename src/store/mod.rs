@@ -351,7 +351,7 @@ impl Store {
         source: &ImageName,
         destination: &ImageName,
         read_only: bool,
-        progress: Option<&dyn Fn(u64)>,
+        progress: Option<&(dyn Fn(u64) + Sync)>,
     ) -> Result<()> {
         let _source_lock = self.lock(source, "cloned")?;
         let image = self.image(source)?;
