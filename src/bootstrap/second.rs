@@ -53,7 +53,7 @@ pub fn run(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -
     stage_debs(plan, target)?;
     let sh = |step: &str, script: &str| {
         let started = std::time::Instant::now();
-        let result = in_target(target, step, script);
+        let result = in_target(target, &opts.hostname, step, script);
         progress(Event::Note(format!(
             "  {step}: {:.1} s",
             started.elapsed().as_secs_f64()
@@ -204,7 +204,7 @@ fn stage_err(step: &str, reason: String) -> BootstrapError {
 
 /// Runs `script` with /bin/sh inside the image, its output appended to the image's
 /// bootstrap log, with debootstrap's environment.
-fn in_target(target: &Path, step: &str, script: &str) -> Result<()> {
+fn in_target(target: &Path, hostname: &str, step: &str, script: &str) -> Result<()> {
     let full = format!(
         "set -e\nexec >>{LOG} 2>&1 </dev/null\n\
          export DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true \
@@ -212,7 +212,7 @@ fn in_target(target: &Path, step: &str, script: &str) -> Result<()> {
          dpkg() {{ command dpkg --force-unsafe-io \"$@\"; }}\n\
          echo '+ {step}'\n{script}\n"
     );
-    super::stage_runner::run_script(target, &full).map_err(|reason| {
+    super::stage_runner::run_script(target, hostname, &full).map_err(|reason| {
         // The image is thrown away on failure, so the log's last words go into the error.
         let log =
             std::fs::read_to_string(target.join(LOG.trim_start_matches('/'))).unwrap_or_default();

@@ -1,32 +1,16 @@
-//! Running one shell script inside the image with /proc and /sys mounted.
-//!
-//! TEMPORARY: until the runner module lands on main, this uses util-linux's `unshare` (new
-//! mount and PID namespaces, so nothing leaks onto the host's mounts) and `chroot`. The second
-//! stage is to go through `crate::runner` ("one runner, not two"); this file is then deleted.
+//! Running one shell script inside the image through the runner (the same namespaces, /proc,
+//! /sys and private /dev that `rmach run` gives), its output captured for the error message.
 
 use std::path::Path;
-use std::process::Command;
 
-pub fn run_script(root: &Path, script: &str) -> Result<(), String> {
-    let outer = r#"mount -t proc proc "$0/proc" && mount -t sysfs -o ro sysfs "$0/sys" && exec chroot "$0" /bin/sh -c "$1""#;
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            outer,
-        ])
-        .arg(root)
-        .arg(script)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .output()
-        .map_err(|e| format!("starting unshare: {e}"))?;
+use crate::runner::{self, Console, RunSpec};
+
+pub fn run_script(root: &Path, hostname: &str, script: &str) -> Result<(), String> {
+    let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    spec.name = format!("rmach-bootstrap-{}", std::process::id());
+    spec.hostname = Some(hostname.to_string());
+    spec.console = Console::Capture;
+    let out = runner::output(&spec).map_err(|e| e.to_string())?;
     if out.status.success() {
         return Ok(());
     }
