@@ -35,6 +35,10 @@ fn debian_pkgs() -> Vec<Pkg> {
         pkg("dropped", "required", "libc-alt"),
         pkg("build-essential", "optional", "make"),
         pkg("make", "optional", ""),
+        pkg("base-passwd", "required", ""),
+        pkg("dpkg", "required", ""),
+        pkg("perl-base", "required", ""),
+        pkg("mawk", "required", ""),
     ]
 }
 
@@ -116,14 +120,18 @@ fn package_set_is_debootstraps_on_the_same_mirror() {
     let want = [
         "apt",
         "base-files",
+        "base-passwd",
         "dash",
         "debianutils",
+        "dpkg",
         "extra",
         "gcc-base",
         "gpgv",
         "libapt",
         "libc6",
         "libgcc-s1",
+        "mawk",
+        "perl-base",
         "usr-is-merged",
     ];
     assert_eq!(ours, want);
@@ -244,6 +252,11 @@ fn verification_failures_leave_no_image() {
     std::fs::write(&deb, &bad).unwrap();
     run(with(&["--keyring", &key]), "SHA256 mismatch");
     std::fs::write(&deb, &good).unwrap();
+    // Without a core package the second stage installs by name: refused before any download.
+    run(
+        with(&["--keyring", &key, "--exclude", "dpkg"]),
+        "dpkg not in the package set (left out with --exclude?)",
+    );
 
     // An altered index: by-hash and plain copies of Packages.xz replaced. The cache holds the
     // good index under the Release's hash, so it goes first.
@@ -325,6 +338,11 @@ fn ubuntu_zstd_debs_and_merged_usr() {
         pkg("coreutils", "required", ""),
         pkg("apt", "important", ""),
         pkg("usrmerge", "optional", ""),
+        pkg("base-passwd", "required", ""),
+        pkg("dpkg", "required", ""),
+        pkg("libc6", "required", ""),
+        pkg("perl-base", "required", ""),
+        pkg("mawk", "required", ""),
     ];
     pkgs[1].files.push(("bin/bash".into(), "#!fake\n".into()));
     pkgs[1].files.push(("bin/sh".into(), "->bash".into()));
@@ -362,7 +380,20 @@ fn ubuntu_zstd_debs_and_merged_usr() {
     std::fs::create_dir(&target).unwrap();
     let report = bootstrap::first_stage(&o, &target, &|_| {}).unwrap();
     assert_eq!(report.distro, "ubuntu");
-    assert_eq!(report.packages, ["apt", "base-files", "bash", "coreutils"]);
+    assert_eq!(
+        report.packages,
+        [
+            "apt",
+            "base-files",
+            "base-passwd",
+            "bash",
+            "coreutils",
+            "dpkg",
+            "libc6",
+            "mawk",
+            "perl-base"
+        ]
+    );
     for (link, to) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("sbin", "usr/sbin")] {
         assert_eq!(
             std::fs::read_link(target.join(link)).unwrap(),
@@ -408,7 +439,7 @@ fn ubuntu_zstd_debs_and_merged_usr() {
             "--variant",
             "minbase",
         ],
-        "second stage",
+        "second stage: checking the image runs failed",
     );
     assert!(
         std::fs::read_dir(dir.path().join("cache/bootstrap/debs"))

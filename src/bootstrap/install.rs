@@ -147,6 +147,7 @@ pub fn plan(opts: &Options, progress: Progress<'_>) -> Result<Plan> {
         .into_iter()
         .filter_map(|n| index.pkg(&n).map(|p| (n, p)))
         .collect();
+    second::check_core(opts, &pkgs)?;
     let mut list: Vec<Pkg> = pkgs.values().cloned().collect();
     // Largest first keeps all workers busy to the end.
     list.sort_by_key(|p| std::cmp::Reverse(p.size));

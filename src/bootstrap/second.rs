@@ -49,6 +49,39 @@ fn stage_debs(plan: &Plan, target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The packages the second stage installs by name must be in the set (`--exclude` can drop
+/// them); checked before anything is downloaded.
+pub fn check_core(
+    opts: &Options,
+    pkgs: &std::collections::HashMap<String, super::packages::Pkg>,
+) -> Result<()> {
+    let mut core = vec![
+        "base-passwd",
+        "base-files",
+        "dpkg",
+        "libc6",
+        "perl-base",
+        "mawk",
+    ];
+    if opts.variant == Variant::Default {
+        core.push("debconf");
+    }
+    let missing: Vec<&str> = core
+        .into_iter()
+        .filter(|p| !pkgs.contains_key(*p))
+        .collect();
+    if !missing.is_empty() {
+        return Err(stage_err(
+            "checking the core packages",
+            format!(
+                "{} not in the package set (left out with --exclude?)",
+                missing.join(" ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -> Result<()> {
     stage_debs(plan, target)?;
     let sh = |step: &str, script: &str| {
