@@ -492,6 +492,20 @@ fn cache_is_reused_and_checked() {
     std::fs::create_dir(&t3).unwrap();
     let third = bootstrap::first_stage(&o, &t3, &|_| {}).unwrap();
     assert_eq!(third.downloaded_bytes, len);
+    // A partial download (`SHA256.part`) is resumed with a Range request, not restarted.
+    let good = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let part = victim.with_extension("part");
+    std::fs::write(&part, &good[..good.len() / 3]).unwrap();
+    let t4 = dir.path().join("t4");
+    std::fs::create_dir(&t4).unwrap();
+    let fourth = bootstrap::first_stage(&o, &t4, &|_| {}).unwrap();
+    assert_eq!(
+        fourth.downloaded_bytes,
+        (good.len() - good.len() / 3) as u64
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), good);
+    assert!(!part.exists());
 }
 
 /// `stable` is an alias: the Release file's Codename (bookworm) picks the rules, so
