@@ -196,10 +196,36 @@ pub fn first_stage(
     progress: Progress<'_>,
 ) -> Result<()> {
     progress(Event::Phase("Extracting the required packages"));
-    for name in &plan.set.required {
-        let path = deb_of(plan, name);
-        let tar = deb::data_tar(&path)?;
-        super::extract::extract(tar, target, &path)?;
+    // In parallel: no two required packages ship the same non-directory path (debootstrap
+    // extracts with `tar -k`, which would fail), and the extractor accepts a directory another
+    // worker has just made, so the order does not change the tree.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failure = std::sync::Mutex::new(None);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(name) = plan.set.required.get(i) else {
+                    return;
+                };
+                let path = deb_of(plan, name);
+                let done = deb::data_tar(&path)
+                    .and_then(|tar| super::extract::extract(tar, target, &path));
+                if let Err(e) = done {
+                    if let Ok(mut f) = failure.lock() {
+                        f.get_or_insert(e);
+                    }
+                    next.store(usize::MAX / 2, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
     }
     super::first::merge_usr(target, &plan.rules)?;
     super::first::setup(target, opts, &plan.components)

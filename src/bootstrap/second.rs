@@ -84,6 +84,7 @@ pub fn check_core(
 
 pub fn run(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -> Result<()> {
     stage_debs(plan, target)?;
+    super::stage_runner::prepare_run_and_tmp(target).map_err(io_err(target.join("run")))?;
     let sh = |step: &str, script: &str| {
         let started = std::time::Instant::now();
         let result = in_target(target, &opts.hostname, step, script);
@@ -198,7 +199,8 @@ pub fn run(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -
             &retry5("dpkg --force-confold --skip-same-version --configure -a"),
         )?;
     }
-    restore_services(target)
+    restore_services(target)?;
+    super::stage_runner::keep_run_and_tmp(target).map_err(io_err(target.join("run")))
 }
 
 /// debootstrap's `repeatn 5`.

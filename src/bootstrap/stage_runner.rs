@@ -1,15 +1,58 @@
 //! Running one shell script inside the image through the runner (the same namespaces, /proc,
 //! /sys and private /dev that `rmach run` gives), its output captured for the error message.
+//! debootstrap runs maintainer scripts on the image's own /run and /tmp (base-files' postinst
+//! makes /run/lock there), while the runner mounts tmpfs on both. So two directories of the
+//! bootstrap's scratch area in the image are bound over them, and [`keep_run_and_tmp`] moves
+//! what they collected into the image's /run and /tmp afterwards: the tree comes out the same.
 
 use std::path::Path;
 
-use crate::runner::{self, Console, RunSpec};
+use crate::runner::{self, Bind, Console, RunSpec};
+
+/// Where /run and /tmp live during the second stage, under the image.
+const SCRATCH: &str = "debootstrap/stage";
+
+/// Creates the stand-ins for /run and /tmp with the image's modes.
+pub fn prepare_run_and_tmp(root: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in ["run", "tmp"] {
+        let stand_in = root.join(SCRATCH).join(dir);
+        std::fs::create_dir_all(&stand_in)?;
+        let mode = std::fs::metadata(root.join(dir))
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o755);
+        std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Moves what the second stage left in /run and /tmp into the image's own directories.
+pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
+    for dir in ["run", "tmp"] {
+        let stand_in = root.join(SCRATCH).join(dir);
+        for entry in std::fs::read_dir(&stand_in)? {
+            let entry = entry?;
+            let dst = root.join(dir).join(entry.file_name());
+            if std::fs::symlink_metadata(&dst).is_err() {
+                std::fs::rename(entry.path(), dst)?;
+            }
+        }
+    }
+    std::fs::remove_dir_all(root.join(SCRATCH))
+}
 
 pub fn run_script(root: &Path, hostname: &str, script: &str) -> Result<(), String> {
     let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script.into()]);
     spec.name = format!("rmach-bootstrap-{}", std::process::id());
     spec.hostname = Some(hostname.to_string());
     spec.console = Console::Capture;
+    for dir in ["run", "tmp"] {
+        spec.binds.push(Bind {
+            source: root.join(SCRATCH).join(dir),
+            target: format!("/{dir}").into(),
+            read_only: false,
+        });
+    }
     let out = runner::output(&spec).map_err(|e| e.to_string())?;
     if out.status.success() {
         return Ok(());
