@@ -79,7 +79,13 @@ pub fn relay(
         for fd in relay.captured.iter().filter_map(|c| c.0.as_ref()) {
             fds.push(PollFd::new(fd, PollFlags::IN));
         }
-        if poll(&mut fds, None).is_err() {
+        // A timeout, and the wait below on every round: a SIGCHLD that never reaches the
+        // signalfd (seen under load) must not leave rmach waiting forever for a dead machine.
+        let timeout = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        if poll(&mut fds, Some(&timeout)).is_err() {
             continue;
         }
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
@@ -148,10 +154,10 @@ pub fn relay(
                     let _ = p::kill(pid, s);
                 }
             }
-            if let Ok(Some((_, status))) = p::wait_raw(pid, true) {
-                drain(relay, &mut buf);
-                return status;
-            }
+        }
+        if let Ok(Some((_, status))) = p::wait_raw(pid, true) {
+            drain(relay, &mut buf);
+            return status;
         }
     }
 }
