@@ -139,14 +139,17 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             scratch.0.as_deref(),
             idmap.is_some(),
         ),
-        Ok(Some(pid)) => pid,
+        Ok(Some(pid)) => {
+            // Only the child may hold these ends, or rmach would never see EOF on them.
+            drop((fds, error_w, status_w));
+            pid
+        }
         Err(e) => {
             return Err(RunnerError::Setup {
                 message: format!("clone the machine's namespaces: {e}"),
             })
         }
     };
-    drop(fds);
     let setup = (|| -> Result<(), RunnerError> {
         if let Some(map) = idmap {
             userns::write_maps(pid, map)?;
