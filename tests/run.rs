@@ -486,3 +486,169 @@ fn interactive_console_with_a_terminal() {
     );
     assert_eq!(o.status.code(), Some(0));
 }
+
+/// The bookworm image with systemd, built once with debootstrap from the host's mirror and
+/// cached (CI builds it on its first run).
+fn bookworm_with_systemd() -> std::path::PathBuf {
+    let cache = std::path::Path::new("/var/cache/rmach-test");
+    let image = cache.join("bookworm-systemd");
+    if image.join("usr/lib/systemd/systemd").exists() {
+        return image;
+    }
+    std::fs::create_dir_all(cache).unwrap();
+    let mirror = common_run::host_mirror();
+    let tmp = cache.join(format!(".bookworm-systemd.{}", std::process::id()));
+    let st = std::process::Command::new("debootstrap")
+        .args(["--include=systemd,systemd-sysv,dbus", "bookworm"])
+        .arg(&tmp)
+        .arg(&mirror)
+        .stdout(Stdio::null())
+        .status()
+        .expect("debootstrap is needed for the boot test");
+    assert!(st.success(), "debootstrap from {mirror} failed");
+    std::fs::rename(&tmp, &image).unwrap();
+    image
+}
+
+/// Ends a machine left running by a failed assertion (its init dies with rmach).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn leader_of(rmach: u32) -> Option<u32> {
+    let children = std::fs::read_to_string(format!("/proc/{rmach}/task/{rmach}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+/// `systemctl is-system-running --wait` inside the machine, through its leader's namespaces.
+/// Retried while systemd's private bus socket does not exist yet (systemctl prints nothing).
+fn system_state(leader: u32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let o = std::process::Command::new("timeout")
+            .args([
+                "120",
+                "nsenter",
+                "-t",
+                &leader.to_string(),
+                "-a",
+                "systemctl",
+                "is-system-running",
+                "--wait",
+            ])
+            .output()
+            .unwrap();
+        let state = stdout(&o).trim().to_string();
+        if !state.is_empty() || Instant::now() > deadline {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_for_leader(rmach: u32, not: Option<u32>) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(l) = leader_of(rmach).filter(|l| Some(*l) != not) {
+            if std::fs::read_to_string(format!("/proc/{l}/comm"))
+                .is_ok_and(|c| c.trim() == "systemd")
+            {
+                return l;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no systemd leader under rmach {rmach}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn boot_bookworm_to_running_reboot_and_halt_on_sigterm() {
+    let image = bookworm_with_systemd();
+    let ts = TestStore::empty();
+    let o = ts.run(&["import-fs", image.to_str().unwrap(), "bw"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut child = KillOnDrop(
+        ts.cmd(&["boot", "bw"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let leader = wait_for_leader(child.id(), None);
+    let state = system_state(leader);
+    let failed = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &leader.to_string(),
+            "-a",
+            "systemctl",
+            "--failed",
+            "--no-legend",
+            "--plain",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        state == "running" || (state == "degraded" && stdout(&failed).trim().is_empty()),
+        "{state}: {}",
+        stdout(&failed)
+    );
+    assert!(
+        stdout(&failed).trim().is_empty(),
+        "failed units: {}",
+        stdout(&failed)
+    );
+    // systemd knows it runs in a container (it does not know rmach by name: container-other).
+    let virt = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &leader.to_string(),
+            "-a",
+            "systemd-detect-virt",
+            "--container",
+        ])
+        .output()
+        .unwrap();
+    assert!(virt.status.success(), "{}", stdout(&virt));
+    let marker =
+        std::fs::read_to_string(format!("/proc/{leader}/root/run/systemd/container")).unwrap();
+    assert_eq!(marker.trim(), "rmach");
+    // A reboot inside starts the machine again under the same rmach.
+    let st = std::process::Command::new("nsenter")
+        .args(["-t", &leader.to_string(), "-a", "systemctl", "reboot"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let second = wait_for_leader(child.id(), Some(leader));
+    assert_eq!(system_state(second), "running");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rmach did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "poweroff ends rmach with 0");
+    assert!(
+        cgroup_leftovers("bw").is_empty(),
+        "{:?}",
+        cgroup_leftovers("bw")
+    );
+}
