@@ -1,2 +1,30 @@
-//! Tar archives with their full metadata: reading, writing, compression detection and coding,
-//! and the safe extractor used by import-tar, bootstrap and pull. It does not know the store.
+//! Tar archives with their full metadata: reading ([`reader`]), writing a directory tree
+//! ([`write_tree`]), compression detection and coding ([`compress`]), and the safe extractor
+//! ([`extract`]) used by import-tar, bootstrap (for .deb data) and pull. It works on plain
+//! paths and file descriptors and does not know the store, image names or locks; it never
+//! prints: warnings come back in the stats or through callbacks.
+//!
+//! Why not the `tar` crate's own entry iterator: it parses PAX records by splitting on
+//! newlines (binary xattr values and GNU textual ACLs contain 0x0A) and ignores a PAX `size`
+//! in raw mode, so a reader that must agree byte for byte with GNU tar frames the archive
+//! itself (header fields, checksums, base-256 numbers: [`reader`]).
+
+mod acl;
+pub mod compress;
+mod error;
+mod extract;
+mod header;
+mod inroot;
+mod layout;
+mod pax;
+mod pgzip;
+pub mod reader;
+mod sparse;
+mod write;
+
+pub use compress::{Compression, Decoder, Encoder};
+pub use error::ArchiveError;
+pub use extract::{extract, extract_at, ExtractOptions, ExtractStats};
+pub use layout::{is_os_tree, strip_single_top_dir};
+pub use reader::{Kind, Member, TarReader};
+pub use write::{write_tree, WriteOptions, WriteStats};

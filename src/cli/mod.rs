@@ -125,10 +125,20 @@ pub fn command() -> clap::Command {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            let code = if err.use_stderr() { 2 } else { 0 };
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
             let _ = err.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(err)
+            if err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            let _ = err.print();
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            eprintln!("rmach: {}", output::one_line_usage_error(&err));
+            return ExitCode::from(2);
         }
     };
     let out = Output::new(cli.global.quiet, cli.global.verbose);

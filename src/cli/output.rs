@@ -18,6 +18,20 @@ pub fn is_usage_error(err: &anyhow::Error) -> bool {
         )
 }
 
+/// clap's multi-line usage error as one line: the message, its hints, and where help is.
+pub fn one_line_usage_error(err: &clap::Error) -> String {
+    let text = err.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    format!("{} (see 'rmach --help')", parts.join("; "))
+}
+
 pub struct Output {
     quiet: bool,
     verbose: bool,

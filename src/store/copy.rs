@@ -11,10 +11,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{
-    self as rfs, AtFlags, Dir, FileType, Mode, OFlags, SeekFrom, Stat, Timespec, Timestamps, Uid,
+    self as rfs, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, SeekFrom, Stat, Timespec,
+    Timestamps, Uid,
 };
 use rustix::io::Errno;
 use rustix::process::Gid;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use super::StoreError;
 
@@ -31,87 +34,183 @@ const CAPABILITY_XATTR: &[u8] = b"security.capability";
 
 /// Copies the tree at `source` into the existing, empty directory `destination`, which takes
 /// the source's own metadata too. `progress` is called with the bytes copied so far.
+///
+/// Directories are copied in parallel: creating and filling files is mostly kernel time, and
+/// spreading it over the cores is what lets a copy keep pace with `cp -a` despite the final
+/// `syncfs` the store's commit does. Work that must see the whole tree waits for the walk:
+/// second links of multiply-linked inodes, then directory metadata, deepest first.
 pub fn copy_tree(
     source: &Path,
     destination: &Path,
-    progress: Option<&dyn Fn(u64)>,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<CopyStats, StoreError> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let src = rfs::open(source, dir_flags, Mode::empty()).map_err(|e| StoreError::io(source, e))?;
     let dst = rfs::open(destination, dir_flags | OFlags::NOFOLLOW, Mode::empty())
         .map_err(|e| StoreError::io(destination, e))?;
-    let st = rfs::fstat(&src).map_err(|e| StoreError::io(source, e))?;
-    let mut copier = Copier {
+    let root_stat = rfs::fstat(&src).map_err(|e| StoreError::io(source, e))?;
+    let copier = Copier {
         source: source.to_path_buf(),
         destination: destination.to_path_buf(),
-        dst_root: dst
-            .try_clone()
-            .map_err(|e| StoreError::io(destination, e))?,
-        links: HashMap::new(),
-        stats: CopyStats::default(),
+        src_root: src,
+        dst_root: dst,
+        links: Mutex::new(HashMap::new()),
+        later_links: Mutex::new(Vec::new()),
+        dirs: Mutex::new(Vec::new()),
+        entries: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        error: Mutex::new(None),
         progress,
-        names: vec![0; 64 * 1024],
-        value: vec![0; 64 * 1024],
     };
-    copier.copy_dir(&src, &dst, Path::new(""))?;
-    copier.apply_fd_metadata(&src, &dst, &st, Path::new(""))?;
-    Ok(copier.stats)
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
+        * 2;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| StoreError::io(destination, std::io::Error::other(e)))?;
+    pool.scope(|scope| copier.spawn_dir(scope, PathBuf::new()));
+    if let Some(err) = copier
+        .error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        return Err(err);
+    }
+    let mut buffers = Buffers::new();
+    let later_links =
+        std::mem::take(&mut *copier.later_links.lock().unwrap_or_else(|e| e.into_inner()));
+    for (first, rel) in later_links {
+        rfs::linkat(
+            &copier.dst_root,
+            first.as_path(),
+            &copier.dst_root,
+            rel.as_path(),
+            AtFlags::empty(),
+        )
+        .map_err(|e| copier.dst_err(&rel, e))?;
+    }
+    let mut dirs = std::mem::take(&mut *copier.dirs.lock().unwrap_or_else(|e| e.into_inner()));
+    dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.components().count()));
+    dirs.push((PathBuf::new(), root_stat));
+    for (rel, st) in dirs {
+        let (src, dst) = copier.open_dirs(&rel)?;
+        copier.apply_fd_metadata(&mut buffers, &src, &dst, &st, &rel)?;
+    }
+    Ok(CopyStats {
+        entries: copier.entries.load(Ordering::Relaxed),
+        bytes: copier.bytes.load(Ordering::Relaxed),
+    })
 }
 
 /// Copies one file's data (holes kept, reflinked where possible) and metadata; for raw images.
 pub fn copy_file(
     source: &Path,
     destination: &Path,
-    progress: Option<&dyn Fn(u64)>,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
 ) -> Result<CopyStats, StoreError> {
     let src = rfs::open(source, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| StoreError::io(source, e))?;
-    let dst = rfs::open(
-        destination,
-        OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    )
-    .map_err(|e| StoreError::io(destination, e))?;
+    let dst_flags = OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let dst = rfs::open(destination, dst_flags, Mode::empty())
+        .map_err(|e| StoreError::io(destination, e))?;
     let st = rfs::fstat(&src).map_err(|e| StoreError::io(source, e))?;
     copy_data(&src, &dst, st.st_size as u64).map_err(|e| StoreError::io(destination, e))?;
     if let Some(progress) = progress {
         progress(st.st_size as u64);
     }
     let parent = destination.parent().unwrap_or(Path::new("/"));
-    let mut copier = Copier {
+    let copier = Copier {
         source: source.to_path_buf(),
         destination: parent.to_path_buf(),
+        src_root: src.try_clone().map_err(|e| StoreError::io(source, e))?,
         dst_root: dst
             .try_clone()
             .map_err(|e| StoreError::io(destination, e))?,
-        links: HashMap::new(),
-        stats: CopyStats::default(),
+        links: Mutex::new(HashMap::new()),
+        later_links: Mutex::new(Vec::new()),
+        dirs: Mutex::new(Vec::new()),
+        entries: AtomicU64::new(1),
+        bytes: AtomicU64::new(st.st_size as u64),
+        error: Mutex::new(None),
         progress: None,
-        names: vec![0; 64 * 1024],
-        value: vec![0; 64 * 1024],
     };
-    copier.apply_fd_metadata(&src, &dst, &st, Path::new(""))?;
+    copier.apply_fd_metadata(&mut Buffers::new(), &src, &dst, &st, Path::new(""))?;
     Ok(CopyStats {
         entries: 1,
         bytes: st.st_size as u64,
     })
 }
 
-struct Copier<'a> {
-    source: PathBuf,
-    destination: PathBuf,
-    dst_root: OwnedFd,
-    /// First copy of each multiply-linked inode, by (device, inode), relative to the root.
-    links: HashMap<(u64, u64), PathBuf>,
-    stats: CopyStats,
-    progress: Option<&'a dyn Fn(u64)>,
+/// Scratch space for xattr names and values, one per task.
+struct Buffers {
     names: Vec<u8>,
     value: Vec<u8>,
 }
 
-impl Copier<'_> {
-    fn copy_dir(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &Path) -> Result<(), StoreError> {
-        let mut dir = Dir::read_from(src).map_err(|e| self.src_err(rel, e))?;
+impl Buffers {
+    fn new() -> Buffers {
+        Buffers {
+            names: vec![0; 64 * 1024],
+            value: vec![0; 64 * 1024],
+        }
+    }
+}
+
+struct Copier<'a> {
+    source: PathBuf,
+    destination: PathBuf,
+    src_root: OwnedFd,
+    dst_root: OwnedFd,
+    /// First copy of each multiply-linked inode, by (device, inode), relative to the root.
+    links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    /// Further links, made once the walk is over and every first copy exists: (first, link).
+    later_links: Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// Every directory below the root with its source metadata, applied after the walk.
+    dirs: Mutex<Vec<(PathBuf, Stat)>>,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    /// The first error; once set, no further directory is started.
+    error: Mutex<Option<StoreError>>,
+    progress: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+impl<'a> Copier<'a> {
+    fn spawn_dir<'s>(&'s self, scope: &rayon::Scope<'s>, rel: PathBuf) {
+        let failed = self.error.lock().map(|e| e.is_some()).unwrap_or(true);
+        if failed {
+            return;
+        }
+        if let Err(err) = self.copy_dir(scope, &rel) {
+            let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+            slot.get_or_insert(err);
+        }
+    }
+
+    /// Opens a directory below both roots without following any symlink, so a source changed
+    /// under the copy cannot redirect it.
+    fn open_dirs(&self, rel: &Path) -> Result<(OwnedFd, OwnedFd), StoreError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let path: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let src = rfs::openat2(&self.src_root, path, flags, Mode::empty(), resolve)
+            .map_err(|e| self.src_err(rel, e))?;
+        let dst = rfs::openat2(&self.dst_root, path, flags, Mode::empty(), resolve)
+            .map_err(|e| self.dst_err(rel, e))?;
+        Ok((src, dst))
+    }
+
+    fn copy_dir<'s>(&'s self, scope: &rayon::Scope<'s>, rel: &Path) -> Result<(), StoreError> {
+        let (src, dst) = self.open_dirs(rel)?;
+        let mut buffers = Buffers::new();
+        let mut dir = Dir::read_from(&src).map_err(|e| self.src_err(rel, e))?;
         for entry in dir.by_ref() {
             let entry = entry.map_err(|e| self.src_err(rel, e))?;
             let name = entry.file_name();
@@ -119,48 +218,47 @@ impl Copier<'_> {
                 continue;
             }
             let child = rel.join(OsStr::from_bytes(name.to_bytes()));
-            self.copy_entry(src, dst, name, &child)?;
+            if let Some(st) = self.copy_entry(&mut buffers, &src, &dst, name, &child)? {
+                self.dirs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((child.clone(), st));
+                scope.spawn(move |scope| self.spawn_dir(scope, child));
+            }
         }
         Ok(())
     }
 
+    /// Copies one entry; for a directory, creates it and returns its metadata for later.
     fn copy_entry(
-        &mut self,
+        &self,
+        buffers: &mut Buffers,
         src_dir: &OwnedFd,
         dst_dir: &OwnedFd,
         name: &CStr,
         rel: &Path,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<Stat>, StoreError> {
         let st = rfs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.src_err(rel, e))?;
         let file_type = FileType::from_raw_mode(st.st_mode);
-        self.stats.entries += 1;
+        self.entries.fetch_add(1, Ordering::Relaxed);
         if file_type != FileType::Directory && st.st_nlink > 1 {
-            let key = (st.st_dev, st.st_ino);
-            if let Some(first) = self.links.get(&key) {
-                return rfs::linkat(
-                    &self.dst_root,
-                    first.as_path(),
-                    dst_dir,
-                    name,
-                    AtFlags::empty(),
-                )
-                .map_err(|e| self.dst_err(rel, e));
+            let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(first) = links.get(&(st.st_dev, st.st_ino)) {
+                let later = (first.clone(), rel.to_path_buf());
+                self.later_links
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(later);
+                return Ok(None);
             }
-            self.links.insert(key, rel.to_path_buf());
+            links.insert((st.st_dev, st.st_ino), rel.to_path_buf());
         }
         match file_type {
             FileType::Directory => {
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let src = rfs::openat(src_dir, name, flags, Mode::empty())
-                    .map_err(|e| self.src_err(rel, e))?;
                 rfs::mkdirat(dst_dir, name, Mode::from_raw_mode(0o700))
                     .map_err(|e| self.dst_err(rel, e))?;
-                let dst = rfs::openat(dst_dir, name, flags, Mode::empty())
-                    .map_err(|e| self.dst_err(rel, e))?;
-                self.copy_dir(&src, &dst, rel)?;
-                // After the contents, so a read-only directory could be filled and its times stay.
-                self.apply_fd_metadata(&src, &dst, &st, rel)
+                Ok(Some(st))
             }
             FileType::RegularFile => {
                 let src = rfs::openat(
@@ -178,32 +276,37 @@ impl Copier<'_> {
                 let dst = rfs::openat(dst_dir, name, flags, Mode::from_raw_mode(0o600))
                     .map_err(|e| self.dst_err(rel, e))?;
                 copy_data(&src, &dst, st.st_size as u64).map_err(|e| self.dst_err(rel, e))?;
-                self.stats.bytes += st.st_size as u64;
+                let total =
+                    self.bytes.fetch_add(st.st_size as u64, Ordering::Relaxed) + st.st_size as u64;
                 if let Some(progress) = self.progress {
-                    progress(self.stats.bytes);
+                    progress(total);
                 }
-                self.apply_fd_metadata(&src, &dst, &st, rel)
+                self.apply_fd_metadata(buffers, &src, &dst, &st, rel)?;
+                Ok(None)
             }
             FileType::Symlink => {
                 let target =
                     rfs::readlinkat(src_dir, name, Vec::new()).map_err(|e| self.src_err(rel, e))?;
                 rfs::symlinkat(target.as_c_str(), dst_dir, name)
                     .map_err(|e| self.dst_err(rel, e))?;
-                self.apply_path_metadata(dst_dir, name, &st, rel, false)
+                self.apply_path_metadata(buffers, dst_dir, name, &st, rel, false)?;
+                Ok(None)
             }
             _ => {
                 // Char and block devices, FIFOs and sockets: recreated, never opened.
                 let perm = Mode::from_raw_mode(st.st_mode & 0o777);
                 rfs::mknodat(dst_dir, name, file_type, perm, st.st_rdev)
                     .map_err(|e| self.dst_err(rel, e))?;
-                self.apply_path_metadata(dst_dir, name, &st, rel, true)
+                self.apply_path_metadata(buffers, dst_dir, name, &st, rel, true)?;
+                Ok(None)
             }
         }
     }
 
     /// Owner, then mode (chown clears setuid bits), then xattrs, then times.
     fn apply_fd_metadata(
-        &mut self,
+        &self,
+        buffers: &mut Buffers,
         src: &OwnedFd,
         dst: &OwnedFd,
         st: &Stat,
@@ -212,13 +315,12 @@ impl Copier<'_> {
         rfs::fchown(dst, Some(uid(st)), Some(gid(st))).map_err(|e| self.dst_err(rel, e))?;
         rfs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))
             .map_err(|e| self.dst_err(rel, e))?;
-        let n = list_or_empty(rfs::flistxattr(src, &mut self.names[..]))
+        let n = list_or_empty(rfs::flistxattr(src, &mut buffers.names[..]))
             .map_err(|e| self.src_err(rel, e))?;
-        let names = self.names[..n].to_vec();
-        for key in ordered_xattr_names(&names) {
-            let len =
-                rfs::fgetxattr(src, &key, &mut self.value[..]).map_err(|e| self.src_err(rel, e))?;
-            rfs::fsetxattr(dst, &key, &self.value[..len], rfs::XattrFlags::empty())
+        for key in ordered_xattr_names(&buffers.names[..n]) {
+            let len = rfs::fgetxattr(src, &key, &mut buffers.value[..])
+                .map_err(|e| self.src_err(rel, e))?;
+            rfs::fsetxattr(dst, &key, &buffers.value[..len], rfs::XattrFlags::empty())
                 .map_err(|e| self.dst_err(rel, e))?;
         }
         rfs::futimens(dst, &timestamps(st)).map_err(|e| self.dst_err(rel, e))
@@ -226,7 +328,8 @@ impl Copier<'_> {
 
     /// The same for entries that cannot be opened safely: symlinks, devices, FIFOs, sockets.
     fn apply_path_metadata(
-        &mut self,
+        &self,
+        buffers: &mut Buffers,
         dst_dir: &OwnedFd,
         name: &CStr,
         st: &Stat,
@@ -252,16 +355,15 @@ impl Copier<'_> {
         }
         let src_path = self.source.join(rel);
         let dst_path = self.destination.join(rel);
-        let n = list_or_empty(rfs::llistxattr(&src_path, &mut self.names[..]))
+        let n = list_or_empty(rfs::llistxattr(&src_path, &mut buffers.names[..]))
             .map_err(|e| self.src_err(rel, e))?;
-        let names = self.names[..n].to_vec();
-        for key in ordered_xattr_names(&names) {
-            let len = rfs::lgetxattr(&src_path, &key, &mut self.value[..])
+        for key in ordered_xattr_names(&buffers.names[..n]) {
+            let len = rfs::lgetxattr(&src_path, &key, &mut buffers.value[..])
                 .map_err(|e| self.src_err(rel, e))?;
             rfs::lsetxattr(
                 &dst_path,
                 &key,
-                &self.value[..len],
+                &buffers.value[..len],
                 rfs::XattrFlags::empty(),
             )
             .map_err(|e| self.dst_err(rel, e))?;
@@ -327,6 +429,7 @@ fn copy_data(src: impl AsFd, dst: impl AsFd, size: u64) -> rustix::io::Result<()
         return Ok(());
     }
     let mut offset = 0u64;
+    let mut written_to = 0u64;
     while offset < size {
         let data = match rfs::seek(&src, SeekFrom::Data(offset)) {
             Ok(data) => data,
@@ -339,8 +442,12 @@ fn copy_data(src: impl AsFd, dst: impl AsFd, size: u64) -> rustix::io::Result<()
             .min(size);
         copy_range(&src, &dst, data, hole - data)?;
         offset = hole;
+        written_to = hole;
     }
-    rfs::ftruncate(&dst, size)?;
+    // A trailing hole has no data to write; setting the size makes it.
+    if written_to < size {
+        rfs::ftruncate(&dst, size)?;
+    }
     Ok(())
 }
 

@@ -351,7 +351,7 @@ impl Store {
         source: &ImageName,
         destination: &ImageName,
         read_only: bool,
-        progress: Option<&dyn Fn(u64)>,
+        progress: Option<&(dyn Fn(u64) + Sync)>,
     ) -> Result<()> {
         let _source_lock = self.lock(source, "cloned")?;
         let image = self.image(source)?;
@@ -375,6 +375,8 @@ impl Store {
         let staging = self.create(destination, "created", kind, false)?;
         if kind == ImageKind::Raw {
             copy::copy_file(&image.path, &staging.path, progress)?;
+            // The copy took the source's mode; its read-only state is chosen below instead.
+            set_read_only_path(&staging.path, ImageKind::Raw, false)?;
         } else {
             copy_tree(&image.path, &staging.path, progress)?;
         }

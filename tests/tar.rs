@@ -1,0 +1,491 @@
+//! import-tar and export-tar, driven through the binary: round trips with GNU tar in both
+//! directions and with rmach itself compared attribute by attribute, every compression format,
+//! standard input and output, name derivation, top-directory lifting, locks and sockets.
+//! Hostile and broken inputs are in tar_hostile.rs. Needs root (devices, owners, trusted.* and
+//! security.* xattrs), GNU tar, setfacl, setcap, zstd, xz, bzip2 and gzip.
+
+#[path = "common/tar.rs"]
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+
+use common::{assert_same, make_fixture, sh, Compare, Env, FULL};
+
+fn gnu_tar(args: &[&str], dir: &Path) {
+    let out = Command::new("tar")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    // Not a warning either: GNU tar must take every record rmach writes as its own.
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "tar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An image named `name` holding the fixture, made without rmach (the store's layout is a
+/// directory per image).
+fn fixture_image(env: &Env, name: &str, big: bool) -> std::path::PathBuf {
+    let path = env.store().join(name);
+    make_fixture(&path, big);
+    path
+}
+
+#[test]
+fn gnu_tar_to_rmach_keeps_everything() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_fixture(&src, true);
+    let archive = env.path("fixture.tar");
+    gnu_tar(
+        &[
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--sparse",
+            "--format=posix",
+            "-cf",
+            archive.to_str().unwrap(),
+            ".",
+        ],
+        &src,
+    );
+    env.ok(&["import-tar", archive.to_str().unwrap()]);
+    assert_same(&src, &env.store().join("fixture"), FULL);
+}
+
+/// GNU tar's headers for a file beyond 8 GiB (PAX `size` in posix format, base-256 in gnu
+/// format) are read with the right size; only the first blocks are needed for that.
+#[test]
+fn gnu_tar_headers_for_files_over_8_gib() {
+    let env = Env::new();
+    let dir = env.path("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    sh(&format!("truncate -s 9G '{}/big'", dir.display()));
+    for format in ["posix", "gnu"] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "tar -C '{}' --format={format} -cf - big | head -c 65536",
+                dir.display()
+            ))
+            .output()
+            .unwrap();
+        let mut reader = rmach::archive::TarReader::new(&out.stdout[..]);
+        let m = reader.next_member().unwrap().unwrap();
+        assert_eq!(
+            (m.path.as_slice(), m.size),
+            (&b"big"[..], 9u64 << 30),
+            "{format}"
+        );
+    }
+}
+
+#[test]
+fn old_gnu_format_and_old_sparse_import() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_fixture(&src, false);
+    let archive = env.path("old.tar");
+    gnu_tar(
+        &[
+            "--sparse",
+            "--format=gnu",
+            "-cf",
+            archive.to_str().unwrap(),
+            ".",
+        ],
+        &src,
+    );
+    env.ok(&["import-tar", archive.to_str().unwrap()]);
+    assert_same(
+        &src,
+        &env.store().join("old"),
+        Compare {
+            subsec: false,
+            xattrs: false,
+        },
+    );
+}
+
+#[test]
+fn rmach_to_gnu_tar_keeps_everything() {
+    let env = Env::new();
+    let image = fixture_image(&env, "fx", true);
+    let archive = env.path("fx.tar");
+    env.ok(&["export-tar", "fx", archive.to_str().unwrap()]);
+    let out = env.path("gnu-out");
+    std::fs::create_dir(&out).unwrap();
+    gnu_tar(
+        &[
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "-xpf",
+            archive.to_str().unwrap(),
+        ],
+        &out,
+    );
+    assert_same(&image, &out, FULL);
+}
+
+#[test]
+fn rmach_to_rmach_in_every_format() {
+    let env = Env::new();
+    let image = fixture_image(&env, "fx", true);
+    for (suffix, tool) in [
+        ("tar", "cat"),
+        ("tar.gz", "gzip -dc"),
+        ("tgz", "gzip -dc"),
+        ("tar.zst", "zstd -dc"),
+        ("tar.xz", "xz -dc"),
+        ("tar.bz2", "bzip2 -dc"),
+    ] {
+        let file = env.path(&format!("out/fx-{}.{suffix}", suffix.replace('.', "-")));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        env.ok(&["export-tar", "fx", file.to_str().unwrap()]);
+        // The usual tool reads it too.
+        sh(&format!(
+            "{tool} < '{}' | tar -tf - > /dev/null",
+            file.display()
+        ));
+        let name = format!("back-{}", suffix.replace('.', "-"));
+        env.ok(&["import-tar", file.to_str().unwrap(), &name]);
+        assert_same(&image, &env.store().join(&name), FULL);
+    }
+    // --format beats the suffix.
+    let odd = env.path("out/fx.tar.zst");
+    env.ok(&[
+        "export-tar",
+        "fx",
+        odd.to_str().unwrap(),
+        "--format",
+        "xz",
+        "--level",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(&std::fs::read(&odd).unwrap()[..6], b"\xfd7zXZ\0");
+}
+
+#[test]
+fn parallel_gzip_output_is_multi_member_and_reads_back() {
+    let env = Env::new();
+    let image = env.store().join("big");
+    std::fs::create_dir_all(&image).unwrap();
+    // Enough data for several 1 MiB gzip members, compressible but not trivially.
+    let data: Vec<u8> = (0..6_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8 & 0x3f)
+        .collect();
+    std::fs::write(image.join("data"), &data).unwrap();
+    let file = env.path("big.tar.gz");
+    env.ok(&[
+        "export-tar",
+        "big",
+        file.to_str().unwrap(),
+        "--threads",
+        "2",
+    ]);
+    sh(&format!(
+        "gzip -t '{0}' && test $(gzip -dc '{0}' | tar -xOf - ./data | wc -c) = 6000000",
+        file.display()
+    ));
+    env.ok(&["import-tar", file.to_str().unwrap(), "big2"]);
+    assert_same(&image, &env.store().join("big2"), FULL);
+}
+
+#[test]
+fn concatenated_streams_in_every_format_import() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_fixture(&src, false);
+    let tar = env.path("whole.tar");
+    gnu_tar(
+        &[
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--sparse",
+            "--format=posix",
+            "-cf",
+            tar.to_str().unwrap(),
+            ".",
+        ],
+        &src,
+    );
+    let len = std::fs::metadata(&tar).unwrap().len();
+    for (i, tool) in ["gzip -c", "zstd -q -c", "xz -c", "bzip2 -c"]
+        .iter()
+        .enumerate()
+    {
+        let out = env.path(&format!("cat{i}"));
+        // Two streams split in the middle of the tar, concatenated.
+        sh(&format!(
+            "head -c {h} '{t}' | {tool} > '{o}' && tail -c +{n} '{t}' | {tool} >> '{o}'",
+            h = len / 2,
+            n = len / 2 + 1,
+            t = tar.display(),
+            o = out.display()
+        ));
+        let name = format!("cat{i}");
+        env.ok(&["import-tar", out.to_str().unwrap(), &name]);
+        assert_same(&src, &env.store().join(&name), FULL);
+    }
+}
+
+#[test]
+fn stdin_and_stdout() {
+    let env = Env::new();
+    let image = fixture_image(&env, "fx", false);
+    let out = env.run(
+        &[
+            OsStr::new("export-tar"),
+            OsStr::new("fx"),
+            OsStr::new("-"),
+            OsStr::new("--format"),
+            OsStr::new("zstd"),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "a non-terminal run prints nothing: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(&out.stdout[..4], b"\x28\xb5\x2f\xfd");
+    let no_name = env.run(
+        &[OsStr::new("import-tar"), OsStr::new("-")],
+        Some(&out.stdout),
+    );
+    assert_eq!(
+        no_name.status.code(),
+        Some(2),
+        "reading from - needs a NAME"
+    );
+    let back = env.run(
+        &[
+            OsStr::new("import-tar"),
+            OsStr::new("-"),
+            OsStr::new("piped"),
+        ],
+        Some(&out.stdout),
+    );
+    assert!(
+        back.status.success(),
+        "{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert_same(&image, &env.store().join("piped"), FULL);
+    // Without FILE, the archive goes to standard output, uncompressed.
+    let plain = env.run(&[OsStr::new("export-tar"), OsStr::new("fx")], None);
+    assert!(plain.status.success());
+    assert_eq!(&plain.stdout[257..263], b"ustar\0");
+}
+
+#[test]
+fn names_come_from_the_file_and_outputs_are_not_clobbered() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"x\n").unwrap();
+    std::fs::create_dir_all(env.path("backups")).unwrap();
+    let file = env.path("backups/dev.tar.zst");
+    sh(&format!(
+        "tar -C '{}' -cf - . | zstd -q -o '{}'",
+        src.display(),
+        file.display()
+    ));
+    env.ok(&["import-tar", file.to_str().unwrap()]);
+    assert!(env.store().join("dev/etc/hostname").is_file());
+    // Same name again: refused without --force, replaced with it.
+    let again = env.run(&[OsStr::new("import-tar"), file.as_os_str()], None);
+    assert_eq!(again.status.code(), Some(1));
+    env.ok(&[
+        "import-tar",
+        file.to_str().unwrap(),
+        "--force",
+        "--read-only",
+    ]);
+    // An existing output file is refused without --force and left alone.
+    let out = env.path("backups/out.tar.gz");
+    std::fs::write(&out, b"precious").unwrap();
+    let refused = env.run(
+        &[OsStr::new("export-tar"), OsStr::new("dev"), out.as_os_str()],
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+    env.ok(&["export-tar", "dev", out.to_str().unwrap(), "--force"]);
+    sh(&format!(
+        "gzip -dc '{}' | tar -tf - | grep -qx './etc/hostname'",
+        out.display()
+    ));
+    // No temporary file is left beside the output.
+    let left: Vec<_> = std::fs::read_dir(env.path("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    // A level the compressor does not have is a usage error too.
+    let bad_level = env.run(
+        &[
+            OsStr::new("export-tar"),
+            OsStr::new("dev"),
+            env.path("x.tar.gz").as_os_str(),
+            OsStr::new("--level"),
+            OsStr::new("10"),
+        ],
+        None,
+    );
+    assert_eq!(bad_level.status.code(), Some(2));
+    assert!(!env.path("x.tar.gz").exists());
+    // An unknown suffix is a usage error, not a guess.
+    let odd = env.run(
+        &[
+            OsStr::new("export-tar"),
+            OsStr::new("dev"),
+            env.path("x.lz4").as_os_str(),
+        ],
+        None,
+    );
+    assert_eq!(odd.status.code(), Some(2));
+}
+
+#[test]
+fn single_top_directory_becomes_the_root() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("rootfs/etc")).unwrap();
+    std::fs::create_dir_all(src.join("rootfs/rootfs")).unwrap();
+    std::fs::write(src.join("rootfs/etc/os-release"), b"ID=test\n").unwrap();
+    sh(&format!(
+        "chmod 0751 '{0}/rootfs' && tar -C '{0}' -cf '{0}/../wrapped.tar' rootfs",
+        src.display()
+    ));
+    env.ok(&["import-tar", env.path("wrapped.tar").to_str().unwrap()]);
+    let image = env.store().join("wrapped");
+    assert!(image.join("etc/os-release").is_file());
+    assert!(
+        image.join("rootfs").is_dir(),
+        "a child named like the top directory survives"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&image).unwrap().mode() & 0o7777, 0o751);
+    // One directory that is not an OS tree stays as it is.
+    std::fs::create_dir_all(src.join("data/files")).unwrap();
+    sh(&format!(
+        "tar -C '{0}' -cf '{0}/../plain.tar' data",
+        src.display()
+    ));
+    env.ok(&["import-tar", env.path("plain.tar").to_str().unwrap()]);
+    assert!(env.store().join("plain/data/files").is_dir());
+}
+
+#[test]
+fn export_holds_the_image_lock_and_warns_about_sockets() {
+    let env = Env::new();
+    let image = env.store().join("sock");
+    std::fs::create_dir_all(&image).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(image.join("socket")).unwrap();
+    std::fs::write(image.join("file"), b"x").unwrap();
+    let out = env.run(
+        &[
+            OsStr::new("export-tar"),
+            OsStr::new("sock"),
+            env.path("s.tar").as_os_str(),
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("socket not archived"));
+    sh(&format!(
+        "test \"$(tar -tf '{}' | sort | tr '\\n' ' ')\" = './ ./file '",
+        env.path("s.tar").display()
+    ));
+    // While an import of "busy" waits on its input, exporting "busy" fails at once, naming it.
+    let mut importer = env
+        .cmd()
+        .args(["import-tar", "-", "busy"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = env.path("state/locks/busy.lock");
+    while !std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .contains("imported")
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = env.run(
+        &[
+            OsStr::new("export-tar"),
+            OsStr::new("busy"),
+            env.path("b.tar").as_os_str(),
+        ],
+        None,
+    );
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(msg.contains("busy is being imported by PID"), "{msg}");
+    drop(importer.stdin.take());
+    assert!(
+        !importer.wait().unwrap().success(),
+        "an empty input is refused"
+    );
+    assert!(!env.path("b.tar").exists());
+}
+
+#[test]
+fn export_to_a_full_disk_leaves_nothing() {
+    let env = Env::new();
+    let image = env.store().join("big");
+    std::fs::create_dir_all(&image).unwrap();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(image.join("data"), data).unwrap();
+    let target = env.path("small");
+    std::fs::create_dir_all(&target).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=1m rmach-test-full '{}'",
+        target.display()
+    ));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(target.clone());
+    let out = env.run(
+        &[
+            OsStr::new("export-tar"),
+            OsStr::new("big"),
+            target.join("big.tar").as_os_str(),
+        ],
+        None,
+    );
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.starts_with("rmach: ") && msg.trim_end().lines().count() == 1,
+        "{msg}"
+    );
+    assert!(msg.contains("No space left"), "{msg}");
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "no output and no temporary file"
+    );
+}

@@ -1,0 +1,375 @@
+//! import-tar against hostile and broken archives, driven through the binary: each must fail
+//! with one line and leave no image and no leftovers, or stay inside the image; nothing outside
+//! the store may change. Raw headers are written by hand for what no honest tool produces.
+//! Needs root (mounts a small tmpfs for the full-disk case), gzip, zstd, xz and bzip2.
+
+#[path = "common/tar.rs"]
+mod common;
+
+use std::ffi::OsStr;
+use std::process::Command;
+
+use common::{sh, snapshot, Env, RawTar, FULL};
+
+/// A canary tree outside the store; hostile archives aim at it.
+fn outside(env: &Env) -> std::path::PathBuf {
+    let o = env.path("outside");
+    std::fs::create_dir_all(o.join("dir")).unwrap();
+    std::fs::write(o.join("victim"), b"untouched\n").unwrap();
+    o
+}
+
+/// Imports `archive`; requires failure with one line on stderr, no image and no leftovers,
+/// and the outside tree unchanged. Returns the message.
+fn refused(env: &Env, archive: &[u8], extra: &[&str]) -> String {
+    let out_dir = outside(env);
+    let before = snapshot(&out_dir);
+    let store_before = env.store_entries();
+    let mut args = vec![
+        OsStr::new("import-tar"),
+        OsStr::new("-"),
+        OsStr::new("hostile"),
+        OsStr::new("--force"),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    let out = env.run(&args, Some(archive));
+    let msg = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected failure, got {:?}: {msg}",
+        out.status
+    );
+    assert!(
+        msg.starts_with("rmach: ") && msg.trim_end().lines().count() == 1,
+        "one line: {msg:?}"
+    );
+    assert_eq!(
+        env.store_entries(),
+        store_before,
+        "no image and no leftovers in the store"
+    );
+    let d = common::differences(&before, &snapshot(&out_dir), FULL);
+    assert!(d.is_empty(), "outside changed: {d:?}");
+    msg
+}
+
+/// Imports `archive`, which may succeed, as long as nothing outside changes; returns the image.
+fn contained(env: &Env, archive: &[u8]) -> Option<std::path::PathBuf> {
+    let out_dir = outside(env);
+    let before = snapshot(&out_dir);
+    let out = env.run(
+        &[
+            OsStr::new("import-tar"),
+            OsStr::new("-"),
+            OsStr::new("hostile"),
+            OsStr::new("--force"),
+        ],
+        Some(archive),
+    );
+    let d = common::differences(&before, &snapshot(&out_dir), FULL);
+    assert!(d.is_empty(), "outside changed: {d:?}");
+    out.status.success().then(|| env.store().join("hostile"))
+}
+
+#[test]
+fn hostile_paths_are_refused() {
+    let env = Env::new();
+    let o = env.path("outside");
+    let abs = format!("{}/victim", o.display());
+    let depth = "../".repeat(12);
+    let rel_out = format!(
+        "{depth}{}/victim",
+        o.display().to_string().trim_start_matches('/')
+    );
+    assert!(refused(
+        &env,
+        &RawTar::default().file("../escape", b"x").finish(),
+        &[]
+    )
+    .contains("'..'"));
+    assert!(refused(
+        &env,
+        &RawTar::default().file(&rel_out, b"pwned").finish(),
+        &[]
+    )
+    .contains("'..'"));
+    assert!(
+        refused(&env, &RawTar::default().file(&abs, b"pwned").finish(), &[]).contains("absolute")
+    );
+    // Hard links out: absolute, relative, through a symlink.
+    refused(&env, &RawTar::default().hardlink("h", &abs).finish(), &[]);
+    refused(
+        &env,
+        &RawTar::default().hardlink("h", &rel_out).finish(),
+        &[],
+    );
+    let via = RawTar::default()
+        .symlink("s", &o.display().to_string())
+        .hardlink("h", "s/victim")
+        .file("h", b"pwned")
+        .finish();
+    refused(&env, &via, &[]);
+    // PAX overrides win over the ustar fields, and are checked like them.
+    let pax_path = RawTar::default()
+        .pax(&[("path", rel_out.as_bytes())])
+        .file("innocent", b"pwned")
+        .finish();
+    refused(&env, &pax_path, &[]);
+    let pax_link = RawTar::default()
+        .file("t", b"x")
+        .pax(&[("linkpath", abs.as_bytes())])
+        .hardlink("h", "t")
+        .finish();
+    refused(&env, &pax_link, &[]);
+    // A NUL inside a PAX path cannot smuggle a shorter name.
+    refused(
+        &env,
+        &RawTar::default()
+            .pax(&[("path", b"ok\0/../../x")])
+            .file("n", b"x")
+            .finish(),
+        &[],
+    );
+}
+
+#[test]
+fn symlink_tricks_stay_inside_the_image() {
+    let env = Env::new();
+    let o = env.path("outside");
+    let abs_dir = o.join("dir").display().to_string();
+    let abs_victim = o.join("victim").display().to_string();
+    // symlink-then-write: the write resolves inside the image, where the target is missing.
+    let a = RawTar::default()
+        .symlink("evil", &abs_dir)
+        .file("evil/pwned", b"pwned")
+        .finish();
+    refused(&env, &a, &[]);
+    let a = RawTar::default()
+        .symlink("evil", "../../../../../../../../tmp")
+        .file("evil/pwned", b"pwned")
+        .finish();
+    refused(&env, &a, &[]);
+    // Overwrite through a symlink: the symlink is replaced, the victim untouched.
+    let a = RawTar::default()
+        .symlink("v", &abs_victim)
+        .file("v", b"pwned")
+        .finish();
+    let image = contained(&env, &a).expect("a plain replacement succeeds");
+    assert_eq!(std::fs::read(image.join("v")).unwrap(), b"pwned");
+    assert!(!image
+        .join("v")
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // symlink-then-chmod: a directory entry's metadata is applied late; by then the name is a
+    // symlink out of the image, which must not be followed.
+    let a = RawTar::default()
+        .dir("d", 0o777)
+        .symlink("d", &abs_dir)
+        .finish();
+    let image = contained(&env, &a).expect("succeeds");
+    assert!(image
+        .join("d")
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    use std::os::unix::fs::PermissionsExt;
+    assert_ne!(
+        std::fs::metadata(o.join("dir"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o777
+    );
+    // A device node or FIFO over a symlink, and a hard link to an in-image symlink.
+    let a = RawTar::default()
+        .symlink("n", &abs_victim)
+        .member(b"n", b'6', 0o666, b"", b"")
+        .symlink("s", &abs_victim)
+        .hardlink("h", "s")
+        .finish();
+    let image = contained(&env, &a).expect("succeeds");
+    assert!(image
+        .join("h")
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // Merged /usr: ./bin/x lands in usr/bin through the in-image symlink, and a directory
+    // member ./bin/ (as .deb packages still carry) keeps the symlink.
+    let a = RawTar::default()
+        .dir("usr/bin", 0o755)
+        .symlink("bin", "usr/bin")
+        .dir("bin", 0o700)
+        .file("bin/x", b"x")
+        .finish();
+    let image = contained(&env, &a).expect("succeeds");
+    assert!(image.join("usr/bin/x").is_file());
+    assert!(image
+        .join("bin")
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(image.join("usr/bin")).unwrap().mode() & 0o777,
+        0o755
+    );
+}
+
+#[test]
+fn pax_records_are_framed_by_length() {
+    let env = Env::new();
+    let o = env.path("outside");
+    // A value holding what looks like a record: a newline-splitting parser would see a path.
+    let fake = format!("x\n40 path={}/victim\n", o.display());
+    let a = RawTar::default()
+        .pax(&[("SCHILY.xattr.user.trick", fake.as_bytes())])
+        .file("f", b"safe")
+        .finish();
+    let image = contained(&env, &a).expect("succeeds");
+    let mut v = vec![0u8; 4096];
+    let n = rustix::fs::getxattr(image.join("f"), "user.trick", &mut v[..]).unwrap();
+    assert_eq!(&v[..n], fake.as_bytes());
+    // Names with newlines are just names.
+    let a = RawTar::default()
+        .pax(&[("path", b"a\nb")])
+        .file("ignored", b"nl")
+        .finish();
+    let image = contained(&env, &a).expect("succeeds");
+    assert_eq!(std::fs::read(image.join("a\nb")).unwrap(), b"nl");
+    // Malformed records fail the import.
+    refused(
+        &env,
+        &RawTar::default()
+            .pax_raw(b"99 path=x\n")
+            .file("f", b"x")
+            .finish(),
+        &[],
+    );
+    refused(
+        &env,
+        &RawTar::default()
+            .pax_raw(b"11 path=abc\n")
+            .file("f", b"x")
+            .finish(),
+        &[],
+    );
+}
+
+#[test]
+fn pax_size_mismatch_cannot_smuggle_members() {
+    let env = Env::new();
+    let o = env.path("outside");
+    // The header says 1024 bytes whose content is a header for a file outside; PAX says 0,
+    // so rmach reads that "content" as the next header, which is then refused on its path.
+    let inner = common::header(
+        format!("{}/victim", o.display()).as_bytes(),
+        b'0',
+        0o644,
+        0,
+        b"",
+    );
+    let mut data = inner.to_vec();
+    data.resize(1024, 0);
+    let a = RawTar::default()
+        .pax(&[("size", b"0")])
+        .member(b"f", b'0', 0o644, &data, b"")
+        .finish();
+    refused(&env, &a, &[]);
+    // A size that overflows when its padding is added, and extension headers too large to
+    // hold in memory, fail instead of wrapping around or exhausting memory.
+    let a = RawTar::default()
+        .pax(&[("size", b"18446744073709551615")])
+        .file("f", b"x")
+        .finish();
+    refused(&env, &a, &[]);
+    let a = RawTar::default()
+        .member(b"PaxHeaders/x", b'x', 0o644, &vec![b'a'; 17 << 20], b"")
+        .file("f", b"x")
+        .finish();
+    assert!(refused(&env, &a, &[]).contains("exceed"));
+    // A PAX size larger than what follows runs into the end of the input.
+    let a = RawTar::default()
+        .pax(&[("size", b"100000")])
+        .file("f", b"short")
+        .finish();
+    assert!(refused(&env, &a, &[]).contains("truncated"));
+}
+
+#[test]
+fn broken_inputs_fail_cleanly() {
+    let env = Env::new();
+    let good = RawTar::default()
+        .dir("etc", 0o755)
+        .file("etc/a", &vec![7u8; 300_000])
+        .file("etc/b", b"b")
+        .finish();
+    // Truncated: inside data, at a header boundary without the end marker, inside a header.
+    assert!(refused(&env, &good[..100_000], &[]).contains("truncated"));
+    assert!(refused(&env, &good[..good.len() - 1024], &[]).contains("end-of-archive"));
+    assert!(refused(&env, &good[..good.len() - 1024 - 512 - 100], &[]).contains("truncated"));
+    // Garbage and empty input.
+    let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    assert!(refused(&env, &garbage, &[]).contains("not a tar archive"));
+    assert!(refused(&env, b"", &[]).contains("empty"));
+    // Corrupt and truncated compression, every format.
+    for tool in ["gzip -c", "zstd -q -c", "xz -c", "bzip2 -c"] {
+        let raw = env.path("good.tar");
+        std::fs::write(&raw, &good).unwrap();
+        let packed_path = env.path("packed");
+        sh(&format!(
+            "{tool} < '{}' > '{}'",
+            raw.display(),
+            packed_path.display()
+        ));
+        let packed = std::fs::read(&packed_path).unwrap();
+        let mut corrupt = packed.clone();
+        let mid = corrupt.len() / 2;
+        for b in &mut corrupt[mid..mid + 16] {
+            *b ^= 0x5a;
+        }
+        refused(&env, &corrupt, &[]);
+        refused(&env, &packed[..packed.len() - 10], &[]);
+    }
+    // A wrong --sha256 leaves no image; a bad one is a usage error.
+    let sha = "0".repeat(64);
+    assert!(refused(&env, &good, &["--sha256", &sha]).contains("SHA-256"));
+    let bad = env.run(
+        &[
+            OsStr::new("import-tar"),
+            OsStr::new("-"),
+            OsStr::new("x"),
+            OsStr::new("--sha256"),
+            OsStr::new("12"),
+        ],
+        Some(&good),
+    );
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn full_disk_fails_cleanly() {
+    let env = Env::new();
+    let store = env.store();
+    std::fs::create_dir_all(&store).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=2m rmach-test-full '{}'",
+        store.display()
+    ));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(store.clone());
+    let big = RawTar::default().file("a", &vec![1u8; 3 << 20]).finish();
+    let msg = refused(&env, &big, &[]);
+    assert!(msg.contains("full"), "{msg}");
+}
