@@ -424,6 +424,9 @@ fn exit_statuses_pipes_and_errors() {
     let o = ts.run(&["run", "missing", "--", "true"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("missing"), "{}", stderr(&o));
+    // Only stdin, stdout and stderr reach the payload, whatever rmach itself inherited.
+    let o = ts.run(&["run", "probe8", "--", "ls", "/proc/self/fd"]);
+    assert_eq!(stdout(&o), "0\n1\n2\n3\n", "ls's own directory fd is 3");
     let o = ts.run(&["run", "-u", "user", "probe8", "--", "id", "-u"]);
     assert_eq!(stdout(&o), "1000\n");
     let o = ts.run(&["run", "-u", "nobody-here", "probe8", "--", "id"]);
@@ -526,7 +529,7 @@ fn leader_of(rmach: u32) -> Option<u32> {
 }
 
 /// `systemctl is-system-running --wait` inside the machine, through its leader's namespaces.
-/// Retried while systemd's private bus socket does not exist yet (systemctl prints nothing).
+/// Retried while systemd has not yet created its bus socket (nothing) or /run/systemd/system (offline).
 fn system_state(leader: u32) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -544,7 +547,7 @@ fn system_state(leader: u32) -> String {
             .output()
             .unwrap();
         let state = stdout(&o).trim().to_string();
-        if !state.is_empty() || Instant::now() > deadline {
+        if !(state.is_empty() || state == "offline") || Instant::now() > deadline {
             return state;
         }
         std::thread::sleep(Duration::from_millis(100));

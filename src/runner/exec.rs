@@ -252,6 +252,7 @@ fn child(
     };
     let exec = move |error: OwnedFd| -> std::convert::Infallible {
         let _ = p::reset_signals();
+        let _ = p::cloexec_from(3);
         let e = p::execve(&c_exe, &c_argv, &c_env);
         let _ = std::fs::File::from(error)
             .write_all(format!("execute {}: {e}", c_exe.to_string_lossy()).as_bytes());

@@ -230,3 +230,15 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn sigrtmin() -> i32 {
     libc::SIGRTMIN()
 }
+
+/// Marks every descriptor from `first` up close-on-exec, so nothing rmach inherited from its
+/// own parent reaches the machine's payload.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with the CLOEXEC flag only changes descriptor flags; no memory involved.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
