@@ -655,3 +655,47 @@ fn boot_bookworm_to_running_reboot_and_halt_on_sigterm() {
         cgroup_leftovers("bw")
     );
 }
+
+#[test]
+fn escape_sequence_kills_an_interactive_machine() {
+    let ts = TestStore::new("probe11");
+    let rmach = format!(
+        "{} --store {} --state-dir {} run probe11 -- /bin/sh -c 'echo ready; exec sleep 100'",
+        env!("CARGO_BIN_EXE_rmach"),
+        ts.store().display(),
+        ts.dir.path().join("state").display()
+    );
+    let mut script = KillOnDrop(
+        std::process::Command::new("script")
+            .args(["-qec", &rmach, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut script.0;
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ready") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no ready line");
+    }
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"\x1d\x1d\x1d")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Ctrl-] three times did not end the machine"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(137), "killed with SIGKILL");
+}
