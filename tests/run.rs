@@ -654,6 +654,55 @@ fn boot_bookworm_to_running_reboot_and_halt_on_sigterm() {
         "{:?}",
         cgroup_leftovers("bw")
     );
+
+    // The same image in a user namespace, on a throw-away layer, with a veth pair; SIGINT halts.
+    let mut child = KillOnDrop(
+        ts.cmd(&[
+            "boot",
+            "--private-users=pick",
+            "--ephemeral",
+            "--network=veth",
+            "bw",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let child = &mut child.0;
+    let leader = wait_for_leader(child.id(), None);
+    assert_eq!(system_state(leader), "running");
+    let failed = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &leader.to_string(),
+            "-a",
+            "systemctl",
+            "--failed",
+            "--no-legend",
+            "--plain",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&failed).trim().is_empty(),
+        "failed units: {}",
+        stdout(&failed)
+    );
+    let map = std::fs::read_to_string(format!("/proc/{leader}/uid_map")).unwrap();
+    let base: u64 = map.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(base >= 0x80000, "{map}");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "rmach did not exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(cgroup_leftovers("bw").is_empty());
 }
 
 #[test]

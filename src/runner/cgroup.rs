@@ -161,6 +161,29 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Hands the machine's v2 cgroup (the unified one on a hybrid host) to the root of its user
+    /// namespace, as cgroup v2 delegation prescribes: the directory and the files that move
+    /// processes and enable controllers.
+    pub fn delegate(&self, uid: u32, gid: u32) -> Result<(), RunnerError> {
+        let v2 = self.dirs.iter().filter(|d| match self.layout {
+            Layout::Unified => true,
+            Layout::Hybrid => d.starts_with(Path::new(ROOT).join("unified")),
+        });
+        for d in v2 {
+            for f in [
+                "",
+                "cgroup.procs",
+                "cgroup.threads",
+                "cgroup.subtree_control",
+            ] {
+                let p = if f.is_empty() { d.clone() } else { d.join(f) };
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(|e| RunnerError::Cgroup { path: p, source: e })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Moves `pid` into every directory of the machine.
     pub fn add(&self, pid: i32) -> Result<(), RunnerError> {
         for d in &self.dirs {

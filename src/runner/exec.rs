@@ -34,6 +34,8 @@ struct ChildFds {
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     pty: Option<PathBuf>,
+    /// The pty's slave, opened by rmach (a user namespace's root may not open the host's node).
+    tty: Option<OwnedFd>,
 }
 
 /// Removes the per-run scratch directory when the run ends, however it ends.
@@ -128,6 +130,10 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         sync: sync_r,
         stdout: out_w,
         stderr: err_w,
+        tty: match &pty_path {
+            Some(path) => Some(open_tty(path, idmap.map(|m| m.base))?),
+            None => None,
+        },
         pty: pty_path,
     };
     let pid = match ns::clone_fork(flags) {
@@ -153,6 +159,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     let setup = (|| -> Result<(), RunnerError> {
         if let Some(map) = idmap {
             userns::write_maps(pid, map)?;
+            cgroup.delegate(map.base, map.base)?;
         }
         cgroup.add(pid)?;
         if plan.network == Network::Veth {
@@ -227,6 +234,25 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     })
 }
 
+/// Opens the pty's slave for the child; with a user namespace it belongs to the machine's root
+/// and tty group (5), as a terminal's owner inside expects.
+fn open_tty(path: &Path, base: Option<u32>) -> Result<OwnedFd, RunnerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| RunnerError::Setup {
+        message: format!("open {}: {e}", path.display()),
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .map_err(fail)?;
+    if let Some(b) = base.filter(|b| *b != 0) {
+        std::os::unix::fs::fchown(&f, Some(b), Some(b + 5)).map_err(fail)?;
+    }
+    Ok(f.into())
+}
+
 /// `ve-` and as much of the name as fits in an interface name (15 bytes).
 pub fn veth_name(name: &str) -> String {
     let mut n: String = format!("ve-{name}");
@@ -292,25 +318,16 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
         ctx(net::link_up("lo"), "bring up lo")?;
     }
     let root = mounts::prepare_root(plan, scratch.unwrap_or(Path::new("/")), tree)?;
-    let tty = match pty {
-        Some(path) => Some(ctx(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path),
-            path.display(),
-        )?),
-        None => None,
-    };
+    let tty = fds.tty.as_ref();
     mounts::apply(plan, &root, pty)?;
     mounts::pivot(&root)?;
     ctx(rustix::process::setsid(), "setsid")?;
     match plan.console {
         Console::Interactive => {
             let tty = tty.ok_or("no pty")?;
-            ctx(p::set_controlling_tty(&tty), "controlling terminal")?;
+            ctx(p::set_controlling_tty(tty), "controlling terminal")?;
             for n in 0..3 {
-                ctx(p::dup2(&tty, n), "console")?;
+                ctx(p::dup2(tty, n), "console")?;
             }
         }
         Console::Passive | Console::Capture => {
