@@ -83,6 +83,15 @@ impl Cgroup {
         mkdir(&parent)?;
         // Delegate the controllers the host offers, so both limits and systemd inside work.
         let offered = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        for (name, wanted) in [
+            ("memory", limits.memory_max.is_some()),
+            ("pids", limits.pids_max.is_some()),
+            ("cpu", limits.cpus.is_some()),
+        ] {
+            if wanted && !offered.split_whitespace().any(|o| o == name) {
+                return Err(RunnerError::NoController { name: name.into() });
+            }
+        }
         let enable: Vec<String> = ["cpu", "memory", "pids"]
             .iter()
             .filter(|c| offered.split_whitespace().any(|o| o == **c))
