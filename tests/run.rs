@@ -748,3 +748,29 @@ fn escape_sequence_kills_an_interactive_machine() {
     };
     assert_eq!(status.code(), Some(137), "killed with SIGKILL");
 }
+
+#[test]
+fn window_size_changes_reach_the_machine() {
+    let ts = TestStore::new("probe12");
+    let rmach = format!(
+        "{} --store {} --state-dir {} run --console interactive probe12",
+        env!("CARGO_BIN_EXE_rmach"),
+        ts.store().display(),
+        ts.dir.path().join("state").display()
+    );
+    // The outer terminal starts at 30x100 and is resized to 40x120 while the machine runs;
+    // the kernel sends SIGWINCH to rmach, which copies the size onto the machine's pty.
+    let outer = format!(
+        "stty rows 30 cols 100; {rmach} -- sh -c 'stty size; sleep 1; stty size' < /dev/tty & sleep 0.5; stty rows 40 cols 120; wait"
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &format!("sh -c \"{outer}\""), "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = stdout(&o).replace('\r', "");
+    assert!(
+        out.contains("30 100\n") && out.contains("40 120\n"),
+        "{out:?}"
+    );
+}
