@@ -774,3 +774,52 @@ fn window_size_changes_reach_the_machine() {
         "{out:?}"
     );
 }
+
+/// Opening a device outside the allow list fails even for root with CAP_MKNOD, both through the
+/// v1 device controller (hybrid hosts) and through the eBPF program rmach attaches on cgroup v2.
+/// The v2 case runs rmach in a mount namespace where /sys/fs/cgroup is the cgroup2 hierarchy,
+/// which makes it take the v2 path on any host. loop-control (10:237) is the probe: the host
+/// itself may open it, a machine must not.
+#[test]
+fn device_policy_denies_unlisted_devices() {
+    let ts = TestStore::new("probe13");
+    let script = "mknod /dev/lc c 10 237 && echo made; (exec 3</dev/lc) && echo opened; echo x > /dev/null && echo null-ok";
+    let host = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "mknod \"$1\" c 10 237 && exec 3<\"$1\" && echo opened",
+            "sh",
+        ])
+        .arg(ts.dir.path().join("lc"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&host),
+        "opened\n",
+        "the host may open loop-control: {}",
+        stderr(&host)
+    );
+    let v1 = ts.run(&["run", "probe13", "--", "/bin/sh", "-c", script]);
+    assert_eq!(stdout(&v1), "made\nnull-ok\n", "{}", stderr(&v1));
+    let mut v2 = std::process::Command::new("unshare");
+    v2.args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
+        "sh",
+    ]);
+    let inner = ts.cmd(&["run", "probe13", "--", "/bin/sh", "-c", script]);
+    v2.arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(Stdio::null());
+    let o = v2.output().unwrap();
+    assert_eq!(stdout(&o), "made\nnull-ok\n", "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+}

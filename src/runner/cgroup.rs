@@ -65,7 +65,7 @@ impl Cgroup {
             dirs: Vec::new(),
         };
         let result = match cg.layout {
-            Layout::Unified => cg.create_v2(leaf, limits),
+            Layout::Unified => cg.create_v2(leaf, limits, device_allow),
             Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow),
         };
         match result {
@@ -77,7 +77,12 @@ impl Cgroup {
         }
     }
 
-    fn create_v2(&mut self, leaf: &str, limits: &Limits) -> Result<(), RunnerError> {
+    fn create_v2(
+        &mut self,
+        leaf: &str,
+        limits: &Limits,
+        allow: &[&str],
+    ) -> Result<(), RunnerError> {
         let root = Path::new(ROOT);
         let parent = root.join(PARENT);
         mkdir(&parent)?;
@@ -105,6 +110,15 @@ impl Cgroup {
         let dir = parent.join(leaf);
         mkdir(&dir)?;
         self.dirs.push(dir.clone());
+        // The v2 device controller is an eBPF program; it stays attached until rmdir.
+        let attach = || -> std::io::Result<()> {
+            let prog = crate::sys::bpf::load_device_program(&super::devices::program(allow))?;
+            crate::sys::bpf::attach_device_program(&fs::File::open(&dir)?, &prog)
+        };
+        attach().map_err(|e| RunnerError::Cgroup {
+            path: dir.clone(),
+            source: e,
+        })?;
         if let Some(m) = limits.memory_max {
             write(&dir.join("memory.max"), &m.to_string())?;
         }

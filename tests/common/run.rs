@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 const PROGRAMS: &[&str] = &[
     "bash", "sh", "cat", "ls", "echo", "true", "false", "sleep", "head", "tail", "tr", "id",
     "hostname", "mkdir", "touch", "readlink", "stat", "grep", "env", "timeout", "wc", "rm",
-    "chmod", "dd", "mount", "umount", "swapoff", "stty",
+    "chmod", "dd", "mount", "umount", "swapoff", "stty", "mknod",
 ];
 
 fn copy_with_parents(src: &Path, root: &Path) {
