@@ -10,7 +10,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common_run::{stderr, stdout, TestStore};
+use common_run::{
+    bookworm_with_systemd, stderr, stdout, system_state, wait_for_leader, KillOnDrop, TestStore,
+};
 
 fn probe(ts: &TestStore, opts: &[&str], script: &str) -> (i32, String, String) {
     let mut args = vec!["run"];
@@ -488,88 +490,6 @@ fn interactive_console_with_a_terminal() {
         stderr(&o)
     );
     assert_eq!(o.status.code(), Some(0));
-}
-
-/// The bookworm image with systemd, built once with debootstrap from the host's mirror and
-/// cached (CI builds it on its first run).
-fn bookworm_with_systemd() -> std::path::PathBuf {
-    let cache = std::path::Path::new("/var/cache/rmach-test");
-    let image = cache.join("bookworm-systemd");
-    if image.join("usr/lib/systemd/systemd").exists() {
-        return image;
-    }
-    std::fs::create_dir_all(cache).unwrap();
-    let mirror = common_run::host_mirror();
-    let tmp = cache.join(format!(".bookworm-systemd.{}", std::process::id()));
-    let st = std::process::Command::new("debootstrap")
-        .args(["--include=systemd,systemd-sysv,dbus", "bookworm"])
-        .arg(&tmp)
-        .arg(&mirror)
-        .stdout(Stdio::null())
-        .status()
-        .expect("debootstrap is needed for the boot test");
-    assert!(st.success(), "debootstrap from {mirror} failed");
-    std::fs::rename(&tmp, &image).unwrap();
-    image
-}
-
-/// Ends a machine left running by a failed assertion (its init dies with rmach).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn leader_of(rmach: u32) -> Option<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{rmach}/task/{rmach}/children")).ok()?;
-    children.split_whitespace().next()?.parse().ok()
-}
-
-/// `systemctl is-system-running --wait` inside the machine, through its leader's namespaces.
-/// Retried while systemd has not yet created its bus socket (nothing) or /run/systemd/system (offline).
-fn system_state(leader: u32) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let o = std::process::Command::new("timeout")
-            .args([
-                "120",
-                "nsenter",
-                "-t",
-                &leader.to_string(),
-                "-a",
-                "systemctl",
-                "is-system-running",
-                "--wait",
-            ])
-            .output()
-            .unwrap();
-        let state = stdout(&o).trim().to_string();
-        if !(state.is_empty() || state == "offline") || Instant::now() > deadline {
-            return state;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_for_leader(rmach: u32, not: Option<u32>) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(l) = leader_of(rmach).filter(|l| Some(*l) != not) {
-            if std::fs::read_to_string(format!("/proc/{l}/comm"))
-                .is_ok_and(|c| c.trim() == "systemd")
-            {
-                return l;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no systemd leader under rmach {rmach}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
