@@ -672,19 +672,31 @@ fn escape_sequence_kills_an_interactive_machine() {
 #[test]
 fn window_size_changes_reach_the_machine() {
     let ts = TestStore::new("probe12");
-    let rmach = format!(
-        "{} --store {} --state-dir {} run --console interactive probe12",
+    let marks = ts.dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    // The outer terminal starts at 30x100 and is resized to 40x120 once the machine has seen
+    // the first size; the kernel sends SIGWINCH to rmach, which copies the size onto the
+    // machine's pty. The payload polls for the change (up to 10 s) instead of guessing a delay.
+    std::fs::write(
+        marks.join("inner.sh"),
+        "stty size; touch /m/first\ni=0\nwhile [ $i -lt 100 ]; do s=$(stty size); [ \"$s\" != \"30 100\" ] && break; sleep 0.1; i=$((i+1)); done\necho $s\n",
+    )
+    .unwrap();
+    let outer = format!(
+        "stty rows 30 cols 100\n{} --store {} --state-dir {} run --console interactive --bind {m}:/m probe12 -- /bin/sh /m/inner.sh < /dev/tty &\n\
+         while [ ! -e {m}/first ]; do sleep 0.05; done\nstty rows 40 cols 120\nwait\n",
         env!("CARGO_BIN_EXE_rmach"),
         ts.store().display(),
-        ts.dir.path().join("state").display()
+        ts.dir.path().join("state").display(),
+        m = marks.display()
     );
-    // The outer terminal starts at 30x100 and is resized to 40x120 while the machine runs;
-    // the kernel sends SIGWINCH to rmach, which copies the size onto the machine's pty.
-    let outer = format!(
-        "stty rows 30 cols 100; {rmach} -- sh -c 'stty size; sleep 1; stty size' < /dev/tty & sleep 0.5; stty rows 40 cols 120; wait"
-    );
+    std::fs::write(ts.dir.path().join("outer.sh"), outer).unwrap();
     let o = std::process::Command::new("script")
-        .args(["-qec", &format!("sh -c \"{outer}\""), "/dev/null"])
+        .args([
+            "-qec",
+            &format!("sh {}", ts.dir.path().join("outer.sh").display()),
+            "/dev/null",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -96,6 +96,8 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             let (m, path) = crate::sys::pty::open_pty().map_err(|e| RunnerError::Setup {
                 message: format!("open a pty: {e}"),
             })?;
+            // The size must be right before the payload's first look at it, not after.
+            let _ = crate::sys::pty::copy_winsize(&std::io::stdin(), &m);
             (Some(m), Some(path))
         }
         _ => (None, None),
