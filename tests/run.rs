@@ -431,6 +431,33 @@ fn exit_statuses_pipes_and_errors() {
     assert_eq!(stdout(&o), "0\n1\n2\n3\n", "ls's own directory fd is 3");
     let o = ts.run(&["run", "-u", "user", "probe8", "--", "id", "-u"]);
     assert_eq!(stdout(&o), "1000\n");
+    let o = ts.run(&["run", "--chdir", "/etc", "probe8", "--", "sh", "-c", "pwd"]);
+    assert_eq!(stdout(&o), "/etc\n");
+    let o = ts.run(&["run", "--chdir", "/nowhere", "probe8", "--", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nowhere"), "{}", stderr(&o));
+    // A read-only image runs read-only unless its changes go to a throw-away layer.
+    assert!(ts.run(&["read-only", "probe8", "yes"]).status.success());
+    let o = ts.run(&[
+        "run",
+        "probe8",
+        "--",
+        "sh",
+        "-c",
+        "touch /etc/x || echo refused",
+    ]);
+    assert_eq!(stdout(&o), "refused\n", "{}", stderr(&o));
+    let o = ts.run(&[
+        "run",
+        "-x",
+        "probe8",
+        "--",
+        "sh",
+        "-c",
+        "touch /etc/x && echo written",
+    ]);
+    assert_eq!(stdout(&o), "written\n", "{}", stderr(&o));
+    assert!(ts.run(&["read-only", "probe8", "no"]).status.success());
     let o = ts.run(&["run", "-u", "nobody-here", "probe8", "--", "id"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no user nobody-here"));
