@@ -782,3 +782,43 @@ fn device_policy_denies_unlisted_devices() {
         stderr(&o)
     );
 }
+
+/// The library API the bootstrap uses: a plain directory, a controlled environment, captured
+/// output, called from a process with threads; the caller's signal mask comes back intact.
+#[test]
+fn library_runs_a_directory_and_captures_output() {
+    use rmach::runner::{self, Console, RunSpec};
+    let ts = TestStore::new("lib");
+    let mask = || {
+        let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        s.lines()
+            .find(|l| l.starts_with("SigBlk:"))
+            .unwrap()
+            .to_string()
+    };
+    let before = mask();
+    let busy: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(|| (0..20000).map(|i| vec![i; 64].len()).sum::<usize>()))
+        .collect();
+    let mut spec = RunSpec::new(
+        ts.image("lib"),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo out $FOO; echo err >&2; ls /proc/1/ns >/dev/null; exit 3".into(),
+        ],
+    );
+    spec.env.push(("FOO".into(), "bar".into()));
+    spec.console = Console::Capture;
+    let out = runner::output(&spec).unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out bar\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(mask(), before, "signal mask restored");
+    for b in busy {
+        b.join().unwrap();
+    }
+    spec.command = vec!["no-such".into()];
+    let err = runner::run(&spec).unwrap_err().to_string();
+    assert!(err.contains("no-such: no such command"), "{err}");
+}

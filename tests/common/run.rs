@@ -225,8 +225,12 @@ impl Drop for KillOnDrop {
 }
 
 pub fn leader_of(rmach: u32) -> Option<u32> {
-    let children = std::fs::read_to_string(format!("/proc/{rmach}/task/{rmach}/children")).ok()?;
-    children.split_whitespace().next()?.parse().ok()
+    // rmach -> the helper that cloned the namespaces -> the machine's PID 1.
+    let children =
+        |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok();
+    let helper = children(&rmach.to_string())?;
+    let leader = children(helper.split_whitespace().next()?)?;
+    leader.split_whitespace().next()?.parse().ok()
 }
 
 /// `systemctl is-system-running --wait` inside the machine, through its leader's namespaces.
