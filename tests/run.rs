@@ -11,33 +11,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common_run::{
-    bookworm_with_systemd, stderr, stdout, system_state, wait_for_leader, KillOnDrop, TestStore,
+    bookworm_with_systemd, cgroup_leftovers, probe, stderr, stdout, system_state, wait_for_leader,
+    KillOnDrop, TestStore,
 };
-
-fn probe(ts: &TestStore, opts: &[&str], script: &str) -> (i32, String, String) {
-    let mut args = vec!["run"];
-    args.extend_from_slice(opts);
-    args.push(&ts.name);
-    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
-    let o = ts.run(&args);
-    (o.status.code().unwrap_or(-1), stdout(&o), stderr(&o))
-}
-
-fn cgroup_leftovers(name: &str) -> Vec<String> {
-    let mut left = Vec::new();
-    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let parent = h.path().join("rmach");
-        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{name}-"))
-            {
-                left.push(e.path().display().to_string());
-            }
-        }
-    }
-    left
-}
 
 #[test]
 fn pid1_hostname_environment_and_identity() {

@@ -276,3 +276,30 @@ pub fn wait_for_leader(rmach: u32, not: Option<u32>) -> u32 {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `sh -c SCRIPT` in the store's image with `opts`: (status, stdout, stderr).
+pub fn probe(ts: &TestStore, opts: &[&str], script: &str) -> (i32, String, String) {
+    let mut args = vec!["run"];
+    args.extend_from_slice(opts);
+    args.push(&ts.name);
+    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
+    let o = ts.run(&args);
+    (o.status.code().unwrap_or(-1), stdout(&o), stderr(&o))
+}
+
+/// Machine cgroups named `NAME-*` still present in any hierarchy.
+pub fn cgroup_leftovers(name: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let parent = h.path().join("rmach");
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}-"))
+            {
+                left.push(e.path().display().to_string());
+            }
+        }
+    }
+    left
+}
