@@ -52,10 +52,11 @@ fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<usize> {
     }
 }
 
-/// Runs until the child `pid` exits; returns its raw wait status. `on_signal` maps a signal
-/// rmach received to the signal for the child (None: not forwarded).
+/// Runs until the child `wait_pid` exits; returns its raw wait status. `on_signal` maps a
+/// signal rmach received to the signal sent to `pid`, the machine (None: not forwarded).
 pub fn relay(
     pid: i32,
+    wait_pid: i32,
     sigfd: &OwnedFd,
     relay: &mut Relay,
     on_signal: impl Fn(i32) -> Option<i32>,
@@ -155,7 +156,7 @@ pub fn relay(
                 }
             }
         }
-        if let Ok(Some((_, status))) = p::wait_raw(pid, true) {
+        if let Ok(Some((_, status))) = p::wait_raw(wait_pid, true) {
             drain(relay, &mut buf);
             return status;
         }
