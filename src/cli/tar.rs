@@ -83,11 +83,15 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
         (Box::new(std::io::stdin()), None)
     } else {
         let file = File::open(&args.file).with_context(|| format!("cannot open {shown}"))?;
-        let len = file
+        let meta = file
             .metadata()
-            .ok()
-            .filter(|m| m.is_file())
-            .map(|m| m.len());
+            .with_context(|| format!("cannot open {shown}"))?;
+        if meta.is_dir() {
+            anyhow::bail!(
+                "{shown} is a directory, not a tarball; import a directory with import-fs"
+            );
+        }
+        let len = meta.is_file().then(|| meta.len());
         (Box::new(file), len)
     };
     let store = ctx.store()?;
