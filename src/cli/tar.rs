@@ -91,7 +91,7 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
                 "{shown} is a directory, not a tarball; import a directory with import-fs"
             );
         }
-        let len = meta.is_file().then(|| meta.len());
+        let len = meta.is_file().then_some(meta.len());
         (Box::new(file), len)
     };
     let store = ctx.store()?;
