@@ -1,8 +1,12 @@
 //! run and boot.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
+use super::output::UsageError;
 use super::{Context, Status};
+use crate::runner::{self, Bind, RunSpec};
+use crate::store::ImageName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Network {
@@ -99,10 +103,117 @@ pub struct BootArgs {
     pub args: Vec<String>,
 }
 
-pub fn run(_ctx: &Context, _args: RunArgs) -> anyhow::Result<Status> {
-    anyhow::bail!("run is not implemented yet")
+pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Status> {
+    execute(ctx, &args.name, args.options, args.command, false)
 }
 
-pub fn boot(_ctx: &Context, _args: BootArgs) -> anyhow::Result<Status> {
-    anyhow::bail!("boot is not implemented yet")
+pub fn boot(ctx: &Context, args: BootArgs) -> anyhow::Result<Status> {
+    execute(ctx, &args.name, args.options, args.args, true)
+}
+
+fn execute(
+    ctx: &Context,
+    name: &str,
+    o: RunOptions,
+    command: Vec<String>,
+    boot: bool,
+) -> anyhow::Result<Status> {
+    let store = ctx.store()?;
+    let name = ImageName::parse(name)?;
+    let image = store.image(&name)?;
+    if !image.kind().is_tree() {
+        anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
+    }
+    let _lock = store.lock(&name, if boot { "booted" } else { "run" })?;
+    let spec = spec_from(
+        image.path(),
+        name.as_str(),
+        o,
+        command,
+        boot,
+        store.is_read_only(&name)?,
+    )?;
+    let status = runner::run(&spec)?;
+    Ok(runner::exit_code(status))
+}
+
+fn usage(e: runner::RunnerError) -> anyhow::Error {
+    UsageError(e.to_string()).into()
+}
+
+/// Turns the options into a run specification; bad values are usage errors (exit 2).
+fn spec_from(
+    root: &Path,
+    name: &str,
+    o: RunOptions,
+    command: Vec<String>,
+    boot: bool,
+    image_read_only: bool,
+) -> anyhow::Result<RunSpec> {
+    let mut spec = RunSpec::new(root, command);
+    spec.name = name.into();
+    spec.boot = boot;
+    spec.user = o.user;
+    spec.chdir = o.chdir;
+    for kv in o.setenv {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("bad --setenv {kv:?}: expected K=V")))?;
+        spec.env.push((k.into(), v.into()));
+    }
+    for b in &o.bind {
+        spec.binds.push(Bind::parse(b, false).map_err(usage)?);
+    }
+    for b in &o.bind_ro {
+        spec.binds.push(Bind::parse(b, true).map_err(usage)?);
+    }
+    if let Some(t) = o.tmpfs.iter().find(|t| !t.is_absolute()) {
+        return Err(UsageError(format!(
+            "bad --tmpfs {}: expected an absolute path",
+            t.display()
+        ))
+        .into());
+    }
+    spec.tmpfs = o.tmpfs;
+    spec.ephemeral = o.ephemeral;
+    // A read-only image runs read-only unless its changes go to a throw-away layer.
+    spec.read_only = o.read_only || (image_read_only && !o.ephemeral);
+    spec.hostname = o.hostname;
+    spec.network = match o.network {
+        Network::Host => runner::Network::Host,
+        Network::Private => runner::Network::Private,
+        Network::Veth => runner::Network::Veth,
+    };
+    spec.private_users = runner::parse_private_users(&o.private_users).map_err(usage)?;
+    spec.limits = runner::Limits {
+        memory_max: o
+            .memory_max
+            .as_deref()
+            .map(runner::parse_size)
+            .transpose()
+            .map_err(usage)?,
+        cpus: match o.cpus {
+            Some(c) if !(c > 0.0 && c.is_finite()) => {
+                return Err(
+                    UsageError(format!("bad --cpus {c}: expected a positive number")).into(),
+                )
+            }
+            c => c,
+        },
+        pids_max: o.pids_max,
+    };
+    spec.add_caps = o.capability;
+    spec.drop_caps = o.drop_capability;
+    runner::plan(&spec).map_err(usage)?;
+    spec.no_new_privileges = o.no_new_privileges;
+    spec.console = match o.console {
+        Some(Console::Interactive) => runner::Console::Interactive,
+        Some(Console::Pipe) => runner::Console::Pipe,
+        Some(Console::Passive) => runner::Console::Passive,
+        None if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => {
+            runner::Console::Interactive
+        }
+        None => runner::Console::Pipe,
+    };
+    Ok(spec)
 }

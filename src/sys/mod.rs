@@ -2,3 +2,9 @@
 //! with `unsafe`. Each block says which invariant makes it sound.
 
 pub mod btrfs;
+pub mod mount;
+pub mod net;
+pub mod ns;
+pub mod process;
+pub mod pty;
+pub mod seccomp;

@@ -1,0 +1,242 @@
+//! The machine's own cgroup subtree: created before the payload starts, limits written, and
+//! removed after it ends. Works on pure cgroup v2 and on hybrid hosts (v1 controllers plus the
+//! v2 hierarchy at /sys/fs/cgroup/unified), where limits go through the v1 controllers and the
+//! unified hierarchy gives systemd inside a subtree of its own.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::spec::Limits;
+use super::RunnerError;
+
+const ROOT: &str = "/sys/fs/cgroup";
+/// Parent of every machine's cgroup, in each hierarchy.
+const PARENT: &str = "rmach";
+
+/// Which layout the host uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Unified,
+    Hybrid,
+}
+
+pub fn layout() -> Layout {
+    if Path::new(ROOT).join("cgroup.controllers").exists() {
+        Layout::Unified
+    } else {
+        Layout::Hybrid
+    }
+}
+
+/// A machine's cgroup directories (one per hierarchy it lives in).
+#[derive(Debug)]
+pub struct Cgroup {
+    pub layout: Layout,
+    pub dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), RunnerError> {
+    fs::write(path, value).map_err(|e| RunnerError::Cgroup {
+        path: path.into(),
+        source: e,
+    })
+}
+
+fn mkdir(path: &Path) -> Result<(), RunnerError> {
+    match fs::create_dir(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(RunnerError::Cgroup {
+            path: path.into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Cgroup {
+    /// Creates `rmach/<leaf>` in every hierarchy needed and writes the limits.
+    pub fn create(
+        leaf: &str,
+        limits: &Limits,
+        device_allow: &[&str],
+    ) -> Result<Cgroup, RunnerError> {
+        remove_stale();
+        let mut cg = Cgroup {
+            layout: layout(),
+            dirs: Vec::new(),
+        };
+        let result = match cg.layout {
+            Layout::Unified => cg.create_v2(leaf, limits),
+            Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow),
+        };
+        match result {
+            Ok(()) => Ok(cg),
+            Err(e) => {
+                cg.remove();
+                Err(e)
+            }
+        }
+    }
+
+    fn create_v2(&mut self, leaf: &str, limits: &Limits) -> Result<(), RunnerError> {
+        let root = Path::new(ROOT);
+        let parent = root.join(PARENT);
+        mkdir(&parent)?;
+        // Delegate the controllers the host offers, so both limits and systemd inside work.
+        let offered = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let enable: Vec<String> = ["cpu", "memory", "pids"]
+            .iter()
+            .filter(|c| offered.split_whitespace().any(|o| o == **c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        for dir in [root, parent.as_path()] {
+            for e in &enable {
+                write(&dir.join("cgroup.subtree_control"), e)?;
+            }
+        }
+        let dir = parent.join(leaf);
+        mkdir(&dir)?;
+        self.dirs.push(dir.clone());
+        if let Some(m) = limits.memory_max {
+            write(&dir.join("memory.max"), &m.to_string())?;
+        }
+        if let Some(p) = limits.pids_max {
+            write(&dir.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(c) = limits.cpus {
+            write(&dir.join("cpu.max"), &format!("{} 100000", cpu_quota(c)))?;
+        }
+        Ok(())
+    }
+
+    fn create_hybrid(
+        &mut self,
+        leaf: &str,
+        limits: &Limits,
+        allow: &[&str],
+    ) -> Result<(), RunnerError> {
+        let root = Path::new(ROOT);
+        let mut hier = |name: &str| -> Result<Option<PathBuf>, RunnerError> {
+            let h = root.join(name);
+            if !h.join("cgroup.procs").exists() {
+                return Ok(None);
+            }
+            mkdir(&h.join(PARENT))?;
+            let dir = h.join(PARENT).join(leaf);
+            mkdir(&dir)?;
+            self.dirs.push(dir.clone());
+            Ok(Some(dir))
+        };
+        hier("unified")?;
+        let need = |name: &str, wanted: bool| -> Result<(), RunnerError> {
+            if wanted && !root.join(name).join("cgroup.procs").exists() {
+                return Err(RunnerError::NoController { name: name.into() });
+            }
+            Ok(())
+        };
+        need("memory", limits.memory_max.is_some())?;
+        need("pids", limits.pids_max.is_some())?;
+        need("cpu", limits.cpus.is_some())?;
+        if let Some(dir) = hier("memory")? {
+            if let Some(m) = limits.memory_max {
+                write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+            }
+        }
+        if let Some(dir) = hier("pids")? {
+            if let Some(p) = limits.pids_max {
+                write(&dir.join("pids.max"), &p.to_string())?;
+            }
+        }
+        if let Some(dir) = hier("cpu")? {
+            if let Some(c) = limits.cpus {
+                write(&dir.join("cpu.cfs_period_us"), "100000")?;
+                write(&dir.join("cpu.cfs_quota_us"), &cpu_quota(c).to_string())?;
+            }
+        }
+        if let Some(dir) = hier("devices")? {
+            write(&dir.join("devices.deny"), "a")?;
+            for rule in allow {
+                write(&dir.join("devices.allow"), rule)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` into every directory of the machine.
+    pub fn add(&self, pid: i32) -> Result<(), RunnerError> {
+        for d in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Removes the directories, deepest first (systemd inside creates its own), retrying while
+    /// the kernel still frees the last processes.
+    pub fn remove(&mut self) {
+        for d in self.dirs.drain(..) {
+            for _ in 0..200 {
+                if remove_tree(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Removes machine cgroups whose rmach was killed before it could clean up: the leaf is named
+/// `NAME-PID`, and a PID that no longer runs rmach leaves an empty cgroup behind.
+fn remove_stale() {
+    let Ok(hierarchies) = fs::read_dir(ROOT) else {
+        return;
+    };
+    for h in hierarchies.flatten() {
+        let Ok(leaves) = fs::read_dir(h.path().join(PARENT)) else {
+            continue;
+        };
+        for leaf in leaves.flatten() {
+            let name = leaf.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .rsplit_once('-')
+                .and_then(|(_, p)| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let alive = fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|e| e == std::env::current_exe().unwrap_or_default());
+            if leaf.path().is_dir() && !alive {
+                let _ = remove_tree(&leaf.path());
+            }
+        }
+    }
+}
+
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            remove_tree(&e.path())?;
+        }
+    }
+    fs::remove_dir(dir)
+}
+
+/// Microseconds of CPU per 100 ms period; at least 1 ms (the kernel's minimum).
+fn cpu_quota(cpus: f64) -> u64 {
+    ((cpus * 100_000.0) as u64).max(1000)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quota() {
+        assert_eq!(super::cpu_quota(0.5), 50_000);
+        assert_eq!(super::cpu_quota(2.0), 200_000);
+        assert_eq!(super::cpu_quota(0.0001), 1000);
+    }
+}

@@ -1,0 +1,437 @@
+//! The one place a plan is carried out: the host side (cgroup, console, network, id maps,
+//! waiting, clean-up) and the child that becomes the machine.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+use super::cgroup::Cgroup;
+use super::console::{self, RawMode, Relay};
+use super::mounts::{self, ctx, ChildResult};
+use super::plan::Plan;
+use super::spec::{Console, Network};
+use super::{init, passwd, userns, RunnerError};
+use crate::sys::{net, ns, process as p};
+
+/// What one run of the machine ended with.
+pub struct Ended {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The machine asked to reboot (init killed by SIGHUP through `reboot(2)`).
+    pub reboot: bool,
+}
+
+/// Pipe ends the child keeps.
+struct ChildFds {
+    /// The idmapped root to attach, with a user namespace.
+    tree: Option<OwnedFd>,
+    sync: OwnedFd,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    pty: Option<PathBuf>,
+}
+
+/// Removes the per-run scratch directory when the run ends, however it ends.
+struct Scratch(Option<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RunnerError> {
+    p::pipe().map_err(|e| RunnerError::Setup {
+        message: format!("create a pipe: {e}"),
+    })
+}
+
+pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
+    let meta = std::fs::metadata(&plan.root).map_err(|e| RunnerError::NoRoot {
+        path: plan.root.clone(),
+        source: e,
+    })?;
+    if !meta.is_dir() {
+        return Err(RunnerError::NoRoot {
+            path: plan.root.clone(),
+            source: std::io::ErrorKind::NotADirectory.into(),
+        });
+    }
+    let me = std::process::id();
+    let mut cgroup = Cgroup::create(
+        &format!("{}-{me}", plan.name),
+        &plan.limits,
+        &plan.device_allow,
+    )?;
+    let scratch = Scratch(match plan.root_mode {
+        super::plan::RootMode::Ephemeral => {
+            let d = plan.scratch.join(format!(".rmach-{me}-{}", plan.uuid));
+            std::fs::create_dir(&d).map_err(|e| RunnerError::Scratch {
+                path: d.clone(),
+                source: e,
+            })?;
+            Some(d)
+        }
+        super::plan::RootMode::Bind => None,
+    });
+    let idmap = match plan.user_ns {
+        Some(u) => Some(userns::pick(u, &plan.root)?),
+        None => None,
+    };
+    let tree = match idmap {
+        Some(map) if map.base != 0 => Some(userns::idmapped_root(&plan.root, map)?),
+        _ => None,
+    };
+    let (pty_master, pty_path) = match plan.console {
+        Console::Interactive => {
+            let (m, path) = crate::sys::pty::open_pty().map_err(|e| RunnerError::Setup {
+                message: format!("open a pty: {e}"),
+            })?;
+            (Some(m), Some(path))
+        }
+        _ => (None, None),
+    };
+    let (out_r, out_w, err_r, err_w) = if plan.console == Console::Capture {
+        let (a, b) = pipe()?;
+        let (c, d) = pipe()?;
+        (Some(a), Some(b), Some(c), Some(d))
+    } else {
+        (None, None, None, None)
+    };
+    let (sync_r, sync_w) = pipe()?;
+    let (error_r, error_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let mut blocked = init::FORWARDED.to_vec();
+    blocked.push(libc::SIGCHLD);
+    p::block_signals(&blocked).map_err(|e| RunnerError::Setup {
+        message: format!("block signals: {e}"),
+    })?;
+    let sigfd = p::signalfd(&blocked).map_err(|e| RunnerError::Setup {
+        message: format!("signalfd: {e}"),
+    })?;
+    let mut flags = ns::CLONE_NEWNS | ns::CLONE_NEWPID | ns::CLONE_NEWUTS | ns::CLONE_NEWIPC;
+    if plan.network != Network::Host {
+        flags |= ns::CLONE_NEWNET;
+    }
+    if idmap.is_some() {
+        flags |= ns::CLONE_NEWUSER;
+    }
+    let fds = ChildFds {
+        tree,
+        sync: sync_r,
+        stdout: out_w,
+        stderr: err_w,
+        pty: pty_path,
+    };
+    let pid = match ns::clone_fork(flags) {
+        Ok(None) => child(
+            plan,
+            fds,
+            error_w,
+            status_w,
+            scratch.0.as_deref(),
+            idmap.is_some(),
+        ),
+        Ok(Some(pid)) => pid,
+        Err(e) => {
+            return Err(RunnerError::Setup {
+                message: format!("clone the machine's namespaces: {e}"),
+            })
+        }
+    };
+    drop(fds);
+    let setup = (|| -> Result<(), RunnerError> {
+        if let Some(map) = idmap {
+            userns::write_maps(pid, map)?;
+        }
+        cgroup.add(pid)?;
+        if plan.network == Network::Veth {
+            let host = veth_name(&plan.name);
+            net::create_veth(&host, "host0", pid)
+                .and_then(|_| net::link_up(&host))
+                .map_err(|e| RunnerError::Network {
+                    name: host,
+                    source: e,
+                })?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = setup {
+        let _ = p::kill(pid, libc::SIGKILL);
+        let _ = p::wait_raw(pid, false);
+        return Err(e);
+    }
+    let _ = std::fs::File::from(sync_w).write_all(b"1");
+    let mut message = String::new();
+    let _ = std::fs::File::from(error_r).read_to_string(&mut message);
+    if !message.is_empty() {
+        let _ = p::kill(pid, libc::SIGKILL);
+        let _ = p::wait_raw(pid, false);
+        return Err(if let Some(cmd) = message.strip_prefix("notfound:") {
+            RunnerError::CommandNotFound {
+                command: cmd.into(),
+                root: plan.root.clone(),
+            }
+        } else {
+            RunnerError::Setup { message }
+        });
+    }
+    let _raw = pty_master
+        .as_ref()
+        .filter(|_| rustix::termios::isatty(std::io::stdin()))
+        .map(|_| RawMode::enter());
+    let mut relay = Relay {
+        pty: pty_master,
+        captured: vec![(out_r, Vec::new()), (err_r, Vec::new())],
+    };
+    let boot = plan.boot;
+    let raw = console::relay(pid, &sigfd, &mut relay, |sig| match sig {
+        libc::SIGTERM | libc::SIGINT if boot => Some(p::sigrtmin() + 3),
+        s => Some(s),
+    });
+    drop(_raw);
+    cgroup.remove();
+    drop(scratch);
+    let [(_, stdout), (_, stderr)]: [(Option<OwnedFd>, Vec<u8>); 2] = relay
+        .captured
+        .try_into()
+        .unwrap_or_else(|_| [(None, Vec::new()), (None, Vec::new())]);
+    let (status, reboot) = if boot {
+        match (libc::WIFSIGNALED(raw), libc::WTERMSIG(raw)) {
+            (true, libc::SIGHUP) => (ExitStatus::from_raw(0), true),
+            (true, libc::SIGINT) => (ExitStatus::from_raw(0), false),
+            _ => (ExitStatus::from_raw(raw), false),
+        }
+    } else {
+        let mut b = [0u8; 4];
+        let payload = std::fs::File::from(status_r)
+            .read_exact(&mut b)
+            .map(|_| i32::from_ne_bytes(b));
+        (ExitStatus::from_raw(payload.unwrap_or(raw)), false)
+    };
+    Ok(Ended {
+        status,
+        stdout,
+        stderr,
+        reboot,
+    })
+}
+
+/// `ve-` and as much of the name as fits in an interface name (15 bytes).
+pub fn veth_name(name: &str) -> String {
+    let mut n: String = format!("ve-{name}");
+    n.truncate(15);
+    n
+}
+
+/// The machine side; never returns. Failures go to the error pipe as one line.
+fn child(
+    plan: &Plan,
+    fds: ChildFds,
+    error: OwnedFd,
+    status: OwnedFd,
+    scratch: Option<&Path>,
+    user_ns: bool,
+) -> ! {
+    let (c_exe, c_argv, c_env) = match setup(plan, &fds, scratch, user_ns) {
+        Ok(v) => v,
+        Err(message) => {
+            let _ = std::fs::File::from(error).write_all(message.as_bytes());
+            p::exit_now(1)
+        }
+    };
+    let exec = move |error: OwnedFd| -> std::convert::Infallible {
+        let _ = p::reset_signals();
+        let e = p::execve(&c_exe, &c_argv, &c_env);
+        let _ = std::fs::File::from(error)
+            .write_all(format!("execute {}: {e}", c_exe.to_string_lossy()).as_bytes());
+        p::exit_now(127)
+    };
+    if plan.boot {
+        match exec(error) {}
+    }
+    let Ok(payload_error) = error.try_clone() else {
+        p::exit_now(1)
+    };
+    init::run(status, error, move || exec(payload_error))
+}
+
+type Exec = (CString, Vec<CString>, Vec<CString>);
+
+fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> ChildResult<Exec> {
+    let (tree, pty) = (fds.tree.as_ref(), fds.pty.as_deref());
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let mut go = [0u8; 1];
+    if rustix::io::read(&fds.sync, &mut go) != Ok(1) {
+        p::exit_now(1);
+    }
+    if user_ns {
+        ctx(
+            p::set_identity(0, 0, &[]),
+            "become root in the user namespace",
+        )?;
+    }
+    // Now that rmach has moved us into the machine's cgroup, make it our cgroup root.
+    ctx(ns::unshare(ns::CLONE_NEWCGROUP), "new cgroup namespace")?;
+    ctx(
+        rustix::system::sethostname(plan.hostname.as_bytes()),
+        "set the hostname",
+    )?;
+    if plan.network != Network::Host {
+        ctx(net::link_up("lo"), "bring up lo")?;
+    }
+    let root = mounts::prepare_root(plan, scratch.unwrap_or(Path::new("/")), tree)?;
+    let tty = match pty {
+        Some(path) => Some(ctx(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path),
+            path.display(),
+        )?),
+        None => None,
+    };
+    mounts::apply(plan, &root, pty)?;
+    mounts::pivot(&root)?;
+    ctx(rustix::process::setsid(), "setsid")?;
+    match plan.console {
+        Console::Interactive => {
+            let tty = tty.ok_or("no pty")?;
+            ctx(p::set_controlling_tty(&tty), "controlling terminal")?;
+            for n in 0..3 {
+                ctx(p::dup2(&tty, n), "console")?;
+            }
+        }
+        Console::Passive | Console::Capture => {
+            let null: OwnedFd = ctx(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null"),
+                "/dev/null",
+            )?
+            .into();
+            ctx(p::dup2(&null, 0), "stdin")?;
+            ctx(p::dup2(fds.stdout.as_ref().unwrap_or(&null), 1), "stdout")?;
+            ctx(p::dup2(fds.stderr.as_ref().unwrap_or(&null), 2), "stderr")?;
+        }
+        Console::Pipe => {}
+    }
+    let user = passwd::resolve(plan.user.as_deref())?;
+    let argv = command_line(plan, &user);
+    let env = environment(plan, &user);
+    let exe = find_executable(&argv[0], &env)?;
+    let workdir = plan
+        .chdir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&user.home));
+    ctx(
+        p::limit_capabilities(plan.bounding_caps),
+        "limit capabilities",
+    )?;
+    if plan.no_new_privs {
+        ctx(p::set_no_new_privs(), "no_new_privs")?;
+    }
+    if plan.seccomp {
+        ctx(
+            crate::sys::seccomp::install(&super::seccomp::program()),
+            "install the seccomp filter",
+        )?;
+    }
+    if user.uid != 0 || user.gid != 0 {
+        ctx(
+            p::set_identity(user.uid, user.gid, &user.groups),
+            format!("become {}", user.name),
+        )?;
+    }
+    if std::env::set_current_dir(&workdir).is_err() {
+        if plan.chdir.is_some() {
+            return Err(format!(
+                "change to {}: no such directory in the machine",
+                workdir.display()
+            ));
+        }
+        let _ = std::env::set_current_dir("/");
+    }
+    let cstr = |s: &[u8]| {
+        CString::new(s).map_err(|_| "a NUL byte in the command line or environment".to_string())
+    };
+    let c_exe = cstr(exe.as_os_str().as_bytes())?;
+    let c_argv = argv
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<ChildResult<Vec<_>>>()?;
+    let c_env = env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<ChildResult<Vec<_>>>()?;
+    Ok((c_exe, c_argv, c_env))
+}
+
+/// The payload's argv: the command, init with its arguments, or a login shell.
+fn command_line(plan: &Plan, user: &passwd::User) -> Vec<String> {
+    if plan.boot {
+        let init = [
+            "/usr/lib/systemd/systemd",
+            "/lib/systemd/systemd",
+            "/sbin/init",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("/sbin/init");
+        let mut v = vec![init.to_string()];
+        v.extend(plan.command.iter().cloned());
+        return v;
+    }
+    if plan.command.is_empty() {
+        return vec![user.shell.clone(), "-l".into()];
+    }
+    plan.command.clone()
+}
+
+fn environment(plan: &Plan, user: &passwd::User) -> Vec<(String, String)> {
+    let mut env = plan.env.clone();
+    for (k, v) in [
+        ("HOME", &user.home),
+        ("USER", &user.name),
+        ("LOGNAME", &user.name),
+        ("SHELL", &user.shell),
+    ] {
+        if !env.iter().any(|e| e.0 == k) {
+            env.push((k.into(), v.clone()));
+        }
+    }
+    env
+}
+
+/// Looks the command up in the machine's PATH (we are inside the new root already).
+fn find_executable(cmd: &str, env: &[(String, String)]) -> ChildResult<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exe = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if cmd.contains('/') {
+        return if is_exe(Path::new(cmd)) {
+            Ok(cmd.into())
+        } else {
+            Err(format!("notfound:{cmd}"))
+        };
+    }
+    let path = env
+        .iter()
+        .find(|e| e.0 == "PATH")
+        .map_or("/usr/bin:/bin", |e| e.1.as_str());
+    path.split(':')
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| is_exe(p))
+        .ok_or_else(|| format!("notfound:{cmd}"))
+}

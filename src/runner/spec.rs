@@ -1,0 +1,226 @@
+//! What a caller asks for: a root directory, a command, and how to isolate it.
+
+use std::path::PathBuf;
+
+/// How the machine's network is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// The host's network namespace.
+    #[default]
+    Host,
+    /// A network namespace with only the loopback interface, brought up.
+    Private,
+    /// A private namespace plus a veth pair: `ve-NAME` on the host, `host0` inside (unconfigured).
+    Veth,
+}
+
+/// Whether and how the machine gets a user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrivateUsers {
+    /// No user namespace: root inside is root outside.
+    #[default]
+    No,
+    /// A 65536-id range picked from the image's root directory owner or from a free slot.
+    Pick,
+    /// A user namespace mapping ids 0..65536 onto themselves.
+    Identity,
+    /// An explicit base and count.
+    Range { base: u32, count: u32 },
+}
+
+/// Where the payload's standard input, output and error go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Console {
+    /// A pseudo terminal relayed to rmach's terminal in raw mode.
+    Interactive,
+    /// The caller's stdin, stdout and stderr, passed through unchanged.
+    #[default]
+    Pipe,
+    /// /dev/null for all three.
+    Passive,
+    /// stdin /dev/null, stdout and stderr collected and returned (library callers only).
+    Capture,
+}
+
+/// A bind mount from the host into the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+impl Bind {
+    /// Parses `SRC[:DST]` as `--bind` takes it; DST defaults to SRC.
+    pub fn parse(arg: &str, read_only: bool) -> Result<Bind, super::RunnerError> {
+        let (src, dst) = match arg.split_once(':') {
+            Some((s, d)) => (s, d),
+            None => (arg, arg),
+        };
+        if !src.starts_with('/') || !dst.starts_with('/') {
+            return Err(super::RunnerError::BadBind { arg: arg.into() });
+        }
+        Ok(Bind {
+            source: src.into(),
+            target: dst.into(),
+            read_only,
+        })
+    }
+}
+
+/// Resource limits, applied through the machine's own cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    pub memory_max: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids_max: Option<u64>,
+}
+
+/// Everything needed to run one command in (or boot) a root directory.
+///
+/// Build one with [`RunSpec::new`] and adjust the public fields; [`super::run`] executes it.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// The root directory of the machine (an image's path in the store, or any directory).
+    pub root: PathBuf,
+    /// The machine's name: hostname default, cgroup and veth names.
+    pub name: String,
+    /// The command and its arguments; empty means root's login shell (or init when booting).
+    pub command: Vec<String>,
+    /// Extra environment variables, over the defaults (PATH, HOME, container, ...).
+    pub env: Vec<(String, String)>,
+    /// User name or numeric uid to run as (resolved in the image's /etc/passwd).
+    pub user: Option<String>,
+    /// Working directory inside.
+    pub chdir: Option<PathBuf>,
+    pub binds: Vec<Bind>,
+    pub tmpfs: Vec<PathBuf>,
+    /// Run on an overlay whose upper layer is a tmpfs: changes vanish at exit.
+    pub ephemeral: bool,
+    pub read_only: bool,
+    /// Hostname inside; defaults to `name`.
+    pub hostname: Option<String>,
+    pub network: Network,
+    pub private_users: PrivateUsers,
+    pub limits: Limits,
+    /// Capabilities to keep beyond the default bounding set (names like `CAP_NET_ADMIN` or `net_admin`).
+    pub add_caps: Vec<String>,
+    /// Capabilities to drop from the default bounding set.
+    pub drop_caps: Vec<String>,
+    pub no_new_privileges: bool,
+    pub console: Console,
+    /// Run the image's init as PID 1 (boot) instead of a command under a small init.
+    pub boot: bool,
+    /// A directory on the host for per-run scratch mount points (removed at exit).
+    pub scratch: PathBuf,
+}
+
+impl RunSpec {
+    /// A spec with nspawn-like defaults: no user namespace, host network, pipes as console.
+    pub fn new(root: impl Into<PathBuf>, command: Vec<String>) -> RunSpec {
+        let root = root.into();
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "machine".into());
+        RunSpec {
+            root,
+            name,
+            command,
+            env: Vec::new(),
+            user: None,
+            chdir: None,
+            binds: Vec::new(),
+            tmpfs: Vec::new(),
+            ephemeral: false,
+            read_only: false,
+            hostname: None,
+            network: Network::Host,
+            private_users: PrivateUsers::No,
+            limits: Limits::default(),
+            add_caps: Vec::new(),
+            drop_caps: Vec::new(),
+            no_new_privileges: false,
+            console: Console::Pipe,
+            boot: false,
+            scratch: PathBuf::from("/run"),
+        }
+    }
+}
+
+/// Parses a size like `512M`, `2G`, `1048576` (binary multiples).
+pub fn parse_size(s: &str) -> Result<u64, super::RunnerError> {
+    let bad = || super::RunnerError::BadSize { value: s.into() };
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some(c @ ('K' | 'k' | 'M' | 'm' | 'G' | 'g' | 'T' | 't')) => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => 1 << 40,
+            };
+            (&t[..t.len() - 1], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(bad)
+}
+
+/// Parses `--private-users`: `no`, `pick`, `identity`, `UID` or `UID:COUNT`.
+pub fn parse_private_users(s: &str) -> Result<PrivateUsers, super::RunnerError> {
+    let bad = || super::RunnerError::BadPrivateUsers { value: s.into() };
+    Ok(match s {
+        "no" | "false" => PrivateUsers::No,
+        "pick" | "yes" => PrivateUsers::Pick,
+        "identity" => PrivateUsers::Identity,
+        _ => {
+            let (b, c) = s.split_once(':').unwrap_or((s, "65536"));
+            let base: u32 = b.parse().map_err(|_| bad())?;
+            let count: u32 = c.parse().map_err(|_| bad())?;
+            if count == 0 || base.checked_add(count).is_none() {
+                return Err(bad());
+            }
+            PrivateUsers::Range { base, count }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn binds_and_users() {
+        let b = Bind::parse("/a:/b", true).unwrap();
+        assert_eq!(
+            (b.source.to_str(), b.target.to_str()),
+            (Some("/a"), Some("/b"))
+        );
+        assert_eq!(
+            Bind::parse("/a", false).unwrap().target.to_str(),
+            Some("/a")
+        );
+        assert!(Bind::parse("rel", false).is_err());
+        assert_eq!(parse_private_users("pick").unwrap(), PrivateUsers::Pick);
+        assert_eq!(
+            parse_private_users("100000:65536").unwrap(),
+            PrivateUsers::Range {
+                base: 100000,
+                count: 65536
+            }
+        );
+        assert!(parse_private_users("4294967295:2").is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! Process control for the runner: signal masks and signalfd, raw wait statuses, identity
+//! changes, capability sets and exec.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn sigset(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a stack value we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks `signals` in the calling thread (they stay pending for a signalfd).
+pub fn block_signals(signals: &[i32]) -> io::Result<()> {
+    let set = sigset(signals);
+    // SAFETY: `set` is initialised; the old mask is not requested.
+    check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+/// Empties the signal mask and restores default dispositions (before exec of the payload).
+pub fn reset_signals() -> io::Result<()> {
+    let set = sigset(&[]);
+    // SAFETY: `set` is initialised.
+    check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) })?;
+    for s in 1..libc::SIGRTMAX() {
+        if s == libc::SIGKILL || s == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is always a valid disposition; failures for reserved signals are ignored.
+        unsafe { libc::signal(s, libc::SIG_DFL) };
+    }
+    Ok(())
+}
+
+/// A signalfd for `signals`, which the caller must have blocked.
+pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
+    let set = sigset(signals);
+    // SAFETY: `set` is initialised; -1 asks for a new fd, which we own from here on.
+    let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads one signal number from a signalfd; `None` when none is pending.
+pub fn read_signal(fd: &OwnedFd) -> io::Result<Option<i32>> {
+    // SAFETY: signalfd_siginfo is plain data; zeroed is a valid value.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: we pass a buffer of exactly `size` bytes that we own.
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            &mut info as *mut _ as *mut libc::c_void,
+            size,
+        )
+    };
+    if n == -1 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(Some(info.ssi_signo as i32))
+}
+
+/// Blocks until a signal in `signals` (blocked by the caller) arrives; returns its number.
+pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
+    let set = sigset(signals);
+    loop {
+        // SAFETY: `set` is initialised; no siginfo is requested.
+        let r = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };
+        if r != -1 {
+            return Ok(r);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// waitpid returning the raw status; `Ok(None)` with `nohang` when the child still runs.
+pub fn wait_raw(pid: i32, nohang: bool) -> io::Result<Option<(i32, i32)>> {
+    let mut status = 0;
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        // SAFETY: `status` is a valid out pointer for the call.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags | libc::__WALL) };
+        match r {
+            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            -1 => return Err(io::Error::last_os_error()),
+            0 => return Ok(None),
+            p => return Ok(Some((p, status))),
+        }
+    }
+}
+
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers.
+    check(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// Exits at once without running destructors or atexit handlers (for forked children).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sets supplementary groups, then gid, then uid (all three of each).
+pub fn set_identity(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    // SAFETY: the pointer and length describe the `groups` slice, alive for the call.
+    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
+    // SAFETY: plain integers; glibc applies these to every thread (there is one).
+    check(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::setresuid(uid, uid, uid) })?;
+    Ok(())
+}
+
+/// Drops every capability not in `keep` (a bit mask) from the bounding set, and clears the
+/// inheritable and ambient sets so nothing outside the bounding set survives exec.
+pub fn limit_capabilities(keep: u64) -> io::Result<()> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    for cap in 0..=last {
+        if keep & (1u64 << cap) == 0 {
+            // SAFETY: PR_CAPBSET_DROP takes a capability number; no pointers.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            if r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut h = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut d = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: header and a two-element data array, the layout _LINUX_CAPABILITY_VERSION_3 expects.
+    check(unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) as libc::c_int })?;
+    for (i, w) in d.iter_mut().enumerate() {
+        let mask = (keep >> (32 * i)) as u32;
+        w.inheritable = 0;
+        w.permitted &= mask;
+        w.effective &= mask;
+    }
+    // SAFETY: as for capget; the kernel only reads the data.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) as libc::c_int })?;
+    Ok(())
+}
+
+pub fn set_no_new_privs() -> io::Result<()> {
+    rustix::thread::set_no_new_privs(true).map_err(io::Error::from)
+}
+
+/// execve; returns only on failure.
+pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: both arrays are NULL-terminated and point into CStrings that outlive the call.
+    unsafe { libc::execve(path.as_ptr(), a.as_ptr(), e.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Duplicates `fd` onto `target` (clearing close-on-exec on the copy).
+pub fn dup2(fd: &impl AsRawFd, target: i32) -> io::Result<()> {
+    // SAFETY: dup2 on a borrowed open fd; the target number is replaced atomically.
+    check(unsafe { libc::dup2(fd.as_raw_fd(), target) }).map(drop)
+}
+
+/// Makes the tty on `fd` the controlling terminal of this (new) session.
+pub fn set_controlling_tty(fd: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) }).map(drop)
+}
+
+/// A pipe whose ends are both close-on-exec: (read, write).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io::Error::from)
+}
+
+pub fn sigrtmin() -> i32 {
+    libc::SIGRTMIN()
+}
