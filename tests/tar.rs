@@ -360,6 +360,8 @@ fn names_come_from_the_file_and_outputs_are_not_clobbered() {
         None,
     );
     assert_eq!(odd.status.code(), Some(2));
+    // Writable again, so that the temporary directory can be removed.
+    env.ok(&["read-only", "dev", "no"]);
 }
 
 #[test]
