@@ -1,3 +1,182 @@
 //! Building a Debian or Ubuntu root filesystem from a mirror: suites, mirror access, signed
 //! Release files, package indices, the resolver, .deb reading and the install stages. It does
-//! not know where images are stored; it fills a directory it is given.
+//! not know where images are stored; it fills a directory it is given. It reproduces
+//! debootstrap's package set and install order; it extracts through [`crate::archive`] and runs
+//! the second stage through [`crate::runner`].
+
+mod deb;
+mod download;
+mod extract;
+mod fetch;
+mod first;
+mod install;
+mod mirror;
+mod packages;
+mod release;
+mod resolve;
+mod second;
+mod stage_runner;
+pub mod suites;
+mod verify;
+
+use std::path::{Path, PathBuf};
+
+pub use mirror::{host_debian_mirror, select_mirror, MirrorSource};
+pub use packages::Index;
+pub use resolve::{resolve_set, PackageSet};
+pub use suites::{Distro, Variant};
+
+/// Everything that can go wrong while bootstrapping; each variant names the URL, path or
+/// package concerned and, where there is one, the remedy.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("unknown suite {suite:?}: rmach has no rules for it; give --keyring FILE (and --mirror URL) to bootstrap it from a mirror that carries it")]
+    UnknownSuite { suite: String },
+    #[error("no mirror known for {suite}: give one with --mirror URL, the RMACH_MIRROR environment variable, or mirror = \"URL\" in /etc/rmach/rmach.toml")]
+    NoMirror { suite: String },
+    #[error("bad mirror URL {url:?}: {reason} (use http://, https:// or file://)")]
+    BadMirror { url: String, reason: String },
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("{url}: {reason}; check the mirror URL and the network")]
+    Fetch { url: String, reason: String },
+    #[error("{url}: not found (HTTP 404); check that the mirror carries this suite, component and architecture")]
+    NotFound { url: String },
+    #[error("keyring {path} not found: install the {package} package or give --keyring FILE")]
+    NoKeyring {
+        path: PathBuf,
+        package: &'static str,
+    },
+    #[error("keyring {path}: {reason}")]
+    BadKeyring { path: PathBuf, reason: String },
+    #[error("{url}: signature does not verify against keyring {keyring}: {reason}; the mirror may be tampered with, or give the right --keyring")]
+    BadSignature {
+        url: String,
+        keyring: String,
+        reason: String,
+    },
+    #[error("{url}: Release file expired at {valid_until} (Valid-Until); the mirror is stale, use another one")]
+    Expired { url: String, valid_until: String },
+    #[error("{url}: malformed Release file: {reason}")]
+    BadRelease { url: String, reason: String },
+    #[error("{url}: {what} mismatch: expected {expected}, got {actual}; the mirror is inconsistent or tampered with")]
+    Checksum {
+        url: String,
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("{url}: malformed Packages index: {reason}")]
+    BadIndex { url: String, reason: String },
+    #[error("{what} {names} not found in {suite} ({components}) for {arch}")]
+    MissingPackages {
+        what: &'static str,
+        names: String,
+        suite: String,
+        components: String,
+        arch: String,
+    },
+    #[error("{path}: not a usable Debian package: {reason}")]
+    BadDeb { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("extracting {path}: {reason}")]
+    Extract { path: PathBuf, reason: String },
+    #[error("second stage: {step} failed: {reason} (the last line of the image's {log}); no image was created")]
+    Stage {
+        step: String,
+        reason: String,
+        log: String,
+    },
+    #[error("{path}: merged /usr: {reason}")]
+    MergeUsr { path: PathBuf, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, BootstrapError>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> BootstrapError {
+    let path = path.into();
+    move |source| BootstrapError::Io { path, source }
+}
+
+/// What a bootstrap should build.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub suite: String,
+    /// The mirror URL, already chosen by [`select_mirror`].
+    pub mirror: String,
+    pub variant: Variant,
+    pub arch: String,
+    /// Empty means `main`.
+    pub components: Vec<String>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// None: the suite's keyring on the host (or the shipped Ubuntu keys).
+    pub keyring: Option<PathBuf>,
+    /// Where packages and indices are kept between runs, keyed by SHA256.
+    pub cache_dir: PathBuf,
+    /// Written to /etc/hostname.
+    pub hostname: String,
+    /// Parallel downloads.
+    pub jobs: usize,
+}
+
+/// What the library reports while it works; the cli turns it into progress bars.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// A new phase starts (`"Verifying"`, `"Downloading"`, `"Extracting"` ...).
+    Phase(&'a str),
+    /// Downloads start: how many files and bytes are missing from the cache.
+    DownloadStart { files: usize, bytes: u64 },
+    /// Bytes arrived.
+    Downloaded(u64),
+    /// A fact worth telling (the keyring chosen, the codename an alias resolved to).
+    Note(String),
+}
+
+pub type Progress<'a> = &'a (dyn Fn(Event<'_>) + Sync);
+
+/// What was built.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub codename: String,
+    pub distro: String,
+    pub packages: Vec<String>,
+    pub downloaded_bytes: u64,
+}
+
+/// Bootstraps `opts` into `target`, an empty directory. On error the directory holds a partial
+/// tree that the caller throws away.
+pub fn bootstrap(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
+    let plan = install::plan(opts, progress)?;
+    install::install(opts, &plan, target, progress)?;
+    Ok(Report {
+        codename: plan.rules.codename.clone(),
+        distro: format!("{:?}", plan.rules.distro).to_lowercase(),
+        packages: plan.set.all(),
+        downloaded_bytes: plan.downloaded_bytes,
+    })
+}
+
+/// Only the first stage: verify, resolve, download, extract the required packages, merge /usr
+/// and lay out /etc, /dev and the dpkg database, without running anything inside. For
+/// inspecting a suite's layout (and for tests of foreign-architecture or fixture archives).
+pub fn first_stage(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
+    let plan = install::plan(opts, progress)?;
+    install::first_stage(opts, &plan, target, progress)?;
+    Ok(Report {
+        codename: plan.rules.codename.clone(),
+        distro: format!("{:?}", plan.rules.distro).to_lowercase(),
+        packages: plan.set.all(),
+        downloaded_bytes: plan.downloaded_bytes,
+    })
+}
+
+/// Resolves the package set without installing (the equivalent of `debootstrap --print-debs`).
+pub fn print_debs(opts: &Options, progress: Progress<'_>) -> Result<Vec<String>> {
+    let (_, _, set, _) = install::resolve_only(opts, progress)?;
+    Ok(set.all())
+}

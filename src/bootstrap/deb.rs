@@ -1,0 +1,144 @@
+//! Reading a .deb in-process: the ar container, `debian-binary`, and the data member
+//! decompressed as it streams (xz, zstd, gzip, bzip2 or none). The tar stream itself goes to
+//! the archive module's safe extractor.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Take};
+use std::path::Path;
+
+use super::{BootstrapError, Result};
+
+/// The data.tar member of a .deb, decompressed.
+pub fn data_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
+    let bad = |reason: String| BootstrapError::BadDeb {
+        path: path.into(),
+        reason,
+    };
+    let mut file = File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut magic = [0u8; 8];
+    file.read_exact(&mut magic)
+        .map_err(|e| bad(format!("reading ar magic: {e}")))?;
+    if &magic != b"!<arch>\n" {
+        return Err(bad("not an ar archive".into()));
+    }
+    let mut first = true;
+    loop {
+        let offset = file.stream_position().map_err(|e| bad(e.to_string()))?;
+        let mut header = [0u8; 60];
+        if let Err(e) = file.read_exact(&mut header) {
+            return Err(bad(format!("no data.tar member (at offset {offset}: {e})")));
+        }
+        if &header[58..60] != b"`\n" {
+            return Err(bad(format!("bad ar member header at offset {offset}")));
+        }
+        let name = std::str::from_utf8(&header[..16])
+            .unwrap_or("")
+            .trim_end()
+            .trim_end_matches('/');
+        let size: u64 = std::str::from_utf8(&header[48..58])
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| bad(format!("bad member size at offset {offset}")))?;
+        if first {
+            if name != "debian-binary" {
+                return Err(bad(format!("first member is {name:?}, not debian-binary")));
+            }
+            let mut version = String::new();
+            (&mut file)
+                .take(size)
+                .read_to_string(&mut version)
+                .map_err(|e| bad(e.to_string()))?;
+            if !version.starts_with("2.") {
+                return Err(bad(format!(
+                    "unsupported format version {:?}",
+                    version.trim()
+                )));
+            }
+            first = false;
+        } else if let Some(ext) = name.strip_prefix("data.tar") {
+            let member: Take<BufReader<File>> =
+                BufReader::with_capacity(256 << 10, file).take(size);
+            return decoder(member, ext).map_err(bad);
+        } else {
+            file.seek(SeekFrom::Current(size as i64))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        if size % 2 == 1 {
+            file.seek(SeekFrom::Current(1))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+    }
+}
+
+fn decoder(
+    member: Take<BufReader<File>>,
+    ext: &str,
+) -> std::result::Result<Box<dyn Read + Send>, String> {
+    Ok(match ext {
+        "" => Box::new(member),
+        ".xz" => Box::new(liblzma::read::XzDecoder::new(member)),
+        ".zst" => Box::new(zstd::stream::read::Decoder::new(member).map_err(|e| e.to_string())?),
+        ".gz" => Box::new(flate2::read::GzDecoder::new(member)),
+        ".bz2" => Box::new(bzip2::read::BzDecoder::new(member)),
+        other => return Err(format!("unsupported data member data.tar{other}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = format!(
+            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            0,
+            0,
+            0,
+            100644,
+            data.len()
+        )
+        .into_bytes();
+        h.extend_from_slice(data);
+        if data.len() % 2 == 1 {
+            h.push(b'\n');
+        }
+        h
+    }
+
+    #[test]
+    fn reads_the_data_member_and_refuses_junk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.deb");
+        let mut deb = b"!<arch>\n".to_vec();
+        deb.extend(member("debian-binary", b"2.0\n"));
+        deb.extend(member("control.tar", b"odd"));
+        deb.extend(member("data.tar", b"payload"));
+        std::fs::write(&path, &deb).unwrap();
+        let mut out = String::new();
+        data_tar(&path).unwrap().read_to_string(&mut out).unwrap();
+        assert_eq!(out, "payload");
+
+        std::fs::write(&path, b"PK\x03\x04 not a deb at all").unwrap();
+        assert!(data_tar(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("not an ar archive"));
+        let mut bad = b"!<arch>\n".to_vec();
+        bad.extend(member("debian-binary", b"3.0\n"));
+        std::fs::write(&path, &bad).unwrap();
+        assert!(data_tar(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("unsupported format"));
+        let mut cut = b"!<arch>\n".to_vec();
+        cut.extend(member("debian-binary", b"2.0\n"));
+        std::fs::write(&path, &cut).unwrap();
+        assert!(data_tar(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("no data.tar member"));
+    }
+}

@@ -1,0 +1,20 @@
+//! The one place a package's data tar is written into the target: the archive module's safe
+//! extractor (paths resolved inside the root, full metadata, in-root directory symlinks
+//! followed as `tar --keep-directory-symlink` does, so merged-/usr suites extract into place).
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::archive::{self, ExtractOptions};
+
+use super::{BootstrapError, Result};
+
+/// Extracts `tar` (an uncompressed tar stream) under `root`.
+pub fn extract(tar: Box<dyn Read + Send>, root: &Path, deb: &Path) -> Result<()> {
+    archive::extract(tar, root, &ExtractOptions::default(), None)
+        .map(drop)
+        .map_err(|e| BootstrapError::Extract {
+            path: deb.into(),
+            reason: e.to_string(),
+        })
+}

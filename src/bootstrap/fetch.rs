@@ -1,0 +1,193 @@
+//! Fetching from the mirror over http, https or file URLs.
+//!
+//! The client is `ureq` (blocking, rustls): a bootstrap makes a few hundred plain GETs from
+//! one host, which worker threads over a connection pool serve well; `reqwest` would bring a
+//! tokio runtime and hyper for nothing in return and compile twice as long.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use super::{io_err, BootstrapError, Result};
+
+pub struct Fetcher {
+    agent: ureq::Agent,
+}
+
+/// How a fetch failed, so the caller can tell "retry" from "give up".
+enum Failure {
+    NotFound,
+    Permanent(String),
+    Transient(String),
+}
+
+const ATTEMPTS: u32 = 4;
+
+impl Fetcher {
+    pub fn new() -> Fetcher {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .timeout_per_read(Some(Duration::from_secs(30)))
+            .max_idle_connections_per_host(16)
+            .user_agent(concat!("rmach/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Fetcher { agent }
+    }
+
+    /// A small file (Release, InRelease) in memory; None when the mirror answers 404.
+    pub fn get_optional(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            let mut buf = Vec::new();
+            match self.stream(url, 0, &mut |chunk| {
+                buf.extend_from_slice(chunk);
+                if buf.len() as u64 > limit {
+                    return Err(format!("larger than {limit} bytes"));
+                }
+                Ok(())
+            }) {
+                Ok(_) => return Ok(Some(buf)),
+                Err(Failure::NotFound) => return Ok(None),
+                Err(Failure::Permanent(reason)) => return Err(fetch_err(url, reason)),
+                Err(Failure::Transient(reason)) => last = reason,
+            }
+            backoff(attempt);
+        }
+        Err(fetch_err(url, last))
+    }
+
+    pub fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>> {
+        self.get_optional(url, limit)?
+            .ok_or_else(|| BootstrapError::NotFound {
+                url: url.to_string(),
+            })
+    }
+
+    /// Downloads `url` into `part`, resuming what an earlier attempt (or run) left there with an
+    /// HTTP Range request, retrying transient failures. `on_bytes` sees every chunk's length.
+    pub fn download(
+        &self,
+        url: &str,
+        part: &Path,
+        size: u64,
+        on_bytes: &dyn Fn(u64),
+    ) -> Result<()> {
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(part)
+                .map_err(io_err(part))?;
+            let mut have = file.metadata().map_err(io_err(part))?.len();
+            if have > size {
+                file.set_len(0).map_err(io_err(part))?;
+                have = 0;
+            }
+            if have == size {
+                return Ok(());
+            }
+            let result = self.stream(url, have, &mut |chunk| {
+                file.write_all(chunk)
+                    .map_err(|e| format!("writing {}: {e}", part.display()))?;
+                on_bytes(chunk.len() as u64);
+                Ok(())
+            });
+            match result {
+                Ok(true) => {}
+                // The server ignored the Range: start over with what it sent.
+                Ok(false) if have > 0 => {
+                    drop(file);
+                    let _ = std::fs::remove_file(part);
+                    last = "server does not resume".into();
+                    continue;
+                }
+                Ok(false) => {}
+                Err(Failure::NotFound) => return Err(BootstrapError::NotFound { url: url.into() }),
+                Err(Failure::Permanent(reason)) => return Err(fetch_err(url, reason)),
+                Err(Failure::Transient(reason)) => {
+                    last = reason;
+                    backoff(attempt);
+                    continue;
+                }
+            }
+            let len = std::fs::metadata(part).map_err(io_err(part))?.len();
+            if len == size {
+                return Ok(());
+            }
+            last = format!("got {len} bytes of {size}");
+            backoff(attempt);
+        }
+        Err(fetch_err(url, last))
+    }
+
+    /// Streams `url` from byte `from` into `sink`. Ok(true) when the bytes start at `from`
+    /// (a 206, or a 200 for `from == 0`); Ok(false) when a 200 restarted from zero.
+    fn stream(
+        &self,
+        url: &str,
+        from: u64,
+        sink: &mut dyn FnMut(&[u8]) -> std::result::Result<(), String>,
+    ) -> std::result::Result<bool, Failure> {
+        if let Some(path) = url.strip_prefix("file://") {
+            let mut file = File::open(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Failure::NotFound,
+                _ => Failure::Permanent(e.to_string()),
+            })?;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from))
+                .map_err(|e| Failure::Permanent(e.to_string()))?;
+            pump(&mut file, sink).map_err(Failure::Permanent)?;
+            return Ok(true);
+        }
+        let mut req = self.agent.get(url);
+        if from > 0 {
+            req = req.header("Range", format!("bytes={from}-"));
+        }
+        let resp = req.call().map_err(|e| Failure::Transient(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let resumed = match status {
+            200 => from == 0,
+            206 => true,
+            404 | 410 => return Err(Failure::NotFound),
+            500..=599 | 408 | 429 => return Err(Failure::Transient(format!("HTTP {status}"))),
+            _ => return Err(Failure::Permanent(format!("HTTP {status}"))),
+        };
+        if status == 200 && from > 0 {
+            return Ok(false);
+        }
+        let mut reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
+        pump(&mut reader, sink).map_err(Failure::Transient)?;
+        Ok(resumed)
+    }
+}
+
+fn pump(
+    reader: &mut dyn Read,
+    sink: &mut dyn FnMut(&[u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        sink(&buf[..n])?;
+    }
+}
+
+fn backoff(attempt: u32) {
+    std::thread::sleep(Duration::from_millis(200 << attempt));
+}
+
+fn fetch_err(url: &str, reason: String) -> BootstrapError {
+    BootstrapError::Fetch {
+        url: url.to_string(),
+        reason,
+    }
+}

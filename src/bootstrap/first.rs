@@ -1,0 +1,175 @@
+//! The first stage's work outside dpkg, as debootstrap does it: merged /usr (its
+//! `merge_usr`), the empty dpkg database, /etc basics, static device nodes and apt sources;
+//! and the finishing touches after the second stage.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use rustix::fs::{FileType, Mode};
+
+use super::suites::Rules;
+use super::{io_err, BootstrapError, Options, Result};
+
+/// debootstrap's `merge_usr`: every top-level library or binary directory moves into /usr and
+/// becomes a symlink there.
+pub fn merge_usr(target: &Path, rules: &Rules) -> Result<()> {
+    if !rules.merged_usr {
+        if rules.skip_usrmerge_flag {
+            let flag = target.join("etc/unsupported-skip-usrmerge-conversion");
+            fs::create_dir_all(target.join("etc")).map_err(io_err(target.join("etc")))?;
+            fs::write(&flag, "this system will not be supported in the future\n")
+                .map_err(io_err(&flag))?;
+        }
+        return Ok(());
+    }
+    for dir in ["bin", "lib", "lib32", "lib64", "libo32", "libx32", "sbin"] {
+        let top = target.join(dir);
+        match fs::symlink_metadata(&top) {
+            Ok(m) if m.file_type().is_symlink() => continue,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        merge_entry(&top, &target.join("usr").join(dir))?;
+        symlink(format!("usr/{dir}"), &top).map_err(io_err(&top))?;
+    }
+    Ok(())
+}
+
+fn merge_entry(from: &Path, to: &Path) -> Result<()> {
+    let err = |reason: &str| BootstrapError::MergeUsr {
+        path: from.into(),
+        reason: reason.into(),
+    };
+    match fs::symlink_metadata(to) {
+        Err(_) => return fs::rename(from, to).map_err(io_err(from)),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(err("its destination in /usr exists as a symlink"))
+        }
+        Ok(m) if !m.is_dir() => return Err(err("its destination in /usr is not a directory")),
+        Ok(_) => {}
+    }
+    if !fs::symlink_metadata(from).map_err(io_err(from))?.is_dir() {
+        return Err(err("a non-directory whose destination in /usr exists"));
+    }
+    for entry in fs::read_dir(from).map_err(io_err(from))? {
+        let entry = entry.map_err(io_err(from))?;
+        merge_entry(&entry.path(), &to.join(entry.file_name()))?;
+    }
+    fs::remove_dir(from).map_err(io_err(from))
+}
+
+fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    fs::write(path, text).map_err(io_err(path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}
+
+/// The empty dpkg database, /etc basics, device nodes and sources.list.
+pub fn setup(target: &Path, opts: &Options, components: &[String]) -> Result<()> {
+    write(&target.join("var/lib/dpkg/status"), "", 0o644)?;
+    write(&target.join("var/lib/dpkg/available"), "", 0o644)?;
+    let etc = target.join("etc");
+    fs::create_dir_all(&etc).map_err(io_err(&etc))?;
+    // The one host file a user expects inside: name resolution for apt.
+    if let Ok(resolv) = fs::read("/etc/resolv.conf") {
+        let dst = target.join("etc/resolv.conf");
+        if fs::symlink_metadata(&dst).is_err() {
+            fs::write(&dst, resolv).map_err(io_err(&dst))?;
+        }
+    }
+    write(
+        &target.join("etc/hostname"),
+        &format!("{}\n", opts.hostname),
+        0o644,
+    )?;
+    if fs::symlink_metadata(target.join("etc/fstab")).is_err() {
+        write(
+            &target.join("etc/fstab"),
+            "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n",
+            0o644,
+        )?;
+    }
+    devices(&target.join("dev"))?;
+    let sources = format!(
+        "deb {} {} {}\n",
+        opts.mirror,
+        opts.suite,
+        components.join(" ")
+    );
+    write(&target.join("etc/apt/sources.list"), &sources, 0o644)
+}
+
+/// debootstrap's `setup_devices_simple`.
+fn devices(dev: &Path) -> Result<()> {
+    fs::create_dir_all(dev).map_err(io_err(dev))?;
+    let dir = fs::File::open(dev).map_err(io_err(dev))?;
+    let nodes = [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+        ("console", 5, 1),
+        ("ptmx", 5, 2),
+    ];
+    for (name, major, minor) in nodes {
+        let path = dev.join(name);
+        if fs::symlink_metadata(&path).is_ok() {
+            continue;
+        }
+        rustix::fs::mknodat(
+            &dir,
+            name,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(major, minor),
+        )
+        .map_err(|e| BootstrapError::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).map_err(io_err(&path))?;
+    }
+    for sub in ["pts", "shm"] {
+        fs::create_dir_all(dev.join(sub)).map_err(io_err(dev.join(sub)))?;
+    }
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let path = dev.join(name);
+        let _ = fs::remove_file(&path);
+        symlink(to, &path).map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
+/// After the second stage: an empty machine-id for first boot, the hostname, and no packages
+/// or bootstrap scratch left behind.
+pub fn finish(target: &Path, hostname: &str) -> Result<()> {
+    write(&target.join("etc/machine-id"), "", 0o444)?;
+    write(
+        &target.join("etc/hostname"),
+        &format!("{hostname}\n"),
+        0o644,
+    )?;
+    let archives = target.join("var/cache/apt/archives");
+    if let Ok(dir) = fs::read_dir(&archives) {
+        for entry in dir.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "deb") {
+                fs::remove_file(entry.path()).map_err(io_err(entry.path()))?;
+            }
+        }
+    }
+    let scratch = target.join("debootstrap");
+    if scratch.exists() {
+        fs::remove_dir_all(&scratch).map_err(io_err(&scratch))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The whole bootstrap in debootstrap's order: verify the Release file, load the indices,
+//! resolve, download, then the first stage (extract the required packages, merge /usr, static
+//! /etc and /dev) and the second stage (dpkg inside the image), then the finishing touches.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::fetch::Fetcher;
+use super::packages::{Index, Pkg};
+use super::release::{self, Release};
+use super::resolve::{resolve_set, PackageSet};
+use super::suites::{self, Distro, Rules, SuiteInfo};
+use super::verify::Keyring;
+use super::{
+    deb, download, io_err, packages, second, BootstrapError, Event, Options, Progress, Result,
+};
+
+/// Everything decided before the target is touched.
+pub struct Plan {
+    pub rules: Rules,
+    pub set: PackageSet,
+    pub index: Index,
+    pub pkgs: HashMap<String, Pkg>,
+    pub deb_dir: PathBuf,
+    pub downloaded_bytes: u64,
+    pub components: Vec<String>,
+}
+
+fn load_keyring(
+    opts: &Options,
+    info: Option<&SuiteInfo>,
+    progress: Progress<'_>,
+) -> Result<(Keyring, String)> {
+    let read = |path: &Path| -> Result<(Keyring, String)> {
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        let ring = Keyring::from_bytes(&bytes).map_err(|reason| BootstrapError::BadKeyring {
+            path: path.into(),
+            reason,
+        })?;
+        Ok((ring, path.display().to_string()))
+    };
+    if let Some(path) = &opts.keyring {
+        return read(path);
+    }
+    let Some(info) = info else {
+        return Err(BootstrapError::UnknownSuite {
+            suite: opts.suite.clone(),
+        });
+    };
+    let (path, package) = suites::default_keyring(info.distro);
+    if path.exists() {
+        return read(&path);
+    }
+    if info.distro == Distro::Ubuntu {
+        progress(Event::Note(format!(
+            "{} not found: using the Ubuntu archive keys shipped with rmach",
+            path.display()
+        )));
+        let ring = Keyring::from_bytes(suites::UBUNTU_KEYRING).map_err(|reason| {
+            BootstrapError::BadKeyring {
+                path: path.clone(),
+                reason,
+            }
+        })?;
+        return Ok((ring, "rmach's shipped Ubuntu archive keys".into()));
+    }
+    Err(BootstrapError::NoKeyring { path, package })
+}
+
+/// Verifies, loads the indices and resolves; returns the rules, the Release, the set and the index.
+pub fn resolve_only(
+    opts: &Options,
+    progress: Progress<'_>,
+) -> Result<(Rules, Release, PackageSet, Index)> {
+    let info = suites::lookup(&opts.suite);
+    let (keyring, keyring_name) = load_keyring(opts, info.as_ref(), progress)?;
+    let fetcher = Fetcher::new();
+    progress(Event::Phase("Verifying the Release file"));
+    let release = release::fetch(&fetcher, &opts.mirror, &opts.suite, &keyring, &keyring_name)?;
+    let codename = match info.as_ref().and_then(|i| i.codename) {
+        Some(c) => c.to_string(),
+        None if !release.codename.is_empty() => release.codename.clone(),
+        None => opts.suite.clone(),
+    };
+    if codename != opts.suite {
+        progress(Event::Note(format!("{} is {codename}", opts.suite)));
+    }
+    let distro = match suites::lookup(&codename).or(info) {
+        Some(i) => i.distro,
+        None => suites::distro_of_origin(&release.origin),
+    };
+    let rules = Rules::new(distro, &codename, opts.variant);
+    let components = if opts.components.is_empty() {
+        vec!["main".to_string()]
+    } else {
+        opts.components.clone()
+    };
+    if let Some(c) = components
+        .iter()
+        .find(|c| !release.components.is_empty() && !release.components.contains(c))
+    {
+        return Err(BootstrapError::MissingPackages {
+            what: "component",
+            names: c.clone(),
+            suite: opts.suite.clone(),
+            components: release.components.join(","),
+            arch: opts.arch.clone(),
+        });
+    }
+    progress(Event::Phase("Reading the package indices"));
+    let index = packages::load(
+        &fetcher,
+        &release,
+        &components,
+        &opts.arch,
+        &opts.cache_dir.join("bootstrap/indices"),
+    )?;
+    let set = resolve_set(
+        &index,
+        &rules,
+        opts.variant,
+        &opts.include,
+        &opts.exclude,
+        opts.mirror.starts_with("https://"),
+    );
+    let missing: Vec<String> = set
+        .all()
+        .into_iter()
+        .filter(|p| !index.contains(p))
+        .collect();
+    if !missing.is_empty() {
+        return Err(BootstrapError::MissingPackages {
+            what: "packages",
+            names: missing.join(" "),
+            suite: opts.suite.clone(),
+            components: components.join(","),
+            arch: opts.arch.clone(),
+        });
+    }
+    Ok((rules, release, set, index))
+}
+
+pub fn plan(opts: &Options, progress: Progress<'_>) -> Result<Plan> {
+    let (rules, _release, set, index) = resolve_only(opts, progress)?;
+    let pkgs: HashMap<String, Pkg> = set
+        .all()
+        .into_iter()
+        .filter_map(|n| index.pkg(&n).map(|p| (n, p)))
+        .collect();
+    second::check_core(opts, &pkgs)?;
+    let mut list: Vec<Pkg> = pkgs.values().cloned().collect();
+    // Largest first keeps all workers busy to the end.
+    list.sort_by_key(|p| std::cmp::Reverse(p.size));
+    progress(Event::Phase("Downloading packages"));
+    let deb_dir = opts.cache_dir.join("bootstrap/debs");
+    let downloaded_bytes = download::fetch_all(
+        &Fetcher::new(),
+        &opts.mirror,
+        &list,
+        &deb_dir,
+        opts.jobs,
+        progress,
+    )?;
+    let components = if opts.components.is_empty() {
+        vec!["main".to_string()]
+    } else {
+        opts.components.clone()
+    };
+    Ok(Plan {
+        rules,
+        set,
+        index,
+        pkgs,
+        deb_dir,
+        downloaded_bytes,
+        components,
+    })
+}
+
+/// The .deb of `name` in the cache.
+pub fn deb_of(plan: &Plan, name: &str) -> PathBuf {
+    download::cached_path(&plan.deb_dir, &plan.pkgs[name])
+}
+
+pub fn install(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -> Result<()> {
+    first_stage(opts, plan, target, progress)?;
+    progress(Event::Phase("Installing packages in the image"));
+    second::run(opts, plan, target, progress)?;
+    super::first::finish(target, &opts.hostname)
+}
+
+pub fn first_stage(
+    opts: &Options,
+    plan: &Plan,
+    target: &Path,
+    progress: Progress<'_>,
+) -> Result<()> {
+    progress(Event::Phase("Extracting the required packages"));
+    for name in &plan.set.required {
+        let path = deb_of(plan, name);
+        let tar = deb::data_tar(&path)?;
+        super::extract::extract(tar, target, &path)?;
+    }
+    super::first::merge_usr(target, &plan.rules)?;
+    super::first::setup(target, opts, &plan.components)
+}

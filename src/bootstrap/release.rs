@@ -1,0 +1,194 @@
+//! The suite's Release file: fetched as InRelease (or Release + Release.gpg), verified against
+//! the keyring, checked for expiry (Valid-Until), then parsed into the table of index files
+//! with their sizes and SHA256 sums. Nothing unsigned is ever read.
+
+use std::collections::HashMap;
+
+use super::fetch::Fetcher;
+use super::verify::{self, Keyring};
+use super::{BootstrapError, Result};
+
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub origin: String,
+    pub codename: String,
+    pub by_hash: bool,
+    pub components: Vec<String>,
+    /// `dists/SUITE` under the mirror, where indices are fetched from.
+    pub dists_url: String,
+    /// Path under `dists/SUITE` → (SHA256, size).
+    pub files: HashMap<String, (String, u64)>,
+}
+
+const MAX_RELEASE: u64 = 64 << 20;
+
+/// Fetches and verifies the Release file of `suite` on `mirror`.
+pub fn fetch(
+    fetcher: &Fetcher,
+    mirror: &str,
+    suite: &str,
+    keyring: &Keyring,
+    keyring_name: &str,
+) -> Result<Release> {
+    let dists_url = format!("{mirror}/dists/{suite}");
+    let inrelease_url = format!("{dists_url}/InRelease");
+    let bad_sig = |url: &str, reason: String| BootstrapError::BadSignature {
+        url: url.to_string(),
+        keyring: keyring_name.to_string(),
+        reason,
+    };
+    let (text, url) = match fetcher.get_optional(&inrelease_url, MAX_RELEASE)? {
+        Some(signed) => {
+            let text = verify::inline(keyring, &signed).map_err(|r| bad_sig(&inrelease_url, r))?;
+            (text, inrelease_url)
+        }
+        None => {
+            let url = format!("{dists_url}/Release");
+            let data = fetcher.get_optional(&url, MAX_RELEASE)?.ok_or_else(|| {
+                BootstrapError::NotFound {
+                    url: inrelease_url.clone(),
+                }
+            })?;
+            let sig_url = format!("{url}.gpg");
+            let sig = fetcher.get(&sig_url, 1 << 20)?;
+            verify::detached(keyring, &data, &sig).map_err(|r| bad_sig(&sig_url, r))?;
+            (data, url)
+        }
+    };
+    let text = String::from_utf8(text).map_err(|_| BootstrapError::BadRelease {
+        url: url.clone(),
+        reason: "not UTF-8".into(),
+    })?;
+    parse(&text, &url, dists_url, now())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Parses verified Release text; `now` is the Unix time Valid-Until is checked against.
+pub fn parse(text: &str, url: &str, dists_url: String, now: i64) -> Result<Release> {
+    let bad = |reason: String| BootstrapError::BadRelease {
+        url: url.to_string(),
+        reason,
+    };
+    let stanza = deb822_fast::borrowed::iter_paragraphs_borrowed(text)
+        .next()
+        .ok_or_else(|| bad("empty".into()))?
+        .map_err(|e| bad(e.to_string()))?;
+    let single = |n: &str| {
+        stanza
+            .get_single(n)
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    if let Some(until) = stanza.get_single("Valid-Until") {
+        let when = parse_date(until).ok_or_else(|| bad(format!("bad Valid-Until {until:?}")))?;
+        if when < now {
+            return Err(BootstrapError::Expired {
+                url: url.into(),
+                valid_until: until.trim().into(),
+            });
+        }
+    }
+    let mut files = HashMap::new();
+    let lines = stanza
+        .get("SHA256")
+        .ok_or_else(|| bad("no SHA256 field".into()))?;
+    for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+        let mut w = line.split_whitespace();
+        let (Some(sum), Some(size), Some(path), None) = (w.next(), w.next(), w.next(), w.next())
+        else {
+            return Err(bad(format!("bad SHA256 line {line:?}")));
+        };
+        let size = size
+            .parse()
+            .map_err(|_| bad(format!("bad size in {line:?}")))?;
+        if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(format!("bad SHA256 sum in {line:?}")));
+        }
+        files.insert(path.to_string(), (sum.to_ascii_lowercase(), size));
+    }
+    Ok(Release {
+        origin: single("Origin"),
+        codename: single("Codename"),
+        by_hash: single("Acquire-By-Hash").eq_ignore_ascii_case("yes"),
+        components: single("Components")
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
+        dists_url,
+        files,
+    })
+}
+
+/// An RFC 2822 date as Release files write it (`Sat, 18 Jul 2026 10:16:37 UTC`) → Unix time.
+pub fn parse_date(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let s = s.split_once(',').map(|(_, r)| r).unwrap_or(s);
+    let mut w = s.split_whitespace();
+    let day: i64 = w.next()?.parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mon = w.next()?.get(..3)?;
+    let month = MONTHS.iter().position(|m| *m == mon)? as i64 + 1;
+    let year: i64 = w.next()?.parse().ok()?;
+    let mut hms = w.next()?.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, m, sec) = (
+        hms.next()??,
+        hms.next()??,
+        hms.next().flatten().unwrap_or(0),
+    );
+    let offset = match w.next().unwrap_or("UTC") {
+        "UTC" | "GMT" | "Z" => 0,
+        z if z.len() == 5 => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            sign * (z[1..3].parse::<i64>().ok()? * 3600 + z[3..5].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + h * 3600 + m * 60 + sec - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_date("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
+        assert_eq!(
+            parse_date("Sat, 11 Jul 2026 10:16:37 UTC"),
+            Some(1783764997)
+        );
+        assert_eq!(
+            parse_date("Tue, 01 Mar 2022 12:00:00 +0100"),
+            Some(1646132400)
+        );
+        assert_eq!(parse_date("nonsense"), None);
+    }
+
+    #[test]
+    fn expiry_and_table() {
+        let text = "Codename: x\nValid-Until: Thu, 01 Jan 1970 00:01:00 UTC\nSHA256:\n \
+                    0000000000000000000000000000000000000000000000000000000000000000 5 main/binary-amd64/Packages\n";
+        let r = parse(text, "u", "d".into(), 59).unwrap();
+        assert_eq!(r.files["main/binary-amd64/Packages"].1, 5);
+        let e = parse(text, "u", "d".into(), 61).unwrap_err();
+        assert!(matches!(e, BootstrapError::Expired { .. }));
+        assert!(parse("Codename: x\n", "u", "d".into(), 0).is_err());
+    }
+}

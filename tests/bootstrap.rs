@@ -1,0 +1,543 @@
+//! `rmach bootstrap` against a hermetic fixture mirror served on loopback: the resolver
+//! (compared with debootstrap's own on the same mirror), signature and checksum failures,
+//! Ubuntu's layout (zstd .debs, merged /usr), and errors that must leave no image. Needs root
+//! (device nodes, chown) and debootstrap + dpkg-deb + gpgv on the host.
+
+#[path = "common/mirror.rs"]
+mod mirror;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use mirror::{pkg, Mirror, Pkg, Spec};
+use rmach::bootstrap::{self, Options, Variant};
+
+fn debian_pkgs() -> Vec<Pkg> {
+    let mut pre = pkg("dash", "required", "");
+    pre.pre_depends = "debianutils (>= 1)".into();
+    vec![
+        pkg("base-files", "required", "libc6 (>= 2) | libc-alt"),
+        pkg("libc6", "required", "libgcc-s1, virtual-thing"),
+        pkg("libgcc-s1", "optional", "gcc-base:any (= 1.0)"),
+        pkg("gcc-base", "optional", ""),
+        pre,
+        pkg("debianutils", "optional", "usrmerge | usr-is-merged"),
+        pkg("usrmerge", "optional", "perl-thing"),
+        pkg("perl-thing", "optional", ""),
+        pkg("usr-is-merged", "optional", ""),
+        pkg("libc-alt", "optional", ""),
+        pkg("apt", "important", "libapt (>= 1), gpgv | gpgv2"),
+        pkg("libapt", "optional", ""),
+        pkg("gpgv", "optional", ""),
+        pkg("gpgv2", "optional", ""),
+        pkg("important-thing", "important", "dash"),
+        pkg("extra", "optional", "gcc-base"),
+        pkg("dropped", "required", "libc-alt"),
+        pkg("build-essential", "optional", "make"),
+        pkg("make", "optional", ""),
+        pkg("base-passwd", "required", ""),
+        pkg("dpkg", "required", ""),
+        pkg("perl-base", "required", ""),
+        pkg("mawk", "required", ""),
+    ]
+}
+
+fn debian_mirror(dir: &Path) -> Mirror {
+    mirror::build(
+        dir,
+        Spec {
+            suite: "bookworm",
+            codename: "bookworm",
+            origin: "Debian",
+            valid_until: None,
+            pkgs: debian_pkgs(),
+        },
+    )
+}
+
+fn opts(m: &Mirror, dir: &Path, variant: Variant) -> Options {
+    Options {
+        suite: m.suite.clone(),
+        mirror: m.url.clone(),
+        variant,
+        arch: "amd64".into(),
+        components: vec![],
+        include: vec!["extra".into()],
+        exclude: vec!["dropped".into()],
+        keyring: Some(m.keyring.clone()),
+        cache_dir: dir.join("cache"),
+        hostname: "t".into(),
+        jobs: 4,
+    }
+}
+
+fn sorted(words: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = words.into_iter().collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn package_set_is_debootstraps_on_the_same_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = debian_mirror(dir.path());
+    for (variant, flag) in [
+        (Variant::Minbase, "minbase"),
+        (Variant::Buildd, "buildd"),
+        (Variant::Default, ""),
+    ] {
+        let ours = bootstrap::print_debs(&opts(&m, dir.path(), variant), &|_| {}).unwrap();
+        let target = dir.path().join(format!("ds-{flag}"));
+        let mut cmd = Command::new("debootstrap");
+        cmd.arg("--print-debs")
+            .arg(format!("--keyring={}", m.keyring.display()));
+        cmd.args(["--include=extra", "--exclude=dropped", "--arch=amd64"]);
+        if !flag.is_empty() {
+            cmd.arg(format!("--variant={flag}"));
+        }
+        let out = cmd
+            .arg("bookworm")
+            .arg(&target)
+            .arg(&m.url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "debootstrap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs = sorted(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(String::from),
+        );
+        assert_eq!(ours, theirs, "variant {flag:?}");
+    }
+    // The rules themselves, spelled out: first alternatives, no virtuals, usrmerge excluded,
+    // usr-is-merged added, --exclude on seeds only, --include added.
+    let ours = bootstrap::print_debs(&opts(&m, dir.path(), Variant::Minbase), &|_| {}).unwrap();
+    let want = [
+        "apt",
+        "base-files",
+        "base-passwd",
+        "dash",
+        "debianutils",
+        "dpkg",
+        "extra",
+        "gcc-base",
+        "gpgv",
+        "libapt",
+        "libc6",
+        "libgcc-s1",
+        "mawk",
+        "perl-base",
+        "usr-is-merged",
+    ];
+    assert_eq!(ours, want);
+}
+
+fn rmach(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rmach"))
+        .arg("--store")
+        .arg(dir.join("store"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(args)
+        .env_remove("RMACH_MIRROR")
+        .output()
+        .unwrap()
+}
+
+/// Runs a bootstrap that must fail: exit 1, one line naming `expect`, and no image (not even
+/// a hidden leftover) in the store.
+fn must_fail(dir: &Path, args: &[&str], expect: &str) {
+    let out = rmach(dir, args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(expect), "expected {expect:?} in {err}");
+    let left: Vec<_> = std::fs::read_dir(dir.join("store"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "store not empty after failure: {left:?}");
+}
+
+#[test]
+fn verification_failures_leave_no_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = debian_mirror(d);
+    let key = m.keyring.display().to_string();
+    let other = m.other_keyring.display().to_string();
+    let base = [
+        "bootstrap",
+        "bookworm",
+        "img",
+        "--mirror",
+        &m.url,
+        "--variant",
+        "minbase",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let run = |args: Vec<String>, expect: &str| {
+        must_fail(
+            d,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            expect,
+        )
+    };
+
+    run(with(&["--keyring", &other]), "signature does not verify");
+    run(
+        with(&["--keyring", "/nonexistent/key.gpg"]),
+        "/nonexistent/key.gpg",
+    );
+    // A 404: the suite is not on the mirror.
+    let args: Vec<String> = [
+        "bootstrap",
+        "trixie",
+        "img",
+        "--mirror",
+        &m.url,
+        "--keyring",
+        &key,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    run(args, "not found (HTTP 404)");
+    // Nobody listens on port 1.
+    let start = std::time::Instant::now();
+    let args: Vec<String> = [
+        "bootstrap",
+        "bookworm",
+        "img",
+        "--mirror",
+        "http://127.0.0.1:1",
+        "--keyring",
+        &key,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    run(args, "http://127.0.0.1:1/dists/bookworm/InRelease");
+    assert!(
+        start.elapsed().as_secs() < 30,
+        "unreachable mirror took {:?}",
+        start.elapsed()
+    );
+    // An unknown suite without a keyring is refused before any network access.
+    run(
+        vec![
+            "bootstrap".into(),
+            "no-such".into(),
+            "img".into(),
+            "--mirror".into(),
+            m.url.clone(),
+        ],
+        "--keyring FILE",
+    );
+
+    // An altered .deb (same size, one byte changed).
+    let deb = m.root.join("pool/main/apt_1.0_amd64.deb");
+    let good = std::fs::read(&deb).unwrap();
+    let mut bad = good.clone();
+    let n = bad.len() - 10;
+    bad[n] ^= 0xff;
+    std::fs::write(&deb, &bad).unwrap();
+    run(with(&["--keyring", &key]), "SHA256 mismatch");
+    std::fs::write(&deb, &good).unwrap();
+    // Without a core package the second stage installs by name: refused before any download.
+    run(
+        with(&["--keyring", &key, "--exclude", "dpkg"]),
+        "dpkg not in the package set (left out with --exclude?)",
+    );
+
+    // An altered index: by-hash and plain copies of Packages.xz replaced. The cache holds the
+    // good index under the Release's hash, so it goes first.
+    std::fs::remove_dir_all(d.join("cache")).unwrap();
+    let bin = m.root.join("dists/bookworm/main/binary-amd64");
+    let saved: Vec<_> = walk(&bin)
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    for (p, data) in &saved {
+        let mut d2 = data.clone();
+        d2.extend_from_slice(b"\n");
+        std::fs::write(p, d2).unwrap();
+    }
+    run(with(&["--keyring", &key]), "size mismatch");
+    for (p, data) in &saved {
+        std::fs::write(p, data).unwrap();
+    }
+
+    // An altered InRelease: one signed line changed.
+    let inrelease = m.root.join("dists/bookworm/InRelease");
+    let text = std::fs::read_to_string(&inrelease).unwrap();
+    std::fs::write(
+        &inrelease,
+        text.replace("Codename: bookworm", "Codename: bookwork"),
+    )
+    .unwrap();
+    run(with(&["--keyring", &key]), "signature does not verify");
+    std::fs::write(&inrelease, &text).unwrap();
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn expired_release_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        suite: "bookworm",
+        codename: "bookworm",
+        origin: "Debian",
+        valid_until: Some("Thu, 01 Jan 2015 00:00:00 UTC"),
+        pkgs: debian_pkgs(),
+    };
+    let m = mirror::build(dir.path(), spec);
+    let key = m.keyring.display().to_string();
+    must_fail(
+        dir.path(),
+        &[
+            "bootstrap",
+            "bookworm",
+            "img",
+            "--mirror",
+            &m.url,
+            "--keyring",
+            &key,
+        ],
+        "expired",
+    );
+}
+
+/// jammy's layout: zstd-compressed .debs with files in /bin, /lib and /usr, merged by the
+/// first stage; the fixture cannot run dpkg, so the full bootstrap must fail cleanly.
+#[test]
+fn ubuntu_zstd_debs_and_merged_usr() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pkgs = vec![
+        pkg("base-files", "required", "bash"),
+        pkg("bash", "required", ""),
+        pkg("coreutils", "required", ""),
+        pkg("apt", "important", ""),
+        pkg("usrmerge", "optional", ""),
+        pkg("base-passwd", "required", ""),
+        pkg("dpkg", "required", ""),
+        pkg("libc6", "required", ""),
+        pkg("perl-base", "required", ""),
+        pkg("mawk", "required", ""),
+    ];
+    pkgs[1].files.push(("bin/bash".into(), "#!fake\n".into()));
+    pkgs[1].files.push(("bin/sh".into(), "->bash".into()));
+    pkgs[2].files.push(("usr/bin/env".into(), "env\n".into()));
+    pkgs[2]
+        .files
+        .push(("lib/x86_64-linux-gnu/libfake.so.1".into(), "lib\n".into()));
+    pkgs[2]
+        .files
+        .push(("sbin/fake-init".into(), "init\n".into()));
+    for p in &mut pkgs {
+        p.compression = "zstd".into();
+    }
+    let m = mirror::build(
+        dir.path(),
+        Spec {
+            suite: "jammy",
+            codename: "jammy",
+            origin: "Ubuntu",
+            valid_until: None,
+            pkgs,
+        },
+    );
+    let apt_deb = std::fs::read(m.root.join("pool/main/apt_1.0_amd64.deb")).unwrap();
+    assert!(
+        apt_deb
+            .windows(15)
+            .any(|w| w == b"data.tar.zst/  " || w.starts_with(b"data.tar.zst")),
+        "fixture not zstd"
+    );
+    let mut o = opts(&m, dir.path(), Variant::Minbase);
+    o.include.clear();
+    o.exclude.clear();
+    let target = dir.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    let report = bootstrap::first_stage(&o, &target, &|_| {}).unwrap();
+    assert_eq!(report.distro, "ubuntu");
+    assert_eq!(
+        report.packages,
+        [
+            "apt",
+            "base-files",
+            "base-passwd",
+            "bash",
+            "coreutils",
+            "dpkg",
+            "libc6",
+            "mawk",
+            "perl-base"
+        ]
+    );
+    for (link, to) in [("bin", "usr/bin"), ("lib", "usr/lib"), ("sbin", "usr/sbin")] {
+        assert_eq!(
+            std::fs::read_link(target.join(link)).unwrap(),
+            Path::new(to)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(target.join("usr/bin/bash")).unwrap(),
+        "#!fake\n"
+    );
+    assert_eq!(
+        std::fs::read_link(target.join("usr/bin/sh")).unwrap(),
+        Path::new("bash")
+    );
+    assert!(target
+        .join("usr/lib/x86_64-linux-gnu/libfake.so.1")
+        .is_file());
+    assert!(target.join("usr/sbin/fake-init").is_file());
+    assert!(
+        !target.join("usr/share/doc/apt").exists(),
+        "base packages are not extracted in the first stage"
+    );
+    let sources = std::fs::read_to_string(target.join("etc/apt/sources.list")).unwrap();
+    assert_eq!(sources, format!("deb {} jammy main\n", m.url));
+    assert!(std::fs::symlink_metadata(target.join("dev/null"))
+        .unwrap()
+        .file_type()
+        .is_char_device_like());
+
+    // The whole bootstrap fails in the second stage (nothing in the fixture runs) and leaves
+    // no image; the packages it downloaded stay cached.
+    let key = m.keyring.display().to_string();
+    must_fail(
+        dir.path(),
+        &[
+            "bootstrap",
+            "jammy",
+            "img",
+            "--mirror",
+            &m.url,
+            "--keyring",
+            &key,
+            "--variant",
+            "minbase",
+        ],
+        "second stage: checking the image runs failed",
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("cache/bootstrap/debs"))
+            .unwrap()
+            .count()
+            >= 4
+    );
+}
+
+trait CharDev {
+    fn is_char_device_like(&self) -> bool;
+}
+
+impl CharDev for std::fs::FileType {
+    fn is_char_device_like(&self) -> bool {
+        std::os::unix::fs::FileTypeExt::is_char_device(self)
+    }
+}
+
+/// The cache is keyed by SHA256: a second first stage downloads nothing, and a truncated
+/// cached file is detected and fetched again.
+#[test]
+fn cache_is_reused_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = debian_mirror(dir.path());
+    let o = opts(&m, dir.path(), Variant::Minbase);
+    let t1 = dir.path().join("t1");
+    std::fs::create_dir(&t1).unwrap();
+    let first = bootstrap::first_stage(&o, &t1, &|_| {}).unwrap();
+    assert!(first.downloaded_bytes > 0);
+    let t2 = dir.path().join("t2");
+    std::fs::create_dir(&t2).unwrap();
+    let second = bootstrap::first_stage(&o, &t2, &|_| {}).unwrap();
+    assert_eq!(second.downloaded_bytes, 0);
+    let debs = dir.path().join("cache/bootstrap/debs");
+    let victim = std::fs::read_dir(&debs)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let len = std::fs::metadata(&victim).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let t3 = dir.path().join("t3");
+    std::fs::create_dir(&t3).unwrap();
+    let third = bootstrap::first_stage(&o, &t3, &|_| {}).unwrap();
+    assert_eq!(third.downloaded_bytes, len);
+    // A partial download (`SHA256.part`) is resumed with a Range request, not restarted.
+    let good = std::fs::read(&victim).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let part = victim.with_extension("part");
+    std::fs::write(&part, &good[..good.len() / 3]).unwrap();
+    let t4 = dir.path().join("t4");
+    std::fs::create_dir(&t4).unwrap();
+    let fourth = bootstrap::first_stage(&o, &t4, &|_| {}).unwrap();
+    assert_eq!(
+        fourth.downloaded_bytes,
+        (good.len() - good.len() / 3) as u64
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), good);
+    assert!(!part.exists());
+}
+
+/// `stable` is an alias: the Release file's Codename (bookworm) picks the rules, so
+/// usr-is-merged joins the required set. A suite rmach does not know works with --keyring and
+/// follows the newest Debian rules (no usr-is-merged, usrmerge still excluded).
+#[test]
+fn aliases_and_unknown_suites() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        suite: "stable",
+        codename: "bookworm",
+        origin: "Debian",
+        valid_until: None,
+        pkgs: debian_pkgs(),
+    };
+    let m = mirror::build(dir.path(), spec);
+    let set = bootstrap::print_debs(&opts(&m, dir.path(), Variant::Minbase), &|_| {}).unwrap();
+    assert!(set.contains(&"usr-is-merged".to_string()), "{set:?}");
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        suite: "rmach-future",
+        codename: "rmach-future",
+        origin: "Debian",
+        valid_until: None,
+        pkgs: debian_pkgs(),
+    };
+    let m2 = mirror::build(dir2.path(), spec);
+    let set = bootstrap::print_debs(&opts(&m2, dir2.path(), Variant::Minbase), &|_| {}).unwrap();
+    assert!(
+        !set.contains(&"usr-is-merged".to_string()) && !set.contains(&"usrmerge".to_string()),
+        "{set:?}"
+    );
+    assert!(set.contains(&"debianutils".to_string()));
+}
