@@ -10,32 +10,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common_run::{stderr, stdout, TestStore};
-
-fn probe(ts: &TestStore, opts: &[&str], script: &str) -> (i32, String, String) {
-    let mut args = vec!["run"];
-    args.extend_from_slice(opts);
-    args.push(&ts.name);
-    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
-    let o = ts.run(&args);
-    (o.status.code().unwrap_or(-1), stdout(&o), stderr(&o))
-}
-
-fn cgroup_leftovers(name: &str) -> Vec<String> {
-    let mut left = Vec::new();
-    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        let parent = h.path().join("rmach");
-        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{name}-"))
-            {
-                left.push(e.path().display().to_string());
-            }
-        }
-    }
-    left
-}
+use common_run::{
+    bookworm_with_systemd, cgroup_leftovers, probe, stderr, stdout, system_state, wait_for_leader,
+    KillOnDrop, TestStore,
+};
 
 #[test]
 fn pid1_hostname_environment_and_identity() {
@@ -424,8 +402,38 @@ fn exit_statuses_pipes_and_errors() {
     let o = ts.run(&["run", "missing", "--", "true"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("missing"), "{}", stderr(&o));
+    // Only stdin, stdout and stderr reach the payload, whatever rmach itself inherited.
+    let o = ts.run(&["run", "probe8", "--", "ls", "/proc/self/fd"]);
+    assert_eq!(stdout(&o), "0\n1\n2\n3\n", "ls's own directory fd is 3");
     let o = ts.run(&["run", "-u", "user", "probe8", "--", "id", "-u"]);
     assert_eq!(stdout(&o), "1000\n");
+    let o = ts.run(&["run", "--chdir", "/etc", "probe8", "--", "sh", "-c", "pwd"]);
+    assert_eq!(stdout(&o), "/etc\n");
+    let o = ts.run(&["run", "--chdir", "/nowhere", "probe8", "--", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nowhere"), "{}", stderr(&o));
+    // A read-only image runs read-only unless its changes go to a throw-away layer.
+    assert!(ts.run(&["read-only", "probe8", "yes"]).status.success());
+    let o = ts.run(&[
+        "run",
+        "probe8",
+        "--",
+        "sh",
+        "-c",
+        "touch /etc/x || echo refused",
+    ]);
+    assert_eq!(stdout(&o), "refused\n", "{}", stderr(&o));
+    let o = ts.run(&[
+        "run",
+        "-x",
+        "probe8",
+        "--",
+        "sh",
+        "-c",
+        "touch /etc/x && echo written",
+    ]);
+    assert_eq!(stdout(&o), "written\n", "{}", stderr(&o));
+    assert!(ts.run(&["read-only", "probe8", "no"]).status.success());
     let o = ts.run(&["run", "-u", "nobody-here", "probe8", "--", "id"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("no user nobody-here"));
@@ -485,4 +493,308 @@ fn interactive_console_with_a_terminal() {
         stderr(&o)
     );
     assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn boot_bookworm_to_running_reboot_and_halt_on_sigterm() {
+    let image = bookworm_with_systemd();
+    let ts = TestStore::empty();
+    let o = ts.run(&["import-fs", image.to_str().unwrap(), "bw"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut child = KillOnDrop(
+        ts.cmd(&["boot", "bw"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let leader = wait_for_leader(child.id(), None);
+    let state = system_state(leader);
+    let failed = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &leader.to_string(),
+            "-a",
+            "systemctl",
+            "--failed",
+            "--no-legend",
+            "--plain",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        state == "running" || (state == "degraded" && stdout(&failed).trim().is_empty()),
+        "{state}: {}",
+        stdout(&failed)
+    );
+    assert!(
+        stdout(&failed).trim().is_empty(),
+        "failed units: {}",
+        stdout(&failed)
+    );
+    // systemd knows it runs in a container (it does not know rmach by name: container-other).
+    let virt = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &leader.to_string(),
+            "-a",
+            "systemd-detect-virt",
+            "--container",
+        ])
+        .output()
+        .unwrap();
+    assert!(virt.status.success(), "{}", stdout(&virt));
+    let marker =
+        std::fs::read_to_string(format!("/proc/{leader}/root/run/systemd/container")).unwrap();
+    assert_eq!(marker.trim(), "rmach");
+    // A reboot inside starts the machine again under the same rmach.
+    let st = std::process::Command::new("nsenter")
+        .args(["-t", &leader.to_string(), "-a", "systemctl", "reboot"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let second = wait_for_leader(child.id(), Some(leader));
+    assert_eq!(system_state(second), "running");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rmach did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "poweroff ends rmach with 0");
+    assert!(
+        cgroup_leftovers("bw").is_empty(),
+        "{:?}",
+        cgroup_leftovers("bw")
+    );
+
+    // The same image in a user namespace, on a throw-away layer, with a veth pair; SIGINT halts.
+    let mut child = KillOnDrop(
+        ts.cmd(&[
+            "boot",
+            "--private-users=pick",
+            "--ephemeral",
+            "--network=veth",
+            "bw",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let child = &mut child.0;
+    let leader = wait_for_leader(child.id(), None);
+    assert_eq!(system_state(leader), "running");
+    let failed = std::process::Command::new("nsenter")
+        .args([
+            "-t",
+            &leader.to_string(),
+            "-a",
+            "systemctl",
+            "--failed",
+            "--no-legend",
+            "--plain",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&failed).trim().is_empty(),
+        "failed units: {}",
+        stdout(&failed)
+    );
+    let map = std::fs::read_to_string(format!("/proc/{leader}/uid_map")).unwrap();
+    let base: u64 = map.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(base >= 0x80000, "{map}");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "rmach did not exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(cgroup_leftovers("bw").is_empty());
+}
+
+#[test]
+fn escape_sequence_kills_an_interactive_machine() {
+    let ts = TestStore::new("probe11");
+    let rmach = format!(
+        "{} --store {} --state-dir {} run probe11 -- /bin/sh -c 'echo ready; exec sleep 100'",
+        env!("CARGO_BIN_EXE_rmach"),
+        ts.store().display(),
+        ts.dir.path().join("state").display()
+    );
+    let mut script = KillOnDrop(
+        std::process::Command::new("script")
+            .args(["-qec", &rmach, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut script.0;
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("ready") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no ready line");
+    }
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"\x1d\x1d\x1d")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Ctrl-] three times did not end the machine"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(137), "killed with SIGKILL");
+}
+
+#[test]
+fn window_size_changes_reach_the_machine() {
+    let ts = TestStore::new("probe12");
+    let marks = ts.dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    // The outer terminal starts at 30x100 and is resized to 40x120 once the machine has seen
+    // the first size; the kernel sends SIGWINCH to rmach, which copies the size onto the
+    // machine's pty. The payload polls for the change (up to 10 s) instead of guessing a delay.
+    std::fs::write(
+        marks.join("inner.sh"),
+        "stty size; touch /m/first\ni=0\nwhile [ $i -lt 100 ]; do s=$(stty size); [ \"$s\" != \"30 100\" ] && break; sleep 0.1; i=$((i+1)); done\necho $s\n",
+    )
+    .unwrap();
+    let outer = format!(
+        "stty rows 30 cols 100\n{} --store {} --state-dir {} run --console interactive --bind {m}:/m probe12 -- /bin/sh /m/inner.sh < /dev/tty &\n\
+         while [ ! -e {m}/first ]; do sleep 0.05; done\nstty rows 40 cols 120\nwait\n",
+        env!("CARGO_BIN_EXE_rmach"),
+        ts.store().display(),
+        ts.dir.path().join("state").display(),
+        m = marks.display()
+    );
+    std::fs::write(ts.dir.path().join("outer.sh"), outer).unwrap();
+    let o = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("sh {}", ts.dir.path().join("outer.sh").display()),
+            "/dev/null",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = stdout(&o).replace('\r', "");
+    assert!(
+        out.contains("30 100\n") && out.contains("40 120\n"),
+        "{out:?}"
+    );
+}
+
+/// Opening a device outside the allow list fails even for root with CAP_MKNOD, both through the
+/// v1 device controller (hybrid hosts) and through the eBPF program rmach attaches on cgroup v2.
+/// The v2 case runs rmach in a mount namespace where /sys/fs/cgroup is the cgroup2 hierarchy,
+/// which makes it take the v2 path on any host. loop-control (10:237) is the probe: the host
+/// itself may open it, a machine must not.
+#[test]
+fn device_policy_denies_unlisted_devices() {
+    let ts = TestStore::new("probe13");
+    let script = "mknod /dev/lc c 10 237 && echo made; (exec 3</dev/lc) && echo opened; echo x > /dev/null && echo null-ok";
+    let host = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "mknod \"$1\" c 10 237 && exec 3<\"$1\" && echo opened",
+            "sh",
+        ])
+        .arg(ts.dir.path().join("lc"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&host),
+        "opened\n",
+        "the host may open loop-control: {}",
+        stderr(&host)
+    );
+    let v1 = ts.run(&["run", "probe13", "--", "/bin/sh", "-c", script]);
+    assert_eq!(stdout(&v1), "made\nnull-ok\n", "{}", stderr(&v1));
+    let mut v2 = std::process::Command::new("unshare");
+    v2.args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
+        "sh",
+    ]);
+    let inner = ts.cmd(&["run", "probe13", "--", "/bin/sh", "-c", script]);
+    v2.arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(Stdio::null());
+    let o = v2.output().unwrap();
+    assert_eq!(stdout(&o), "made\nnull-ok\n", "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The library API the bootstrap uses: a plain directory, a controlled environment, captured
+/// output, called from a process with threads; the caller's signal mask comes back intact.
+#[test]
+fn library_runs_a_directory_and_captures_output() {
+    use rmach::runner::{self, Console, RunSpec};
+    let ts = TestStore::new("lib");
+    let mask = || {
+        let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        s.lines()
+            .find(|l| l.starts_with("SigBlk:"))
+            .unwrap()
+            .to_string()
+    };
+    let before = mask();
+    let busy: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(|| (0..20000).map(|i| vec![i; 64].len()).sum::<usize>()))
+        .collect();
+    let mut spec = RunSpec::new(
+        ts.image("lib"),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo out $FOO; echo err >&2; ls /proc/1/ns >/dev/null; exit 3".into(),
+        ],
+    );
+    spec.env.push(("FOO".into(), "bar".into()));
+    spec.console = Console::Capture;
+    let out = runner::output(&spec).unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out bar\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert_eq!(mask(), before, "signal mask restored");
+    for b in busy {
+        b.join().unwrap();
+    }
+    spec.command = vec!["no-such".into()];
+    let err = runner::run(&spec).unwrap_err().to_string();
+    assert!(err.contains("no-such: no such command"), "{err}");
 }

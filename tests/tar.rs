@@ -360,6 +360,8 @@ fn names_come_from_the_file_and_outputs_are_not_clobbered() {
         None,
     );
     assert_eq!(odd.status.code(), Some(2));
+    // Writable again, so that the temporary directory can be removed.
+    env.ok(&["read-only", "dev", "no"]);
 }
 
 #[test]
@@ -487,5 +489,51 @@ fn export_to_a_full_disk_leaves_nothing() {
         std::fs::read_dir(&target).unwrap().count(),
         0,
         "no output and no temporary file"
+    );
+}
+
+/// A running machine holds its image's lock (verb "run" or "booted", taken by `rmach run` and
+/// `rmach boot` for the machine's lifetime), so exporting it fails at once instead of writing a
+/// torn archive; once the lock is gone, the export goes through. The lock is taken here through
+/// the store's API, as the runner does, so that this test does not depend on booting anything.
+#[test]
+fn a_running_machine_is_not_exported() {
+    let env = Env::new();
+    let image = env.store().join("probe");
+    std::fs::create_dir_all(&image).unwrap();
+    std::fs::write(image.join("file"), b"x").unwrap();
+    let store = rmach::store::Store::open(&env.store(), &env.path("state")).unwrap();
+    let name = rmach::store::ImageName::parse("probe").unwrap();
+    let out_file = env.path("probe.tar.zst");
+    let export = || {
+        env.run(
+            &[
+                OsStr::new("export-tar"),
+                OsStr::new("probe"),
+                out_file.as_os_str(),
+            ],
+            None,
+        )
+    };
+    for verb in ["run", "booted"] {
+        let lock = store.lock(&name, verb).unwrap();
+        let out = export();
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "probe is being {verb} by PID {}",
+                std::process::id()
+            )),
+            "{msg}"
+        );
+        assert!(!out_file.exists());
+        drop(lock);
+    }
+    let out = export();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -7,9 +7,7 @@ use std::path::PathBuf;
 pub enum ArchiveError {
     #[error("the input is empty: give a tar archive (uncompressed, gzip, zstd, xz or bzip2)")]
     Empty,
-    #[error(
-        "cannot read the archive at byte {offset}: {source}; the input is corrupt or truncated"
-    )]
+    #[error("cannot read the archive at byte {offset} (corrupt or truncated input): {source}")]
     Read { offset: u64, source: io::Error },
     #[error("the archive is corrupt at byte {offset}: {reason}")]
     Corrupt { offset: u64, reason: String },

@@ -34,6 +34,9 @@ pub struct ExtractOptions {
     pub acls: bool,
     /// Collect every member's path (relative, without "./") in [`ExtractStats::paths`].
     pub record_paths: bool,
+    /// Give the root directory the metadata of the archive's `./` entry. Off for unpacking
+    /// packages into an existing tree, where `/` is not the package's to change (as with dpkg).
+    pub root_metadata: bool,
 }
 
 impl Default for ExtractOptions {
@@ -43,6 +46,7 @@ impl Default for ExtractOptions {
             xattrs: true,
             acls: true,
             record_paths: false,
+            root_metadata: true,
         }
     }
 }
@@ -168,7 +172,9 @@ impl Extractor<'_> {
                     reason: "it names the root directory but is not a directory".into(),
                 });
             }
-            self.dirs.push((rel, m));
+            if self.opts.root_metadata {
+                self.dirs.push((rel, m));
+            }
             return Ok(());
         }
         let name = OsStr::from_bytes(comps[comps.len() - 1]);
@@ -538,9 +544,12 @@ mod tests {
         std::fs::create_dir_all(root.join("usr/bin")).unwrap();
         std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
         std::fs::write(root.join("usr/bin/ls"), b"old").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711)).unwrap();
         let opts = ExtractOptions {
             chown: false,
             record_paths: true,
+            root_metadata: false,
             ..ExtractOptions::default()
         };
         let stats = extract(&tar[..], &root, &opts, None).unwrap();
@@ -556,5 +565,7 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!((stats.files, stats.dirs, stats.bytes), (1, 1, 2));
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o711, "the root keeps its own metadata");
     }
 }

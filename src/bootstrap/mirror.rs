@@ -1,10 +1,11 @@
 //! Choosing the mirror: `--mirror` (or `RMACH_MIRROR`, which clap folds into it), then
 //! `/etc/rmach/rmach.toml`, then for Debian the host's own apt sources and for Ubuntu its public
-//! archive. No mirror host name of this machine is written in the code: it is read at run time.
+//! archive as the host's distribution data names it (python-apt's `Ubuntu.info`). No mirror host
+//! name is written in the code: every one is read at run time.
 
 use std::path::Path;
 
-use super::suites::{ubuntu_default_mirror, Distro};
+use super::suites::Distro;
 use super::{BootstrapError, Result};
 
 /// Where the chosen mirror came from, for `--verbose` and the docs.
@@ -39,11 +40,28 @@ pub fn select_mirror(
                 suite: suite.to_string(),
             }),
         },
-        Distro::Ubuntu => Ok((
-            ubuntu_default_mirror(arch).to_string(),
-            MirrorSource::UbuntuArchive,
-        )),
+        Distro::Ubuntu => match ubuntu_archive(Path::new(UBUNTU_INFO), arch) {
+            Some(url) => Ok((check_url(&url)?, MirrorSource::UbuntuArchive)),
+            None => Err(BootstrapError::NoMirror {
+                suite: suite.to_string(),
+            }),
+        },
     }
+}
+
+/// Where Debian's python-apt-common package describes Ubuntu's archives.
+const UBUNTU_INFO: &str = "/usr/share/python-apt/templates/Ubuntu.info";
+
+/// Ubuntu's public archive for `arch`, as `Ubuntu.info` gives it: `BaseURI-ARCH` (amd64 and
+/// i386 live on the main archive), else the generic `BaseURI` (the ports archive).
+fn ubuntu_archive(info: &Path, arch: &str) -> Option<String> {
+    let text = std::fs::read_to_string(info).ok()?;
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
+            .filter(|v| !v.is_empty())
+    };
+    value(&format!("BaseURI-{arch}:")).or_else(|| value("BaseURI:"))
 }
 
 /// Accepts http, https and file URLs, without a trailing slash.
@@ -212,9 +230,28 @@ mod tests {
         let (url, _) =
             select_mirror(Some("file:///m"), "s", Distro::Debian, "amd64", &cfg, &none).unwrap();
         assert_eq!(url, "file:///m");
-        let (url, _) = select_mirror(None, "noble", Distro::Ubuntu, "arm64", &cfg, &none).unwrap();
-        assert!(url.ends_with("/ubuntu-ports"));
         assert!(check_url("ftp://x").is_err());
         assert!(check_url("file://relative").is_err());
+    }
+
+    #[test]
+    fn ubuntu_archive_comes_from_the_distribution_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = dir.path().join("Ubuntu.info");
+        std::fs::write(
+            &info,
+            "Suite: noble\nBaseURI: http://ports.example/ubuntu-ports/\n\
+             BaseURI-amd64: http://main.example/ubuntu\nBaseURI-i386: http://main.example/ubuntu\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ubuntu_archive(&info, "amd64").unwrap(),
+            "http://main.example/ubuntu"
+        );
+        assert_eq!(
+            ubuntu_archive(&info, "arm64").unwrap(),
+            "http://ports.example/ubuntu-ports/"
+        );
+        assert!(ubuntu_archive(&dir.path().join("missing"), "amd64").is_none());
     }
 }

@@ -32,7 +32,7 @@ pub use suites::{Distro, Variant};
 pub enum BootstrapError {
     #[error("unknown suite {suite:?}: rmach has no rules for it; give --keyring FILE (and --mirror URL) to bootstrap it from a mirror that carries it")]
     UnknownSuite { suite: String },
-    #[error("no mirror known for {suite}: give one with --mirror URL, the RMACH_MIRROR environment variable, or mirror = \"URL\" in /etc/rmach/rmach.toml")]
+    #[error("no mirror known for {suite}: give one with --mirror URL, the RMACH_MIRROR environment variable, or mirror = \"URL\" in /etc/rmach/rmach.toml (for Ubuntu, installing python-apt-common also names its archive)")]
     NoMirror { suite: String },
     #[error("bad mirror URL {url:?}: {reason} (use http://, https:// or file://)")]
     BadMirror { url: String, reason: String },

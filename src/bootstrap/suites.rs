@@ -134,14 +134,6 @@ pub fn default_keyring(distro: Distro) -> (PathBuf, &'static str) {
 /// archive does not carry it). Used only when neither `--keyring` nor the host file exists.
 pub const UBUNTU_KEYRING: &[u8] = include_bytes!("keys/ubuntu-archive-keyring.gpg");
 
-/// The public archive debootstrap uses for an Ubuntu architecture.
-pub fn ubuntu_default_mirror(arch: &str) -> &'static str {
-    match arch {
-        "amd64" | "i386" => "http://archive.ubuntu.com/ubuntu",
-        _ => "http://ports.ubuntu.com/ubuntu-ports",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,9 +157,5 @@ mod tests {
         assert_eq!(lookup("stable").unwrap().codename, None);
         assert_eq!(lookup("jammy").unwrap().distro, Distro::Ubuntu);
         assert!(lookup("no-such-suite").is_none());
-        assert_eq!(
-            ubuntu_default_mirror("arm64"),
-            "http://ports.ubuntu.com/ubuntu-ports"
-        );
     }
 }

@@ -10,7 +10,9 @@ use anyhow::Context as _;
 
 use super::output::UsageError;
 use super::{Context, Status};
-use crate::archive::{self, Compression, Decoder, Encoder, ExtractOptions, WriteOptions};
+use crate::archive::{
+    self, Compression, Decoder, Encoder, ExtractOptions, ThreadedWriter, WriteOptions,
+};
 use crate::store::{name_from_path, ImageKind, ImageName};
 
 #[derive(Debug, clap::Args)]
@@ -81,11 +83,15 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
         (Box::new(std::io::stdin()), None)
     } else {
         let file = File::open(&args.file).with_context(|| format!("cannot open {shown}"))?;
-        let len = file
+        let meta = file
             .metadata()
-            .ok()
-            .filter(|m| m.is_file())
-            .map(|m| m.len());
+            .with_context(|| format!("cannot open {shown}"))?;
+        if meta.is_dir() {
+            anyhow::bail!(
+                "{shown} is a directory, not a tarball; import a directory with import-fs"
+            );
+        }
+        let len = meta.is_file().then_some(meta.len());
         (Box::new(file), len)
     };
     let store = ctx.store()?;
@@ -256,7 +262,9 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
         Output::Stdout => Box::new(std::io::stdout()),
     };
     let buffered = std::io::BufWriter::with_capacity(1 << 20, writer);
-    let mut encoder = Encoder::new(buffered, format, args.level, threads).with_context(fail)?;
+    let encoder = Encoder::new(buffered, format, args.level, threads).with_context(fail)?;
+    // The tree is read on this thread and compressed on another, as `tar | zstd` does.
+    let mut encoder = ThreadedWriter::new(encoder).with_context(fail)?;
     let bar = ctx.out.progress(None, &format!("Exporting {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
     let mut warn = |msg: String| ctx.out.warn(&msg);
@@ -268,6 +276,7 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
         Some(&progress),
     )
     .with_context(fail)?;
+    let encoder = encoder.finish().with_context(fail)?;
     let mut buffered = encoder.finish().with_context(fail)?;
     buffered.flush().with_context(fail)?;
     drop(buffered);

@@ -65,7 +65,7 @@ impl Cgroup {
             dirs: Vec::new(),
         };
         let result = match cg.layout {
-            Layout::Unified => cg.create_v2(leaf, limits),
+            Layout::Unified => cg.create_v2(leaf, limits, device_allow),
             Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow),
         };
         match result {
@@ -77,12 +77,26 @@ impl Cgroup {
         }
     }
 
-    fn create_v2(&mut self, leaf: &str, limits: &Limits) -> Result<(), RunnerError> {
+    fn create_v2(
+        &mut self,
+        leaf: &str,
+        limits: &Limits,
+        allow: &[&str],
+    ) -> Result<(), RunnerError> {
         let root = Path::new(ROOT);
         let parent = root.join(PARENT);
         mkdir(&parent)?;
         // Delegate the controllers the host offers, so both limits and systemd inside work.
         let offered = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        for (name, wanted) in [
+            ("memory", limits.memory_max.is_some()),
+            ("pids", limits.pids_max.is_some()),
+            ("cpu", limits.cpus.is_some()),
+        ] {
+            if wanted && !offered.split_whitespace().any(|o| o == name) {
+                return Err(RunnerError::NoController { name: name.into() });
+            }
+        }
         let enable: Vec<String> = ["cpu", "memory", "pids"]
             .iter()
             .filter(|c| offered.split_whitespace().any(|o| o == **c))
@@ -96,6 +110,15 @@ impl Cgroup {
         let dir = parent.join(leaf);
         mkdir(&dir)?;
         self.dirs.push(dir.clone());
+        // The v2 device controller is an eBPF program; it stays attached until rmdir.
+        let attach = || -> std::io::Result<()> {
+            let prog = crate::sys::bpf::load_device_program(&super::devices::program(allow))?;
+            crate::sys::bpf::attach_device_program(&fs::File::open(&dir)?, &prog)
+        };
+        attach().map_err(|e| RunnerError::Cgroup {
+            path: dir.clone(),
+            source: e,
+        })?;
         if let Some(m) = limits.memory_max {
             write(&dir.join("memory.max"), &m.to_string())?;
         }
@@ -156,6 +179,29 @@ impl Cgroup {
             write(&dir.join("devices.deny"), "a")?;
             for rule in allow {
                 write(&dir.join("devices.allow"), rule)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the machine's v2 cgroup (the unified one on a hybrid host) to the root of its user
+    /// namespace, as cgroup v2 delegation prescribes: the directory and the files that move
+    /// processes and enable controllers.
+    pub fn delegate(&self, uid: u32, gid: u32) -> Result<(), RunnerError> {
+        let v2 = self.dirs.iter().filter(|d| match self.layout {
+            Layout::Unified => true,
+            Layout::Hybrid => d.starts_with(Path::new(ROOT).join("unified")),
+        });
+        for d in v2 {
+            for f in [
+                "",
+                "cgroup.procs",
+                "cgroup.threads",
+                "cgroup.subtree_control",
+            ] {
+                let p = if f.is_empty() { d.clone() } else { d.join(f) };
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(|e| RunnerError::Cgroup { path: p, source: e })?;
             }
         }
         Ok(())

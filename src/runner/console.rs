@@ -52,10 +52,11 @@ fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<usize> {
     }
 }
 
-/// Runs until the child `pid` exits; returns its raw wait status. `on_signal` maps a signal
-/// rmach received to the signal for the child (None: not forwarded).
+/// Runs until the child `wait_pid` exits; returns its raw wait status. `on_signal` maps a
+/// signal rmach received to the signal sent to `pid`, the machine (None: not forwarded).
 pub fn relay(
     pid: i32,
+    wait_pid: i32,
     sigfd: &OwnedFd,
     relay: &mut Relay,
     on_signal: impl Fn(i32) -> Option<i32>,
@@ -79,7 +80,13 @@ pub fn relay(
         for fd in relay.captured.iter().filter_map(|c| c.0.as_ref()) {
             fds.push(PollFd::new(fd, PollFlags::IN));
         }
-        if poll(&mut fds, None).is_err() {
+        // A timeout, and the wait below on every round: a SIGCHLD that never reaches the
+        // signalfd (seen under load) must not leave rmach waiting forever for a dead machine.
+        let timeout = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        if poll(&mut fds, Some(&timeout)).is_err() {
             continue;
         }
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
@@ -148,10 +155,10 @@ pub fn relay(
                     let _ = p::kill(pid, s);
                 }
             }
-            if let Ok(Some((_, status))) = p::wait_raw(pid, true) {
-                drain(relay, &mut buf);
-                return status;
-            }
+        }
+        if let Ok(Some((_, status))) = p::wait_raw(wait_pid, true) {
+            drain(relay, &mut buf);
+            return status;
         }
     }
 }

@@ -34,6 +34,8 @@ struct ChildFds {
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     pty: Option<PathBuf>,
+    /// The pty's slave, opened by rmach (a user namespace's root may not open the host's node).
+    tty: Option<OwnedFd>,
 }
 
 /// Removes the per-run scratch directory when the run ends, however it ends.
@@ -94,6 +96,8 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             let (m, path) = crate::sys::pty::open_pty().map_err(|e| RunnerError::Setup {
                 message: format!("open a pty: {e}"),
             })?;
+            // The size must be right before the payload's first look at it, not after.
+            let _ = crate::sys::pty::copy_winsize(&std::io::stdin(), &m);
             (Some(m), Some(path))
         }
         _ => (None, None),
@@ -107,10 +111,12 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     };
     let (sync_r, sync_w) = pipe()?;
     let (error_r, error_w) = pipe()?;
+    let mut error_r = std::fs::File::from(error_r);
     let (status_r, status_w) = pipe()?;
     let mut blocked = init::FORWARDED.to_vec();
     blocked.push(libc::SIGCHLD);
-    p::block_signals(&blocked).map_err(|e| RunnerError::Setup {
+    // Restored when this run ends: a library caller gets its Ctrl-C back.
+    let _mask = p::block_signals(&blocked).map_err(|e| RunnerError::Setup {
         message: format!("block signals: {e}"),
     })?;
     let sigfd = p::signalfd(&blocked).map_err(|e| RunnerError::Setup {
@@ -128,28 +134,72 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         sync: sync_r,
         stdout: out_w,
         stderr: err_w,
+        tty: match &pty_path {
+            Some(path) => Some(open_tty(path, idmap.map(|m| m.base))?),
+            None => None,
+        },
         pty: pty_path,
     };
-    let pid = match ns::clone_fork(flags) {
-        Ok(None) => child(
-            plan,
-            fds,
-            error_w,
-            status_w,
-            scratch.0.as_deref(),
-            idmap.is_some(),
-        ),
-        Ok(Some(pid)) => pid,
+    // The namespaces are cloned by a helper forked with glibc's fork: a raw clone from a
+    // library caller with threads could leave the child with a locked allocator. The helper is
+    // single-threaded; it reports the machine's PID, waits for it and reports its status.
+    let (pid_r, pid_w) = pipe()?;
+    let (hstat_r, hstat_w) = pipe()?;
+    let helper = match ns::fork_threadsafe() {
+        Ok(None) => {
+            drop((pid_r, hstat_r));
+            let _ = rustix::process::set_parent_process_death_signal(Some(
+                rustix::process::Signal::KILL,
+            ));
+            match ns::clone_fork(flags) {
+                Ok(None) => child(
+                    plan,
+                    fds,
+                    error_w,
+                    status_w,
+                    scratch.0.as_deref(),
+                    idmap.is_some(),
+                ),
+                Ok(Some(pid)) => {
+                    // Only the machine may hold these ends, or rmach would never see EOF.
+                    drop((fds, error_w, status_w));
+                    let _ = std::fs::File::from(pid_w).write_all(&pid.to_ne_bytes());
+                    let raw = p::wait_raw(pid, false).ok().flatten().map_or(0, |r| r.1);
+                    let _ = std::fs::File::from(hstat_w).write_all(&raw.to_ne_bytes());
+                    p::exit_now(0)
+                }
+                Err(e) => {
+                    let msg = format!("clone the machine's namespaces: {e}");
+                    let _ = std::fs::File::from(error_w).write_all(msg.as_bytes());
+                    p::exit_now(1)
+                }
+            }
+        }
+        Ok(Some(h)) => {
+            drop((fds, error_w, status_w, pid_w, hstat_w));
+            h
+        }
         Err(e) => {
             return Err(RunnerError::Setup {
-                message: format!("clone the machine's namespaces: {e}"),
+                message: format!("fork: {e}"),
             })
         }
     };
-    drop(fds);
+    let mut pid_bytes = [0u8; 4];
+    if std::fs::File::from(pid_r)
+        .read_exact(&mut pid_bytes)
+        .is_err()
+    {
+        let mut message = String::new();
+        let _ = error_r.read_to_string(&mut message);
+        let _ = p::wait_raw(helper, false);
+        return Err(RunnerError::Setup { message });
+    }
+    let pid = i32::from_ne_bytes(pid_bytes);
     let setup = (|| -> Result<(), RunnerError> {
         if let Some(map) = idmap {
             userns::write_maps(pid, map)?;
+            cgroup.delegate(map.base, map.base)?;
         }
         cgroup.add(pid)?;
         if plan.network == Network::Veth {
@@ -165,15 +215,15 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     })();
     if let Err(e) = setup {
         let _ = p::kill(pid, libc::SIGKILL);
-        let _ = p::wait_raw(pid, false);
+        let _ = p::wait_raw(helper, false);
         return Err(e);
     }
     let _ = std::fs::File::from(sync_w).write_all(b"1");
     let mut message = String::new();
-    let _ = std::fs::File::from(error_r).read_to_string(&mut message);
+    let _ = error_r.read_to_string(&mut message);
     if !message.is_empty() {
         let _ = p::kill(pid, libc::SIGKILL);
-        let _ = p::wait_raw(pid, false);
+        let _ = p::wait_raw(helper, false);
         return Err(if let Some(cmd) = message.strip_prefix("notfound:") {
             RunnerError::CommandNotFound {
                 command: cmd.into(),
@@ -192,7 +242,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         captured: vec![(out_r, Vec::new()), (err_r, Vec::new())],
     };
     let boot = plan.boot;
-    let raw = console::relay(pid, &sigfd, &mut relay, |sig| match sig {
+    let raw = console::relay(pid, helper, &sigfd, &mut relay, |sig| match sig {
         libc::SIGTERM | libc::SIGINT if boot => Some(p::sigrtmin() + 3),
         s => Some(s),
     });
@@ -203,6 +253,12 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         .captured
         .try_into()
         .unwrap_or_else(|_| [(None, Vec::new()), (None, Vec::new())]);
+    // The helper's own status says nothing; the machine's comes through its pipe.
+    let mut b = [0u8; 4];
+    let raw = match std::fs::File::from(hstat_r).read_exact(&mut b) {
+        Ok(()) => i32::from_ne_bytes(b),
+        Err(_) => raw,
+    };
     let (status, reboot) = if boot {
         match (libc::WIFSIGNALED(raw), libc::WTERMSIG(raw)) {
             (true, libc::SIGHUP) => (ExitStatus::from_raw(0), true),
@@ -222,6 +278,25 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         stderr,
         reboot,
     })
+}
+
+/// Opens the pty's slave for the child; with a user namespace it belongs to the machine's root
+/// and tty group (5), as a terminal's owner inside expects.
+fn open_tty(path: &Path, base: Option<u32>) -> Result<OwnedFd, RunnerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| RunnerError::Setup {
+        message: format!("open {}: {e}", path.display()),
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .map_err(fail)?;
+    if let Some(b) = base.filter(|b| *b != 0) {
+        std::os::unix::fs::fchown(&f, Some(b), Some(b + 5)).map_err(fail)?;
+    }
+    Ok(f.into())
 }
 
 /// `ve-` and as much of the name as fits in an interface name (15 bytes).
@@ -249,6 +324,7 @@ fn child(
     };
     let exec = move |error: OwnedFd| -> std::convert::Infallible {
         let _ = p::reset_signals();
+        let _ = p::cloexec_from(3);
         let e = p::execve(&c_exe, &c_argv, &c_env);
         let _ = std::fs::File::from(error)
             .write_all(format!("execute {}: {e}", c_exe.to_string_lossy()).as_bytes());
@@ -288,25 +364,16 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
         ctx(net::link_up("lo"), "bring up lo")?;
     }
     let root = mounts::prepare_root(plan, scratch.unwrap_or(Path::new("/")), tree)?;
-    let tty = match pty {
-        Some(path) => Some(ctx(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path),
-            path.display(),
-        )?),
-        None => None,
-    };
+    let tty = fds.tty.as_ref();
     mounts::apply(plan, &root, pty)?;
     mounts::pivot(&root)?;
     ctx(rustix::process::setsid(), "setsid")?;
     match plan.console {
         Console::Interactive => {
             let tty = tty.ok_or("no pty")?;
-            ctx(p::set_controlling_tty(&tty), "controlling terminal")?;
+            ctx(p::set_controlling_tty(tty), "controlling terminal")?;
             for n in 0..3 {
-                ctx(p::dup2(&tty, n), "console")?;
+                ctx(p::dup2(tty, n), "console")?;
             }
         }
         Console::Passive | Console::Capture => {

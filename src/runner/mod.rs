@@ -17,6 +17,7 @@
 mod caps;
 mod cgroup;
 mod console;
+mod devices;
 mod exec;
 mod init;
 mod mounts;

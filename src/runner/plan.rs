@@ -147,7 +147,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         },
         root_read_only: spec.read_only,
         name: spec.name.clone(),
-        hostname: spec.hostname.clone().unwrap_or_else(|| spec.name.clone()),
+        hostname: hostname(spec),
         network: spec.network,
         user_ns: (spec.private_users != PrivateUsers::No).then_some(spec.private_users),
         mounts: mount_table(spec, &uuid),
@@ -165,6 +165,15 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         uuid,
         scratch: spec.scratch.clone(),
     })
+}
+
+/// `--hostname`, or the machine's name cut to the kernel's 64-byte limit.
+fn hostname(spec: &RunSpec) -> String {
+    let mut h = spec.hostname.clone().unwrap_or_else(|| spec.name.clone());
+    while h.len() > 64 {
+        h.pop();
+    }
+    h
 }
 
 fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {

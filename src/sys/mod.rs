@@ -1,6 +1,7 @@
 //! Thin safe wrappers over system calls that rustix does not cover safely; the only module
 //! with `unsafe`. Each block says which invariant makes it sound.
 
+pub mod bpf;
 pub mod btrfs;
 pub mod mount;
 pub mod net;

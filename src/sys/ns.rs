@@ -33,6 +33,18 @@ pub fn clone_fork(flags: i32) -> io::Result<Option<i32>> {
     }
 }
 
+/// glibc's fork, safe to call from a multi-threaded process: glibc takes and resets its
+/// allocator locks around it, so the (single-threaded) child may allocate.
+pub fn fork_threadsafe() -> io::Result<Option<i32>> {
+    // SAFETY: fork has no memory-safety preconditions; glibc's implementation makes the heap
+    // usable in the child, which is all the child relies on.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
 /// A plain fork (for the small init's payload and helpers). Same rule as [`clone_fork`].
 pub fn fork() -> io::Result<Option<i32>> {
     clone_fork(0)

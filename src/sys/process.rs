@@ -25,12 +25,24 @@ fn sigset(signals: &[i32]) -> libc::sigset_t {
     }
 }
 
-/// Blocks `signals` in the calling thread (they stay pending for a signalfd).
-pub fn block_signals(signals: &[i32]) -> io::Result<()> {
+/// The signal mask as it was before [`block_signals`]; restored when dropped.
+pub struct SavedMask(libc::sigset_t);
+
+impl Drop for SavedMask {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` was filled by sigprocmask; restoring it touches no memory of ours.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+/// Blocks `signals` in the calling thread (they stay pending for a signalfd) until the
+/// returned guard is dropped.
+pub fn block_signals(signals: &[i32]) -> io::Result<SavedMask> {
     let set = sigset(signals);
-    // SAFETY: `set` is initialised; the old mask is not requested.
-    check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) })?;
-    Ok(())
+    let mut old = sigset(&[]);
+    // SAFETY: `set` is initialised and `old` is a valid out pointer.
+    check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) })?;
+    Ok(SavedMask(old))
 }
 
 /// Empties the signal mask and restores default dispositions (before exec of the payload).
@@ -229,4 +241,16 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 pub fn sigrtmin() -> i32 {
     libc::SIGRTMIN()
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so nothing rmach inherited from its
+/// own parent reaches the machine's payload.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with the CLOEXEC flag only changes descriptor flags; no memory involved.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if r == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -5,12 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Host programs copied into the probe image (with their libraries).
 const PROGRAMS: &[&str] = &[
     "bash", "sh", "cat", "ls", "echo", "true", "false", "sleep", "head", "tail", "tr", "id",
     "hostname", "mkdir", "touch", "readlink", "stat", "grep", "env", "timeout", "wc", "rm",
-    "chmod", "dd", "mount", "umount", "swapoff",
+    "chmod", "dd", "mount", "umount", "swapoff", "stty", "mknod",
 ];
 
 fn copy_with_parents(src: &Path, root: &Path) {
@@ -115,6 +116,21 @@ impl TestStore {
         }
     }
 
+    /// A store with no image in it.
+    pub fn empty() -> TestStore {
+        let dir = tempfile::Builder::new()
+            .prefix("rmach-run-")
+            .tempdir()
+            .unwrap();
+        for d in ["store", "state", "cache"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        TestStore {
+            dir,
+            name: String::new(),
+        }
+    }
+
     pub fn store(&self) -> PathBuf {
         self.dir.path().join("store")
     }
@@ -145,4 +161,145 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The host's Debian mirror, from its apt sources (never written into the tests).
+pub fn host_mirror() -> String {
+    let mut texts = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            if e.path().extension().is_some_and(|x| x == "sources") {
+                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    for t in &texts {
+        for line in t.lines() {
+            if let Some(u) = line.strip_prefix("URIs:") {
+                if let Some(u) = u.split_whitespace().find(|u| !u.contains("security")) {
+                    return u.to_string();
+                }
+            }
+        }
+    }
+    let list = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    list.lines()
+        .filter(|l| l.starts_with("deb "))
+        .flat_map(|l| l.split_whitespace())
+        .find(|w| w.starts_with("http") && !w.contains("security"))
+        .expect("no Debian mirror in the apt sources")
+        .to_string()
+}
+
+/// The bookworm image with systemd, built once with debootstrap from the host's mirror and
+/// cached (CI builds it on its first run).
+pub fn bookworm_with_systemd() -> std::path::PathBuf {
+    let cache = std::path::Path::new("/var/cache/rmach-test");
+    let image = cache.join("bookworm-systemd");
+    if image.join("usr/lib/systemd/systemd").exists() {
+        return image;
+    }
+    std::fs::create_dir_all(cache).unwrap();
+    let mirror = host_mirror();
+    let tmp = cache.join(format!(".bookworm-systemd.{}", std::process::id()));
+    let st = std::process::Command::new("debootstrap")
+        .args(["--include=systemd,systemd-sysv,dbus", "bookworm"])
+        .arg(&tmp)
+        .arg(&mirror)
+        .stdout(Stdio::null())
+        .status()
+        .expect("debootstrap is needed for the boot test");
+    assert!(st.success(), "debootstrap from {mirror} failed");
+    std::fs::rename(&tmp, &image).unwrap();
+    image
+}
+
+/// Ends a machine left running by a failed assertion (its init dies with rmach).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn leader_of(rmach: u32) -> Option<u32> {
+    // rmach -> the helper that cloned the namespaces -> the machine's PID 1.
+    let children =
+        |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok();
+    let helper = children(&rmach.to_string())?;
+    let leader = children(helper.split_whitespace().next()?)?;
+    leader.split_whitespace().next()?.parse().ok()
+}
+
+/// `systemctl is-system-running --wait` inside the machine, through its leader's namespaces.
+/// Retried while systemd has not yet created its bus socket (nothing) or /run/systemd/system (offline).
+pub fn system_state(leader: u32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let o = std::process::Command::new("timeout")
+            .args([
+                "120",
+                "nsenter",
+                "-t",
+                &leader.to_string(),
+                "-a",
+                "systemctl",
+                "is-system-running",
+                "--wait",
+            ])
+            .output()
+            .unwrap();
+        let state = stdout(&o).trim().to_string();
+        if !(state.is_empty() || state == "offline") || Instant::now() > deadline {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn wait_for_leader(rmach: u32, not: Option<u32>) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(l) = leader_of(rmach).filter(|l| Some(*l) != not) {
+            if std::fs::read_to_string(format!("/proc/{l}/comm"))
+                .is_ok_and(|c| c.trim() == "systemd")
+            {
+                return l;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no systemd leader under rmach {rmach}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `sh -c SCRIPT` in the store's image with `opts`: (status, stdout, stderr).
+pub fn probe(ts: &TestStore, opts: &[&str], script: &str) -> (i32, String, String) {
+    let mut args = vec!["run"];
+    args.extend_from_slice(opts);
+    args.push(&ts.name);
+    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
+    let o = ts.run(&args);
+    (o.status.code().unwrap_or(-1), stdout(&o), stderr(&o))
+}
+
+/// Machine cgroups named `NAME-*` still present in any hierarchy.
+pub fn cgroup_leftovers(name: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let parent = h.path().join("rmach");
+        for e in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}-"))
+            {
+                left.push(e.path().display().to_string());
+            }
+        }
+    }
+    left
 }
