@@ -27,7 +27,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 
 use error::IoContext;
-use image::{is_read_only_path, remove_image_path, set_read_only_path};
+use image::{remove_image_path, set_read_only_path};
 use staging::{cstr, staging_owner, staging_path, STAGING_PREFIX};
 
 use crate::sys::btrfs;
@@ -385,7 +385,7 @@ impl Store {
 
     /// Whether an image is read-only.
     pub fn is_read_only(&self, name: &ImageName) -> Result<bool> {
-        is_read_only_path(&self.image(name)?.path, self.image(name)?.kind)
+        self.image(name)?.read_only()
     }
 
     /// Sets or clears an image's read-only flag.
@@ -421,14 +421,7 @@ impl Store {
             if stale && is_image_like {
                 let path = entry.path();
                 let kind = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    if File::open(&self.root).is_ok_and(|r| {
-                        CString::new(file_name.as_bytes())
-                            .is_ok_and(|c| btrfs::is_subvolume(&r, &c))
-                    }) {
-                        ImageKind::Subvolume
-                    } else {
-                        ImageKind::Directory
-                    }
+                    self.image_at(&file_name, path.clone()).kind
                 } else {
                     ImageKind::Raw
                 };
