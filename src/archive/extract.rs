@@ -37,6 +37,9 @@ pub struct ExtractOptions {
     /// Give the root directory the metadata of the archive's `./` entry. Off for unpacking
     /// packages into an existing tree, where `/` is not the package's to change (as with dpkg).
     pub root_metadata: bool,
+    /// Members written under another path (relative, without "./", as in [`ExtractStats::paths`],
+    /// which still records the archive's path): dpkg's `NAME.dpkg-new` for a new conffile.
+    pub divert: std::collections::HashMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Default for ExtractOptions {
@@ -47,6 +50,7 @@ impl Default for ExtractOptions {
             acls: true,
             record_paths: false,
             root_metadata: true,
+            divert: std::collections::HashMap::new(),
         }
     }
 }
@@ -158,11 +162,16 @@ impl Extractor<'_> {
 
     fn member<R: Read>(&mut self, tar: &mut TarReader<R>, m: Member) -> Result<(), ArchiveError> {
         self.stats.members += 1;
-        let path = m.path.clone();
-        let comps = components(&path, &m, "path")?;
-        let rel = inroot::join(&comps);
+        let mut path = m.path.clone();
+        let mut comps = components(&path, &m, "path")?;
+        let mut rel = inroot::join(&comps);
         if self.opts.record_paths {
             self.stats.paths.push(rel.clone());
+        }
+        if let Some(to) = self.opts.divert.get(&rel) {
+            path = to.clone();
+            comps = components(&path, &m, "diverted path")?;
+            rel = inroot::join(&comps);
         }
         if comps.is_empty() {
             if m.kind != Kind::Dir {

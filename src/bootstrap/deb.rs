@@ -8,8 +8,20 @@ use std::path::Path;
 
 use super::{BootstrapError, Result};
 
-/// The data.tar member of a .deb, decompressed.
-pub fn data_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
+/// One member of a .deb's ar container: its name (without the trailing `/`), where its bytes
+/// start, and how many there are.
+struct ArMember {
+    name: String,
+    offset: u64,
+    size: u64,
+}
+
+/// Walks the ar container of `path` after checking `debian-binary`, calling `visit` with each
+/// later member until it returns `Some`; the file is positioned at the member's data.
+fn find_member<T>(
+    path: &Path,
+    mut visit: impl FnMut(&ArMember, &mut File) -> std::result::Result<Option<T>, String>,
+) -> Result<T> {
     let bad = |reason: String| BootstrapError::BadDeb {
         path: path.into(),
         reason,
@@ -34,7 +46,8 @@ pub fn data_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
         let name = std::str::from_utf8(&header[..16])
             .unwrap_or("")
             .trim_end()
-            .trim_end_matches('/');
+            .trim_end_matches('/')
+            .to_string();
         let size: u64 = std::str::from_utf8(&header[48..58])
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -55,12 +68,16 @@ pub fn data_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
                 )));
             }
             first = false;
-        } else if let Some(ext) = name.strip_prefix("data.tar") {
-            let member: Take<BufReader<File>> =
-                BufReader::with_capacity(256 << 10, file).take(size);
-            return decoder(member, ext).map_err(bad);
         } else {
-            file.seek(SeekFrom::Current(size as i64))
+            let member = ArMember {
+                name,
+                offset: offset + 60,
+                size,
+            };
+            if let Some(found) = visit(&member, &mut file).map_err(bad)? {
+                return Ok(found);
+            }
+            file.seek(SeekFrom::Start(member.offset + size))
                 .map_err(|e| bad(e.to_string()))?;
         }
         if size % 2 == 1 {
@@ -68,6 +85,61 @@ pub fn data_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
                 .map_err(|e| bad(e.to_string()))?;
         }
     }
+}
+
+/// The data.tar member of a .deb, decompressed.
+pub fn data_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
+    find_member(path, |m, file| {
+        let Some(ext) = m.name.strip_prefix("data.tar") else {
+            return Ok(None);
+        };
+        let file = file.try_clone().map_err(|e| e.to_string())?;
+        let member: Take<BufReader<File>> = BufReader::with_capacity(256 << 10, file).take(m.size);
+        decoder(member, ext).map(Some)
+    })
+}
+
+/// Writes to `out` the same package without its files: `debian-binary`, the original control
+/// member byte for byte, and an empty `data.tar`. `dpkg --unpack` of it runs the preinst and
+/// records the package (status, control files, triggers, conffiles as new) exactly as for the
+/// real .deb, while the files themselves are written by rmach; see `second.rs` for why.
+pub fn write_stub(path: &Path, out: &Path) -> Result<()> {
+    let (name, control) = find_member(path, |m, file| {
+        if !m.name.starts_with("control.tar") {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(m.size as usize);
+        file.take(m.size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if (bytes.len() as u64) < m.size {
+            return Err(format!("{} is cut short", m.name));
+        }
+        Ok(Some((m.name.clone(), bytes)))
+    })?;
+    // An empty tar archive: its two zero end-of-archive blocks.
+    let data = [0u8; 1024];
+    let mut stub = b"!<arch>\n".to_vec();
+    for (member, bytes) in [
+        ("debian-binary", &b"2.0\n"[..]),
+        (name.as_str(), &control[..]),
+        ("data.tar", &data[..]),
+    ] {
+        stub.extend(ar_header(member, bytes.len()));
+        stub.extend_from_slice(bytes);
+        if bytes.len() % 2 == 1 {
+            stub.push(b'\n');
+        }
+    }
+    std::fs::write(out, stub).map_err(super::io_err(out))
+}
+
+fn ar_header(name: &str, size: usize) -> Vec<u8> {
+    format!(
+        "{name:<16}{:<12}{:<6}{:<6}{:<8}{size:<10}`\n",
+        0, 0, 0, 100644
+    )
+    .into_bytes()
 }
 
 fn decoder(
@@ -89,15 +161,7 @@ mod tests {
     use super::*;
 
     fn member(name: &str, data: &[u8]) -> Vec<u8> {
-        let mut h = format!(
-            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
-            0,
-            0,
-            0,
-            100644,
-            data.len()
-        )
-        .into_bytes();
+        let mut h = ar_header(name, data.len());
         h.extend_from_slice(data);
         if data.len() % 2 == 1 {
             h.push(b'\n');
@@ -140,5 +204,25 @@ mod tests {
             .unwrap()
             .to_string()
             .contains("no data.tar member"));
+    }
+
+    #[test]
+    fn a_stub_keeps_the_control_member_and_drops_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, stub) = (dir.path().join("x.deb"), dir.path().join("stub.deb"));
+        let mut deb = b"!<arch>\n".to_vec();
+        deb.extend(member("debian-binary", b"2.0\n"));
+        deb.extend(member("control.tar.xz", b"odd control"));
+        deb.extend(member("data.tar.xz", b"payload"));
+        std::fs::write(&path, &deb).unwrap();
+        write_stub(&path, &stub).unwrap();
+        let mut want = b"!<arch>\n".to_vec();
+        want.extend(member("debian-binary", b"2.0\n"));
+        want.extend(member("control.tar.xz", b"odd control"));
+        want.extend(member("data.tar", &[0u8; 1024]));
+        assert_eq!(std::fs::read(&stub).unwrap(), want);
+        let mut data = Vec::new();
+        data_tar(&stub).unwrap().read_to_end(&mut data).unwrap();
+        assert_eq!(data, [0u8; 1024]);
     }
 }

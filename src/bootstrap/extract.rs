@@ -9,10 +9,16 @@ use crate::archive::{self, ExtractOptions};
 
 use super::{BootstrapError, Result};
 
-/// Extracts `tar` (an uncompressed tar stream) under `root`.
-pub fn extract(tar: Box<dyn Read + Send>, root: &Path, deb: &Path) -> Result<()> {
-    archive::extract(tar, root, &ExtractOptions::default(), None)
-        .map(drop)
+/// Extracts `tar` (an uncompressed tar stream) under `root`; returns the member paths when
+/// `opts` records them.
+pub fn extract(
+    tar: Box<dyn Read + Send>,
+    root: &Path,
+    deb: &Path,
+    opts: &ExtractOptions,
+) -> Result<Vec<Vec<u8>>> {
+    archive::extract(tar, root, opts, None)
+        .map(|stats| stats.paths)
         .map_err(|e| BootstrapError::Extract {
             path: deb.into(),
             reason: e.to_string(),

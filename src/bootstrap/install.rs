@@ -3,6 +3,7 @@
 //! /etc and /dev) and the second stage (dpkg inside the image), then the finishing touches.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::fetch::Fetcher;
@@ -182,10 +183,14 @@ pub fn deb_of(plan: &Plan, name: &str) -> PathBuf {
     download::cached_path(&plan.deb_dir, &plan.pkgs[name])
 }
 
+/// What each package put in the tree, in archive order: the paths of its data.tar members
+/// (relative, without "./"), from which its dpkg file list is written.
+pub type FileLists = HashMap<String, Vec<Vec<u8>>>;
+
 pub fn install(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -> Result<()> {
-    first_stage(opts, plan, target, progress)?;
+    let lists = first_stage(opts, plan, target, progress)?;
     progress(Event::Phase("Installing packages in the image"));
-    second::run(opts, plan, target, progress)?;
+    second::run(opts, plan, target, lists, progress)?;
     super::first::finish(target, &opts.hostname)
 }
 
@@ -194,13 +199,37 @@ pub fn first_stage(
     plan: &Plan,
     target: &Path,
     progress: Progress<'_>,
-) -> Result<()> {
+) -> Result<FileLists> {
     progress(Event::Phase("Extracting the required packages"));
-    // In parallel: no two required packages ship the same non-directory path (debootstrap
-    // extracts with `tar -k`, which would fail), and the extractor accepts a directory another
-    // worker has just made, so the order does not change the tree.
+    // No two required packages ship the same non-directory path (debootstrap extracts them
+    // with `tar -k`, which would fail), so the order does not change the tree.
+    let lists = extract_packages(plan, &plan.set.required, target, &HashMap::new())?;
+    super::first::merge_usr(target, &plan.rules)?;
+    super::first::setup(target, opts, &plan.components)?;
+    Ok(lists)
+}
+
+/// Extracts the data of `names` into `target` in parallel, member paths found in `divert`
+/// (per package) written under their diverted name. Where two of the packages ship the same
+/// non-directory path, the later one in `names` wins, as with `dpkg --unpack` of them in order.
+pub fn extract_packages(
+    plan: &Plan,
+    names: &[String],
+    target: &Path,
+    divert: &HashMap<String, HashMap<Vec<u8>, Vec<u8>>>,
+) -> Result<FileLists> {
+    let extract_one = |name: &String| -> Result<Vec<Vec<u8>>> {
+        let path = deb_of(plan, name);
+        let opts = crate::archive::ExtractOptions {
+            record_paths: true,
+            divert: divert.get(name).cloned().unwrap_or_default(),
+            ..Default::default()
+        };
+        let tar = deb::data_tar(&path)?;
+        super::extract::extract(tar, target, &path, &opts)
+    };
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let failure = std::sync::Mutex::new(None);
+    let results = std::sync::Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8);
@@ -208,25 +237,43 @@ pub fn first_stage(
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(name) = plan.set.required.get(i) else {
+                let Some(name) = names.get(i) else {
                     return;
                 };
-                let path = deb_of(plan, name);
-                let done = deb::data_tar(&path)
-                    .and_then(|tar| super::extract::extract(tar, target, &path));
-                if let Err(e) = done {
-                    if let Ok(mut f) = failure.lock() {
-                        f.get_or_insert(e);
-                    }
+                let done = extract_one(name);
+                let failed = done.is_err();
+                if let Ok(mut r) = results.lock() {
+                    r.push((i, done));
+                }
+                if failed {
                     next.store(usize::MAX / 2, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
             });
         }
     });
-    if let Some(e) = failure.into_inner().ok().flatten() {
-        return Err(e);
+    let mut results = results.into_inner().unwrap_or_default();
+    results.sort_by_key(|(i, _)| *i);
+    let mut lists = FileLists::new();
+    for (i, done) in results {
+        lists.insert(names[i].clone(), done?);
     }
-    super::first::merge_usr(target, &plan.rules)?;
-    super::first::setup(target, opts, &plan.components)
+    // Shared non-directory paths: extract their owners again in order, so the last one wins.
+    let mut owners: HashMap<&[u8], usize> = HashMap::new();
+    let mut again = std::collections::BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        for path in &lists[name] {
+            if let Some(first) = owners.insert(path.as_slice(), i) {
+                let on_disk = target.join(std::ffi::OsStr::from_bytes(path));
+                if !on_disk.is_dir() {
+                    again.insert(first);
+                    again.insert(i);
+                }
+            }
+        }
+    }
+    for i in again {
+        extract_one(&names[i])?;
+    }
+    Ok(lists)
 }

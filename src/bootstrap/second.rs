@@ -2,15 +2,29 @@
 //! base-files, dpkg, libc6, perl-base, mawk, debconf), the rest of the required set unpacked and
 //! configured, then the base set through dpkg's pre-dependency loop, all inside the image with
 //! services blocked (policy-rc.d, a fake start-stop-daemon) and restored afterwards.
+//!
+//! Each unpack is split between dpkg and rmach. dpkg inside the image unpacks a stub of the
+//! package (its control member, no files; see [`deb::write_stub`]): that runs the preinst and
+//! records the package in dpkg's database (status, control files, conffiles as new, trigger
+//! interests and activations) exactly as for the real .deb. rmach then writes the files: the
+//! first stage already extracted the required set, the base set is extracted here after its
+//! preinsts ran; new conffiles go to `NAME.dpkg-new` as dpkg leaves them, each package's file
+//! list goes to its `.list`, and file triggers the new paths match are activated with
+//! `dpkg-trigger`. dpkg then configures as debootstrap has it. Why not let dpkg unpack the real
+//! .debs, as debootstrap does: it decompresses every package a second time and replaces every
+//! file the first stage wrote with a new inode; that doubled the disk work and took most of the
+//! bootstrap's time (docs/benchmarks.md).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::install::{deb_of, Plan};
+use std::collections::HashMap;
+
+use super::install::{deb_of, extract_packages, FileLists, Plan};
 use super::resolve::resolve_deps;
 use super::suites::Variant;
-use super::{io_err, BootstrapError, Event, Options, Progress, Result};
+use super::{deb, io_err, BootstrapError, Event, Options, Progress, Result};
 
 const LOG: &str = "/var/log/bootstrap.log";
 const ARCHIVES: &str = "var/cache/apt/archives";
@@ -34,17 +48,13 @@ fn debs(plan: &Plan, names: &[String]) -> String {
         .join(" ")
 }
 
-/// Places the .debs where dpkg inside finds them: hard links from the cache when it is on the
-/// same filesystem, copies otherwise. `finish` removes them.
-fn stage_debs(plan: &Plan, target: &Path) -> Result<()> {
+/// Places the packages' stubs where dpkg inside finds them. `finish` removes them.
+fn stage_stubs(plan: &Plan, target: &Path) -> Result<()> {
     let dir = target.join(ARCHIVES);
     fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     for name in plan.set.all() {
-        let src = deb_of(plan, &name);
         let dst = target.join(inside(plan, &name).trim_start_matches('/'));
-        if fs::hard_link(&src, &dst).is_err() {
-            fs::copy(&src, &dst).map_err(io_err(&dst))?;
-        }
+        deb::write_stub(&deb_of(plan, &name), &dst)?;
     }
     Ok(())
 }
@@ -82,19 +92,176 @@ pub fn check_core(
     Ok(())
 }
 
-pub fn run(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -> Result<()> {
-    stage_debs(plan, target)?;
-    super::stage_runner::prepare_run_and_tmp(target).map_err(io_err(target.join("run")))?;
-    let sh = |step: &str, script: &str| {
+/// The second stage's state: the shell commands waiting to run inside the image and the file
+/// lists of the packages whose files are on disk.
+struct Stage<'a> {
+    opts: &'a Options,
+    plan: &'a Plan,
+    target: &'a Path,
+    progress: Progress<'a>,
+    script: String,
+    lists: FileLists,
+}
+
+impl Stage<'_> {
+    fn cmd(&mut self, line: &str) {
+        self.script.push_str(line);
+        self.script.push('\n');
+    }
+
+    /// Runs the waiting commands in one go.
+    fn flush(&mut self, step: &str) -> Result<()> {
+        if self.script.is_empty() {
+            return Ok(());
+        }
+        let script = std::mem::take(&mut self.script);
         let started = std::time::Instant::now();
-        let result = in_target(target, &opts.hostname, step, script);
-        progress(Event::Note(format!(
+        let result = in_target(self.target, &self.opts.hostname, step, &script);
+        (self.progress)(Event::Note(format!(
             "  {step}: {:.1} s",
             started.elapsed().as_secs_f64()
         )));
         result
+    }
+
+    /// `dpkg --unpack` of `names`: dpkg records the stubs, rmach writes the files (already
+    /// there for the required set) and the file lists, and activates the file triggers the new
+    /// paths match. The packages are left unpacked for a `dpkg --configure`.
+    fn unpack(&mut self, step: &str, flags: &str, names: &[String]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.cmd(&retry5(&format!(
+            "dpkg {flags} --unpack {}",
+            debs(self.plan, names)
+        )));
+        self.flush(step)?;
+        let info = self.target.join("var/lib/dpkg/info");
+        let info_name = |name: &str| {
+            let multiarch = format!("{name}:{}", self.opts.arch);
+            if info.join(format!("{multiarch}.list")).exists() {
+                multiarch
+            } else {
+                name.to_string()
+            }
+        };
+        let conffiles = |info_name: &str| -> Vec<Vec<u8>> {
+            let text = fs::read(info.join(format!("{info_name}.conffiles"))).unwrap_or_default();
+            text.split(|&b| b == b'\n')
+                // A line is the path, after optional flags; remove-on-upgrade ones are not shipped.
+                .filter(|l| !l.starts_with(b"remove-on-upgrade"))
+                .filter_map(|l| l.split(|&b| b == b' ').next_back())
+                .filter_map(|p| p.strip_prefix(b"/"))
+                .map(<[u8]>::to_vec)
+                .collect()
+        };
+        let extracted: Vec<String> = names
+            .iter()
+            .filter(|n| !self.lists.contains_key(*n))
+            .cloned()
+            .collect();
+        // Files already on disk (the required set): dpkg would have left each new conffile
+        // beside them as NAME.dpkg-new. Copied inside the image, where its paths resolve.
+        let mut copies = Vec::new();
+        for name in names.iter().filter(|n| self.lists.contains_key(*n)) {
+            for conffile in conffiles(&info_name(name)) {
+                let path = shell_quote(&format!("/{}", String::from_utf8_lossy(&conffile)));
+                copies.push(format!(
+                    "if [ -f {path} ] && [ ! -e {path}.dpkg-new ]; then cp -p {path} {path}.dpkg-new; fi"
+                ));
+            }
+        }
+        for copy in copies {
+            self.cmd(&copy);
+        }
+        let divert: HashMap<String, HashMap<Vec<u8>, Vec<u8>>> = extracted
+            .iter()
+            .map(|name| {
+                let map = conffiles(&info_name(name))
+                    .into_iter()
+                    .map(|c| {
+                        let mut new = c.clone();
+                        new.extend_from_slice(b".dpkg-new");
+                        (c, new)
+                    })
+                    .collect();
+                (name.clone(), map)
+            })
+            .collect();
+        if !extracted.is_empty() {
+            let started = std::time::Instant::now();
+            let lists = extract_packages(self.plan, &extracted, self.target, &divert)?;
+            (self.progress)(Event::Note(format!(
+                "  extracting {} packages: {:.1} s",
+                extracted.len(),
+                started.elapsed().as_secs_f64()
+            )));
+            self.lists.extend(lists);
+        }
+        for name in names {
+            let list_path = info.join(format!("{}.list", info_name(name)));
+            let mut text = Vec::new();
+            for path in &self.lists[name] {
+                text.push(b'/');
+                text.extend_from_slice(if path.is_empty() { b"." } else { path });
+                text.push(b'\n');
+            }
+            fs::write(&list_path, text).map_err(io_err(&list_path))?;
+        }
+        self.activate_file_triggers(names)
+    }
+
+    /// What `dpkg --unpack` does for each file it writes: activate the file triggers whose
+    /// interest path is that file or one of its directories. dpkg drops activations for
+    /// packages not yet configured, as it would have.
+    fn activate_file_triggers(&mut self, names: &[String]) -> Result<()> {
+        let file = self.target.join("var/lib/dpkg/triggers/File");
+        let interests = fs::read_to_string(&file).unwrap_or_default();
+        let mut active = std::collections::BTreeSet::new();
+        for interest in interests.lines().filter_map(|l| l.split(' ').next()) {
+            let Some(dir) = interest.strip_prefix('/') else {
+                continue;
+            };
+            let dir = dir.trim_end_matches('/').as_bytes();
+            let hit = names.iter().flat_map(|n| &self.lists[n]).any(|p| {
+                p.strip_prefix(dir)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
+            });
+            if hit {
+                active.insert(interest.to_string());
+            }
+        }
+        for interest in active {
+            self.cmd(&format!("dpkg-trigger --no-await {interest}"));
+        }
+        Ok(())
+    }
+}
+
+/// `text` as one single-quoted shell word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+pub fn run(
+    opts: &Options,
+    plan: &Plan,
+    target: &Path,
+    lists: FileLists,
+    progress: Progress<'_>,
+) -> Result<()> {
+    stage_stubs(plan, target)?;
+    super::stage_runner::prepare_run_and_tmp(target).map_err(io_err(target.join("run")))?;
+    let mut stage = Stage {
+        opts,
+        plan,
+        target,
+        progress,
+        script: String::new(),
+        lists,
     };
-    sh("checking the image runs", "/bin/true")?;
+    stage.cmd("/bin/true");
+    stage.flush("checking the image runs")?;
 
     // debootstrap's x_feign_install dpkg: dpkg must look installed to install itself.
     let dpkg_version = &plan.pkgs["dpkg"].version;
@@ -104,37 +271,48 @@ pub fn run(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -
     fs::create_dir_all(target.join("var/lib/dpkg/info")).map_err(io_err(target))?;
     fs::write(target.join("var/lib/dpkg/info/dpkg.list"), "").map_err(io_err(target))?;
 
-    let core = |name: &str| {
-        format!(
-            "yes '' | dpkg --force-depends --install {}\n",
-            inside(plan, name)
-        )
-    };
-    let mut script = String::from("/sbin/ldconfig\nln -sf mawk /usr/bin/awk\n");
-    script += &core("base-passwd");
-    script += &core("base-files");
-    script += &core("dpkg");
-    script += "[ -e /etc/localtime ] || ln -sf /usr/share/zoneinfo/UTC /etc/localtime\n";
-    script += &core("libc6");
-    script += &core("perl-base");
-    script += "rm /usr/bin/awk\n";
-    script += &core("mawk");
+    // The core packages, each installed (unpacked and configured) on its own.
+    let mut core = vec![
+        "base-passwd",
+        "base-files",
+        "dpkg",
+        "libc6",
+        "perl-base",
+        "mawk",
+    ];
     if opts.variant == Variant::Default {
-        script += &core("debconf");
+        core.push("debconf");
     }
-    script += &retry5(&format!(
-        "dpkg --force-depends --unpack {}",
-        debs(plan, &plan.set.required)
-    ));
-    sh("installing the core packages", &script)?;
+    stage.cmd("/sbin/ldconfig\nln -sf mawk /usr/bin/awk");
+    for name in &core {
+        if *name == "mawk" {
+            stage.cmd("rm /usr/bin/awk");
+        }
+        stage.unpack(
+            &format!("installing {name}"),
+            "--force-depends",
+            &[name.to_string()],
+        )?;
+        stage.cmd(&format!("yes '' | dpkg --force-depends --configure {name}"));
+        if *name == "dpkg" {
+            stage.cmd("[ -e /etc/localtime ] || ln -sf /usr/share/zoneinfo/UTC /etc/localtime");
+        }
+    }
+    // The rest of the required set; the core packages are installed already.
+    let rest: Vec<String> = plan
+        .set
+        .required
+        .iter()
+        .filter(|p| !core.contains(&p.as_str()))
+        .cloned()
+        .collect();
+    stage.unpack("unpacking the required packages", "--force-depends", &rest)?;
 
     block_services(target)?;
     let cmethopt = target.join("var/lib/dpkg/cmethopt");
     fs::write(&cmethopt, "apt apt\n").map_err(io_err(&cmethopt))?;
-    sh(
-        "configuring the required packages",
-        "yes '' | dpkg --configure --pending --force-configure-any --force-depends",
-    )?;
+    stage.cmd("yes '' | dpkg --configure --pending --force-configure-any --force-depends");
+    stage.flush("configuring the required packages")?;
 
     let mut all = plan.set.required.clone();
     all.extend(plan.set.base.iter().cloned());
@@ -144,19 +322,16 @@ pub fn run(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -
     let sel = target.join("debootstrap/selections");
     fs::create_dir_all(target.join("debootstrap")).map_err(io_err(target))?;
     fs::write(&sel, selections).map_err(io_err(&sel))?;
-    sh(
-        "setting selections",
-        "dpkg --set-selections < /debootstrap/selections",
-    )?;
+    stage.cmd("dpkg --set-selections < /debootstrap/selections");
+    stage.flush("setting selections")?;
 
     let mut base = plan.set.base.clone();
     let required: std::collections::BTreeSet<String> = plan.set.required.iter().cloned().collect();
     let mut done = std::collections::BTreeSet::new();
+    let base_flags = "--force-overwrite --force-confold --skip-same-version";
     loop {
-        sh(
-            "asking dpkg for pre-dependencies",
-            "dpkg --predep-package > /debootstrap/predep || :",
-        )?;
+        stage.cmd("dpkg --predep-package > /debootstrap/predep || :");
+        stage.flush("asking dpkg for pre-dependencies")?;
         let stanza = fs::read_to_string(target.join("debootstrap/predep")).unwrap_or_default();
         let Some(predep) = stanza
             .lines()
@@ -177,28 +352,28 @@ pub fn run(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -
                 .into_iter()
                 .filter(|p| !required.contains(p) && !done.contains(p) && plan.pkgs.contains_key(p))
                 .collect();
-        sh(
-            &format!("installing pre-dependency {predep}"),
-            &format!(
-                "yes '' | dpkg --force-overwrite --force-confold --skip-same-version --install {}",
-                debs(plan, &closure)
-            ),
+        stage.unpack(
+            &format!("unpacking pre-dependency {predep}"),
+            base_flags,
+            &closure,
         )?;
+        stage.cmd(&format!(
+            "yes '' | dpkg --force-confold --configure {}",
+            closure.join(" ")
+        ));
+        stage.flush(&format!("configuring pre-dependency {predep}"))?;
         base.retain(|p| !closure.contains(p));
         done.extend(closure);
         done.insert(predep);
     }
     if !base.is_empty() {
-        let unpack = format!(
-            "dpkg --force-overwrite --force-confold --skip-same-version --unpack {}",
-            debs(plan, &base)
-        );
-        sh("unpacking the base packages", &retry5(&unpack))?;
-        sh(
-            "configuring the base packages",
-            &retry5("dpkg --force-confold --skip-same-version --configure -a"),
-        )?;
+        stage.unpack("unpacking the base packages", base_flags, &base)?;
+        stage.cmd(&retry5(
+            "dpkg --force-confold --skip-same-version --configure -a",
+        ));
+        stage.flush("configuring the base packages")?;
     }
+    stage.flush("finishing")?;
     restore_services(target)?;
     super::stage_runner::keep_run_and_tmp(target).map_err(io_err(target.join("run")))
 }
