@@ -300,6 +300,124 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// The fixture's packages plus one required package with `content` in a file.
+fn mirror_with(dir: &Path, name: &str, content: String) -> Mirror {
+    let mut pkgs = debian_pkgs();
+    let mut big = pkg(name, "required", "");
+    big.files = vec![(format!("usr/share/{name}/data"), content)];
+    pkgs.push(big);
+    mirror::build(
+        dir,
+        Spec {
+            suite: "bookworm",
+            codename: "bookworm",
+            origin: "Debian",
+            valid_until: None,
+            pkgs,
+        },
+    )
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_leaves_no_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 8 MiB that xz makes small: the download is quick, the extraction does not fit.
+    let m = mirror_with(d, "bulky", "x".repeat(8 << 20));
+    let store = d.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "rmach-test"])
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let key = m.keyring.display().to_string();
+    let args = [
+        "bootstrap",
+        "bookworm",
+        "img",
+        "--mirror",
+        &m.url,
+        "--keyring",
+        &key,
+        "--variant",
+        "minbase",
+    ];
+    let out = rmach(d, &args);
+    let _ = Command::new("umount").arg(&store).status();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "store not empty after failure: {left:?}");
+}
+
+#[test]
+fn ctrl_c_stops_at_once_and_leaves_no_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 2 MiB of hex that xz cannot shrink much, served at 160 KiB/s: several seconds to download.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: String = (0..2 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect();
+    let m = mirror_with(d, "slowpkg", noise);
+    let key = m.keyring.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rmach"))
+        .arg("--store")
+        .arg(d.join("store"))
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .arg("--cache-dir")
+        .arg(d.join("cache"))
+        .args(["bootstrap", "bookworm", "img", "--mirror", &m.url])
+        .args(["--keyring", &key, "--variant", "minbase"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the slow package is being downloaded.
+    let debs = d.join("cache/bootstrap/debs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&debs)
+        .map(|r| r.count() < 2)
+        .unwrap_or(true)
+    {
+        assert!(std::time::Instant::now() < deadline, "no download started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let sent = std::time::Instant::now();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(sent.elapsed().as_secs() < 5, "took {:?}", sent.elapsed());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: nothing was created"), "{err}");
+    assert!(!d.join("store/img").exists());
+    let out = rmach(d, &["clean"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(d.join("store"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "store not empty after clean: {left:?}");
+}
+
 #[test]
 fn expired_release_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 
 pub mod bpf;
 pub mod btrfs;
+pub mod interrupt;
 pub mod mount;
 pub mod net;
 pub mod ns;

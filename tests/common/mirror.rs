@@ -259,7 +259,15 @@ fn handle(stream: TcpStream, root: &Path) -> std::io::Result<()> {
                     "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n",
                     data.len() - from
                 )?;
-                stream.write_all(&data[from..])?;
+                if path.contains("/slow") {
+                    // A slow download, for tests that interrupt one: 16 KiB every 100 ms.
+                    for chunk in data[from..].chunks(16 << 10) {
+                        stream.write_all(chunk)?;
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                } else {
+                    stream.write_all(&data[from..])?;
+                }
             }
             _ => write!(
                 stream,

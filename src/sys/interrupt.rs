@@ -1,0 +1,37 @@
+//! Ctrl-C and SIGTERM for the verbs that create something: say so at once and exit 130, instead
+//! of dying silently. What the verb left (its staging entry) is removed by `rmach clean` or by
+//! the next operation on the name (design §1); removing it here, while other threads may still
+//! be writing into it, would race with them.
+
+/// What the handler writes; set once before the handler is installed.
+static MESSAGE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    if let Some(text) = MESSAGE.get() {
+        // SAFETY: write(2) is async-signal-safe; the buffer is a 'static str.
+        unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+    }
+    // SAFETY: _exit(2) is async-signal-safe and runs no destructors or atexit handlers.
+    unsafe { libc::_exit(130) };
+}
+
+/// Installs the handler for SIGINT, SIGTERM and SIGHUP. Child processes get the default back
+/// at exec; a runner that blocks these signals to forward them still sees them first.
+pub fn exit_on_interrupt(message: &'static str) -> std::io::Result<()> {
+    let _ = MESSAGE.set(message);
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction is a valid value of the C struct; the fields used are set
+        // below.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        // SAFETY: sa_mask is a valid sigset_t owned by `action`.
+        unsafe { libc::sigemptyset(&mut action.sa_mask) };
+        // SAFETY: `action` is fully initialised and the handler only calls async-signal-safe
+        // functions (it reads a OnceLock already set, which is a plain atomic load).
+        if unsafe { libc::sigaction(signal, &action, std::ptr::null_mut()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
