@@ -43,6 +43,10 @@ fn debian_pkgs() -> Vec<Pkg> {
 }
 
 fn debian_mirror(dir: &Path) -> Mirror {
+    bookworm_mirror(dir, debian_pkgs())
+}
+
+fn bookworm_mirror(dir: &Path, pkgs: Vec<Pkg>) -> Mirror {
     mirror::build(
         dir,
         Spec {
@@ -50,7 +54,7 @@ fn debian_mirror(dir: &Path) -> Mirror {
             codename: "bookworm",
             origin: "Debian",
             valid_until: None,
-            pkgs: debian_pkgs(),
+            pkgs,
         },
     )
 }
@@ -159,10 +163,15 @@ fn must_fail(dir: &Path, args: &[&str], expect: &str) {
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.contains(expect), "expected {expect:?} in {err}");
+    assert_store_empty(dir, "after failure");
+}
+
+/// No image, not even a hidden leftover, in the store.
+fn assert_store_empty(dir: &Path, when: &str) {
     let left: Vec<_> = std::fs::read_dir(dir.join("store"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(left.is_empty(), "store not empty after failure: {left:?}");
+    assert!(left.is_empty(), "store not empty {when}: {left:?}");
 }
 
 #[test]
@@ -306,16 +315,7 @@ fn mirror_with(dir: &Path, name: &str, content: String) -> Mirror {
     let mut big = pkg(name, "required", "");
     big.files = vec![(format!("usr/share/{name}/data"), content)];
     pkgs.push(big);
-    mirror::build(
-        dir,
-        Spec {
-            suite: "bookworm",
-            codename: "bookworm",
-            origin: "Debian",
-            valid_until: None,
-            pkgs,
-        },
-    )
+    bookworm_mirror(dir, pkgs)
 }
 
 #[test]
@@ -349,12 +349,7 @@ fn a_full_disk_fails_cleanly_and_leaves_no_image() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert!(err.contains("No space left on device"), "{err}");
-    let left: Vec<_> = std::fs::read_dir(&store)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "store not empty after failure: {left:?}");
+    assert_store_empty(d, "after failure");
 }
 
 #[test]
@@ -412,10 +407,7 @@ fn ctrl_c_stops_at_once_and_leaves_no_image() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let left: Vec<_> = std::fs::read_dir(d.join("store"))
-        .map(|r| r.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "store not empty after clean: {left:?}");
+    assert_store_empty(d, "after clean");
 }
 
 #[test]

@@ -220,6 +220,13 @@ fn compare(variant: &str) {
     );
     assert_eq!(std::fs::read(ours.join("etc/machine-id")).unwrap(), b"");
     assert!(!ours.join("usr/sbin/policy-rc.d").exists());
+    let debs: Vec<_> = std::fs::read_dir(ours.join("var/cache/apt/archives"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "deb"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(debs.is_empty(), ".debs left in the image: {debs:?}");
     assert!(std::fs::read(ours.join("sbin/start-stop-daemon"))
         .unwrap()
         .starts_with(b"\x7fELF"));

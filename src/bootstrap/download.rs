@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
@@ -19,13 +19,18 @@ pub fn cached_path(dir: &Path, pkg: &Pkg) -> PathBuf {
     dir.join(format!("{}.deb", pkg.sha256))
 }
 
-/// Makes every package of `pkgs` present and verified in `dir`; returns the bytes downloaded.
+/// Makes every package of `pkgs` present and verified in `dir`, calling `ready` with the index
+/// of each as soon as it is; returns the bytes downloaded. Setting `stop` ends the work after the files
+/// being fetched.
+#[allow(clippy::too_many_arguments)]
 pub fn fetch_all(
     fetcher: &Fetcher,
     mirror: &str,
     pkgs: &[Pkg],
     dir: &Path,
     jobs: usize,
+    stop: &AtomicBool,
+    ready: &(dyn Fn(usize) + Sync),
     progress: Progress<'_>,
 ) -> Result<u64> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -44,7 +49,9 @@ pub fn fetch_all(
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, 32) {
             scope.spawn(|| loop {
-                if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                if stop.load(Ordering::Relaxed)
+                    || failure.lock().map(|f| f.is_some()).unwrap_or(true)
+                {
                     return;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -59,6 +66,7 @@ pub fn fetch_all(
                     }
                     return;
                 }
+                ready(i);
             });
         }
     });

@@ -23,7 +23,6 @@ pub struct Plan {
     pub index: Index,
     pub pkgs: HashMap<String, Pkg>,
     pub deb_dir: PathBuf,
-    pub downloaded_bytes: u64,
     pub components: Vec<String>,
 }
 
@@ -149,19 +148,6 @@ pub fn plan(opts: &Options, progress: Progress<'_>) -> Result<Plan> {
         .filter_map(|n| index.pkg(&n).map(|p| (n, p)))
         .collect();
     second::check_core(opts, &pkgs)?;
-    let mut list: Vec<Pkg> = pkgs.values().cloned().collect();
-    // Largest first keeps all workers busy to the end.
-    list.sort_by_key(|p| std::cmp::Reverse(p.size));
-    progress(Event::Phase("Downloading packages"));
-    let deb_dir = opts.cache_dir.join("bootstrap/debs");
-    let downloaded_bytes = download::fetch_all(
-        &Fetcher::new(),
-        &opts.mirror,
-        &list,
-        &deb_dir,
-        opts.jobs,
-        progress,
-    )?;
     let components = if opts.components.is_empty() {
         vec!["main".to_string()]
     } else {
@@ -172,8 +158,7 @@ pub fn plan(opts: &Options, progress: Progress<'_>) -> Result<Plan> {
         set,
         index,
         pkgs,
-        deb_dir,
-        downloaded_bytes,
+        deb_dir: opts.cache_dir.join("bootstrap/debs"),
         components,
     })
 }
@@ -187,26 +172,134 @@ pub fn deb_of(plan: &Plan, name: &str) -> PathBuf {
 /// (relative, without "./"), from which its dpkg file list is written.
 pub type FileLists = HashMap<String, Vec<Vec<u8>>>;
 
-pub fn install(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -> Result<()> {
-    let lists = first_stage(opts, plan, target, progress)?;
+/// Installs `plan` into `target`; returns the bytes downloaded.
+pub fn install(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_>) -> Result<u64> {
+    let (lists, downloaded) = first_stage(opts, plan, target, progress)?;
     progress(Event::Phase("Installing packages in the image"));
     second::run(opts, plan, target, lists, progress)?;
-    super::first::finish(target, &opts.hostname)
+    super::first::finish(target, &opts.hostname)?;
+    Ok(downloaded)
 }
 
+/// Downloads the package set and, at the same time, extracts each required package as soon as
+/// it is in the cache and verified; then merges /usr and lays out /etc, /dev and the dpkg
+/// database. Returns the file lists and the bytes downloaded.
 pub fn first_stage(
     opts: &Options,
     plan: &Plan,
     target: &Path,
     progress: Progress<'_>,
-) -> Result<FileLists> {
-    progress(Event::Phase("Extracting the required packages"));
+) -> Result<(FileLists, u64)> {
+    let required: std::collections::HashSet<&str> =
+        plan.set.required.iter().map(String::as_str).collect();
+    let mut list: Vec<Pkg> = plan.pkgs.values().cloned().collect();
+    // The required set first, for the extraction waiting on it; largest first keeps all
+    // download workers busy to the end.
+    list.sort_by_key(|p| {
+        (
+            !required.contains(p.name.as_str()),
+            std::cmp::Reverse(p.size),
+        )
+    });
+    progress(Event::Phase(
+        "Downloading and extracting the required packages",
+    ));
     // No two required packages ship the same non-directory path (debootstrap extracts them
-    // with `tar -k`, which would fail), so the order does not change the tree.
-    let lists = extract_packages(plan, &plan.set.required, target, &HashMap::new())?;
+    // with `tar -k`, which would fail), so the order of extraction does not change the tree.
+    let (ready, queue) = std::sync::mpsc::channel::<&str>();
+    let queue = std::sync::Mutex::new(queue);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let lists = std::sync::Mutex::new(FileLists::new());
+    let failure = std::sync::Mutex::new(None);
+    let no_divert = HashMap::new();
+    let downloaded = std::thread::scope(|scope| {
+        let download = scope.spawn(|| {
+            let ready = ready;
+            let result = download::fetch_all(
+                &Fetcher::new(),
+                &opts.mirror,
+                &list,
+                &plan.deb_dir,
+                opts.jobs,
+                &stop,
+                &|i| {
+                    if required.contains(list[i].name.as_str()) {
+                        let _ = ready.send(list[i].name.as_str());
+                    }
+                },
+                progress,
+            );
+            if result.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
+        });
+        for _ in 0..workers() {
+            scope.spawn(|| loop {
+                let next = queue.lock().ok().and_then(|q| q.recv().ok());
+                let Some(name) = next else { return };
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
+                match extract_one(plan, name, target, &no_divert) {
+                    Ok(paths) => {
+                        if let Ok(mut l) = lists.lock() {
+                            l.insert(name.to_string(), paths);
+                        }
+                    }
+                    Err(e) => {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+        download.join().unwrap_or_else(|_| {
+            Err(BootstrapError::Extract {
+                path: plan.deb_dir.clone(),
+                reason: "the download thread panicked".into(),
+            })
+        })
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let downloaded = downloaded?;
+    let lists = lists.into_inner().unwrap_or_default();
+    if let Some(missing) = plan.set.required.iter().find(|n| !lists.contains_key(*n)) {
+        return Err(BootstrapError::Extract {
+            path: deb_of(plan, missing),
+            reason: "downloaded but not extracted".into(),
+        });
+    }
     super::first::merge_usr(target, &plan.rules)?;
     super::first::setup(target, opts, &plan.components)?;
-    Ok(lists)
+    Ok((lists, downloaded))
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
+}
+
+/// Extracts the data of one package; returns its member paths in archive order.
+fn extract_one(
+    plan: &Plan,
+    name: &str,
+    target: &Path,
+    divert: &HashMap<String, HashMap<Vec<u8>, Vec<u8>>>,
+) -> Result<Vec<Vec<u8>>> {
+    let path = deb_of(plan, name);
+    let opts = crate::archive::ExtractOptions {
+        record_paths: true,
+        divert: divert.get(name).cloned().unwrap_or_default(),
+        ..Default::default()
+    };
+    let tar = deb::data_tar(&path)?;
+    super::extract::extract(tar, target, &path, &opts)
 }
 
 /// Extracts the data of `names` into `target` in parallel, member paths found in `divert`
@@ -218,29 +311,16 @@ pub fn extract_packages(
     target: &Path,
     divert: &HashMap<String, HashMap<Vec<u8>, Vec<u8>>>,
 ) -> Result<FileLists> {
-    let extract_one = |name: &String| -> Result<Vec<Vec<u8>>> {
-        let path = deb_of(plan, name);
-        let opts = crate::archive::ExtractOptions {
-            record_paths: true,
-            divert: divert.get(name).cloned().unwrap_or_default(),
-            ..Default::default()
-        };
-        let tar = deb::data_tar(&path)?;
-        super::extract::extract(tar, target, &path, &opts)
-    };
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
     std::thread::scope(|scope| {
-        for _ in 0..workers {
+        for _ in 0..workers() {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(name) = names.get(i) else {
                     return;
                 };
-                let done = extract_one(name);
+                let done = extract_one(plan, name, target, divert);
                 let failed = done.is_err();
                 if let Ok(mut r) = results.lock() {
                     r.push((i, done));
@@ -273,7 +353,7 @@ pub fn extract_packages(
         }
     }
     for i in again {
-        extract_one(&names[i])?;
+        extract_one(plan, &names[i], target, divert)?;
     }
     Ok(lists)
 }

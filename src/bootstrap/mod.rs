@@ -152,12 +152,12 @@ pub struct Report {
 /// tree that the caller throws away.
 pub fn bootstrap(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
     let plan = install::plan(opts, progress)?;
-    install::install(opts, &plan, target, progress)?;
+    let downloaded_bytes = install::install(opts, &plan, target, progress)?;
     Ok(Report {
         codename: plan.rules.codename.clone(),
         distro: format!("{:?}", plan.rules.distro).to_lowercase(),
         packages: plan.set.all(),
-        downloaded_bytes: plan.downloaded_bytes,
+        downloaded_bytes,
     })
 }
 
@@ -166,12 +166,12 @@ pub fn bootstrap(opts: &Options, target: &Path, progress: Progress<'_>) -> Resul
 /// inspecting a suite's layout (and for tests of foreign-architecture or fixture archives).
 pub fn first_stage(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
     let plan = install::plan(opts, progress)?;
-    install::first_stage(opts, &plan, target, progress)?;
+    let (_, downloaded_bytes) = install::first_stage(opts, &plan, target, progress)?;
     Ok(Report {
         codename: plan.rules.codename.clone(),
         distro: format!("{:?}", plan.rules.distro).to_lowercase(),
         packages: plan.set.all(),
-        downloaded_bytes: plan.downloaded_bytes,
+        downloaded_bytes,
     })
 }
 

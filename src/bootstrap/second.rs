@@ -65,18 +65,7 @@ pub fn check_core(
     opts: &Options,
     pkgs: &std::collections::HashMap<String, super::packages::Pkg>,
 ) -> Result<()> {
-    let mut core = vec![
-        "base-passwd",
-        "base-files",
-        "dpkg",
-        "libc6",
-        "perl-base",
-        "mawk",
-    ];
-    if opts.variant == Variant::Default {
-        core.push("debconf");
-    }
-    let missing: Vec<&str> = core
+    let missing: Vec<&str> = core_packages(opts.variant)
         .into_iter()
         .filter(|p| !pkgs.contains_key(*p))
         .collect();
@@ -90,6 +79,22 @@ pub fn check_core(
         ));
     }
     Ok(())
+}
+
+/// debootstrap's core packages, installed one by one in this order before the rest.
+fn core_packages(variant: Variant) -> Vec<&'static str> {
+    let mut core = vec![
+        "base-passwd",
+        "base-files",
+        "dpkg",
+        "libc6",
+        "perl-base",
+        "mawk",
+    ];
+    if variant == Variant::Default {
+        core.push("debconf");
+    }
+    core
 }
 
 /// The second stage's state: the shell commands waiting to run inside the image and the file
@@ -272,17 +277,7 @@ pub fn run(
     fs::write(target.join("var/lib/dpkg/info/dpkg.list"), "").map_err(io_err(target))?;
 
     // The core packages, each installed (unpacked and configured) on its own.
-    let mut core = vec![
-        "base-passwd",
-        "base-files",
-        "dpkg",
-        "libc6",
-        "perl-base",
-        "mawk",
-    ];
-    if opts.variant == Variant::Default {
-        core.push("debconf");
-    }
+    let core = core_packages(opts.variant);
     stage.cmd("/sbin/ldconfig\nln -sf mawk /usr/bin/awk");
     for name in &core {
         if *name == "mawk" {
