@@ -38,7 +38,7 @@ fn find_member<T>(
         let offset = file.stream_position().map_err(|e| bad(e.to_string()))?;
         let mut header = [0u8; 60];
         if let Err(e) = file.read_exact(&mut header) {
-            return Err(bad(format!("no data.tar member (at offset {offset}: {e})")));
+            return Err(bad(format!("member not found (at offset {offset}: {e})")));
         }
         if &header[58..60] != b"`\n" {
             return Err(bad(format!("bad ar member header at offset {offset}")));
@@ -99,47 +99,16 @@ pub fn data_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
     })
 }
 
-/// Writes to `out` the same package without its files: `debian-binary`, the original control
-/// member byte for byte, and an empty `data.tar`. `dpkg --unpack` of it runs the preinst and
-/// records the package (status, control files, triggers, conffiles as new) exactly as for the
-/// real .deb, while the files themselves are written by rmach; see `second.rs` for why.
-pub fn write_stub(path: &Path, out: &Path) -> Result<()> {
-    let (name, control) = find_member(path, |m, file| {
-        if !m.name.starts_with("control.tar") {
+/// The control.tar member of a .deb, decompressed.
+pub fn control_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
+    find_member(path, |m, file| {
+        let Some(ext) = m.name.strip_prefix("control.tar") else {
             return Ok(None);
-        }
-        let mut bytes = Vec::with_capacity(m.size as usize);
-        file.take(m.size)
-            .read_to_end(&mut bytes)
-            .map_err(|e| e.to_string())?;
-        if (bytes.len() as u64) < m.size {
-            return Err(format!("{} is cut short", m.name));
-        }
-        Ok(Some((m.name.clone(), bytes)))
-    })?;
-    // An empty tar archive: its two zero end-of-archive blocks.
-    let data = [0u8; 1024];
-    let mut stub = b"!<arch>\n".to_vec();
-    for (member, bytes) in [
-        ("debian-binary", &b"2.0\n"[..]),
-        (name.as_str(), &control[..]),
-        ("data.tar", &data[..]),
-    ] {
-        stub.extend(ar_header(member, bytes.len()));
-        stub.extend_from_slice(bytes);
-        if bytes.len() % 2 == 1 {
-            stub.push(b'\n');
-        }
-    }
-    std::fs::write(out, stub).map_err(super::io_err(out))
-}
-
-fn ar_header(name: &str, size: usize) -> Vec<u8> {
-    format!(
-        "{name:<16}{:<12}{:<6}{:<6}{:<8}{size:<10}`\n",
-        0, 0, 0, 100644
-    )
-    .into_bytes()
+        };
+        let file = file.try_clone().map_err(|e| e.to_string())?;
+        let member: Take<BufReader<File>> = BufReader::with_capacity(64 << 10, file).take(m.size);
+        decoder(member, ext).map(Some)
+    })
 }
 
 fn decoder(
@@ -159,6 +128,14 @@ fn decoder(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ar_header(name: &str, size: usize) -> Vec<u8> {
+        format!(
+            "{name:<16}{:<12}{:<6}{:<6}{:<8}{size:<10}`\n",
+            0, 0, 0, 100644
+        )
+        .into_bytes()
+    }
 
     fn member(name: &str, data: &[u8]) -> Vec<u8> {
         let mut h = ar_header(name, data.len());
@@ -203,26 +180,23 @@ mod tests {
             .err()
             .unwrap()
             .to_string()
-            .contains("no data.tar member"));
+            .contains("member not found"));
     }
 
     #[test]
-    fn a_stub_keeps_the_control_member_and_drops_the_data() {
+    fn reads_the_control_member() {
         let dir = tempfile::tempdir().unwrap();
-        let (path, stub) = (dir.path().join("x.deb"), dir.path().join("stub.deb"));
+        let path = dir.path().join("x.deb");
         let mut deb = b"!<arch>\n".to_vec();
         deb.extend(member("debian-binary", b"2.0\n"));
-        deb.extend(member("control.tar.xz", b"odd control"));
-        deb.extend(member("data.tar.xz", b"payload"));
+        deb.extend(member("control.tar", b"odd control"));
+        deb.extend(member("data.tar", b"payload"));
         std::fs::write(&path, &deb).unwrap();
-        write_stub(&path, &stub).unwrap();
-        let mut want = b"!<arch>\n".to_vec();
-        want.extend(member("debian-binary", b"2.0\n"));
-        want.extend(member("control.tar.xz", b"odd control"));
-        want.extend(member("data.tar", &[0u8; 1024]));
-        assert_eq!(std::fs::read(&stub).unwrap(), want);
-        let mut data = Vec::new();
-        data_tar(&stub).unwrap().read_to_end(&mut data).unwrap();
-        assert_eq!(data, [0u8; 1024]);
+        let mut out = String::new();
+        control_tar(&path)
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "odd control");
     }
 }

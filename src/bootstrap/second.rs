@@ -3,17 +3,15 @@
 //! configured, then the base set through dpkg's pre-dependency loop, all inside the image with
 //! services blocked (policy-rc.d, a fake start-stop-daemon) and restored afterwards.
 //!
-//! Each unpack is split between dpkg and rmach. dpkg inside the image unpacks a stub of the
-//! package (its control member, no files; see [`deb::write_stub`]): that runs the preinst and
-//! records the package in dpkg's database (status, control files, conffiles as new, trigger
-//! interests and activations) exactly as for the real .deb. rmach then writes the files: the
-//! first stage already extracted the required set, the base set is extracted here after its
-//! preinsts ran; new conffiles go to `NAME.dpkg-new` as dpkg leaves them, each package's file
-//! list goes to its `.list`, and file triggers the new paths match are activated with
-//! `dpkg-trigger`. dpkg then configures as debootstrap has it. Why not let dpkg unpack the real
-//! .debs, as debootstrap does: it decompresses every package a second time and replaces every
-//! file the first stage wrote with a new inode; that doubled the disk work and took most of the
-//! bootstrap's time (docs/benchmarks.md).
+//! Each unpack is rmach's, as `dpkg --unpack` of a new package does it: the preinsts run inside
+//! the image (`install`, from a directory holding the package's control files, with dpkg's
+//! environment), then the files go in place — the first stage's for the required set, a
+//! parallel extraction for the base set, new conffiles as `NAME.dpkg-new` as dpkg leaves them —
+//! and [`register`] records each package as unpacked; the file triggers the new paths match and
+//! the packages' `activate` directives are activated with `dpkg-trigger`. Configuring is dpkg's.
+//! Why not let dpkg unpack the real .debs, as debootstrap does: it decompresses every package a
+//! second time, replaces every file the first stage wrote with a new inode and forks three
+//! programs per package; that was most of the bootstrap's time (docs/benchmarks.md).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -22,42 +20,12 @@ use std::path::Path;
 use std::collections::HashMap;
 
 use super::install::{deb_of, extract_packages, FileLists, Plan};
+use super::register::{self, Control};
 use super::resolve::resolve_deps;
 use super::suites::Variant;
-use super::{deb, io_err, BootstrapError, Event, Options, Progress, Result};
+use super::{io_err, BootstrapError, Event, Options, Progress, Result};
 
 const LOG: &str = "/var/log/bootstrap.log";
-const ARCHIVES: &str = "var/cache/apt/archives";
-
-/// The path of a package's .deb inside the image, where dpkg reads it.
-fn inside(plan: &Plan, name: &str) -> String {
-    let file = plan.pkgs[name]
-        .filename
-        .rsplit('/')
-        .next()
-        .unwrap_or(name)
-        .to_string();
-    format!("/{ARCHIVES}/{file}")
-}
-
-fn debs(plan: &Plan, names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| inside(plan, n))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Places the packages' stubs where dpkg inside finds them. `finish` removes them.
-fn stage_stubs(plan: &Plan, target: &Path) -> Result<()> {
-    let dir = target.join(ARCHIVES);
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    for name in plan.set.all() {
-        let dst = target.join(inside(plan, &name).trim_start_matches('/'));
-        deb::write_stub(&deb_of(plan, &name), &dst)?;
-    }
-    Ok(())
-}
 
 /// The packages the second stage installs by name must be in the set (`--exclude` can drop
 /// them); checked before anything is downloaded.
@@ -129,37 +97,45 @@ impl Stage<'_> {
         result
     }
 
-    /// `dpkg --unpack` of `names`: dpkg records the stubs, rmach writes the files (already
-    /// there for the required set) and the file lists, and activates the file triggers the new
-    /// paths match. The packages are left unpacked for a `dpkg --configure`.
-    fn unpack(&mut self, step: &str, flags: &str, names: &[String]) -> Result<()> {
+    /// `dpkg --unpack` of `names`, which are not installed: their preinsts, their files
+    /// (already there for the required set), their records in dpkg's database, and the
+    /// triggers the unpack activates. The packages are left unpacked for a `dpkg --configure`.
+    fn unpack(&mut self, step: &str, names: &[String]) -> Result<()> {
         if names.is_empty() {
             return Ok(());
         }
-        self.cmd(&retry5(&format!(
-            "dpkg {flags} --unpack {}",
-            debs(self.plan, names)
-        )));
-        self.flush(step)?;
-        let info = self.target.join("var/lib/dpkg/info");
-        let info_name = |name: &str| {
-            let multiarch = format!("{name}:{}", self.opts.arch);
-            if info.join(format!("{multiarch}.list")).exists() {
-                multiarch
-            } else {
-                name.to_string()
+        let controls = names
+            .iter()
+            .map(|n| Control::read(&deb_of(self.plan, n)))
+            .collect::<Result<Vec<_>>>()?;
+        let ci = self.target.join("debootstrap/ci");
+        let dpkg_version = self.plan.pkgs["dpkg"].version.clone();
+        for control in controls.iter().filter(|c| c.file("preinst").is_some()) {
+            // dpkg runs a new preinst from /var/lib/dpkg/tmp.ci, where it unpacked the control
+            // member: debconf reads the package's name from tmp.ci/control and its templates
+            // beside the script. Each package's member is staged and moved there in turn.
+            let dir = ci.join(&control.package);
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            for (name, mode, data) in control.control_member() {
+                let path = dir.join(name);
+                fs::write(&path, data).map_err(io_err(&path))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .map_err(io_err(&path))?;
             }
-        };
-        let conffiles = |info_name: &str| -> Vec<Vec<u8>> {
-            let text = fs::read(info.join(format!("{info_name}.conffiles"))).unwrap_or_default();
-            text.split(|&b| b == b'\n')
-                // A line is the path, after optional flags; remove-on-upgrade ones are not shipped.
-                .filter(|l| !l.starts_with(b"remove-on-upgrade"))
-                .filter_map(|l| l.split(|&b| b == b' ').next_back())
-                .filter_map(|p| p.strip_prefix(b"/"))
-                .map(<[u8]>::to_vec)
-                .collect()
-        };
+            self.cmd(&format!(
+                "rm -rf /var/lib/dpkg/tmp.ci; mv /debootstrap/ci/{package} /var/lib/dpkg/tmp.ci\n\
+                 DPKG_MAINTSCRIPT_PACKAGE={package} DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 \
+                 DPKG_MAINTSCRIPT_ARCH={arch} DPKG_MAINTSCRIPT_NAME=preinst \
+                 DPKG_RUNNING_VERSION={dpkg_version} DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT= \
+                 /var/lib/dpkg/tmp.ci/preinst install\n\
+                 rm -rf /var/lib/dpkg/tmp.ci",
+                package = control.package,
+                arch = control.architecture,
+            ));
+        }
+        self.flush(step)?;
+        let _ = fs::remove_dir_all(&ci);
+
         let extracted: Vec<String> = names
             .iter()
             .filter(|n| !self.lists.contains_key(*n))
@@ -167,27 +143,30 @@ impl Stage<'_> {
             .collect();
         // Files already on disk (the required set): dpkg would have left each new conffile
         // beside them as NAME.dpkg-new. Copied inside the image, where its paths resolve.
-        let mut copies = Vec::new();
-        for name in names.iter().filter(|n| self.lists.contains_key(*n)) {
-            for conffile in conffiles(&info_name(name)) {
-                let path = shell_quote(&format!("/{}", String::from_utf8_lossy(&conffile)));
-                copies.push(format!(
+        for (name, control) in names.iter().zip(&controls) {
+            if extracted.contains(name) {
+                continue;
+            }
+            for conffile in control.conffiles() {
+                let path = shell_quote(&conffile);
+                self.cmd(&format!(
                     "if [ -f {path} ] && [ ! -e {path}.dpkg-new ]; then cp -p {path} {path}.dpkg-new; fi"
                 ));
             }
         }
-        for copy in copies {
-            self.cmd(&copy);
-        }
-        let divert: HashMap<String, HashMap<Vec<u8>, Vec<u8>>> = extracted
+        let divert: HashMap<String, HashMap<Vec<u8>, Vec<u8>>> = names
             .iter()
-            .map(|name| {
-                let map = conffiles(&info_name(name))
+            .zip(&controls)
+            .filter(|(name, _)| extracted.contains(name))
+            .map(|(name, control)| {
+                let map = control
+                    .conffiles()
                     .into_iter()
                     .map(|c| {
-                        let mut new = c.clone();
+                        let rel = c.trim_start_matches('/').as_bytes().to_vec();
+                        let mut new = rel.clone();
                         new.extend_from_slice(b".dpkg-new");
-                        (c, new)
+                        (rel, new)
                     })
                     .collect();
                 (name.clone(), map)
@@ -203,15 +182,17 @@ impl Stage<'_> {
             )));
             self.lists.extend(lists);
         }
-        for name in names {
-            let list_path = info.join(format!("{}.list", info_name(name)));
-            let mut text = Vec::new();
-            for path in &self.lists[name] {
-                text.push(b'/');
-                text.extend_from_slice(if path.is_empty() { b"." } else { path });
-                text.push(b'\n');
+        let admin = self.target.join("var/lib/dpkg");
+        for (name, control) in names.iter().zip(&controls) {
+            register::record(&admin, control, &self.lists[name])?;
+            for (directive, trigger) in control.triggers() {
+                if directive.starts_with("activate") {
+                    self.cmd(&format!(
+                        "dpkg-trigger --no-await {}",
+                        shell_quote(&trigger)
+                    ));
+                }
             }
-            fs::write(&list_path, text).map_err(io_err(&list_path))?;
         }
         self.activate_file_triggers(names)
     }
@@ -255,7 +236,6 @@ pub fn run(
     lists: FileLists,
     progress: Progress<'_>,
 ) -> Result<()> {
-    stage_stubs(plan, target)?;
     super::stage_runner::prepare_run_and_tmp(target).map_err(io_err(target.join("run")))?;
     let mut stage = Stage {
         opts,
@@ -283,11 +263,7 @@ pub fn run(
         if *name == "mawk" {
             stage.cmd("rm /usr/bin/awk");
         }
-        stage.unpack(
-            &format!("installing {name}"),
-            "--force-depends",
-            &[name.to_string()],
-        )?;
+        stage.unpack(&format!("installing {name}"), &[name.to_string()])?;
         stage.cmd(&format!("yes '' | dpkg --force-depends --configure {name}"));
         if *name == "dpkg" {
             stage.cmd("[ -e /etc/localtime ] || ln -sf /usr/share/zoneinfo/UTC /etc/localtime");
@@ -301,7 +277,7 @@ pub fn run(
         .filter(|p| !core.contains(&p.as_str()))
         .cloned()
         .collect();
-    stage.unpack("unpacking the required packages", "--force-depends", &rest)?;
+    stage.unpack("unpacking the required packages", &rest)?;
 
     block_services(target)?;
     let cmethopt = target.join("var/lib/dpkg/cmethopt");
@@ -323,7 +299,6 @@ pub fn run(
     let mut base = plan.set.base.clone();
     let required: std::collections::BTreeSet<String> = plan.set.required.iter().cloned().collect();
     let mut done = std::collections::BTreeSet::new();
-    let base_flags = "--force-overwrite --force-confold --skip-same-version";
     loop {
         stage.cmd("dpkg --predep-package > /debootstrap/predep || :");
         stage.flush("asking dpkg for pre-dependencies")?;
@@ -347,11 +322,7 @@ pub fn run(
                 .into_iter()
                 .filter(|p| !required.contains(p) && !done.contains(p) && plan.pkgs.contains_key(p))
                 .collect();
-        stage.unpack(
-            &format!("unpacking pre-dependency {predep}"),
-            base_flags,
-            &closure,
-        )?;
+        stage.unpack(&format!("unpacking pre-dependency {predep}"), &closure)?;
         stage.cmd(&format!(
             "yes '' | dpkg --force-confold --configure {}",
             closure.join(" ")
@@ -362,7 +333,7 @@ pub fn run(
         done.insert(predep);
     }
     if !base.is_empty() {
-        stage.unpack("unpacking the base packages", base_flags, &base)?;
+        stage.unpack("unpacking the base packages", &base)?;
         stage.cmd(&retry5(
             "dpkg --force-confold --skip-same-version --configure -a",
         ));

@@ -1,0 +1,340 @@
+//! What `dpkg --unpack` records for a package that is not installed yet, written in-process:
+//! the control files in `/var/lib/dpkg/info`, the file list, the status stanza (`install ok
+//! unpacked`, new conffiles), and the trigger interests of the package's `triggers` file. Its
+//! preinst is run by the second stage before this (see `second.rs`), and configuring stays
+//! dpkg's.
+//!
+//! Written by hand because dpkg offers no way to record a package whose files are already in
+//! place: `dpkg --unpack` decompresses the package again and replaces every file with a new
+//! inode, and for each package forks dpkg-split, dpkg-deb and tar. Together that was most of a
+//! bootstrap's time. What is recorded here is what dpkg records; the end-to-end test compares
+//! the whole database with debootstrap's.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::{deb, io_err, BootstrapError, Result};
+
+/// The control member of a .deb: the control stanza and every other file (scripts, conffiles,
+/// md5sums, triggers, templates ...) with its mode.
+pub struct Control {
+    pub package: String,
+    pub architecture: String,
+    multi_arch_same: bool,
+    stanza: String,
+    /// The control file as shipped, with its mode.
+    control_file: (u32, Vec<u8>),
+    files: BTreeMap<String, (u32, Vec<u8>)>,
+}
+
+impl Control {
+    pub fn read(deb_path: &Path) -> Result<Control> {
+        let bad = |reason: String| BootstrapError::BadDeb {
+            path: deb_path.into(),
+            reason,
+        };
+        let mut archive = tar::Archive::new(deb::control_tar(deb_path)?);
+        let mut files = BTreeMap::new();
+        let mut stanza = None;
+        let mut control_file = (0o644, Vec::new());
+        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = entry.path().map_err(|e| bad(e.to_string()))?;
+            let name = path.to_string_lossy().trim_start_matches("./").to_string();
+            if name.is_empty() || name.contains('/') {
+                return Err(bad(format!("control member {name:?} is not a plain name")));
+            }
+            let mode = entry.header().mode().map_err(|e| bad(e.to_string()))? & 0o7777;
+            let mut data = Vec::new();
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| bad(e.to_string()))?;
+            if name == "control" {
+                let text = String::from_utf8(data.clone()).map_err(|e| bad(e.to_string()))?;
+                stanza = Some(text.trim_end().to_string());
+                control_file = (mode, data);
+            } else {
+                files.insert(name, (mode, data));
+            }
+        }
+        let stanza = stanza.ok_or_else(|| bad("no control file".into()))?;
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let package = field("Package");
+        if package.is_empty() {
+            return Err(bad("the control file names no package".into()));
+        }
+        Ok(Control {
+            architecture: field("Architecture"),
+            multi_arch_same: field("Multi-Arch") == "same",
+            package,
+            stanza,
+            control_file,
+            files,
+        })
+    }
+
+    /// The name of its files in dpkg's info directory: `pkg:arch` for Multi-Arch: same.
+    pub fn info_name(&self) -> String {
+        if self.multi_arch_same {
+            format!("{}:{}", self.package, self.architecture)
+        } else {
+            self.package.clone()
+        }
+    }
+
+    pub fn file(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(name).map(|(_, data)| data.as_slice())
+    }
+
+    /// The control files dpkg keeps in its info directory, with their modes.
+    pub fn files(&self) -> impl Iterator<Item = (&str, u32, &[u8])> {
+        self.files
+            .iter()
+            .map(|(n, (mode, data))| (n.as_str(), *mode, data.as_slice()))
+    }
+
+    /// The whole control member as dpkg unpacks it to `tmp.ci` for the preinst: the files
+    /// above and `control`, where debconf reads which package the preinst belongs to.
+    pub fn control_member(&self) -> impl Iterator<Item = (&str, u32, &[u8])> {
+        let (mode, data) = &self.control_file;
+        self.files()
+            .chain(std::iter::once(("control", *mode, data.as_slice())))
+    }
+
+    /// Conffile paths (absolute); `remove-on-upgrade` ones are not shipped and left out.
+    pub fn conffiles(&self) -> Vec<String> {
+        let text = String::from_utf8_lossy(self.file("conffiles").unwrap_or_default());
+        text.lines()
+            .filter(|l| !l.trim_start().starts_with("remove-on-upgrade"))
+            .filter_map(|l| l.split_whitespace().next_back())
+            .filter(|p| p.starts_with('/'))
+            .map(String::from)
+            .collect()
+    }
+
+    /// The directives of its `triggers` file: (directive, trigger name).
+    pub fn triggers(&self) -> Vec<(String, String)> {
+        let text = String::from_utf8_lossy(self.file("triggers").unwrap_or_default());
+        text.lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                Some((words.next()?.to_string(), words.next()?.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// Records `control` as unpacked in the dpkg database under `admin` (the image's
+/// `/var/lib/dpkg`), with `paths` (relative, in archive order) as its file list.
+pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> {
+    let updates = admin.join("updates");
+    if fs::read_dir(&updates)
+        .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != "tmp.i")))
+        .unwrap_or(false)
+    {
+        return Err(BootstrapError::Stage {
+            step: format!("recording {}", control.package),
+            reason: "dpkg's journal in /var/lib/dpkg/updates is not empty".into(),
+            log: "/var/log/bootstrap.log".into(),
+        });
+    }
+    let info = admin.join("info");
+    fs::create_dir_all(&info).map_err(io_err(&info))?;
+    let name = control.info_name();
+    for (member, mode, data) in control.files() {
+        let path = info.join(format!("{name}.{member}"));
+        fs::write(&path, data).map_err(io_err(&path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_err(&path))?;
+    }
+    let mut list = Vec::new();
+    for path in paths {
+        list.push(b'/');
+        list.extend_from_slice(if path.is_empty() { b"." } else { path });
+        list.push(b'\n');
+    }
+    let list_path = info.join(format!("{name}.list"));
+    fs::write(&list_path, list).map_err(io_err(&list_path))?;
+
+    // The status stanza: the control fields, the state, and new conffiles without checksums
+    // (dpkg computes them when it installs the conffiles at configure time). A stanza for the
+    // package already there (debootstrap's feigned dpkg) is replaced. The file is written as
+    // dpkg writes it, since dpkg keeps it as status-old at its next checkpoint.
+    let status_path = admin.join("status");
+    let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
+    let mut stanzas: Vec<Vec<(String, String)>> = status
+        .split("\n\n")
+        .map(parse_stanza)
+        .filter(|f| !f.is_empty())
+        .filter(|f| field(f, "Package") != Some(control.package.as_str()))
+        .collect();
+    let mut new = parse_stanza(&control.stanza);
+    new.push(("Status".into(), "install ok unpacked".into()));
+    let conffiles = control.conffiles();
+    if !conffiles.is_empty() {
+        let lines: String = conffiles
+            .iter()
+            .map(|c| format!("\n {c} newconffile"))
+            .collect();
+        new.push(("Conffiles".into(), lines));
+    }
+    stanzas.push(new);
+    fs::write(&status_path, status_file(stanzas)).map_err(io_err(&status_path))?;
+
+    // Trigger interests: file triggers in triggers/File ("path package[/noawait]"), named ones
+    // in triggers/NAME ("package[/noawait]"), as dpkg keeps them.
+    let triggers = admin.join("triggers");
+    fs::create_dir_all(&triggers).map_err(io_err(&triggers))?;
+    for (directive, trigger) in control.triggers() {
+        let suffix = match directive.as_str() {
+            "interest" | "interest-await" => "",
+            "interest-noawait" => "/noawait",
+            _ => continue,
+        };
+        let (file, line) = if trigger.starts_with('/') {
+            (
+                triggers.join("File"),
+                format!("{trigger} {}{suffix}", control.package),
+            )
+        } else {
+            (
+                triggers.join(&trigger),
+                format!("{}{suffix}", control.package),
+            )
+        };
+        let mut text = fs::read_to_string(&file).unwrap_or_default();
+        if !text.lines().any(|l| l == line) {
+            text.push_str(&line);
+            text.push('\n');
+            fs::write(&file, text).map_err(io_err(&file))?;
+        }
+    }
+    Ok(())
+}
+
+/// A deb822 stanza as (field, value) pairs; a value keeps its continuation lines ("\n ...")
+/// and, as dpkg does, loses white space only at its very start and end.
+fn parse_stanza(text: &str) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = fields.last_mut() {
+                value.push('\n');
+                value.push_str(line);
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            fields.push((name.to_string(), value.trim_start().to_string()));
+        }
+    }
+    for (_, value) in &mut fields {
+        value.truncate(value.trim_end().len());
+    }
+    fields
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The fields dpkg knows, in the order it writes them; others follow in their own order.
+const DPKG_FIELD_ORDER: &[&str] = &[
+    "Package",
+    "Essential",
+    "Protected",
+    "Status",
+    "Priority",
+    "Section",
+    "Installed-Size",
+    "Origin",
+    "Maintainer",
+    "Bugs",
+    "Architecture",
+    "Multi-Arch",
+    "Source",
+    "Version",
+    "Config-Version",
+    "Replaces",
+    "Provides",
+    "Depends",
+    "Pre-Depends",
+    "Recommends",
+    "Suggests",
+    "Breaks",
+    "Conflicts",
+    "Enhances",
+    "Conffiles",
+    "Filename",
+    "Size",
+    "MD5sum",
+    "MSDOS-Filename",
+    "Description",
+    "Triggers-Pending",
+    "Triggers-Awaited",
+];
+
+/// The status file as dpkg writes it: packages by name, then architecture; known fields in
+/// dpkg's order; a blank line after each stanza.
+fn status_file(mut stanzas: Vec<Vec<(String, String)>>) -> String {
+    stanzas.sort_by(|a, b| {
+        let key = |f: &[(String, String)]| {
+            (
+                field(f, "Package").unwrap_or("").to_string(),
+                field(f, "Architecture").unwrap_or("").to_string(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    let mut out = String::new();
+    for mut fields in stanzas {
+        let rank = |name: &str| {
+            DPKG_FIELD_ORDER
+                .iter()
+                .position(|k| k.eq_ignore_ascii_case(name))
+                .unwrap_or(DPKG_FIELD_ORDER.len())
+        };
+        // A stable sort keeps the other fields in the order they came.
+        fields.sort_by_key(|(name, _)| rank(name));
+        for (name, value) in fields {
+            if value.starts_with('\n') || value.is_empty() {
+                out.push_str(&format!("{name}:{value}\n"));
+            } else {
+                out.push_str(&format!("{name}: {value}\n"));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_file_is_written_in_dpkgs_order() {
+        let stanzas = vec![
+            parse_stanza("Package: zlib1g\nVersion: 1\nStatus: install ok installed\nHomepage: h\nDescription: z\n more\nPriority: optional"),
+            parse_stanza("Package: apt\nStatus: install ok unpacked\nConffiles:\n /etc/a newconffile\nArchitecture: amd64"),
+        ];
+        assert_eq!(
+            status_file(stanzas),
+            "Package: apt\nStatus: install ok unpacked\nArchitecture: amd64\nConffiles:\n /etc/a newconffile\n\n\
+             Package: zlib1g\nStatus: install ok installed\nPriority: optional\nVersion: 1\nDescription: z\n more\nHomepage: h\n\n"
+        );
+    }
+}
