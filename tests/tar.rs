@@ -492,6 +492,61 @@ fn export_to_a_full_disk_leaves_nothing() {
     );
 }
 
+#[test]
+fn ctrl_c_during_export_leaves_no_file() {
+    let env = Env::new();
+    let image = env.store().join("big");
+    std::fs::create_dir_all(&image).unwrap();
+    // 24 MB that xz at level 9 on one thread takes many seconds to compress.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let data: Vec<u8> = (0..24_000_000u32)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(image.join("data"), data).unwrap();
+    let out_dir = env.path("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut child = env
+        .cmd()
+        .args([
+            "export-tar",
+            "big",
+            "--format",
+            "xz",
+            "--level",
+            "9",
+            "--threads",
+            "1",
+        ])
+        .arg(out_dir.join("big.tar.xz"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_dir(&out_dir).unwrap().count() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no output started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left beside the output: {left:?}");
+}
+
 /// A running machine holds its image's lock (verb "run" or "booted", taken by `rmach run` and
 /// `rmach boot` for the machine's lifetime), so exporting it fails at once instead of writing a
 /// torn archive; once the lock is gone, the export goes through. The lock is taken here through

@@ -330,6 +330,7 @@ impl TempOutput {
             .create_new(true)
             .open(&temp)
             .with_context(|| format!("cannot create {}", temp.display()))?;
+        crate::sys::interrupt::remove_on_interrupt(&temp);
         Ok(TempOutput {
             file,
             temp,

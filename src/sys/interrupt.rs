@@ -6,7 +6,15 @@
 /// What the handler writes; set once before the handler is installed.
 static MESSAGE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 
+/// A file the handler removes: a temporary output outside the store, which `clean` does not
+/// look for.
+static REMOVE: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+
 extern "C" fn on_interrupt(_signal: libc::c_int) {
+    if let Some(path) = REMOVE.get() {
+        // SAFETY: unlink(2) is async-signal-safe; the path is a NUL-terminated 'static string.
+        unsafe { libc::unlink(path.as_ptr()) };
+    }
     if let Some(text) = MESSAGE.get() {
         // SAFETY: write(2) is async-signal-safe; the buffer is a 'static str.
         unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
@@ -34,4 +42,12 @@ pub fn exit_on_interrupt(message: &'static str) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes the handler remove `path` (once per process; later calls are ignored).
+pub fn remove_on_interrupt(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        let _ = REMOVE.set(path);
+    }
 }
