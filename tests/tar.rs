@@ -4,14 +4,15 @@
 //! Hostile and broken inputs are in tar_hostile.rs. Needs root (devices, owners, trusted.* and
 //! security.* xattrs), GNU tar, setfacl, setcap, zstd, xz, bzip2 and gzip.
 
-#[path = "common/tar.rs"]
 mod common;
 
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
-use common::{assert_same, make_fixture, sh, Compare, Env, FULL};
+use common::tar::make_fixture;
+use common::tree::{assert_same, Compare, FULL};
+use common::{sh, Env, Tmpfs};
 
 fn gnu_tar(args: &[&str], dir: &Path) {
     let out = Command::new("tar")
@@ -30,7 +31,7 @@ fn gnu_tar(args: &[&str], dir: &Path) {
 /// An image named `name` holding the fixture, made without rmach (the store's layout is a
 /// directory per image).
 fn fixture_image(env: &Env, name: &str, big: bool) -> std::path::PathBuf {
-    let path = env.store().join(name);
+    let path = env.store.join(name);
     make_fixture(&path, big);
     path
 }
@@ -55,7 +56,7 @@ fn gnu_tar_to_rmach_keeps_everything() {
         &src,
     );
     env.ok(&["import-tar", archive.to_str().unwrap()]);
-    assert_same(&src, &env.store().join("fixture"), FULL);
+    assert_same(&src, &env.store.join("fixture"), FULL);
 }
 
 /// GNU tar's headers for a file beyond 8 GiB (PAX `size` in posix format, base-256 in gnu
@@ -104,7 +105,7 @@ fn old_gnu_format_and_old_sparse_import() {
     env.ok(&["import-tar", archive.to_str().unwrap()]);
     assert_same(
         &src,
-        &env.store().join("old"),
+        &env.store.join("old"),
         Compare {
             subsec: false,
             xattrs: false,
@@ -155,7 +156,7 @@ fn rmach_to_rmach_in_every_format() {
         ));
         let name = format!("back-{}", suffix.replace('.', "-"));
         env.ok(&["import-tar", file.to_str().unwrap(), &name]);
-        assert_same(&image, &env.store().join(&name), FULL);
+        assert_same(&image, &env.store.join(&name), FULL);
     }
     // --format beats the suffix.
     let odd = env.path("out/fx.tar.zst");
@@ -176,7 +177,7 @@ fn rmach_to_rmach_in_every_format() {
 #[test]
 fn parallel_gzip_output_is_multi_member_and_reads_back() {
     let env = Env::new();
-    let image = env.store().join("big");
+    let image = env.store.join("big");
     std::fs::create_dir_all(&image).unwrap();
     // Enough data for several 1 MiB gzip members, compressible but not trivially.
     let data: Vec<u8> = (0..6_000_000u32)
@@ -196,7 +197,7 @@ fn parallel_gzip_output_is_multi_member_and_reads_back() {
         file.display()
     ));
     env.ok(&["import-tar", file.to_str().unwrap(), "big2"]);
-    assert_same(&image, &env.store().join("big2"), FULL);
+    assert_same(&image, &env.store.join("big2"), FULL);
 }
 
 #[test]
@@ -234,7 +235,7 @@ fn concatenated_streams_in_every_format_import() {
         ));
         let name = format!("cat{i}");
         env.ok(&["import-tar", out.to_str().unwrap(), &name]);
-        assert_same(&src, &env.store().join(&name), FULL);
+        assert_same(&src, &env.store.join(&name), FULL);
     }
 }
 
@@ -242,16 +243,13 @@ fn concatenated_streams_in_every_format_import() {
 fn stdin_and_stdout() {
     let env = Env::new();
     let image = fixture_image(&env, "fx", false);
-    let out = env.run(
-        &[
-            OsStr::new("export-tar"),
-            OsStr::new("fx"),
-            OsStr::new("-"),
-            OsStr::new("--format"),
-            OsStr::new("zstd"),
-        ],
-        None,
-    );
+    let out = env.run(&[
+        OsStr::new("export-tar"),
+        OsStr::new("fx"),
+        OsStr::new("-"),
+        OsStr::new("--format"),
+        OsStr::new("zstd"),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -263,31 +261,28 @@ fn stdin_and_stdout() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(&out.stdout[..4], b"\x28\xb5\x2f\xfd");
-    let no_name = env.run(
-        &[OsStr::new("import-tar"), OsStr::new("-")],
-        Some(&out.stdout),
-    );
+    let no_name = env.run_input(&[OsStr::new("import-tar"), OsStr::new("-")], &out.stdout);
     assert_eq!(
         no_name.status.code(),
         Some(2),
         "reading from - needs a NAME"
     );
-    let back = env.run(
+    let back = env.run_input(
         &[
             OsStr::new("import-tar"),
             OsStr::new("-"),
             OsStr::new("piped"),
         ],
-        Some(&out.stdout),
+        &out.stdout,
     );
     assert!(
         back.status.success(),
         "{}",
         String::from_utf8_lossy(&back.stderr)
     );
-    assert_same(&image, &env.store().join("piped"), FULL);
+    assert_same(&image, &env.store.join("piped"), FULL);
     // Without FILE, the archive goes to standard output, uncompressed.
-    let plain = env.run(&[OsStr::new("export-tar"), OsStr::new("fx")], None);
+    let plain = env.run(&[OsStr::new("export-tar"), OsStr::new("fx")]);
     assert!(plain.status.success());
     assert_eq!(&plain.stdout[257..263], b"ustar\0");
 }
@@ -306,9 +301,9 @@ fn names_come_from_the_file_and_outputs_are_not_clobbered() {
         file.display()
     ));
     env.ok(&["import-tar", file.to_str().unwrap()]);
-    assert!(env.store().join("dev/etc/hostname").is_file());
+    assert!(env.store.join("dev/etc/hostname").is_file());
     // Same name again: refused without --force, replaced with it.
-    let again = env.run(&[OsStr::new("import-tar"), file.as_os_str()], None);
+    let again = env.run(&[OsStr::new("import-tar"), file.as_os_str()]);
     assert_eq!(again.status.code(), Some(1));
     env.ok(&[
         "import-tar",
@@ -319,10 +314,7 @@ fn names_come_from_the_file_and_outputs_are_not_clobbered() {
     // An existing output file is refused without --force and left alone.
     let out = env.path("backups/out.tar.gz");
     std::fs::write(&out, b"precious").unwrap();
-    let refused = env.run(
-        &[OsStr::new("export-tar"), OsStr::new("dev"), out.as_os_str()],
-        None,
-    );
+    let refused = env.run(&[OsStr::new("export-tar"), OsStr::new("dev"), out.as_os_str()]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
@@ -338,27 +330,21 @@ fn names_come_from_the_file_and_outputs_are_not_clobbered() {
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
     // A level the compressor does not have is a usage error too.
-    let bad_level = env.run(
-        &[
-            OsStr::new("export-tar"),
-            OsStr::new("dev"),
-            env.path("x.tar.gz").as_os_str(),
-            OsStr::new("--level"),
-            OsStr::new("10"),
-        ],
-        None,
-    );
+    let bad_level = env.run(&[
+        OsStr::new("export-tar"),
+        OsStr::new("dev"),
+        env.path("x.tar.gz").as_os_str(),
+        OsStr::new("--level"),
+        OsStr::new("10"),
+    ]);
     assert_eq!(bad_level.status.code(), Some(2));
     assert!(!env.path("x.tar.gz").exists());
     // An unknown suffix is a usage error, not a guess.
-    let odd = env.run(
-        &[
-            OsStr::new("export-tar"),
-            OsStr::new("dev"),
-            env.path("x.lz4").as_os_str(),
-        ],
-        None,
-    );
+    let odd = env.run(&[
+        OsStr::new("export-tar"),
+        OsStr::new("dev"),
+        env.path("x.lz4").as_os_str(),
+    ]);
     assert_eq!(odd.status.code(), Some(2));
     // Writable again, so that the temporary directory can be removed.
     env.ok(&["read-only", "dev", "no"]);
@@ -376,7 +362,7 @@ fn single_top_directory_becomes_the_root() {
         src.display()
     ));
     env.ok(&["import-tar", env.path("wrapped.tar").to_str().unwrap()]);
-    let image = env.store().join("wrapped");
+    let image = env.store.join("wrapped");
     assert!(image.join("etc/os-release").is_file());
     assert!(
         image.join("rootfs").is_dir(),
@@ -391,24 +377,21 @@ fn single_top_directory_becomes_the_root() {
         src.display()
     ));
     env.ok(&["import-tar", env.path("plain.tar").to_str().unwrap()]);
-    assert!(env.store().join("plain/data/files").is_dir());
+    assert!(env.store.join("plain/data/files").is_dir());
 }
 
 #[test]
 fn export_holds_the_image_lock_and_warns_about_sockets() {
     let env = Env::new();
-    let image = env.store().join("sock");
+    let image = env.store.join("sock");
     std::fs::create_dir_all(&image).unwrap();
     let _listener = std::os::unix::net::UnixListener::bind(image.join("socket")).unwrap();
     std::fs::write(image.join("file"), b"x").unwrap();
-    let out = env.run(
-        &[
-            OsStr::new("export-tar"),
-            OsStr::new("sock"),
-            env.path("s.tar").as_os_str(),
-        ],
-        None,
-    );
+    let out = env.run(&[
+        OsStr::new("export-tar"),
+        OsStr::new("sock"),
+        env.path("s.tar").as_os_str(),
+    ]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("socket not archived"));
     sh(&format!(
@@ -417,7 +400,7 @@ fn export_holds_the_image_lock_and_warns_about_sockets() {
     ));
     // While an import of "busy" waits on its input, exporting "busy" fails at once, naming it.
     let mut importer = env
-        .cmd()
+        .command()
         .args(["import-tar", "-", "busy"])
         .stdin(std::process::Stdio::piped())
         .spawn()
@@ -429,14 +412,11 @@ fn export_holds_the_image_lock_and_warns_about_sockets() {
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let out = env.run(
-        &[
-            OsStr::new("export-tar"),
-            OsStr::new("busy"),
-            env.path("b.tar").as_os_str(),
-        ],
-        None,
-    );
+    let out = env.run(&[
+        OsStr::new("export-tar"),
+        OsStr::new("busy"),
+        env.path("b.tar").as_os_str(),
+    ]);
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(msg.contains("busy is being imported by PID"), "{msg}");
@@ -451,33 +431,19 @@ fn export_holds_the_image_lock_and_warns_about_sockets() {
 #[test]
 fn export_to_a_full_disk_leaves_nothing() {
     let env = Env::new();
-    let image = env.store().join("big");
+    let image = env.store.join("big");
     std::fs::create_dir_all(&image).unwrap();
     let data: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     std::fs::write(image.join("data"), data).unwrap();
     let target = env.path("small");
-    std::fs::create_dir_all(&target).unwrap();
-    sh(&format!(
-        "mount -t tmpfs -o size=1m rmach-test-full '{}'",
-        target.display()
-    ));
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(target.clone());
-    let out = env.run(
-        &[
-            OsStr::new("export-tar"),
-            OsStr::new("big"),
-            target.join("big.tar").as_os_str(),
-        ],
-        None,
-    );
+    let _tmpfs = Tmpfs::mount(&target, "1m");
+    let out = env.run(&[
+        OsStr::new("export-tar"),
+        OsStr::new("big"),
+        target.join("big.tar").as_os_str(),
+    ]);
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{msg}");
     assert!(
@@ -495,7 +461,7 @@ fn export_to_a_full_disk_leaves_nothing() {
 #[test]
 fn ctrl_c_during_export_leaves_no_file() {
     let env = Env::new();
-    let image = env.store().join("big");
+    let image = env.store.join("big");
     std::fs::create_dir_all(&image).unwrap();
     // 24 MB that xz at level 9 on one thread takes many seconds to compress.
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -511,7 +477,7 @@ fn ctrl_c_during_export_leaves_no_file() {
     let out_dir = env.path("out");
     std::fs::create_dir_all(&out_dir).unwrap();
     let mut child = env
-        .cmd()
+        .command()
         .args([
             "export-tar",
             "big",
@@ -554,21 +520,18 @@ fn ctrl_c_during_export_leaves_no_file() {
 #[test]
 fn a_running_machine_is_not_exported() {
     let env = Env::new();
-    let image = env.store().join("probe");
+    let image = env.store.join("probe");
     std::fs::create_dir_all(&image).unwrap();
     std::fs::write(image.join("file"), b"x").unwrap();
-    let store = rmach::store::Store::open(&env.store(), &env.path("state")).unwrap();
+    let store = env.library_store();
     let name = rmach::store::ImageName::parse("probe").unwrap();
     let out_file = env.path("probe.tar.zst");
     let export = || {
-        env.run(
-            &[
-                OsStr::new("export-tar"),
-                OsStr::new("probe"),
-                out_file.as_os_str(),
-            ],
-            None,
-        )
+        env.run(&[
+            OsStr::new("export-tar"),
+            OsStr::new("probe"),
+            out_file.as_os_str(),
+        ])
     };
     for verb in ["run", "booted"] {
         let lock = store.lock(&name, verb).unwrap();

@@ -3,13 +3,13 @@
 //! the store may change. Raw headers are written by hand for what no honest tool produces.
 //! Needs root (mounts a small tmpfs for the full-disk case), gzip, zstd, xz and bzip2.
 
-#[path = "common/tar.rs"]
 mod common;
 
 use std::ffi::OsStr;
-use std::process::Command;
 
-use common::{sh, snapshot, Env, RawTar, FULL};
+use common::tar::RawTar;
+use common::tree::{snapshot, FULL};
+use common::{sh, Env, Tmpfs};
 
 /// A canary tree outside the store; hostile archives aim at it.
 fn outside(env: &Env) -> std::path::PathBuf {
@@ -32,7 +32,7 @@ fn refused(env: &Env, archive: &[u8], extra: &[&str]) -> String {
         OsStr::new("--force"),
     ];
     args.extend(extra.iter().map(OsStr::new));
-    let out = env.run(&args, Some(archive));
+    let out = env.run_input(&args, archive);
     let msg = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
@@ -49,7 +49,7 @@ fn refused(env: &Env, archive: &[u8], extra: &[&str]) -> String {
         store_before,
         "no image and no leftovers in the store"
     );
-    let d = common::differences(&before, &snapshot(&out_dir), FULL);
+    let d = common::tree::differences(&before, &snapshot(&out_dir), FULL);
     assert!(d.is_empty(), "outside changed: {d:?}");
     msg
 }
@@ -58,18 +58,18 @@ fn refused(env: &Env, archive: &[u8], extra: &[&str]) -> String {
 fn contained(env: &Env, archive: &[u8]) -> Option<std::path::PathBuf> {
     let out_dir = outside(env);
     let before = snapshot(&out_dir);
-    let out = env.run(
+    let out = env.run_input(
         &[
             OsStr::new("import-tar"),
             OsStr::new("-"),
             OsStr::new("hostile"),
             OsStr::new("--force"),
         ],
-        Some(archive),
+        archive,
     );
-    let d = common::differences(&before, &snapshot(&out_dir), FULL);
+    let d = common::tree::differences(&before, &snapshot(&out_dir), FULL);
     assert!(d.is_empty(), "outside changed: {d:?}");
-    out.status.success().then(|| env.store().join("hostile"))
+    out.status.success().then(|| env.store.join("hostile"))
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn pax_size_mismatch_cannot_smuggle_members() {
     let o = env.path("outside");
     // The header says 1024 bytes whose content is a header for a file outside; PAX says 0,
     // so rmach reads that "content" as the next header, which is then refused on its path.
-    let inner = common::header(
+    let inner = common::tar::header(
         format!("{}/victim", o.display()).as_bytes(),
         b'0',
         0o644,
@@ -340,7 +340,7 @@ fn broken_inputs_fail_cleanly() {
     // A wrong --sha256 leaves no image; a bad one is a usage error.
     let sha = "0".repeat(64);
     assert!(refused(&env, &good, &["--sha256", &sha]).contains("SHA-256"));
-    let bad = env.run(
+    let bad = env.run_input(
         &[
             OsStr::new("import-tar"),
             OsStr::new("-"),
@@ -348,7 +348,7 @@ fn broken_inputs_fail_cleanly() {
             OsStr::new("--sha256"),
             OsStr::new("12"),
         ],
-        Some(&good),
+        &good,
     );
     assert_eq!(bad.status.code(), Some(2));
 }
@@ -356,19 +356,7 @@ fn broken_inputs_fail_cleanly() {
 #[test]
 fn full_disk_fails_cleanly() {
     let env = Env::new();
-    let store = env.store();
-    std::fs::create_dir_all(&store).unwrap();
-    sh(&format!(
-        "mount -t tmpfs -o size=2m rmach-test-full '{}'",
-        store.display()
-    ));
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(store.clone());
+    let _tmpfs = Tmpfs::mount(&env.store, "2m");
     let big = RawTar::default().file("a", &vec![1u8; 3 << 20]).finish();
     let msg = refused(&env, &big, &[]);
     assert!(msg.contains("full"), "{msg}");
