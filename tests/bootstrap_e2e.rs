@@ -230,6 +230,10 @@ fn compare(variant: &str) {
     assert!(std::fs::read(ours.join("sbin/start-stop-daemon"))
         .unwrap()
         .starts_with(b"\x7fELF"));
+    assert!(std::fs::read(ours.join("usr/bin/ischroot"))
+        .unwrap()
+        .starts_with(b"\x7fELF"));
+    assert!(!ours.join("usr/bin/ischroot.REAL").exists());
 
     let (ta, tb) = (snapshot(&theirs), snapshot(&ours));
     let mut diffs = Vec::new();

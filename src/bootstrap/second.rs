@@ -237,6 +237,7 @@ pub fn run(
     progress: Progress<'_>,
 ) -> Result<()> {
     super::stage_runner::prepare_run_and_tmp(target).map_err(io_err(target.join("run")))?;
+    let ischroot = fake_ischroot(target)?;
     let mut stage = Stage {
         opts,
         plan,
@@ -341,6 +342,10 @@ pub fn run(
     }
     stage.flush("finishing")?;
     restore_services(target)?;
+    if ischroot {
+        let path = target.join("usr/bin/ischroot");
+        fs::rename(target.join("usr/bin/ischroot.REAL"), &path).map_err(io_err(&path))?;
+    }
     super::stage_runner::keep_run_and_tmp(target).map_err(io_err(target.join("run")))
 }
 
@@ -361,6 +366,23 @@ fn block_services(target: &Path) -> Result<()> {
     )
     .map_err(io_err(&ssd))?;
     fs::set_permissions(&ssd, fs::Permissions::from_mode(0o755)).map_err(io_err(&ssd))
+}
+
+/// debootstrap runs the second stage in a chroot, where `ischroot` says so and maintainer
+/// scripts leave the running system's init alone. In the runner's PID namespace the image's
+/// root is PID 1's, so `ischroot` would say "not a chroot": libc6's postinst would then try
+/// `telinit u` and sleep a second, and others would poke an init that is not there. So for the
+/// second stage `ischroot` answers yes, as in debootstrap's chroot; the real one is put back
+/// after. Returns whether the image has one.
+fn fake_ischroot(target: &Path) -> Result<bool> {
+    let path = target.join("usr/bin/ischroot");
+    if fs::symlink_metadata(&path).is_err() {
+        return Ok(false);
+    }
+    fs::rename(&path, target.join("usr/bin/ischroot.REAL")).map_err(io_err(&path))?;
+    fs::write(&path, "#!/bin/sh\nexit 0\n").map_err(io_err(&path))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io_err(&path))?;
+    Ok(true)
 }
 
 fn restore_services(target: &Path) -> Result<()> {
