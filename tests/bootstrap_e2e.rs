@@ -275,3 +275,67 @@ fn bookworm_buildd_matches_debootstrap() {
 fn bookworm_default_matches_debootstrap() {
     compare("default");
 }
+
+/// Ctrl-C while the second stage runs: the runner passes it on to dpkg, the step fails with a
+/// one-line error that says so, and no image is left (`clean` finds nothing else).
+#[test]
+fn ctrl_c_in_the_second_stage_leaves_no_image() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rmach"))
+        .arg("--store")
+        .arg(&store)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--cache-dir")
+        .arg(CACHE)
+        .args(["bootstrap", "bookworm", "int", "--variant", "minbase"])
+        .env_remove("RMACH_MIRROR")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The second stage has begun once dpkg has written its log in the staging directory.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let started = || {
+        std::fs::read_dir(&store)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().join("var/log/dpkg.log").exists())
+            })
+            .unwrap_or(false)
+    };
+    while !started() {
+        assert!(std::time::Instant::now() < deadline, "no second stage");
+        assert!(child.try_wait().unwrap().is_none(), "rmach ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let sent = std::time::Instant::now();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(sent.elapsed().as_secs() < 10, "took {:?}", sent.elapsed());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    // Mostly dpkg is running and gets the signal through the runner; between two steps rmach's
+    // own handler answers (exit 130) and leaves the staging directory to `clean`.
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!store.join("int").exists());
+    let clean = Command::new(env!("CARGO_BIN_EXE_rmach"))
+        .arg("--store")
+        .arg(&store)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("clean")
+        .output()
+        .unwrap();
+    assert!(clean.status.success());
+    let left: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the store: {left:?}");
+}

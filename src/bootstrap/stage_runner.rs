@@ -65,14 +65,17 @@ pub fn run_script(root: &Path, hostname: &str, script: &str) -> Result<(), Strin
         .unwrap_or("")
         .trim()
         .to_string();
-    let code = out
-        .status
-        .code()
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| "by signal".into());
+    use std::os::unix::process::ExitStatusExt;
+    let status = match (out.status.code(), out.status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(2)) => "interrupted (SIGINT)".to_string(),
+        (None, Some(15)) => "terminated (SIGTERM)".to_string(),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "failed".to_string(),
+    };
     Err(if last.is_empty() {
-        format!("exit status {code}")
+        status
     } else {
-        format!("exit status {code}: {last}")
+        format!("{status}: {last}")
     })
 }
