@@ -89,30 +89,29 @@ fn find_member<T>(
 
 /// The data.tar member of a .deb, decompressed.
 pub fn data_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
-    find_member(path, |m, file| {
-        let Some(ext) = m.name.strip_prefix("data.tar") else {
-            return Ok(None);
-        };
-        let file = file.try_clone().map_err(|e| e.to_string())?;
-        let member: Take<BufReader<File>> = BufReader::with_capacity(256 << 10, file).take(m.size);
-        decoder(member, ext).map(Some)
-    })
+    tar_member(path, "data.tar", 256 << 10)
 }
 
 /// The control.tar member of a .deb, decompressed.
 pub fn control_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
+    tar_member(path, "control.tar", 64 << 10)
+}
+
+/// The member named `prefix` plus a compression suffix, decompressed as it streams.
+fn tar_member(path: &Path, prefix: &str, buffer: usize) -> Result<Box<dyn Read + Send>> {
     find_member(path, |m, file| {
-        let Some(ext) = m.name.strip_prefix("control.tar") else {
+        let Some(ext) = m.name.strip_prefix(prefix) else {
             return Ok(None);
         };
         let file = file.try_clone().map_err(|e| e.to_string())?;
-        let member: Take<BufReader<File>> = BufReader::with_capacity(64 << 10, file).take(m.size);
-        decoder(member, ext).map(Some)
+        let member: Take<BufReader<File>> = BufReader::with_capacity(buffer, file).take(m.size);
+        decoder(member, prefix, ext).map(Some)
     })
 }
 
 fn decoder(
     member: Take<BufReader<File>>,
+    prefix: &str,
     ext: &str,
 ) -> std::result::Result<Box<dyn Read + Send>, String> {
     Ok(match ext {
@@ -121,7 +120,7 @@ fn decoder(
         ".zst" => Box::new(zstd::stream::read::Decoder::new(member).map_err(|e| e.to_string())?),
         ".gz" => Box::new(flate2::read::GzDecoder::new(member)),
         ".bz2" => Box::new(bzip2::read::BzDecoder::new(member)),
-        other => return Err(format!("unsupported data member data.tar{other}")),
+        other => return Err(format!("unsupported member {prefix}{other}")),
     })
 }
 
