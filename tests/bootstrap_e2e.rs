@@ -155,21 +155,27 @@ fn inside(root: &Path, args: &[&str]) -> String {
     )
 }
 
+/// rmach with its store and state under `dir` and the shared download cache.
+fn rmach(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rmach"));
+    cmd.arg("--store")
+        .arg(dir.join("store"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--cache-dir")
+        .arg(CACHE)
+        .env_remove("RMACH_MIRROR");
+    cmd
+}
+
 fn compare(variant: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mirror = host_mirror();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let name = format!("e2e-{variant}");
-    let out = Command::new(env!("CARGO_BIN_EXE_rmach"))
-        .arg("--store")
-        .arg(&store)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--cache-dir")
-        .arg(CACHE)
+    let out = rmach(dir.path())
         .args(["bootstrap", "bookworm", &name, "--variant", variant])
-        .env_remove("RMACH_MIRROR")
         .output()
         .unwrap();
     assert!(
@@ -283,15 +289,8 @@ fn ctrl_c_in_the_second_stage_leaves_no_image() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rmach"))
-        .arg("--store")
-        .arg(&store)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--cache-dir")
-        .arg(CACHE)
+    let mut child = rmach(dir.path())
         .args(["bootstrap", "bookworm", "int", "--variant", "minbase"])
-        .env_remove("RMACH_MIRROR")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -323,14 +322,7 @@ fn ctrl_c_in_the_second_stage_leaves_no_image() {
     assert!(err.contains("interrupted"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(!store.join("int").exists());
-    let clean = Command::new(env!("CARGO_BIN_EXE_rmach"))
-        .arg("--store")
-        .arg(&store)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("clean")
-        .output()
-        .unwrap();
+    let clean = rmach(dir.path()).arg("clean").output().unwrap();
     assert!(clean.status.success());
     let left: Vec<_> = std::fs::read_dir(&store)
         .unwrap()
