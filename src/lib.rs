@@ -6,10 +6,14 @@
 //!
 //! - [`sys`] wraps the system calls the rest needs (`openat2`, `renameat2`, xattrs, file flags,
 //!   locks); it is the only module with `unsafe`.
+//! - [`fs`] resolves paths inside a directory tree (`openat2(RESOLVE_IN_ROOT)`) and creates
+//!   what is missing there, by descriptor, so no symlink in an image can lead outside it.
 //! - [`store`] is the only module that knows the store's layout: image names, image kinds,
 //!   staging and atomic commit, locks, read-only flags, usage, and full-fidelity tree copies.
 //! - [`archive`] reads and writes tar archives with their full metadata, detects and codes
 //!   compression, and holds the safe extractor.
+//! - [`transfer`] runs the import and export verbs over archive and store: staging, digest
+//!   checks, a full store, the single top directory, temporary output files; pulls reuse it.
 //! - [`runner`] turns a run specification into a plan (namespaces, mounts, cgroup,
 //!   capabilities) and executes it.
 //! - [`bootstrap`] builds a root filesystem from a Debian or Ubuntu mirror.
@@ -19,7 +23,9 @@
 pub mod archive;
 pub mod bootstrap;
 pub mod cli;
+pub mod fs;
 pub mod image;
 pub mod runner;
 pub mod store;
 pub mod sys;
+pub mod transfer;

@@ -177,6 +177,62 @@ impl Read for Decoder {
     }
 }
 
+/// Every member of a gzip stream, in order, and then the end of input or zero bytes only
+/// (tape and `dd` blocking pad a .tar.gz with zeros; gzip and GNU tar accept that). Anything
+/// else after a member is refused, as `gzip -t` fails on it.
+struct GzMembers<R: io::BufRead> {
+    member: Option<flate2::bufread::GzDecoder<R>>,
+}
+
+impl<R: io::BufRead> GzMembers<R> {
+    fn new(inner: R) -> Self {
+        GzMembers {
+            member: Some(flate2::bufread::GzDecoder::new(inner)),
+        }
+    }
+}
+
+impl<R: io::BufRead> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(member) = &mut self.member else {
+                return Ok(0);
+            };
+            let n = member.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let mut inner = self
+                .member
+                .take()
+                .map(|m| m.into_inner())
+                .ok_or_else(|| io::Error::other("gzip reader gone"))?;
+            let next = inner.fill_buf()?;
+            if next.is_empty() {
+                return Ok(0);
+            }
+            if next[0] == 0x1f {
+                self.member = Some(flate2::bufread::GzDecoder::new(inner));
+                continue;
+            }
+            loop {
+                let rest = inner.fill_buf()?;
+                if rest.is_empty() {
+                    return Ok(0);
+                }
+                if rest.iter().any(|&b| b != 0) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the gzip stream is followed by data that is neither gzip nor zero padding",
+                    ));
+                }
+                let k = rest.len();
+                inner.consume(k);
+            }
+        }
+    }
+}
+
 struct HashReader<R> {
     inner: R,
     hash: Option<Sha256>,
@@ -201,9 +257,9 @@ fn decode_thread<R: Read>(
     let result = {
         let mut dec: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(&mut raw),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
-                io::BufReader::with_capacity(CHUNK, &mut raw),
-            )),
+            Compression::Gzip => Box::new(GzMembers::new(io::BufReader::with_capacity(
+                CHUNK, &mut raw,
+            ))),
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut raw)?),
             Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(
                 io::BufReader::with_capacity(CHUNK, &mut raw),

@@ -7,8 +7,12 @@ use std::path::PathBuf;
 pub enum ArchiveError {
     #[error("the input is empty: give a tar archive (uncompressed, gzip, zstd, xz or bzip2)")]
     Empty,
-    #[error("cannot read the archive at byte {offset} (corrupt or truncated input): {source}")]
-    Read { offset: u64, source: io::Error },
+    #[error("cannot read the archive at byte {offset} (corrupt or truncated input)")]
+    Read {
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
     #[error("the archive is corrupt at byte {offset}: {reason}")]
     Corrupt { offset: u64, reason: String },
     #[error("the archive is truncated at byte {offset}: {reason}")]
@@ -19,16 +23,32 @@ pub enum ArchiveError {
         offset: u64,
         reason: String,
     },
-    #[error("cannot {op} {path:?}: {source}")]
+    #[error("cannot {op} {path:?}")]
     Fs {
         op: &'static str,
         path: PathBuf,
+        #[source]
         source: io::Error,
     },
-    #[error("cannot write the archive: {source}")]
-    Write { source: io::Error },
-    #[error("the compression stream failed: {source}")]
-    Codec { source: io::Error },
+    /// Restoring one member failed; `member` is its path in the tree (never the staging path,
+    /// which means nothing to the user and is gone after the failure).
+    #[error("cannot {op} {member}")]
+    Member {
+        op: &'static str,
+        member: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write the archive")]
+    Write {
+        #[source]
+        source: io::Error,
+    },
+    #[error("the compression stream failed")]
+    Codec {
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl ArchiveError {
@@ -47,9 +67,17 @@ impl ArchiveError {
     /// True when the failure came from a full disk or quota, so callers can say so plainly.
     pub fn is_no_space(&self) -> bool {
         let src = match self {
-            ArchiveError::Fs { source, .. } | ArchiveError::Write { source } => source,
+            ArchiveError::Fs { source, .. }
+            | ArchiveError::Member { source, .. }
+            | ArchiveError::Write { source } => source,
             _ => return false,
         };
         matches!(src.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
     }
+}
+
+/// Bytes from an archive (a name, a PAX keyword) as printable text: quoted, with control
+/// characters (NUL, newline, escape sequences) escaped, so no message carries them raw.
+pub fn shown(bytes: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(bytes))
 }

@@ -14,15 +14,17 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
 use super::acl;
-use super::inroot::{self, Root};
+use super::deferred::{Deferred, DrainError};
+use super::error::shown;
 use super::reader::{Kind, Member, TarReader};
 use super::ArchiveError;
+use crate::fs::{self as inroot, Root};
 
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
@@ -85,24 +87,22 @@ pub fn extract(
         Mode::empty(),
     )
     .map_err(|e| ArchiveError::fs("open the extraction root", root, e))?;
-    extract_at(reader, fd, root, opts, progress)
+    extract_at(reader, fd, opts, progress)
 }
 
-/// Like [`extract`], with the root given as an open directory (`root_path` is for messages).
-pub fn extract_at(
+/// Like [`extract`], with the root given as an open directory.
+fn extract_at(
     reader: impl Read,
     root_fd: OwnedFd,
-    root_path: &Path,
     opts: &ExtractOptions,
     progress: Option<&dyn Fn(u64)>,
 ) -> Result<ExtractStats, ArchiveError> {
     let mut x = Extractor {
         root: Root::new(root_fd),
-        path: root_path.to_path_buf(),
         opts,
         stats: ExtractStats::default(),
         buf: vec![0u8; 1 << 20],
-        dirs: Vec::new(),
+        dirs: Deferred::new(),
     };
     let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, reader));
     while let Some(m) = tar.next_member()? {
@@ -119,11 +119,10 @@ pub fn extract_at(
 
 struct Extractor<'a> {
     root: Root,
-    path: PathBuf,
     opts: &'a ExtractOptions,
     stats: ExtractStats,
     buf: Vec<u8>,
-    dirs: Vec<(Vec<u8>, Member)>,
+    dirs: Deferred,
 }
 
 /// Splits a member path into components, refusing what could mean "outside".
@@ -182,7 +181,7 @@ impl Extractor<'_> {
                 });
             }
             if self.opts.root_metadata {
-                self.dirs.push((rel, m));
+                self.defer_dir(&rel, &m)?;
             }
             return Ok(());
         }
@@ -194,7 +193,7 @@ impl Extractor<'_> {
                     .root
                     .parent(&comps, true)
                     .and_then(|fd| rustix::io::fcntl_dupfd_cloexec(fd, 0))
-                    .map_err(|e| fs_err(&self.path, "create the parent of", &rel, e))?;
+                    .map_err(|e| fs_err("create the parent of", &rel, e))?;
                 let mode = Mode::from_raw_mode(0o700);
                 let made = match rustix::fs::mkdirat(&parent, name, mode) {
                     Err(Errno::EXIST) if inroot::is_dir(parent.as_fd(), name) => Ok(()),
@@ -206,9 +205,9 @@ impl Extractor<'_> {
                         .and_then(|_| rustix::fs::mkdirat(&parent, name, mode)),
                     other => other,
                 };
-                made.map_err(|e| fs_err(&self.path, "create directory", &rel, e))?;
+                made.map_err(|e| fs_err("create directory", &rel, e))?;
                 self.root.invalidate();
-                self.dirs.push((rel, m));
+                self.defer_dir(&rel, &m)?;
             }
             Kind::File => {
                 self.stats.files += 1;
@@ -219,16 +218,16 @@ impl Extractor<'_> {
                 let parent = self
                     .root
                     .parent(&comps, true)
-                    .map_err(|e| fs_err(&self.path, "create the parent of", &rel, e))?;
+                    .map_err(|e| fs_err("create the parent of", &rel, e))?;
                 let target = OsStr::from_bytes(&m.link);
                 let made = match rustix::fs::symlinkat(target, parent, name) {
                     Err(Errno::EXIST) => inroot::remove_existing(parent, name)
                         .and_then(|_| rustix::fs::symlinkat(target, parent, name)),
                     other => other,
                 };
-                made.map_err(|e| fs_err(&self.path, "create symlink", &rel, e))?;
+                made.map_err(|e| fs_err("create symlink", &rel, e))?;
                 let parent = rustix::io::fcntl_dupfd_cloexec(parent, 0)
-                    .map_err(|e| fs_err(&self.path, "open the parent of", &rel, e))?;
+                    .map_err(|e| fs_err("open the parent of", &rel, e))?;
                 self.root.invalidate();
                 self.meta_at(parent.as_fd(), name, &rel, &m)?;
             }
@@ -247,16 +246,16 @@ impl Extractor<'_> {
                 let parent = self
                     .root
                     .parent(&comps, true)
-                    .map_err(|e| fs_err(&self.path, "create the parent of", &rel, e))?;
+                    .map_err(|e| fs_err("create the parent of", &rel, e))?;
                 let mode = Mode::from_raw_mode(0o600);
                 let made = match rustix::fs::mknodat(parent, name, ft, mode, dev) {
                     Err(Errno::EXIST) => inroot::remove_existing(parent, name)
                         .and_then(|_| rustix::fs::mknodat(parent, name, ft, mode, dev)),
                     other => other,
                 };
-                made.map_err(|e| fs_err(&self.path, "create device node or FIFO", &rel, e))?;
+                made.map_err(|e| fs_err("create device node or FIFO", &rel, e))?;
                 let parent = rustix::io::fcntl_dupfd_cloexec(parent, 0)
-                    .map_err(|e| fs_err(&self.path, "open the parent of", &rel, e))?;
+                    .map_err(|e| fs_err("open the parent of", &rel, e))?;
                 self.root.invalidate();
                 self.meta_at(parent.as_fd(), name, &rel, &m)?;
             }
@@ -278,7 +277,7 @@ impl Extractor<'_> {
         let parent = self
             .root
             .parent(comps, true)
-            .map_err(|e| fs_err(&self.path, "create the parent of", rel, e))?;
+            .map_err(|e| fs_err("create the parent of", rel, e))?;
         let (fd, replaced) = match rustix::fs::openat(parent, name, flags, mode) {
             Err(Errno::EXIST) => {
                 let r = inroot::remove_existing(parent, name)
@@ -287,13 +286,12 @@ impl Extractor<'_> {
             }
             other => (other, false),
         };
-        let fd = fd.map_err(|e| fs_err(&self.path, "create file", rel, e))?;
+        let fd = fd.map_err(|e| fs_err("create file", rel, e))?;
         if replaced {
             self.root.invalidate();
         }
         let mut file = File::from(fd);
-        let root_path = self.path.clone();
-        let io = |e: std::io::Error| fs_err(&root_path, "write", rel, e);
+        let io = |e: std::io::Error| fs_err("write", rel, e);
         match &m.sparse {
             None => {
                 let mut left = m.size;
@@ -341,13 +339,13 @@ impl Extractor<'_> {
             .root
             .parent(&tcomps, false)
             .and_then(|fd| rustix::io::fcntl_dupfd_cloexec(fd, 0))
-            .map_err(|e| fs_err(&self.path, "find the hard-link target", &trel, e))?;
+            .map_err(|e| fs_err("find the hard-link target", &trel, e))?;
         let tname = OsStr::from_bytes(tcomps[tcomps.len() - 1]);
         let name = OsStr::from_bytes(comps[comps.len() - 1]);
         let parent = self
             .root
             .parent(comps, true)
-            .map_err(|e| fs_err(&self.path, "create the parent of", rel, e))?;
+            .map_err(|e| fs_err("create the parent of", rel, e))?;
         // linkat without AT_SYMLINK_FOLLOW links a symlink itself, never what it points to.
         let made = match rustix::fs::linkat(&tparent, tname, parent, name, AtFlags::empty()) {
             Err(Errno::EXIST) => inroot::remove_existing(parent, name)
@@ -357,10 +355,9 @@ impl Extractor<'_> {
         self.root.invalidate();
         made.map_err(|e| {
             fs_err(
-                &self.path,
                 "hard-link",
                 rel,
-                std::io::Error::other(format!("to {:?}: {e}", String::from_utf8_lossy(&trel))),
+                std::io::Error::other(format!("to {}: {e}", shown(&trel))),
             )
         })
     }
@@ -398,32 +395,38 @@ impl Extractor<'_> {
         Ok(list)
     }
 
-    fn xattr_failed(&mut self, rel: &[u8], name: &[u8], e: Errno) -> Result<(), ArchiveError> {
+    fn xattr_failed(
+        &mut self,
+        m: &Member,
+        rel: &[u8],
+        name: &[u8],
+        e: Errno,
+    ) -> Result<(), ArchiveError> {
         if matches!(e, Errno::NOTSUP | Errno::PERM) && !name.starts_with(b"security.capability") {
+            // The member as the archive names it: the staging path means nothing to the user.
             let msg = format!(
-                "{}: extended attribute {} not restored: {e}",
-                self.path.join(OsStr::from_bytes(rel)).display(),
-                String::from_utf8_lossy(name)
+                "member {} (at byte {}): extended attribute {} not restored: {e}",
+                shown(&m.path),
+                m.offset,
+                shown(name)
             );
             self.warn(msg);
             return Ok(());
         }
         Err(fs_err(
-            &self.path,
             "set an extended attribute on",
             rel,
-            std::io::Error::other(format!("{}: {e}", String::from_utf8_lossy(name))),
+            std::io::Error::other(format!("{}: {e}", shown(name))),
         ))
     }
 
     fn meta_fd(&mut self, fd: BorrowedFd<'_>, rel: &[u8], m: &Member) -> Result<(), ArchiveError> {
         if self.opts.chown {
             let (uid, gid) = ids(m)?;
-            rustix::fs::fchown(fd, Some(uid), Some(gid))
-                .map_err(|e| fs_err(&self.path, "change the owner of", rel, e))?;
+            rustix::fs::fchown(fd, uid, gid).map_err(|e| fs_err("change the owner of", rel, e))?;
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(m.mode))
-            .map_err(|e| fs_err(&self.path, "change the mode of", rel, e))?;
+            .map_err(|e| fs_err("change the mode of", rel, e))?;
         for (name, value) in self.xattr_list(m)? {
             if let Err(e) = rustix::fs::fsetxattr(
                 fd,
@@ -431,11 +434,10 @@ impl Extractor<'_> {
                 &value,
                 rustix::fs::XattrFlags::empty(),
             ) {
-                self.xattr_failed(rel, &name, e)?;
+                self.xattr_failed(m, rel, &name, e)?;
             }
         }
-        rustix::fs::futimens(fd, &times(m))
-            .map_err(|e| fs_err(&self.path, "set the times of", rel, e))
+        rustix::fs::futimens(fd, &times(m)).map_err(|e| fs_err("set the times of", rel, e))
     }
 
     /// Metadata for symlinks, devices and FIFOs, by name, never following the name.
@@ -449,13 +451,13 @@ impl Extractor<'_> {
         let nofollow = AtFlags::SYMLINK_NOFOLLOW;
         if self.opts.chown {
             let (uid, gid) = ids(m)?;
-            rustix::fs::chownat(parent, name, Some(uid), Some(gid), nofollow)
-                .map_err(|e| fs_err(&self.path, "change the owner of", rel, e))?;
+            rustix::fs::chownat(parent, name, uid, gid, nofollow)
+                .map_err(|e| fs_err("change the owner of", rel, e))?;
         }
         if m.kind != Kind::Symlink {
             // Just created by us as a device node or FIFO, so chmodat's following is moot.
             rustix::fs::chmodat(parent, name, Mode::from_raw_mode(m.mode), AtFlags::empty())
-                .map_err(|e| fs_err(&self.path, "change the mode of", rel, e))?;
+                .map_err(|e| fs_err("change the mode of", rel, e))?;
         }
         let list = self.xattr_list(m)?;
         if !list.is_empty() {
@@ -467,58 +469,72 @@ impl Extractor<'_> {
                     &value,
                     rustix::fs::XattrFlags::empty(),
                 ) {
-                    self.xattr_failed(rel, &xname, e)?;
+                    self.xattr_failed(m, rel, &xname, e)?;
                 }
             }
         }
         rustix::fs::utimensat(parent, name, &times(m), nofollow)
-            .map_err(|e| fs_err(&self.path, "set the times of", rel, e))
+            .map_err(|e| fs_err("set the times of", rel, e))
+    }
+
+    fn defer_dir(&mut self, rel: &[u8], m: &Member) -> Result<(), ArchiveError> {
+        self.dirs
+            .push(self.root.fd(), rel, m)
+            .map_err(|e| fs_err("record the metadata of directory", rel, e))
     }
 
     fn finish_dirs(&mut self) -> Result<(), ArchiveError> {
-        let mut dirs = std::mem::take(&mut self.dirs);
-        // Deepest first; for the same directory listed twice, the later entry wins.
-        dirs.reverse();
-        dirs.sort_by_key(|(rel, _)| {
-            std::cmp::Reverse(
-                rel.iter().filter(|&&b| b == b'/').count() + usize::from(!rel.is_empty()),
-            )
-        });
-        let mut seen = std::collections::HashSet::new();
-        for (rel, m) in &dirs {
-            if !seen.insert(rel.clone()) {
-                continue;
-            }
-            let fd = match self.root.open_dir(rel, OFlags::RDONLY | OFlags::NOFOLLOW) {
+        let dirs = std::mem::replace(&mut self.dirs, Deferred::new());
+        // Deepest first; a directory listed twice gets its entries in archive order, so the
+        // later one's owner, mode and times win.
+        let done = dirs.drain(|rel, m| {
+            let fd = match self.root.open_dir(&rel, OFlags::RDONLY | OFlags::NOFOLLOW) {
                 Ok(fd) => fd,
                 // Replaced by a later member (a symlink or file): its metadata no longer applies.
-                Err(Errno::LOOP | Errno::NOTDIR | Errno::NOENT) => continue,
-                Err(e) => return Err(fs_err(&self.path, "open directory", rel, e)),
+                Err(Errno::LOOP | Errno::NOTDIR | Errno::NOENT) => return Ok(()),
+                Err(e) => return Err(fs_err("open directory", &rel, e)),
             };
-            self.meta_fd(fd.as_fd(), rel, m)?;
+            self.meta_fd(fd.as_fd(), &rel, &m)
+        });
+        match done {
+            Ok(()) => Ok(()),
+            Err(DrainError::Apply(e)) => Err(e),
+            Err(DrainError::Io(e)) => Err(fs_err(
+                "read back the deferred directory metadata under",
+                b"",
+                e,
+            )),
         }
-        Ok(())
     }
 }
 
-fn fs_err(root: &Path, op: &'static str, rel: &[u8], e: impl Into<std::io::Error>) -> ArchiveError {
-    ArchiveError::fs(op, root.join(OsStr::from_bytes(rel)), e)
+/// A failure on member `rel` (its path in the tree), named as the archive names it.
+fn fs_err(op: &'static str, rel: &[u8], e: impl Into<std::io::Error>) -> ArchiveError {
+    let member = if rel.is_empty() {
+        "the root directory".to_string()
+    } else {
+        format!("member {}", shown(rel))
+    };
+    ArchiveError::Member {
+        op,
+        member,
+        source: e.into(),
+    }
 }
 
-fn ids(m: &Member) -> Result<(Uid, Gid), ArchiveError> {
+/// The owner to set; `None` for an id of 4294967295 (-1), which chown takes as "leave as is",
+/// as GNU tar does when an archive carries it.
+fn ids(m: &Member) -> Result<(Option<Uid>, Option<Gid>), ArchiveError> {
     let bad = || ArchiveError::Corrupt {
         offset: m.offset,
         reason: format!("owner {}:{} is out of range", m.uid, m.gid),
     };
-    let uid = u32::try_from(m.uid)
-        .ok()
-        .filter(|&u| u != u32::MAX)
-        .ok_or_else(bad)?;
-    let gid = u32::try_from(m.gid)
-        .ok()
-        .filter(|&g| g != u32::MAX)
-        .ok_or_else(bad)?;
-    Ok((Uid::from_raw(uid), Gid::from_raw(gid)))
+    let uid = u32::try_from(m.uid).map_err(|_| bad())?;
+    let gid = u32::try_from(m.gid).map_err(|_| bad())?;
+    Ok((
+        (uid != u32::MAX).then(|| Uid::from_raw(uid)),
+        (gid != u32::MAX).then(|| Gid::from_raw(gid)),
+    ))
 }
 
 fn times(m: &Member) -> Timestamps {

@@ -11,11 +11,10 @@
 
 mod acl;
 pub mod compress;
+mod deferred;
 mod error;
 mod extract;
 mod header;
-mod inroot;
-mod layout;
 mod pax;
 mod pgzip;
 mod pipe;
@@ -25,8 +24,7 @@ mod write;
 
 pub use compress::{Compression, Decoder, Encoder};
 pub use error::ArchiveError;
-pub use extract::{extract, extract_at, ExtractOptions, ExtractStats};
-pub use layout::{is_os_tree, strip_single_top_dir};
+pub use extract::{extract, ExtractOptions, ExtractStats};
 pub use pipe::ThreadedWriter;
 pub use reader::{Kind, Member, TarReader};
 pub use write::{write_tree, WriteOptions, WriteStats};

@@ -1,7 +1,8 @@
-//! Parallel gzip: the input is cut into blocks, each block becomes a complete gzip member on a
-//! worker thread, and the members are written in order. Concatenated members are one valid
-//! gzip stream (RFC 1952 §2.2; gzip, zcat and GNU tar read them), at a small cost in ratio
-//! against pigz's shared dictionaries.
+//! Parallel gzip in one member, as pigz writes it: the input is cut into blocks, each block is
+//! deflated independently on a worker thread and ended with a sync flush (so it stops on a byte
+//! boundary), and the blocks are written in order between one gzip header and one trailer, whose
+//! CRC-32 is combined from the blocks' own. One member matters: systemd-import 252 (Debian 12's
+//! `machinectl import-tar`) hangs on a stream of many concatenated members.
 //!
 //! Written here rather than taken from the `gzp` crate because `gzp` compresses through
 //! zlib-ng-sys (C) or miniz_oxide and would pull a second deflate backend beside flate2's
@@ -16,11 +17,19 @@ use std::thread::JoinHandle;
 const BLOCK: usize = 1 << 20;
 
 type Job = (u64, Vec<u8>);
-type Done = (u64, io::Result<Vec<u8>>);
+/// A block's deflate data, its CRC-32 and length.
+type Done = (u64, io::Result<(Vec<u8>, flate2::Crc)>);
+
+/// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unix.
+const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+/// An empty final block with fixed Huffman codes (BFINAL=1, BTYPE=01, end-of-block), valid
+/// after a sync flush left the stream byte-aligned.
+const LAST_BLOCK: [u8; 2] = [0x03, 0x00];
 
 pub struct ParGzEncoder<W: Write> {
     out: W,
-    level: flate2::Compression,
+    crc: flate2::Crc,
+    started: bool,
     block: Vec<u8>,
     next_seq: u64,
     next_write: u64,
@@ -28,7 +37,7 @@ pub struct ParGzEncoder<W: Write> {
     max_in_flight: usize,
     jobs: Option<SyncSender<Job>>,
     done: Receiver<Done>,
-    pending: BTreeMap<u64, Vec<u8>>,
+    pending: BTreeMap<u64, (Vec<u8>, flate2::Crc)>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -47,7 +56,8 @@ impl<W: Write> ParGzEncoder<W> {
             .collect();
         ParGzEncoder {
             out,
-            level,
+            crc: flate2::Crc::new(),
+            started: false,
             block: Vec::with_capacity(BLOCK),
             next_seq: 0,
             next_write: 0,
@@ -86,7 +96,8 @@ impl<W: Write> ParGzEncoder<W> {
             .recv()
             .map_err(|_| io::Error::other("gzip worker thread died"))?;
         self.pending.insert(seq, data?);
-        while let Some(data) = self.pending.remove(&self.next_write) {
+        while let Some((data, crc)) = self.pending.remove(&self.next_write) {
+            self.crc.combine(&crc);
             self.out.write_all(&data)?;
             self.next_write += 1;
             self.in_flight -= 1;
@@ -95,11 +106,7 @@ impl<W: Write> ParGzEncoder<W> {
     }
 
     pub fn finish(mut self) -> io::Result<W> {
-        if self.next_seq == 0 && self.block.is_empty() {
-            // An empty input still needs one (empty) member to be a gzip file.
-            let enc = flate2::write::GzEncoder::new(Vec::new(), self.level);
-            self.out.write_all(&enc.finish()?)?;
-        }
+        self.start()?;
         self.submit()?;
         while self.in_flight > 0 {
             self.collect_one()?;
@@ -108,10 +115,21 @@ impl<W: Write> ParGzEncoder<W> {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        self.out.write_all(&LAST_BLOCK)?;
+        self.out.write_all(&self.crc.sum().to_le_bytes())?;
+        self.out.write_all(&self.crc.amount().to_le_bytes())?;
         self.out.flush()?;
         // `self` has a Drop-free layout, so the writer can be moved out.
         let ParGzEncoder { out, .. } = self;
         Ok(out)
+    }
+
+    fn start(&mut self) -> io::Result<()> {
+        if !self.started {
+            self.out.write_all(&HEADER)?;
+            self.started = true;
+        }
+        Ok(())
     }
 }
 
@@ -122,16 +140,28 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, tx: Sender<Done>, level: flate2::Compre
             Err(_) => return,
         };
         let Ok((seq, data)) = job else { return };
-        let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 2), level);
-        let result = enc.write_all(&data).and_then(|_| enc.finish());
-        if tx.send((seq, result)).is_err() {
+        if tx.send((seq, deflate_block(&data, level))).is_err() {
             return;
         }
     }
 }
 
+/// One block as raw deflate ending in a sync flush (not final), with its CRC-32.
+fn deflate_block(data: &[u8], level: flate2::Compression) -> io::Result<(Vec<u8>, flate2::Crc)> {
+    let mut enc =
+        flate2::write::DeflateEncoder::new(Vec::with_capacity(data.len() / 2 + 64), level);
+    enc.write_all(data)?;
+    // flush() is a sync flush: all input out, then an empty stored block to a byte boundary.
+    enc.flush()?;
+    let out = std::mem::take(enc.get_mut());
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    Ok((out, crc))
+}
+
 impl<W: Write> Write for ParGzEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.start()?;
         let n = buf.len().min(BLOCK - self.block.len());
         self.block.extend_from_slice(&buf[..n]);
         if self.block.len() == BLOCK {
@@ -159,7 +189,8 @@ mod tests {
         }
         let packed = enc.finish().unwrap();
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&packed[..])
+        // A single-member reader must see all of it: one member, not many.
+        flate2::read::GzDecoder::new(&packed[..])
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, data);
@@ -171,7 +202,7 @@ mod tests {
             .finish()
             .unwrap();
         let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&packed[..])
+        flate2::read::GzDecoder::new(&packed[..])
             .read_to_end(&mut out)
             .unwrap();
         assert!(out.is_empty());

@@ -59,6 +59,8 @@ pub struct TarReader<R: Read> {
     remaining: u64,
     padding: u64,
     global: Vec<(Vec<u8>, Vec<u8>)>,
+    /// A zero block was read: the input may end here, or another archive may follow.
+    after_end: bool,
     ended: bool,
 }
 
@@ -70,6 +72,7 @@ impl<R: Read> TarReader<R> {
             remaining: 0,
             padding: 0,
             global: Vec::new(),
+            after_end: false,
             ended: false,
         }
     }
@@ -191,6 +194,10 @@ impl<R: Read> TarReader<R> {
                 }
             }
             self.pos += got as u64;
+            if self.after_end && block[..got].iter().all(|&b| b == 0) {
+                self.ended = true;
+                return Ok(None);
+            }
             if got < 512 {
                 let reason = if got == 0 && offset == 0 {
                     "the input holds no tar header".to_string()
@@ -209,10 +216,19 @@ impl<R: Read> TarReader<R> {
                     });
                 }
                 // GNU tar writes two zero blocks; one followed by the end of input is accepted.
-                self.ended = true;
-                return Ok(None);
+                // What follows them is read on, as `tar --ignore-zeros` (systemd-import's way)
+                // does: concatenated archives are imported whole.
+                self.after_end = true;
+                continue;
+            }
+            if self.after_end && check_sum(&block, offset).is_err() {
+                return Err(ArchiveError::Corrupt {
+                    offset,
+                    reason: "data after the end-of-archive marker is not a tar header".into(),
+                });
             }
             check_sum(&block, offset)?;
+            self.after_end = false;
             let size = num(&block[124..136], offset, "size")?;
             let typ = block[156];
             if matches!(typ, b'x' | b'X' | b'g' | b'L' | b'K') {
@@ -261,9 +277,28 @@ impl<R: Read> TarReader<R> {
             }
             let mut m = member(&block, typ, size, offset, long_name, long_link)?;
             // PAX records override what the header says; global ones sit under local ones.
-            let records: Vec<(Vec<u8>, Vec<u8>)> =
-                self.global.iter().chain(local.iter()).cloned().collect();
-            let stored = apply_pax(&mut m, &records, size, offset)?;
+            let records: Vec<&(Vec<u8>, Vec<u8>)> =
+                self.global.iter().chain(local.iter()).collect();
+            let mut stored = apply_pax(&mut m, &records, size, offset)?;
+            let pax_sparse_1 = is_pax_sparse_1(&records);
+            drop(records);
+            // A trailing slash on the real name (after PAX `path` and GNU long names, not on
+            // the 100-byte field, which Python's tarfile cuts anywhere) marks a directory, as
+            // with GNU tar.
+            if matches!(typ, b'0' | 0 | b'7') && m.path.last() == Some(&b'/') {
+                m.kind = Kind::Dir;
+                m.sparse = None;
+            }
+            if m.kind == Kind::Dir {
+                while m.path.len() > 1 && m.path.last() == Some(&b'/') {
+                    m.path.pop();
+                }
+            }
+            // Only regular files (and GNU dumpdirs) carry data; GNU tar, libarchive and Python
+            // ignore the size of any other member, which old writers set for directories.
+            if m.kind != Kind::File && typ != b'D' {
+                stored = 0;
+            }
             if typ == b'S' {
                 let (map, real) = sparse::read_old_gnu(self, &block, offset)?;
                 m.sparse = Some(map);
@@ -274,7 +309,7 @@ impl<R: Read> TarReader<R> {
             if m.kind != Kind::File && m.sparse.is_none() {
                 m.size = 0;
             }
-            if is_pax_sparse_1(&records) && m.kind == Kind::File {
+            if pax_sparse_1 && m.kind == Kind::File {
                 m.sparse = Some(sparse::read_pax_1_map(self, offset)?);
             }
             if let Some(map) = &m.sparse {
@@ -294,7 +329,7 @@ fn member(
     long_link: Option<Vec<u8>>,
 ) -> Result<Member, ArchiveError> {
     let is_ustar = &block[257..263] == b"ustar\0";
-    let mut path = long_name.unwrap_or_else(|| {
+    let path = long_name.unwrap_or_else(|| {
         let name = cstr(&block[0..100]);
         if is_ustar && block[345] != 0 {
             let mut p = cstr(&block[345..500]).to_vec();
@@ -307,7 +342,6 @@ fn member(
     });
     let link = long_link.unwrap_or_else(|| cstr(&block[157..257]).to_vec());
     let kind = match typ {
-        b'0' | 0 | b'7' | b'S' if path.last() == Some(&b'/') && typ != b'S' => Kind::Dir,
         b'0' | 0 | b'7' | b'S' => Kind::File,
         b'1' => Kind::HardLink,
         b'2' => Kind::Symlink,
@@ -326,9 +360,6 @@ fn member(
             })
         }
     };
-    while kind == Kind::Dir && path.len() > 1 && path.last() == Some(&b'/') {
-        path.pop();
-    }
     let field = |r: std::ops::Range<usize>, what: &str| num(&block[r], offset, what);
     let (major, minor) = if matches!(kind, Kind::Char | Kind::Block) {
         (
@@ -357,7 +388,7 @@ fn member(
     })
 }
 
-fn is_pax_sparse_1(records: &[(Vec<u8>, Vec<u8>)]) -> bool {
+fn is_pax_sparse_1(records: &[&(Vec<u8>, Vec<u8>)]) -> bool {
     records
         .iter()
         .any(|(k, v)| k == b"GNU.sparse.major" && v == b"1")
@@ -366,7 +397,7 @@ fn is_pax_sparse_1(records: &[(Vec<u8>, Vec<u8>)]) -> bool {
 /// Applies PAX records to `m`; returns how many data bytes the member stores in the archive.
 fn apply_pax(
     m: &mut Member,
-    records: &[(Vec<u8>, Vec<u8>)],
+    records: &[&(Vec<u8>, Vec<u8>)],
     header_size: u64,
     offset: u64,
 ) -> Result<u64, ArchiveError> {
@@ -387,7 +418,7 @@ fn apply_pax(
     let mut sparse_name = None;
     let mut real_size = None;
     let mut old_map: Vec<u64> = Vec::new();
-    for (k, v) in records {
+    for (k, v) in records.iter().copied() {
         match k.as_slice() {
             b"path" => m.path = v.clone(),
             b"linkpath" => m.link = v.clone(),
@@ -402,9 +433,17 @@ fn apply_pax(
             b"SCHILY.acl.default" => m.acl_default = Some(v.clone()),
             b"GNU.sparse.name" => sparse_name = Some(v.clone()),
             b"GNU.sparse.realsize" | b"GNU.sparse.size" => real_size = Some(number(k, v)?),
-            b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => old_map.push(number(k, v)?),
+            b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
+                if old_map.len() >= 2 * sparse::MAX_SEGMENTS {
+                    return Err(sparse::too_many(offset));
+                }
+                old_map.push(number(k, v)?)
+            }
             b"GNU.sparse.map" => {
                 for part in v.split(|&b| b == b',') {
+                    if old_map.len() >= 2 * sparse::MAX_SEGMENTS {
+                        return Err(sparse::too_many(offset));
+                    }
                     old_map.push(number(k, part)?);
                 }
             }

@@ -9,6 +9,18 @@ use super::header::num;
 use super::reader::TarReader;
 use super::ArchiveError;
 
+/// The most segments a sparse map may list: the map is held in memory (16 bytes a segment)
+/// while the member is written, so this bounds the extractor's memory. A real file with more
+/// than a million holes is unheard of; a map claiming more is refused, not truncated.
+pub const MAX_SEGMENTS: usize = 1 << 20;
+
+pub fn too_many(offset: u64) -> ArchiveError {
+    ArchiveError::Corrupt {
+        offset,
+        reason: format!("the sparse map lists more than {MAX_SEGMENTS} segments"),
+    }
+}
+
 /// Reads the map of an old GNU sparse member ('S'): four entries in the header, then
 /// extension blocks of 21 while the "isextended" flag is set. Returns the map and real size.
 pub fn read_old_gnu<R: Read>(
@@ -21,6 +33,9 @@ pub fn read_old_gnu<R: Read>(
     let real = num(&header[483..495], offset, "sparse real size")?;
     let mut extended = header[482] != 0;
     while extended {
+        if map.len() > MAX_SEGMENTS {
+            return Err(too_many(offset));
+        }
         let block = r.raw_block("a sparse map extension")?;
         push_entries(&block[..504], &mut map, offset)?;
         extended = block[504] != 0;
@@ -70,10 +85,14 @@ pub fn read_pax_1_map<R: Read>(
                     let v = cur.take().ok_or_else(|| corrupt("an empty line"))?;
                     match want {
                         None => {
-                            if v > r.remaining() + 1 {
+                            // Each segment takes at least four bytes of map text ("0\n0\n").
+                            if v.saturating_mul(4) > r.remaining() + 512 {
                                 return Err(corrupt(
                                     "it lists more segments than the member holds",
                                 ));
+                            }
+                            if v > MAX_SEGMENTS as u64 {
+                                return Err(too_many(offset));
                             }
                             want = Some(v * 2);
                         }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-use super::inroot::proc_path;
 use super::{acl, pax, sparse, ArchiveError};
+use crate::fs::proc_path;
 
 #[derive(Debug, Clone)]
 pub struct WriteOptions {

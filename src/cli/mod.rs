@@ -158,11 +158,7 @@ pub fn main() -> ExitCode {
 fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
     if matches!(
         verb,
-        Command::Clone(_)
-            | Command::ImportFs(_)
-            | Command::ImportTar(_)
-            | Command::ExportTar(_)
-            | Command::Bootstrap(_)
+        Command::Clone(_) | Command::ImportFs(_) | Command::ImportTar(_) | Command::Bootstrap(_)
     ) {
         crate::sys::interrupt::exit_on_interrupt(
             "rmach: interrupted: nothing was created; `rmach clean` (or the next operation on the name) removes what was left\n",

@@ -1,19 +1,18 @@
-//! import-tar and export-tar: names, files, locks, progress and messages around the archive
-//! library. The archive module does the tar work; the store does staging and commit.
+//! import-tar and export-tar: arguments, names, files, progress and messages around
+//! [`crate::transfer`], which does the import and export (staging, digests, output files).
 
 use std::fs::File;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 
 use super::output::UsageError;
 use super::{Context, Status};
-use crate::archive::{
-    self, Compression, Decoder, Encoder, ExtractOptions, ThreadedWriter, WriteOptions,
-};
-use crate::store::{name_from_path, ImageKind, ImageName};
+use crate::archive::Compression;
+use crate::store::{name_from_path, ImageName};
+use crate::transfer;
 
 #[derive(Debug, clap::Args)]
 pub struct ImportTarArgs {
@@ -50,11 +49,11 @@ pub struct ExportTarArgs {
     /// Compression (default: from the file's suffix)
     #[arg(long)]
     pub format: Option<TarFormat>,
-    /// Compression level
-    #[arg(long)]
+    /// Compression level (zstd also takes negative fast levels: --level -5)
+    #[arg(long, allow_negative_numbers = true)]
     pub level: Option<i32>,
-    /// Compression threads (default: all cores)
-    #[arg(long)]
+    /// Compression threads, 1 or more (default: all cores)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
     /// Replace an existing output file
     #[arg(long)]
@@ -95,67 +94,34 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
         (Box::new(file), len)
     };
     let store = ctx.store()?;
-    let staging = store.create(&name, "imported", ImageKind::Directory, args.force)?;
     let bar = ctx.out.progress(total, &format!("Importing {name}"));
     let counted = Counted {
         inner: input,
         bar: bar.clone(),
     };
-    let fail = || format!("cannot import {shown} as {name}; nothing was imported");
-    let mut decoder = Decoder::spawn(counted, want.is_some()).with_context(fail)?;
-    ctx.out.verbose(&format!(
-        "{shown}: {} tar archive",
-        decoder.compression().name()
-    ));
-    let extracted = archive::extract(
-        &mut decoder,
-        staging.path(),
-        &ExtractOptions::default(),
-        None,
-    );
-    // After a failure the decoder thread may be blocked reading a stalled pipe: let it go
-    // rather than wait for it.
-    let digest = match &extracted {
-        Ok(_) => decoder.finish(),
-        Err(_) => {
-            drop(decoder);
-            Ok(None)
-        }
+    let req = transfer::ImportRequest {
+        name: name.clone(),
+        force: args.force,
+        read_only: args.read_only,
+        sha256: want,
     };
-    let stats = match extracted {
-        Err(e) if e.is_no_space() => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "{}: the store {} is full",
-                fail(),
-                ctx.global.store.display()
-            )))
-        }
-        other => other.with_context(fail)?,
+    let mut detected = |c: Compression| {
+        ctx.out
+            .verbose(&format!("{shown}: {} tar archive", c.name()))
     };
-    let digest = digest.with_context(fail)?;
-    if let (Some(want), Some(got)) = (want, digest) {
-        if want != got {
-            anyhow::bail!(
-                "{}: its SHA-256 is {} but --sha256 says {}",
-                fail(),
-                hex::encode(got),
-                hex::encode(want)
-            );
-        }
-    }
-    for w in &stats.warnings {
+    let imported = transfer::import_tar(&store, counted, &req, &mut detected)
+        .with_context(|| format!("cannot import {shown} as {name}; nothing was imported"))?;
+    for w in &imported.warnings {
         ctx.out.warn(w);
     }
-    if let Some(top) = archive::strip_single_top_dir(staging.path()).with_context(fail)? {
+    if let Some(top) = &imported.lifted {
         ctx.out.verbose(&format!(
-            "{shown}: using its single top-level directory {:?} as the root",
-            top
+            "{shown}: used its single top-level directory {top:?} as the root"
         ));
     }
-    staging.commit(args.read_only).with_context(fail)?;
     bar.finish_and_clear();
     ctx.out
-        .info(&format!("Imported {name} ({} members).", stats.members));
+        .info(&format!("Imported {name} ({} members).", imported.members));
     Ok(0)
 }
 
@@ -195,40 +161,31 @@ fn compression(format: TarFormat) -> Compression {
 pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> {
     let name = ImageName::parse(&args.name)?;
     let to_stdout = args.file.as_ref().is_none_or(|f| f.as_os_str() == "-");
-    let format = match (args.format, &args.file) {
-        (Some(f), _) => compression(f),
-        (None, Some(file)) if !to_stdout => Compression::from_file_name(file.as_os_str().as_bytes()).ok_or_else(|| {
-            UsageError(format!(
-                "cannot tell the compression from the name {}; use a .tar, .tar.gz, .tar.zst, .tar.xz or .tar.bz2 suffix or --format",
-                file.display()
+    let file = args.file.as_deref().filter(|_| !to_stdout);
+    let suffix = file.and_then(|f| Compression::from_file_name(f.as_os_str().as_bytes()));
+    let format = match (args.format.map(compression), file, suffix) {
+        (Some(f), Some(path), Some(s)) if f != s => {
+            return Err(UsageError(format!(
+                "--format {} does not match the name {}, which says {}; rename the file or drop --format",
+                f.name(),
+                path.display(),
+                s.name()
             ))
-        })?,
-        _ => Compression::None,
+            .into())
+        }
+        (Some(f), _, _) => f,
+        (None, Some(_), Some(s)) => s,
+        (None, Some(path), None) => {
+            return Err(UsageError(format!(
+                "cannot tell the compression from the name {}; use a .tar, .tar.gz, .tar.zst, .tar.xz or .tar.bz2 suffix or --format",
+                path.display()
+            ))
+            .into())
+        }
+        (None, None, _) => Compression::None,
     };
     if let Some(level) = args.level {
-        let range = match format {
-            Compression::None => None,
-            Compression::Gzip | Compression::Xz => Some(0..=9),
-            Compression::Zstd => Some(zstd::compression_level_range()),
-            Compression::Bzip2 => Some(1..=9),
-        };
-        match range {
-            Some(r) if !r.contains(&level) => {
-                return Err(UsageError(format!(
-                    "--level {level} is out of range for {}: use {} to {}",
-                    format.name(),
-                    r.start(),
-                    r.end()
-                ))
-                .into())
-            }
-            None => {
-                return Err(
-                    UsageError("--level needs a compressed --format or file suffix".into()).into(),
-                )
-            }
-            _ => {}
-        }
+        check_level(format, level)?;
     }
     if to_stdout && std::io::stdout().is_terminal() {
         return Err(UsageError(
@@ -237,128 +194,63 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
         )
         .into());
     }
+    // The temporary output is removed by the handler itself, so nothing is left to clean.
+    crate::sys::interrupt::exit_on_interrupt(if to_stdout {
+        "rmach: interrupted: the archive on standard output is incomplete\n"
+    } else {
+        "rmach: interrupted: the export was stopped and its partial output removed\n"
+    })?;
     let store = ctx.store()?;
-    // Held for the whole export: a machine running from this image (lock "run"/"booted"),
-    // or any other operation on it, makes the export fail at once instead of tearing.
-    let _lock = store.lock(&name, "exported")?;
-    let image = store.image(&name)?;
-    if !image.kind().is_tree() {
-        anyhow::bail!("image {name} is a raw disk image; export it with export-raw");
-    }
-    let threads = args.threads.unwrap_or(0);
-    let mut output = match args.file.as_deref().filter(|_| !to_stdout) {
-        Some(path) => Output::File(TempOutput::create(path, args.force)?),
-        None => Output::Stdout,
-    };
-    let shown = args
-        .file
-        .as_ref()
-        .filter(|_| !to_stdout)
+    let shown = file
         .map(|p| p.display().to_string())
         .unwrap_or("standard output".into());
-    let fail = || format!("cannot export {name} to {shown}");
-    let writer: Box<dyn Write + Send> = match &output {
-        Output::File(t) => Box::new(t.file.try_clone().with_context(fail)?),
-        Output::Stdout => Box::new(std::io::stdout()),
+    let req = transfer::ExportRequest {
+        name: name.clone(),
+        format,
+        level: args.level,
+        threads: args.threads.unwrap_or(0),
     };
-    let buffered = std::io::BufWriter::with_capacity(1 << 20, writer);
-    let encoder = Encoder::new(buffered, format, args.level, threads).with_context(fail)?;
-    // The tree is read on this thread and compressed on another, as `tar | zstd` does.
-    let mut encoder = ThreadedWriter::new(encoder).with_context(fail)?;
+    let target = match file {
+        Some(path) => transfer::ExportTarget::File {
+            path,
+            force: args.force,
+        },
+        None => transfer::ExportTarget::Stream(Box::new(std::io::stdout())),
+    };
     let bar = ctx.out.progress(None, &format!("Exporting {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
     let mut warn = |msg: String| ctx.out.warn(&msg);
-    let stats = archive::write_tree(
-        image.path(),
-        &mut encoder,
-        &WriteOptions::default(),
-        &mut warn,
-        Some(&progress),
-    )
-    .with_context(fail)?;
-    let encoder = encoder.finish().with_context(fail)?;
-    let mut buffered = encoder.finish().with_context(fail)?;
-    buffered.flush().with_context(fail)?;
-    drop(buffered);
-    if let Output::File(t) = &mut output {
-        t.commit().with_context(fail)?;
-    }
+    let exported = transfer::export_tar(&store, &req, target, &mut warn, Some(&progress))
+        .with_context(|| format!("cannot export {name} to {shown}"))?;
     bar.finish_and_clear();
     ctx.out.info(&format!(
         "Exported {name} to {shown} ({} members, {} format).",
-        stats.members,
+        exported.members,
         format.name()
     ));
     Ok(0)
 }
 
-enum Output {
-    File(TempOutput),
-    Stdout,
-}
-
-/// An output file written beside its target under a hidden name and renamed over it only when
-/// complete; removed if the export fails.
-struct TempOutput {
-    file: File,
-    temp: PathBuf,
-    target: PathBuf,
-    done: bool,
-}
-
-impl TempOutput {
-    fn create(target: &Path, force: bool) -> anyhow::Result<TempOutput> {
-        if !force && target.symlink_metadata().is_ok() {
-            anyhow::bail!(
-                "{} already exists; use --force to replace it",
-                target.display()
-            );
-        }
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let base = target
-            .file_name()
-            .ok_or_else(|| UsageError(format!("{} is not a file name", target.display())))?;
-        let mut temp_name = std::ffi::OsString::from(".#rmach-export-");
-        temp_name.push(base);
-        temp_name.push(format!(".{}", std::process::id()));
-        let temp = dir.join(temp_name);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .with_context(|| format!("cannot create {}", temp.display()))?;
-        crate::sys::interrupt::remove_on_interrupt(&temp);
-        Ok(TempOutput {
-            file,
-            temp,
-            target: target.to_path_buf(),
-            done: false,
-        })
-    }
-
-    fn commit(&mut self) -> anyhow::Result<()> {
-        self.file
-            .sync_all()
-            .with_context(|| format!("cannot write {}", self.temp.display()))?;
-        std::fs::rename(&self.temp, &self.target).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                self.temp.display(),
-                self.target.display()
+/// `--level` must be within the compressor's range (zstd's negative fast levels included).
+fn check_level(format: Compression, level: i32) -> anyhow::Result<()> {
+    let range = match format {
+        Compression::None => {
+            return Err(
+                UsageError("--level needs a compressed --format or file suffix".into()).into(),
             )
-        })?;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.temp);
         }
+        Compression::Gzip | Compression::Xz => 0..=9,
+        Compression::Zstd => zstd::compression_level_range(),
+        Compression::Bzip2 => 1..=9,
+    };
+    if !range.contains(&level) {
+        return Err(UsageError(format!(
+            "--level {level} is out of range for {}: use {} to {}",
+            format.name(),
+            range.start(),
+            range.end()
+        ))
+        .into());
     }
+    Ok(())
 }

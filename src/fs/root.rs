@@ -1,4 +1,4 @@
-//! Filesystem operations confined to an extraction root. Every parent directory is resolved
+//! File-system operations confined to a root directory. Every parent directory is resolved
 //! with `openat2(RESOLVE_IN_ROOT)`, so `..` and symlinks (absolute or relative) can never
 //! leave the root; the last component is handled with `*at` calls that do not follow it.
 
@@ -30,8 +30,24 @@ impl Root {
         Root { fd, cache: None }
     }
 
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     pub fn invalidate(&mut self) {
         self.cache = None;
+    }
+
+    /// Opens `rel` (any file type) inside the root, following in-root symlinks.
+    pub fn open(&self, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
+        let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+        openat2(
+            &self.fd,
+            OsStr::from_bytes(rel),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve(),
+        )
     }
 
     /// Opens `rel` (a directory) inside the root, following in-root symlinks.

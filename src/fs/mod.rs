@@ -1,0 +1,8 @@
+//! The file-system layer below archive, store and transfer: a [`Root`] handle that resolves
+//! paths inside a directory tree with `openat2(RESOLVE_IN_ROOT)`, so that no symlink or `..`
+//! in the tree can reach outside it, creates missing parents inside it and works by
+//! descriptor. It does not know archives, images or the store; it never prints.
+
+mod root;
+
+pub use root::{is_dir, join, proc_path, remove_existing, Root};

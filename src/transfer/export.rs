@@ -1,0 +1,160 @@
+//! export-tar's orchestration: an image out as a (compressed) tar stream, into a file that
+//! appears only when complete, or into any writer.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::TransferError;
+use crate::archive::{self, Compression, Encoder, ThreadedWriter, WriteOptions};
+use crate::store::{ImageName, Store};
+
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub name: ImageName,
+    pub format: Compression,
+    /// The compressor's level; `None` takes the tool's default.
+    pub level: Option<i32>,
+    /// Compression threads; 0 means all cores.
+    pub threads: u32,
+}
+
+#[derive(Debug)]
+pub struct Exported {
+    pub members: u64,
+}
+
+/// Where the archive goes: a file (written beside it and renamed when complete) or a stream.
+pub enum ExportTarget<'a> {
+    File { path: &'a Path, force: bool },
+    Stream(Box<dyn Write + Send>),
+}
+
+/// Writes image `req.name` as a tar archive. The image's lock is held throughout, so a running
+/// machine or another operation on it makes the export fail at once instead of tearing.
+pub fn export_tar(
+    store: &Store,
+    req: &ExportRequest,
+    target: ExportTarget<'_>,
+    warn: &mut dyn FnMut(String),
+    progress: Option<&dyn Fn(u64)>,
+) -> Result<Exported, TransferError> {
+    let _lock = store.lock(&req.name, "exported")?;
+    let image = store.image(&req.name)?;
+    if !image.kind().is_tree() {
+        return Err(TransferError::NotATree {
+            name: req.name.to_string(),
+        });
+    }
+    let (mut temp, writer): (Option<TempOutput>, Box<dyn Write + Send>) = match target {
+        ExportTarget::File { path, force } => {
+            let t = TempOutput::create(path, force)?;
+            let w = t.file.try_clone().map_err(|e| t.fs_err("write", e))?;
+            (Some(t), Box::new(w))
+        }
+        ExportTarget::Stream(w) => (None, w),
+    };
+    let buffered = std::io::BufWriter::with_capacity(1 << 20, writer);
+    let encoder = Encoder::new(buffered, req.format, req.level, req.threads)
+        .map_err(TransferError::Archive)?;
+    // The tree is read on this thread and compressed on another, as `tar | zstd` does.
+    let mut encoder = ThreadedWriter::new(encoder)
+        .map_err(|e| TransferError::Archive(archive::ArchiveError::Write { source: e }))?;
+    let stats = archive::write_tree(
+        image.path(),
+        &mut encoder,
+        &WriteOptions::default(),
+        warn,
+        progress,
+    )
+    .map_err(TransferError::Archive)?;
+    let encoder = encoder
+        .finish()
+        .map_err(|e| TransferError::Archive(archive::ArchiveError::Write { source: e }))?;
+    let mut buffered = encoder.finish().map_err(TransferError::Archive)?;
+    buffered
+        .flush()
+        .map_err(|e| TransferError::Archive(archive::ArchiveError::Write { source: e }))?;
+    drop(buffered);
+    if let Some(t) = &mut temp {
+        t.commit()?;
+    }
+    Ok(Exported {
+        members: stats.members,
+    })
+}
+
+/// An output file written beside its target under a hidden name and renamed over it only when
+/// complete; removed if the export fails or is interrupted (SIGINT, SIGTERM, SIGHUP).
+pub struct TempOutput {
+    file: File,
+    temp: PathBuf,
+    target: PathBuf,
+    done: bool,
+}
+
+impl TempOutput {
+    pub fn create(target: &Path, force: bool) -> Result<TempOutput, TransferError> {
+        if !force && target.symlink_metadata().is_ok() {
+            return Err(TransferError::OutputExists {
+                path: target.to_path_buf(),
+            });
+        }
+        let dir = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let base = target.file_name().ok_or_else(|| TransferError::Fs {
+            op: "write to",
+            path: target.to_path_buf(),
+            source: std::io::Error::other("it is not a file name"),
+        })?;
+        let mut temp_name = std::ffi::OsString::from(".#rmach-export-");
+        temp_name.push(base);
+        temp_name.push(format!(".{}", std::process::id()));
+        let temp = dir.join(temp_name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| TransferError::Fs {
+                op: "create",
+                path: temp.clone(),
+                source: e,
+            })?;
+        crate::sys::interrupt::remove_on_interrupt(&temp);
+        Ok(TempOutput {
+            file,
+            temp,
+            target: target.to_path_buf(),
+            done: false,
+        })
+    }
+
+    fn fs_err(&self, op: &'static str, e: std::io::Error) -> TransferError {
+        TransferError::Fs {
+            op,
+            path: self.temp.clone(),
+            source: e,
+        }
+    }
+
+    pub fn commit(&mut self) -> Result<(), TransferError> {
+        self.file.sync_all().map_err(|e| self.fs_err("write", e))?;
+        std::fs::rename(&self.temp, &self.target).map_err(|e| TransferError::Fs {
+            op: "rename the finished output to",
+            path: self.target.clone(),
+            source: e,
+        })?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
