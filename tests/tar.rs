@@ -527,6 +527,8 @@ fn ctrl_c_during_export_leaves_no_file() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted"), "{err}");
+    // The handler removed the partial output: nothing is left for `clean`.
+    assert!(!err.contains("clean"), "{err}");
     let left: Vec<_> = std::fs::read_dir(&out_dir)
         .unwrap()
         .flatten()
@@ -576,4 +578,29 @@ fn a_running_machine_is_not_exported() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Options that used to be taken or refused wrongly: `--threads 0`; a negative `--level`
+/// (clap took `-5` for an option and advised `-- -5`, which makes it a file name).
+#[test]
+fn export_options_are_checked_with_the_right_advice() {
+    let env = Env::new();
+    fixture_image(&env, "opts", false);
+    let out = |name: &str| env.path(name).to_str().unwrap().to_string();
+    let msg = env.fails(
+        &["export-tar", "opts", &out("t.tar.zst"), "--threads", "0"],
+        2,
+    );
+    assert!(msg.contains("--threads") && msg.contains("0"), "{msg}");
+    let msg = env.fails(
+        &["export-tar", "opts", &out("l.tar.gz"), "--level", "-5"],
+        2,
+    );
+    assert!(msg.contains("out of range for gzip: use 0 to 9"), "{msg}");
+    assert!(!msg.contains("-- -5"), "{msg}");
+    // zstd's fast levels are negative, and taken.
+    env.ok(&["export-tar", "opts", &out("fast.tar.zst"), "--level", "-5"]);
+    env.ok(&["import-tar", &out("fast.tar.zst"), "opts-back"]);
+    assert_same(&env.store.join("opts"), &env.store.join("opts-back"), FULL);
+    assert!(!env.path("t.tar.zst").exists() && !env.path("l.tar.gz").exists());
 }

@@ -194,7 +194,7 @@ impl<R: Read> TarReader<R> {
                 }
             }
             self.pos += got as u64;
-            if self.after_end && block[..got].iter().all(|&b| b == 0) {
+            if got < 512 && self.after_end && block[..got].iter().all(|&b| b == 0) {
                 self.ended = true;
                 return Ok(None);
             }

@@ -200,3 +200,61 @@ impl RawTar {
         out
     }
 }
+
+/// Extracts `archive` with GNU tar as root keeps everything (owners by number, modes, xattrs,
+/// ACLs) into the new directory `dir`. Returns whether GNU tar succeeded, and its stderr.
+pub fn gnu_extract(archive: &Path, dir: &Path, extra: &[&str]) -> (bool, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = std::process::Command::new("tar")
+        .args([
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "-xpf",
+        ])
+        .arg(archive)
+        .args(extra)
+        .arg("-C")
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The differences between GNU tar's extraction at `gnu` and rmach's image at `image`,
+/// attribute by attribute, leaving out the root directory (GNU tar extracts into a directory
+/// that exists; rmach's image root is its own).
+/// Directories the archive does not list (created as parents) get "now" as mtime from both
+/// tools, so their mtimes are not compared.
+pub fn differences_from_gnu(gnu: &Path, image: &Path, archive: &Path) -> Vec<String> {
+    use super::tree::{differences, snapshot, FULL};
+    let mut a = snapshot(gnu);
+    let mut b = snapshot(image);
+    a.entries.remove(&b""[..]);
+    b.entries.remove(&b""[..]);
+    let listing = std::process::Command::new("tar")
+        .args(["--ignore-zeros", "-tf"])
+        .arg(archive)
+        .output()
+        .unwrap();
+    let listed: std::collections::BTreeSet<Vec<u8>> = listing
+        .stdout
+        .split(|&b| b == b'\n')
+        .map(|l| {
+            let l = l.strip_prefix(b"./").unwrap_or(l);
+            l.strip_suffix(b"/").unwrap_or(l).to_vec()
+        })
+        .collect();
+    for (path, entry) in a.entries.iter_mut() {
+        if entry.kind == "dir" && !listed.contains(path) {
+            if let Some(other) = b.entries.get(path) {
+                entry.mtime = other.mtime;
+            }
+        }
+    }
+    differences(&a, &b, FULL)
+}
