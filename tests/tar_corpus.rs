@@ -208,3 +208,150 @@ fn messages_carry_no_raw_nul_and_warnings_name_the_member() {
         "{msg}"
     );
 }
+
+/// Archives of the corpus that GNU tar extracts and rmach refuses on purpose, each with the
+/// words its one-line refusal must hold. Every one is a strictness docs/tar.md lists with its
+/// reason.
+const REFUSED: &[(&str, &str)] = &[
+    // No end-of-archive marker: a cut archive looks exactly like this.
+    ("go/gnu-incremental.tar", "end-of-archive marker is missing"),
+    ("go/gnu-multi-hdrs.tar", "end-of-archive marker is missing"),
+    ("go/nil-uid.tar", "end-of-archive marker is missing"),
+    ("go/pax-multi-hdrs.tar", "end-of-archive marker is missing"),
+    ("go/pax-path-hdr.tar", "end-of-archive marker is missing"),
+    (
+        "go/pax-pos-size-file.tar",
+        "end-of-archive marker is missing",
+    ),
+    ("go/ustar-file-reg.tar", "end-of-archive marker is missing"),
+    // A PAX value that is not what its keyword needs (GNU tar drops it silently).
+    (
+        "go/pax-bad-mtime-file.tar",
+        "PAX record \"mtime\" has an invalid value",
+    ),
+    // A NUL inside a PAX path (GNU tar cuts the name there: another file than meant).
+    ("go/pax-nul-path.tar", "contains a NUL byte"),
+    // An empty name (GNU tar substitutes "." for it).
+    ("tar-rs/empty_filename.tar", "its path is empty"),
+];
+
+/// Archives GNU tar fails on and rmach extracts; their file contents are compared with
+/// bsdtar's extraction instead (old GNU and PAX 0.x sparse members GNU tar 1.34 misreads).
+const BETTER_THAN_GNU: &[&str] = &["go/sparse-formats.tar"];
+
+/// Every regular file under `a` has the same bytes under `b`, and `b` has no other names.
+fn same_contents(a: &Path, b: &Path) -> Result<(), String> {
+    let list = |d: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    if list(a) != list(b) {
+        return Err(format!("{:?} vs {:?}", list(a), list(b)));
+    }
+    for name in list(a) {
+        let (x, y) = (std::fs::read(a.join(&name)), std::fs::read(b.join(&name)));
+        if x.ok() != y.ok() {
+            return Err(format!("{name:?} differs"));
+        }
+    }
+    Ok(())
+}
+
+fn corpus() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tar");
+    let mut out = Vec::new();
+    for set in ["go", "tar-rs"] {
+        for e in std::fs::read_dir(root.join(set)).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".tar") || name.ends_with(".tar.bz2") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    assert!(out.len() > 50, "the corpus is in fixtures/tar");
+    out
+}
+
+/// Every archive of the corpus: where GNU tar extracts it, rmach's image matches GNU tar's tree
+/// attribute by attribute or rmach refuses it as [`REFUSED`] lists; where GNU tar fails, rmach
+/// refuses with one line too, or extracts it as [`BETTER_THAN_GNU`] lists.
+#[test]
+fn every_archive_of_the_corpus_matches_gnu_tar_or_is_a_documented_refusal() {
+    require("bsdtar");
+    let env = Env::new();
+    let mut report = Vec::new();
+    let mut compared = 0;
+    for (i, archive) in corpus().iter().enumerate() {
+        let key = format!(
+            "{}/{}",
+            archive
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy(),
+            archive.file_name().unwrap().to_string_lossy()
+        );
+        let name = format!("c{i}");
+        let gnu = env.path(&format!("gnu-{name}"));
+        let (gnu_ok, gnu_err) = gnu_extract(archive, &gnu, &[]);
+        let out = env.run(&["import-tar", archive.to_str().unwrap(), &name]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let refused = REFUSED.iter().find(|(k, _)| *k == key);
+        if out.status.success() {
+            assert!(refused.is_none(), "{key}: listed as refused but imported");
+            if gnu_ok {
+                let d = differences_from_gnu(&gnu, &env.store.join(&name), archive);
+                if !d.is_empty() {
+                    report.push(format!("{key} differs from GNU tar:\n{}", d.join("\n")));
+                }
+                compared += 1;
+            } else if BETTER_THAN_GNU.contains(&key.as_str()) {
+                let bsd = env.path(&format!("bsd-{name}"));
+                std::fs::create_dir_all(&bsd).unwrap();
+                sh(&format!(
+                    "bsdtar -xf '{}' -C '{}'",
+                    archive.display(),
+                    bsd.display()
+                ));
+                if let Err(e) = same_contents(&bsd, &env.store.join(&name)) {
+                    report.push(format!("{key}: not as bsdtar extracts it: {e}"));
+                }
+            } else {
+                report.push(format!(
+                    "{key}: GNU tar fails ({gnu_err}) but rmach imported it"
+                ));
+            }
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{key}: {err}");
+            assert!(
+                err.starts_with("rmach: ") && err.trim_end().lines().count() == 1,
+                "{key}: one line: {err:?}"
+            );
+            assert!(!env.store.join(&name).exists());
+            match refused {
+                Some((_, why)) => assert!(err.contains(why), "{key}: {err}"),
+                None if gnu_ok => report.push(format!("{key}: GNU tar extracts it, rmach: {err}")),
+                None => {}
+            }
+        }
+    }
+    assert!(report.is_empty(), "{}", report.join("\n"));
+    assert!(
+        compared >= 40,
+        "only {compared} archives compared with GNU tar"
+    );
+    assert_eq!(
+        env.store_entries()
+            .iter()
+            .filter(|e| e.starts_with(".#"))
+            .count(),
+        0
+    );
+}

@@ -262,8 +262,9 @@ impl<R: Read> TarReader<R> {
                 }
                 b'L' | b'K' => {
                     let mut data = self.read_extension(size, offset)?;
-                    while data.last() == Some(&0) {
-                        data.pop();
+                    // A C string: GNU tar reads the name up to its first NUL.
+                    if let Some(nul) = data.iter().position(|&b| b == 0) {
+                        data.truncate(nul);
                     }
                     if typ == b'L' {
                         long_name = Some(data)
