@@ -16,13 +16,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
 use super::acl;
 use super::deferred::{Deferred, DrainError};
 use super::error::shown;
 use super::reader::{Kind, Member, TarReader};
+use super::writers::{self, FileJob, Restore, WriterPool};
 use super::ArchiveError;
 use crate::fs::{self as inroot, Root};
 
@@ -42,6 +43,9 @@ pub struct ExtractOptions {
     /// Members written under another path (relative, without "./", as in [`ExtractStats::paths`],
     /// which still records the archive's path): dpkg's `NAME.dpkg-new` for a new conffile.
     pub divert: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    /// Writer threads for the data and metadata of small files (see [`super::writers`]); 0
+    /// writes everything on the reading thread (for callers that already extract in parallel).
+    pub writers: usize,
 }
 
 impl Default for ExtractOptions {
@@ -53,6 +57,7 @@ impl Default for ExtractOptions {
             record_paths: false,
             root_metadata: true,
             divert: std::collections::HashMap::new(),
+            writers: 0,
         }
     }
 }
@@ -103,6 +108,10 @@ fn extract_at(
         stats: ExtractStats::default(),
         buf: vec![0u8; 1 << 20],
         dirs: Deferred::new(),
+        pool: match opts.writers {
+            0 => None,
+            n => Some(WriterPool::new(n)?),
+        },
     };
     let mut tar = TarReader::new(BufReader::with_capacity(256 << 10, reader));
     while let Some(m) = tar.next_member()? {
@@ -112,6 +121,11 @@ fn extract_at(
         }
     }
     tar.drain()?;
+    if let Some(pool) = x.pool.take() {
+        for w in pool.finish()? {
+            x.warn(w);
+        }
+    }
     x.finish_dirs()?;
     x.stats.archive_bytes = tar.position();
     Ok(x.stats)
@@ -123,6 +137,7 @@ struct Extractor<'a> {
     stats: ExtractStats,
     buf: Vec<u8>,
     dirs: Deferred,
+    pool: Option<WriterPool>,
 }
 
 /// Splits a member path into components, refusing what could mean "outside".
@@ -291,6 +306,22 @@ impl Extractor<'_> {
             self.root.invalidate();
         }
         let mut file = File::from(fd);
+        if m.sparse.is_none() && m.size <= writers::POOLED_MAX && self.pool.is_some() {
+            let mut data = vec![0u8; m.size as usize];
+            tar.read_exact_data(&mut data, "a file's data")?;
+            self.stats.bytes += m.size;
+            let restore = self.restore_of(rel, m)?;
+            if let Some(pool) = &mut self.pool {
+                for w in pool.submit(FileJob {
+                    file,
+                    data,
+                    restore,
+                })? {
+                    self.warn(w);
+                }
+            }
+            return Ok(());
+        }
         let io = |e: std::io::Error| fs_err("write", rel, e);
         match &m.sparse {
             None => {
@@ -395,49 +426,27 @@ impl Extractor<'_> {
         Ok(list)
     }
 
-    fn xattr_failed(
-        &mut self,
-        m: &Member,
-        rel: &[u8],
-        name: &[u8],
-        e: Errno,
-    ) -> Result<(), ArchiveError> {
-        if matches!(e, Errno::NOTSUP | Errno::PERM) && !name.starts_with(b"security.capability") {
-            // The member as the archive names it: the staging path means nothing to the user.
-            let msg = format!(
-                "member {} (at byte {}): extended attribute {} not restored: {e}",
-                shown(&m.path),
-                m.offset,
-                shown(name)
-            );
-            self.warn(msg);
-            return Ok(());
-        }
-        Err(fs_err(
-            "set an extended attribute on",
-            rel,
-            std::io::Error::other(format!("{}: {e}", shown(name))),
-        ))
+    /// What to restore on member `m` at `rel`: ids checked, xattrs in order.
+    fn restore_of(&mut self, rel: &[u8], m: &Member) -> Result<Restore, ArchiveError> {
+        Ok(Restore {
+            owner: if self.opts.chown { Some(ids(m)?) } else { None },
+            mode: m.mode,
+            xattrs: self.xattr_list(m)?,
+            mtime: m.mtime,
+            rel: rel.to_vec(),
+            member: m.path.clone(),
+            offset: m.offset,
+        })
     }
 
     fn meta_fd(&mut self, fd: BorrowedFd<'_>, rel: &[u8], m: &Member) -> Result<(), ArchiveError> {
-        if self.opts.chown {
-            let (uid, gid) = ids(m)?;
-            rustix::fs::fchown(fd, uid, gid).map_err(|e| fs_err("change the owner of", rel, e))?;
+        let restore = self.restore_of(rel, m)?;
+        let mut warnings = Vec::new();
+        let done = writers::restore_fd(fd, &restore, &mut warnings);
+        for w in warnings {
+            self.warn(w);
         }
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(m.mode))
-            .map_err(|e| fs_err("change the mode of", rel, e))?;
-        for (name, value) in self.xattr_list(m)? {
-            if let Err(e) = rustix::fs::fsetxattr(
-                fd,
-                OsStr::from_bytes(&name),
-                &value,
-                rustix::fs::XattrFlags::empty(),
-            ) {
-                self.xattr_failed(m, rel, &name, e)?;
-            }
-        }
-        rustix::fs::futimens(fd, &times(m)).map_err(|e| fs_err("set the times of", rel, e))
+        done
     }
 
     /// Metadata for symlinks, devices and FIFOs, by name, never following the name.
@@ -449,8 +458,8 @@ impl Extractor<'_> {
         m: &Member,
     ) -> Result<(), ArchiveError> {
         let nofollow = AtFlags::SYMLINK_NOFOLLOW;
-        if self.opts.chown {
-            let (uid, gid) = ids(m)?;
+        let restore = self.restore_of(rel, m)?;
+        if let Some((uid, gid)) = restore.owner {
             rustix::fs::chownat(parent, name, uid, gid, nofollow)
                 .map_err(|e| fs_err("change the owner of", rel, e))?;
         }
@@ -459,21 +468,24 @@ impl Extractor<'_> {
             rustix::fs::chmodat(parent, name, Mode::from_raw_mode(m.mode), AtFlags::empty())
                 .map_err(|e| fs_err("change the mode of", rel, e))?;
         }
-        let list = self.xattr_list(m)?;
-        if !list.is_empty() {
+        if !restore.xattrs.is_empty() {
             let path = inroot::proc_path(parent, name);
-            for (xname, value) in list {
+            let mut warnings = Vec::new();
+            for (xname, value) in &restore.xattrs {
                 if let Err(e) = rustix::fs::lsetxattr(
                     &path,
-                    OsStr::from_bytes(&xname),
-                    &value,
+                    OsStr::from_bytes(xname),
+                    value,
                     rustix::fs::XattrFlags::empty(),
                 ) {
-                    self.xattr_failed(m, rel, &xname, e)?;
+                    writers::xattr_failed(&restore, xname, e, &mut warnings)?;
                 }
             }
+            for w in warnings {
+                self.warn(w);
+            }
         }
-        rustix::fs::utimensat(parent, name, &times(m), nofollow)
+        rustix::fs::utimensat(parent, name, &writers::times(m.mtime), nofollow)
             .map_err(|e| fs_err("set the times of", rel, e))
     }
 
@@ -535,19 +547,6 @@ fn ids(m: &Member) -> Result<(Option<Uid>, Option<Gid>), ArchiveError> {
         (uid != u32::MAX).then(|| Uid::from_raw(uid)),
         (gid != u32::MAX).then(|| Gid::from_raw(gid)),
     ))
-}
-
-fn times(m: &Member) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
-        },
-        last_modification: Timespec {
-            tv_sec: m.mtime.0,
-            tv_nsec: m.mtime.1 as _,
-        },
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ mod pipe;
 pub mod reader;
 mod sparse;
 mod write;
+mod writers;
 
 pub use compress::{Compression, Decoder, Encoder};
 pub use error::ArchiveError;

@@ -21,6 +21,10 @@ pub fn extract(
         .map(|stats| stats.paths)
         .map_err(|e| BootstrapError::Extract {
             path: deb.into(),
-            reason: e.to_string(),
+            // The archive error and its causes (its Display leaves the cause to `source`).
+            reason: std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(": "),
         })
 }

@@ -43,12 +43,13 @@ pub fn import_tar(
         Decoder::spawn(input, req.sha256.is_some()).map_err(TransferError::Archive)?;
     on_detect(decoder.compression());
     let compression = decoder.compression();
-    let extracted = archive::extract(
-        &mut decoder,
-        staging.path(),
-        &ExtractOptions::default(),
-        None,
-    );
+    // Two writers: with the decoder and the reading thread, enough to keep the file system
+    // busy while the next members are decoded and parsed (more only add contention).
+    let opts = ExtractOptions {
+        writers: 2,
+        ..ExtractOptions::default()
+    };
+    let extracted = archive::extract(&mut decoder, staging.path(), &opts, None);
     // After a failure the decoder thread may be blocked reading a stalled pipe: let it go
     // rather than wait for it.
     let digest = match &extracted {

@@ -1,0 +1,220 @@
+//! Restoring a regular file's data and metadata by descriptor, and a small pool of writer
+//! threads that does it off the reading thread: the reader creates each file (names, order and
+//! safety stay on one thread) and hands the open descriptor with the file's bytes to a writer,
+//! which writes them and restores owner → mode → xattrs (capabilities last) → mtime. So the
+//! decompressor, the parser and the file system work at once, as `zstd -dc | tar -x` cannot.
+//! Memory is bounded by the queue: at most [`QUEUE`] files of at most [`POOLED_MAX`] bytes.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rustix::fs::{Gid, Mode, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
+
+use super::error::shown;
+use super::pax::Records;
+use super::ArchiveError;
+
+/// Files up to this size are handed to a writer with their bytes; larger ones are written by
+/// the reading thread as they stream.
+pub const POOLED_MAX: u64 = 1 << 20;
+/// Files queued for the writers at most.
+const QUEUE: usize = 16;
+
+/// The metadata to restore on one member, resolved ahead (ids checked, ACL text converted).
+pub struct Restore {
+    /// `None`: leave the owner (no chown asked for); inside, `None` leaves that id as is.
+    pub owner: Option<(Option<Uid>, Option<Gid>)>,
+    pub mode: u32,
+    /// In the order to set them, security.capability last.
+    pub xattrs: Records,
+    pub mtime: (i64, u32),
+    /// The path in the tree, for errors, and the archive's name and offset, for warnings.
+    pub rel: Vec<u8>,
+    pub member: Vec<u8>,
+    pub offset: u64,
+}
+
+fn member_err(op: &'static str, rel: &[u8], e: impl Into<std::io::Error>) -> ArchiveError {
+    ArchiveError::Member {
+        op,
+        member: if rel.is_empty() {
+            "the root directory".into()
+        } else {
+            format!("member {}", shown(rel))
+        },
+        source: e.into(),
+    }
+}
+
+/// Restores `r` on the open file `fd`; an xattr the file system does not take (other than a
+/// capability) is a warning pushed to `warnings`, not an error.
+pub fn restore_fd(
+    fd: BorrowedFd<'_>,
+    r: &Restore,
+    warnings: &mut Vec<String>,
+) -> Result<(), ArchiveError> {
+    if let Some((uid, gid)) = r.owner {
+        rustix::fs::fchown(fd, uid, gid)
+            .map_err(|e| member_err("change the owner of", &r.rel, e))?;
+    }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(r.mode))
+        .map_err(|e| member_err("change the mode of", &r.rel, e))?;
+    for (name, value) in &r.xattrs {
+        let set = rustix::fs::fsetxattr(
+            fd,
+            OsStr::from_bytes(name),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        );
+        if let Err(e) = set {
+            xattr_failed(r, name, e, warnings)?;
+        }
+    }
+    rustix::fs::futimens(fd, &times(r.mtime)).map_err(|e| member_err("set the times of", &r.rel, e))
+}
+
+/// A failed xattr: a warning naming the member when the file system or kernel does not take it
+/// (user.* on a symlink, say), an error otherwise and always for a capability.
+pub fn xattr_failed(
+    r: &Restore,
+    name: &[u8],
+    e: Errno,
+    warnings: &mut Vec<String>,
+) -> Result<(), ArchiveError> {
+    if matches!(e, Errno::NOTSUP | Errno::PERM) && !name.starts_with(b"security.capability") {
+        // The member as the archive names it: the staging path means nothing to the user.
+        warnings.push(format!(
+            "member {} (at byte {}): extended attribute {} not restored: {e}",
+            shown(&r.member),
+            r.offset,
+            shown(name)
+        ));
+        return Ok(());
+    }
+    Err(member_err(
+        "set an extended attribute on",
+        &r.rel,
+        std::io::Error::other(format!("{}: {e}", shown(name))),
+    ))
+}
+
+pub fn times(mtime: (i64, u32)) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1 as _,
+        },
+    }
+}
+
+/// One file for a writer: created and empty, its bytes, and what to restore.
+pub struct FileJob {
+    pub file: File,
+    pub data: Vec<u8>,
+    pub restore: Restore,
+}
+
+type Outcome = Result<Vec<String>, ArchiveError>;
+
+pub struct WriterPool {
+    jobs: Option<SyncSender<FileJob>>,
+    outcomes: Receiver<Outcome>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl WriterPool {
+    pub fn new(threads: usize) -> Result<WriterPool, ArchiveError> {
+        let (jobs, job_rx) = sync_channel::<FileJob>(QUEUE);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (done, outcomes) = channel::<Outcome>();
+        let mut workers = Vec::new();
+        for _ in 0..threads.max(1) {
+            let rx = Arc::clone(&job_rx);
+            let tx: Sender<Outcome> = done.clone();
+            let w = std::thread::Builder::new()
+                .name("rmach-write".into())
+                .spawn(move || work(rx, tx))
+                .map_err(|e| ArchiveError::Write { source: e })?;
+            workers.push(w);
+        }
+        Ok(WriterPool {
+            jobs: Some(jobs),
+            outcomes,
+            workers,
+        })
+    }
+
+    /// Queues a file (waiting while the queue is full); returns the warnings of files done
+    /// since, or the first error a writer met.
+    pub fn submit(&mut self, job: FileJob) -> Result<Vec<String>, ArchiveError> {
+        let warnings = self.collect()?;
+        let gone = || ArchiveError::Write {
+            source: std::io::Error::other("a writer thread stopped"),
+        };
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        Ok(warnings)
+    }
+
+    fn collect(&mut self) -> Result<Vec<String>, ArchiveError> {
+        let mut warnings = Vec::new();
+        while let Ok(outcome) = self.outcomes.try_recv() {
+            warnings.extend(outcome?);
+        }
+        Ok(warnings)
+    }
+
+    /// Waits until every queued file is written and restored.
+    pub fn finish(mut self) -> Result<Vec<String>, ArchiveError> {
+        self.stop();
+        self.collect()
+    }
+
+    fn stop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for WriterPool {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn work(rx: Arc<Mutex<Receiver<FileJob>>>, tx: Sender<Outcome>) {
+    loop {
+        let job = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let Ok(mut job) = job else { return };
+        let mut warnings = Vec::new();
+        let outcome = job
+            .file
+            .write_all(&job.data)
+            .map_err(|e| member_err("write", &job.restore.rel, e))
+            .and_then(|_| restore_fd(job.file.as_fd(), &job.restore, &mut warnings))
+            .map(|_| warnings);
+        let failed = outcome.is_err();
+        if (failed || outcome.as_ref().is_ok_and(|w| !w.is_empty())) && tx.send(outcome).is_err() {
+            return;
+        }
+    }
+}
