@@ -496,3 +496,25 @@ fn extractor_memory_is_bounded_whatever_the_archive() {
         "the last directory's xattr was restored"
     );
 }
+
+/// An xz header may ask for a dictionary of up to 1.5 GiB, which the decoder would allocate:
+/// rmach's decoder has a 128 MiB limit (xz -9 needs 65 MiB) and refuses such a stream in one
+/// line, while xz -9 archives import.
+#[test]
+fn xz_streams_needing_huge_dictionaries_are_refused() {
+    let env = Env::new();
+    let mut t = RawTar::default();
+    t.dir("etc/", 0o755).file("etc/hostname", b"xz\n");
+    std::fs::write(env.path("x.tar"), t.finish()).unwrap();
+    let dir = env.dir.path().display();
+    sh(&format!(
+        "cd '{dir}' && xz -c --lzma2=dict=1GiB x.tar > big-dict.tar.xz && xz -9 -c x.tar > nine.tar.xz"
+    ));
+    let big = std::fs::read(env.path("big-dict.tar.xz")).unwrap();
+    assert!(refused(&env, &big, &[]).contains("memory limit"));
+    env.ok(&[
+        "import-tar",
+        env.path("nine.tar.xz").to_str().unwrap(),
+        "nine",
+    ]);
+}

@@ -69,6 +69,8 @@ impl Compression {
 }
 
 const CHUNK: usize = 1 << 20;
+/// The most memory the xz decoder may use (liblzma refuses a stream that needs more).
+const XZ_MEMLIMIT: u64 = 128 << 20;
 
 type Chunk = Result<Vec<u8>, io::Error>;
 
@@ -261,9 +263,19 @@ fn decode_thread<R: Read>(
                 CHUNK, &mut raw,
             ))),
             Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut raw)?),
-            Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(
-                io::BufReader::with_capacity(CHUNK, &mut raw),
-            )),
+            Compression::Xz => {
+                // A memory limit: an xz header may ask for a 1.5 GiB dictionary; xz -9's needs
+                // 65 MiB to decode.
+                let stream = liblzma::stream::Stream::new_stream_decoder(
+                    XZ_MEMLIMIT,
+                    liblzma::stream::CONCATENATED,
+                )
+                .map_err(io::Error::from)?;
+                Box::new(liblzma::read::XzDecoder::new_stream(
+                    io::BufReader::with_capacity(CHUNK, &mut raw),
+                    stream,
+                ))
+            }
             Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(
                 io::BufReader::with_capacity(CHUNK, &mut raw),
             )),
