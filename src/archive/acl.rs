@@ -2,6 +2,8 @@
 //! or comma-separated, names or numeric ids, star's optional `:ID` fourth field) and the
 //! kernel's binary `system.posix_acl_*` xattr (version 2, then {u16 tag, u16 perm, u32 id}).
 
+use super::error::Malformed;
+
 const VERSION: u32 = 2;
 const USER_OBJ: u16 = 0x01;
 const USER: u16 = 0x02;
@@ -16,8 +18,8 @@ const UNDEFINED_ID: u32 = u32::MAX;
 pub fn text_to_xattr(
     text: &[u8],
     lookup: &dyn Fn(bool, &str) -> Option<u32>,
-) -> Result<Vec<u8>, String> {
-    let text = std::str::from_utf8(text).map_err(|_| "an ACL is not valid text".to_string())?;
+) -> Result<Vec<u8>, Malformed> {
+    let text = std::str::from_utf8(text).map_err(|_| Malformed::AclNotText)?;
     let mut entries = Vec::new();
     for raw in text.split([',', '\n']) {
         let entry = raw.split('#').next().unwrap_or("").trim();
@@ -26,7 +28,7 @@ pub fn text_to_xattr(
         }
         let fields: Vec<&str> = entry.split(':').collect();
         if fields.len() < 3 || fields.len() > 4 {
-            return Err(format!("ACL entry {entry:?} is not tag:qualifier:perms"));
+            return Err(Malformed::AclShape(entry.into()));
         }
         let (tag_s, qual, perm_s) = (fields[0], fields[1], fields[2]);
         let is_group = matches!(tag_s, "g" | "group");
@@ -37,19 +39,19 @@ pub fn text_to_xattr(
             ("g" | "group", false) => GROUP,
             ("m" | "mask", _) => MASK,
             ("o" | "other", _) => OTHER,
-            _ => return Err(format!("ACL entry {entry:?} has an unknown tag")),
+            _ => return Err(Malformed::AclTag(entry.into())),
         };
         let id = if tag == USER || tag == GROUP {
             let numeric = fields
                 .get(3)
                 .and_then(|s| s.parse().ok())
                 .or_else(|| qual.parse().ok());
-            numeric.or_else(|| lookup(is_group, qual)).ok_or_else(|| {
-                format!(
-                    "ACL entry {entry:?} names an unknown {}",
-                    if is_group { "group" } else { "user" }
-                )
-            })?
+            numeric
+                .or_else(|| lookup(is_group, qual))
+                .ok_or_else(|| Malformed::AclUnknownId {
+                    entry: entry.into(),
+                    kind: if is_group { "group" } else { "user" },
+                })?
         } else {
             UNDEFINED_ID
         };
@@ -60,7 +62,7 @@ pub fn text_to_xattr(
                 'w' => 2,
                 'x' => 1,
                 '-' => 0,
-                _ => return Err(format!("ACL entry {entry:?} has bad permissions")),
+                _ => return Err(Malformed::AclPerms(entry.into())),
             };
         }
         entries.push((tag, id, perm));

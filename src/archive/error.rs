@@ -15,6 +15,13 @@ pub enum ArchiveError {
     },
     #[error("the archive is corrupt at byte {offset}: {reason}")]
     Corrupt { offset: u64, reason: String },
+    /// A PAX header or an ACL in it that cannot be read.
+    #[error("the archive is corrupt at byte {offset}")]
+    Malformed {
+        offset: u64,
+        #[source]
+        what: Malformed,
+    },
     #[error("the archive is truncated at byte {offset}: {reason}")]
     Truncated { offset: u64, reason: String },
     #[error("refusing archive member {member:?} at byte {offset}: {reason}")]
@@ -49,6 +56,31 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What is wrong in a PAX header's records or in an ACL's text.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    #[error("a PAX record has no length prefix")]
+    PaxNoLength,
+    #[error("a PAX record's length is not a number")]
+    PaxLengthNotNumber,
+    #[error("a PAX record's length {0} runs past the header")]
+    PaxLengthPastEnd(usize),
+    #[error("a PAX record does not end with a newline where its length says")]
+    PaxNoNewline,
+    #[error("a PAX record has no '='")]
+    PaxNoEquals,
+    #[error("an ACL is not valid text")]
+    AclNotText,
+    #[error("ACL entry {0:?} is not tag:qualifier:perms")]
+    AclShape(String),
+    #[error("ACL entry {0:?} has an unknown tag")]
+    AclTag(String),
+    #[error("ACL entry {entry:?} names an unknown {kind}")]
+    AclUnknownId { entry: String, kind: &'static str },
+    #[error("ACL entry {0:?} has bad permissions")]
+    AclPerms(String),
 }
 
 impl ArchiveError {

@@ -406,10 +406,10 @@ impl Extractor<'_> {
                 if m.xattrs.iter().any(|(n, _)| n == key.as_bytes()) && self.opts.xattrs {
                     continue;
                 }
-                let bin = acl::text_to_xattr(text, &acl::host_lookup).map_err(|reason| {
-                    ArchiveError::Corrupt {
+                let bin = acl::text_to_xattr(text, &acl::host_lookup).map_err(|what| {
+                    ArchiveError::Malformed {
                         offset: m.offset,
-                        reason,
+                        what,
                     }
                 })?;
                 // GNU tar stores an ACL that only mirrors the mode bits; setting it is a no-op.

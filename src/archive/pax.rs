@@ -1,11 +1,13 @@
 //! PAX extended header records (`"%d %s=%s\n"`), parsed by their length prefix: values may
 //! hold any byte, newlines included (binary xattrs, GNU's textual ACLs).
 
+use super::error::Malformed;
+
 /// (keyword, value) pairs, in order.
 pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Splits a PAX header body into (keyword, value) pairs, or says what is wrong.
-pub fn parse(mut data: &[u8]) -> Result<Records, String> {
+pub fn parse(mut data: &[u8]) -> Result<Records, Malformed> {
     let mut out = Vec::new();
     while !data.is_empty() {
         // Some writers pad the body with NULs.
@@ -16,23 +18,23 @@ pub fn parse(mut data: &[u8]) -> Result<Records, String> {
             .iter()
             .take(20)
             .position(|&b| b == b' ')
-            .ok_or("a PAX record has no length prefix")?;
+            .ok_or(Malformed::PaxNoLength)?;
         let len: usize = std::str::from_utf8(&data[..space])
             .ok()
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse().ok())
-            .ok_or("a PAX record's length is not a number")?;
+            .ok_or(Malformed::PaxLengthNotNumber)?;
         if len <= space + 1 || len > data.len() {
-            return Err(format!("a PAX record's length {len} runs past the header"));
+            return Err(Malformed::PaxLengthPastEnd(len));
         }
         let record = &data[space + 1..len];
         let Some((&b'\n', body)) = record.split_last() else {
-            return Err("a PAX record does not end with a newline where its length says".into());
+            return Err(Malformed::PaxNoNewline);
         };
         let eq = body
             .iter()
             .position(|&b| b == b'=')
-            .ok_or("a PAX record has no '='")?;
+            .ok_or(Malformed::PaxNoEquals)?;
         out.push((body[..eq].to_vec(), body[eq + 1..].to_vec()));
         data = &data[len..];
     }

@@ -245,7 +245,7 @@ impl<R: Read> TarReader<R> {
                 b'x' | b'X' => {
                     let data = self.read_extension(size, offset)?;
                     let recs = pax::parse(&data)
-                        .map_err(|r| ArchiveError::Corrupt { offset, reason: r })?;
+                        .map_err(|what| ArchiveError::Malformed { offset, what })?;
                     local.extend(recs);
                     pending_ext = true;
                     continue;
@@ -253,7 +253,7 @@ impl<R: Read> TarReader<R> {
                 b'g' => {
                     let data = self.read_extension(size, offset)?;
                     let recs = pax::parse(&data)
-                        .map_err(|r| ArchiveError::Corrupt { offset, reason: r })?;
+                        .map_err(|what| ArchiveError::Malformed { offset, what })?;
                     for (k, v) in recs {
                         self.global.retain(|(gk, _)| *gk != k);
                         self.global.push((k, v));
