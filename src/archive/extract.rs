@@ -25,6 +25,7 @@ use super::error::shown;
 use super::reader::{Kind, Member, TarReader};
 use super::writers::{self, FileJob, Restore, WriterPool};
 use super::ArchiveError;
+use crate::fs::Metadata;
 use crate::fs::{self as inroot, Root};
 
 #[derive(Debug, Clone)]
@@ -429,10 +430,14 @@ impl Extractor<'_> {
     /// What to restore on member `m` at `rel`: ids checked, xattrs in order.
     fn restore_of(&mut self, rel: &[u8], m: &Member) -> Result<Restore, ArchiveError> {
         Ok(Restore {
-            owner: if self.opts.chown { Some(ids(m)?) } else { None },
-            mode: m.mode,
-            xattrs: self.xattr_list(m)?,
-            mtime: m.mtime,
+            meta: Metadata {
+                owner: if self.opts.chown { Some(ids(m)?) } else { None },
+                // A symlink has no mode of its own (and chmodat would follow it).
+                mode: (m.kind != Kind::Symlink).then_some(m.mode),
+                xattrs: self.xattr_list(m)?,
+                mtime: m.mtime,
+                atime: None,
+            },
             rel: rel.to_vec(),
             member: m.path.clone(),
             offset: m.offset,
@@ -442,7 +447,7 @@ impl Extractor<'_> {
     fn meta_fd(&mut self, fd: BorrowedFd<'_>, rel: &[u8], m: &Member) -> Result<(), ArchiveError> {
         let restore = self.restore_of(rel, m)?;
         let mut warnings = Vec::new();
-        let done = writers::restore_fd(fd, &restore, &mut warnings);
+        let done = restore.on_fd(fd, &mut warnings);
         for w in warnings {
             self.warn(w);
         }
@@ -457,36 +462,13 @@ impl Extractor<'_> {
         rel: &[u8],
         m: &Member,
     ) -> Result<(), ArchiveError> {
-        let nofollow = AtFlags::SYMLINK_NOFOLLOW;
         let restore = self.restore_of(rel, m)?;
-        if let Some((uid, gid)) = restore.owner {
-            rustix::fs::chownat(parent, name, uid, gid, nofollow)
-                .map_err(|e| fs_err("change the owner of", rel, e))?;
+        let mut warnings = Vec::new();
+        let done = restore.at(parent, name, &mut warnings);
+        for w in warnings {
+            self.warn(w);
         }
-        if m.kind != Kind::Symlink {
-            // Just created by us as a device node or FIFO, so chmodat's following is moot.
-            rustix::fs::chmodat(parent, name, Mode::from_raw_mode(m.mode), AtFlags::empty())
-                .map_err(|e| fs_err("change the mode of", rel, e))?;
-        }
-        if !restore.xattrs.is_empty() {
-            let path = inroot::proc_path(parent, name);
-            let mut warnings = Vec::new();
-            for (xname, value) in &restore.xattrs {
-                if let Err(e) = rustix::fs::lsetxattr(
-                    &path,
-                    OsStr::from_bytes(xname),
-                    value,
-                    rustix::fs::XattrFlags::empty(),
-                ) {
-                    writers::xattr_failed(&restore, xname, e, &mut warnings)?;
-                }
-            }
-            for w in warnings {
-                self.warn(w);
-            }
-        }
-        rustix::fs::utimensat(parent, name, &writers::times(m.mtime), nofollow)
-            .map_err(|e| fs_err("set the times of", rel, e))
+        done
     }
 
     fn defer_dir(&mut self, rel: &[u8], m: &Member) -> Result<(), ArchiveError> {

@@ -9,17 +9,15 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rustix::fs::{Gid, Mode, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
 use super::error::shown;
-use super::pax::Records;
 use super::ArchiveError;
+use crate::fs::{Metadata, RestoreError, CAPABILITY_XATTR};
 
 /// Files up to this size are handed to a writer with their bytes; larger ones are written by
 /// the reading thread as they stream.
@@ -27,18 +25,68 @@ pub const POOLED_MAX: u64 = 1 << 20;
 /// Files queued for the writers at most.
 const QUEUE: usize = 16;
 
-/// The metadata to restore on one member, resolved ahead (ids checked, ACL text converted).
+/// The metadata to restore on one member, resolved ahead (ids checked, ACL text converted,
+/// capabilities last), with what names the member in messages.
 pub struct Restore {
-    /// `None`: leave the owner (no chown asked for); inside, `None` leaves that id as is.
-    pub owner: Option<(Option<Uid>, Option<Gid>)>,
-    pub mode: u32,
-    /// In the order to set them, security.capability last.
-    pub xattrs: Records,
-    pub mtime: (i64, u32),
+    pub meta: Metadata,
     /// The path in the tree, for errors, and the archive's name and offset, for warnings.
     pub rel: Vec<u8>,
     pub member: Vec<u8>,
     pub offset: u64,
+}
+
+impl Restore {
+    /// An xattr the file system or kernel does not take (user.* on a symlink, say) is a
+    /// warning naming the member; a capability never is.
+    fn tolerate<'w>(
+        &'w self,
+        warnings: &'w mut Vec<String>,
+    ) -> impl FnMut(&[u8], Errno) -> bool + 'w {
+        move |name, e| {
+            let ok = matches!(e, Errno::NOTSUP | Errno::PERM) && name != CAPABILITY_XATTR;
+            if ok {
+                // The member as the archive names it: the staging path means nothing to the user.
+                warnings.push(format!(
+                    "member {} (at byte {}): extended attribute {} not restored: {e}",
+                    shown(&self.member),
+                    self.offset,
+                    shown(name)
+                ));
+            }
+            ok
+        }
+    }
+
+    fn error(&self, e: RestoreError) -> ArchiveError {
+        let source = match &e.xattr {
+            Some(name) => std::io::Error::other(format!("{}: {}", shown(name), e.source)),
+            None => e.source.into(),
+        };
+        member_err(e.op, &self.rel, source)
+    }
+
+    /// Restores on the open file `fd`.
+    pub fn on_fd(
+        &self,
+        fd: BorrowedFd<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ArchiveError> {
+        let done = self.meta.restore_fd(fd, &mut self.tolerate(warnings));
+        done.map_err(|e| self.error(e))
+    }
+
+    /// Restores on `name` in `dir` without following it.
+    pub fn at(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ArchiveError> {
+        let done = self
+            .meta
+            .restore_at(dir, name, &mut self.tolerate(warnings));
+        done.map_err(|e| self.error(e))
+    }
 }
 
 fn member_err(op: &'static str, rel: &[u8], e: impl Into<std::io::Error>) -> ArchiveError {
@@ -50,71 +98,6 @@ fn member_err(op: &'static str, rel: &[u8], e: impl Into<std::io::Error>) -> Arc
             format!("member {}", shown(rel))
         },
         source: e.into(),
-    }
-}
-
-/// Restores `r` on the open file `fd`; an xattr the file system does not take (other than a
-/// capability) is a warning pushed to `warnings`, not an error.
-pub fn restore_fd(
-    fd: BorrowedFd<'_>,
-    r: &Restore,
-    warnings: &mut Vec<String>,
-) -> Result<(), ArchiveError> {
-    if let Some((uid, gid)) = r.owner {
-        rustix::fs::fchown(fd, uid, gid)
-            .map_err(|e| member_err("change the owner of", &r.rel, e))?;
-    }
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(r.mode))
-        .map_err(|e| member_err("change the mode of", &r.rel, e))?;
-    for (name, value) in &r.xattrs {
-        let set = rustix::fs::fsetxattr(
-            fd,
-            OsStr::from_bytes(name),
-            value,
-            rustix::fs::XattrFlags::empty(),
-        );
-        if let Err(e) = set {
-            xattr_failed(r, name, e, warnings)?;
-        }
-    }
-    rustix::fs::futimens(fd, &times(r.mtime)).map_err(|e| member_err("set the times of", &r.rel, e))
-}
-
-/// A failed xattr: a warning naming the member when the file system or kernel does not take it
-/// (user.* on a symlink, say), an error otherwise and always for a capability.
-pub fn xattr_failed(
-    r: &Restore,
-    name: &[u8],
-    e: Errno,
-    warnings: &mut Vec<String>,
-) -> Result<(), ArchiveError> {
-    if matches!(e, Errno::NOTSUP | Errno::PERM) && !name.starts_with(b"security.capability") {
-        // The member as the archive names it: the staging path means nothing to the user.
-        warnings.push(format!(
-            "member {} (at byte {}): extended attribute {} not restored: {e}",
-            shown(&r.member),
-            r.offset,
-            shown(name)
-        ));
-        return Ok(());
-    }
-    Err(member_err(
-        "set an extended attribute on",
-        &r.rel,
-        std::io::Error::other(format!("{}: {e}", shown(name))),
-    ))
-}
-
-pub fn times(mtime: (i64, u32)) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
-        },
-        last_modification: Timespec {
-            tv_sec: mtime.0,
-            tv_nsec: mtime.1 as _,
-        },
     }
 }
 
@@ -210,7 +193,7 @@ fn work(rx: Arc<Mutex<Receiver<FileJob>>>, tx: Sender<Outcome>) {
             .file
             .write_all(&job.data)
             .map_err(|e| member_err("write", &job.restore.rel, e))
-            .and_then(|_| restore_fd(job.file.as_fd(), &job.restore, &mut warnings))
+            .and_then(|_| job.restore.on_fd(job.file.as_fd(), &mut warnings))
             .map(|_| warnings);
         let failed = outcome.is_err();
         if (failed || outcome.as_ref().is_ok_and(|w| !w.is_empty())) && tx.send(outcome).is_err() {

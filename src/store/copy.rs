@@ -11,8 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{
-    self as rfs, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, SeekFrom, Stat, Timespec,
-    Timestamps, Uid,
+    self as rfs, AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, SeekFrom, Stat, Uid,
 };
 use rustix::io::Errno;
 use rustix::process::Gid;
@@ -20,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::StoreError;
+use crate::fs::Metadata;
 
 /// What a copy did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -303,7 +303,32 @@ impl<'a> Copier<'a> {
         }
     }
 
-    /// Owner, then mode (chown clears setuid bits), then xattrs, then times.
+    /// The source's metadata with its xattrs (capabilities last), read with `list`/`get`.
+    fn metadata_of(
+        &self,
+        buffers: &mut Buffers,
+        st: &Stat,
+        rel: &Path,
+        mode: bool,
+        list: &dyn Fn(&mut [u8]) -> rustix::io::Result<usize>,
+        get: &dyn Fn(&CStr, &mut [u8]) -> rustix::io::Result<usize>,
+    ) -> Result<Metadata, StoreError> {
+        let n = list_or_empty(list(&mut buffers.names[..])).map_err(|e| self.src_err(rel, e))?;
+        let mut xattrs = Vec::new();
+        for key in ordered_xattr_names(&buffers.names[..n]) {
+            let len = get(&key, &mut buffers.value[..]).map_err(|e| self.src_err(rel, e))?;
+            xattrs.push((key.into_bytes(), buffers.value[..len].to_vec()));
+        }
+        Ok(Metadata {
+            owner: Some((Some(uid(st)), Some(gid(st)))),
+            mode: mode.then_some(st.st_mode & 0o7777),
+            xattrs,
+            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
+            atime: Some((st.st_atime, st.st_atime_nsec as u32)),
+        })
+    }
+
+    /// Owner, then mode (chown clears setuid bits), then xattrs, then times (see [`Metadata`]).
     fn apply_fd_metadata(
         &self,
         buffers: &mut Buffers,
@@ -312,18 +337,16 @@ impl<'a> Copier<'a> {
         st: &Stat,
         rel: &Path,
     ) -> Result<(), StoreError> {
-        rfs::fchown(dst, Some(uid(st)), Some(gid(st))).map_err(|e| self.dst_err(rel, e))?;
-        rfs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))
-            .map_err(|e| self.dst_err(rel, e))?;
-        let n = list_or_empty(rfs::flistxattr(src, &mut buffers.names[..]))
-            .map_err(|e| self.src_err(rel, e))?;
-        for key in ordered_xattr_names(&buffers.names[..n]) {
-            let len = rfs::fgetxattr(src, &key, &mut buffers.value[..])
-                .map_err(|e| self.src_err(rel, e))?;
-            rfs::fsetxattr(dst, &key, &buffers.value[..len], rfs::XattrFlags::empty())
-                .map_err(|e| self.dst_err(rel, e))?;
-        }
-        rfs::futimens(dst, &timestamps(st)).map_err(|e| self.dst_err(rel, e))
+        let meta = self.metadata_of(
+            buffers,
+            st,
+            rel,
+            true,
+            &|names| rfs::flistxattr(src, names),
+            &|key, value| rfs::fgetxattr(src, key, value),
+        )?;
+        meta.restore_fd(dst.as_fd(), &mut |_, _| false)
+            .map_err(|e| self.dst_err(rel, e.source))
     }
 
     /// The same for entries that cannot be opened safely: symlinks, devices, FIFOs, sockets.
@@ -336,40 +359,18 @@ impl<'a> Copier<'a> {
         rel: &Path,
         chmod: bool,
     ) -> Result<(), StoreError> {
-        rfs::chownat(
-            dst_dir,
-            name,
-            Some(uid(st)),
-            Some(gid(st)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| self.dst_err(rel, e))?;
-        if chmod {
-            rfs::chmodat(
-                dst_dir,
-                name,
-                Mode::from_raw_mode(st.st_mode & 0o7777),
-                AtFlags::empty(),
-            )
-            .map_err(|e| self.dst_err(rel, e))?;
-        }
         let src_path = self.source.join(rel);
-        let dst_path = self.destination.join(rel);
-        let n = list_or_empty(rfs::llistxattr(&src_path, &mut buffers.names[..]))
-            .map_err(|e| self.src_err(rel, e))?;
-        for key in ordered_xattr_names(&buffers.names[..n]) {
-            let len = rfs::lgetxattr(&src_path, &key, &mut buffers.value[..])
-                .map_err(|e| self.src_err(rel, e))?;
-            rfs::lsetxattr(
-                &dst_path,
-                &key,
-                &buffers.value[..len],
-                rfs::XattrFlags::empty(),
-            )
-            .map_err(|e| self.dst_err(rel, e))?;
-        }
-        rfs::utimensat(dst_dir, name, &timestamps(st), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.dst_err(rel, e))
+        let meta = self.metadata_of(
+            buffers,
+            st,
+            rel,
+            chmod,
+            &|names| rfs::llistxattr(&src_path, names),
+            &|key, value| rfs::lgetxattr(&src_path, key, value),
+        )?;
+        let name = OsStr::from_bytes(name.to_bytes());
+        meta.restore_at(dst_dir.as_fd(), name, &mut |_, _| false)
+            .map_err(|e| self.dst_err(rel, e.source))
     }
 
     fn src_err(&self, rel: &Path, e: Errno) -> StoreError {
@@ -406,19 +407,6 @@ fn uid(st: &Stat) -> Uid {
 
 fn gid(st: &Stat) -> Gid {
     Gid::from_raw(st.st_gid)
-}
-
-fn timestamps(st: &Stat) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: st.st_atime as _,
-            tv_nsec: st.st_atime_nsec as _,
-        },
-        last_modification: Timespec {
-            tv_sec: st.st_mtime as _,
-            tv_nsec: st.st_mtime_nsec as _,
-        },
-    }
 }
 
 /// Copies `size` bytes from `src` to `dst`: a reflink when the file system shares extents,
