@@ -201,3 +201,50 @@ fn work(rx: Arc<Mutex<Receiver<FileJob>>>, tx: Sender<Outcome>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(file: File, data: &[u8], rel: &str) -> FileJob {
+        FileJob {
+            file,
+            data: data.to_vec(),
+            restore: Restore {
+                meta: Metadata {
+                    mode: Some(0o640),
+                    mtime: (1_000_000_000, 5),
+                    ..Metadata::default()
+                },
+                rel: rel.as_bytes().to_vec(),
+                member: rel.as_bytes().to_vec(),
+                offset: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn files_are_written_and_a_writer_error_surfaces() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let mut pool = WriterPool::new(2).unwrap();
+        for i in 0..40 {
+            let f = File::create(dir.path().join(format!("f{i}"))).unwrap();
+            pool.submit(job(f, format!("data {i}").as_bytes(), "f"))
+                .unwrap();
+        }
+        // A descriptor opened read-only: the writer's write fails.
+        std::fs::write(dir.path().join("ro"), b"").unwrap();
+        let ro = File::open(dir.path().join("ro")).unwrap();
+        let _ = pool.submit(job(ro, b"x", "etc/ro"));
+        let err = pool.finish().unwrap_err();
+        assert!(err.to_string().contains("member \"etc/ro\""), "{err}");
+        for i in 0..40 {
+            let p = dir.path().join(format!("f{i}"));
+            assert_eq!(std::fs::read(&p).unwrap(), format!("data {i}").as_bytes());
+            let md = std::fs::metadata(&p).unwrap();
+            assert_eq!(md.permissions().mode() & 0o7777, 0o640);
+            assert_eq!((md.mtime(), md.mtime_nsec()), (1_000_000_000, 5));
+        }
+    }
+}
