@@ -132,7 +132,14 @@ fn execute(
     if !image.kind().is_tree() {
         anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
     }
-    let _lock = store.lock(&name, if boot { "booted" } else { "run" })?;
+    let _lock = store.lock(
+        &name,
+        if boot {
+            crate::store::LockPurpose::Boot
+        } else {
+            crate::store::LockPurpose::Run
+        },
+    )?;
     let spec = spec_from(
         image.path(),
         name.as_str(),
