@@ -20,10 +20,13 @@ pub fn is_usage_error(err: &anyhow::Error) -> bool {
 
 /// Whether the error is a write to a closed pipe (`rmach list | head -1`): not a failure.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    let broken = Some(std::io::ErrorKind::BrokenPipe);
     err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        cause.downcast_ref::<std::io::Error>().map(|e| e.kind()) == broken
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(|e| e.io_error_kind())
+                == broken
     })
 }
 
@@ -31,10 +34,20 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 pub fn one_line_usage_error(err: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let text = err.to_string();
+    // The verb's own usage line (clap's error shows the globals' defaults as required).
     let usage = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Usage: "))
-        .map(str::to_string);
+        .map(|usage| {
+            let verb = usage.split_whitespace().nth(1).unwrap_or_default();
+            let mut cmd = super::command();
+            cmd.build();
+            match cmd.find_subcommand_mut(verb) {
+                Some(sub) => sub.render_usage().to_string(),
+                None => usage.to_string(),
+            }
+        })
+        .map(|u| u.trim().trim_start_matches("Usage: ").to_string());
     let mut message = match (err.kind(), err.get(ContextKind::InvalidArg)) {
         (ErrorKind::MissingRequiredArgument, Some(ContextValue::Strings(missing))) => {
             format!("missing {}", missing.join(", "))
