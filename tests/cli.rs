@@ -328,3 +328,42 @@ fn image_names_complete_in_bash_zsh_and_fish() {
     );
     assert_eq!(zsh, "dev\ndevel\n");
 }
+
+#[test]
+fn scripts_install_puts_everything_under_destdir() {
+    let dest = tempfile::tempdir().unwrap();
+    let o = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install"))
+        .env("DESTDIR", dest.path())
+        .env("PREFIX", "/usr")
+        .env("RMACH", env!("CARGO_BIN_EXE_rmach"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = dest.path().join("usr");
+    for file in [
+        "bin/rmach",
+        "share/man/man1/rmach.1",
+        "share/man/man1/rmach-boot.1",
+        "share/bash-completion/completions/rmach",
+        "share/zsh/site-functions/_rmach",
+        "share/fish/vendor_completions.d/rmach.fish",
+    ] {
+        assert!(root.join(file).is_file(), "{file} not installed");
+    }
+    let pages = std::fs::read_dir(root.join("share/man/man1"))
+        .unwrap()
+        .count();
+    let sources = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/man"))
+        .unwrap()
+        .count();
+    assert_eq!(pages, sources);
+    let man = std::fs::read_to_string(root.join("share/man/man1/rmach-list.1")).unwrap();
+    for section in ["EXIT STATUS", "EXAMPLES", "FILES", "SEE ALSO"] {
+        assert!(man.contains(section), "{section}");
+    }
+    let installed = Command::new(root.join("bin/rmach"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(installed.status.success());
+}

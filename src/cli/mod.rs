@@ -5,6 +5,7 @@
 mod bootstrap;
 mod complete;
 mod images;
+pub mod man;
 mod output;
 mod run;
 mod tar;
