@@ -1,6 +1,6 @@
 //! The console, as systemd-nspawn's: a bookworm machine booted on a terminal shows its login
 //! prompt (the relay survives the pty hangups of a boot), takes a login and a command and shows
-//! its output live, and powers off; off a terminal the whole boot log goes to stdout and
+//! its output live, passes Ctrl-C to the machine's shell, and powers off; off a terminal the whole boot log goes to stdout and
 //! SIGINT halts the machine; the read-only, passive, pipe and autopipe modes and the ^] escape.
 //! Needs root, cgroups, namespaces and `script`; the boot tests need the bookworm image of
 //! `common/run.rs` (built with debootstrap from the host's mirror on first use).
@@ -67,7 +67,13 @@ fn boot_on_a_terminal_logs_in_runs_a_command_and_powers_off() {
     let at = term.wait_for_after(at, "# ", BOOT);
     term.type_keys(b"echo live-$((6*7)); tty\n");
     let at = term.wait_for_after(at, "live-42", BOOT);
-    term.wait_for_after(at, "/dev/console", BOOT);
+    let at = term.wait_for_after(at, "/dev/console", BOOT);
+    // Ctrl-C is a keystroke for the machine: it interrupts the shell's command, nothing more.
+    term.type_keys(b"sleep 1000\n");
+    std::thread::sleep(Duration::from_millis(500));
+    term.type_keys(b"\x03");
+    term.type_keys(b"echo alive-$((1+1))\n");
+    term.wait_for_after(at, "alive-2", Duration::from_secs(30));
     term.type_keys(b"systemctl poweroff\n");
     let status = term.wait(BOOT);
     let text = term.text();

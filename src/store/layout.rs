@@ -70,6 +70,11 @@ impl Layout {
             .join(format!("{STAGING_PREFIX}{name}.{tag:016x}{suffix}"))
     }
 
+    /// Whether a file name is a raw image's (hidden entries included).
+    pub(crate) fn names_raw(file_name: &str) -> bool {
+        file_name.ends_with(RAW_SUFFIX)
+    }
+
     /// Classifies a store entry by its file name.
     pub(crate) fn entry(file_name: &str) -> Entry {
         if let Some(rest) = file_name.strip_prefix(STAGING_PREFIX) {

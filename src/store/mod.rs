@@ -193,7 +193,7 @@ impl Store {
                 }
                 Entry::Image { .. } => continue,
                 Entry::Staging { .. } | Entry::Hidden if !all => continue,
-                Entry::Staging { .. } | Entry::Hidden => file_name.ends_with(".raw"),
+                Entry::Staging { .. } | Entry::Hidden => Layout::names_raw(&file_name),
             };
             // Hidden entries are listed under their file name.
             if file_type.is_dir() {
