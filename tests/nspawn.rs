@@ -148,7 +148,15 @@ fn nspawn_refuses_an_image_rmach_is_running() {
     assert!(!o.status.success(), "nspawn ran a busy image");
     assert!(!stdout(&o).contains("inside"));
     assert!(stderr(&o).contains("currently busy"), "{}", stderr(&o));
-    drop(rmach);
+    // SIGTERM, as a person would stop it: rmach forwards it, the payload ends, rmach releases
+    // its locks (SIGKILL would leave nspawn's inode lock file behind in the host's /run).
+    let pid = rmach.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(rmach.0.wait().unwrap().code(), Some(143));
     // rmach's lock is gone with it: nspawn runs the image now, and leaves no lock file.
     let deadline = Instant::now() + Duration::from_secs(10);
     let o = loop {
