@@ -141,7 +141,8 @@ impl fmt::Display for LockHolder {
             (LockPurpose::Foreign, Some(program), Some(pid)) => {
                 write!(f, "{doing} by {program} (PID {pid})")
             }
-            (LockPurpose::Foreign, _, _) => write!(f, "{doing} by another program"),
+            (LockPurpose::Foreign, Some(program), None) => write!(f, "{doing} by {program}"),
+            (LockPurpose::Foreign, None, _) => write!(f, "{doing} by another program"),
             (p, _, Some(pid)) if p.is_running() => write!(f, "{doing} (PID {pid})"),
             (_, _, Some(pid)) => write!(f, "{doing} by PID {pid}"),
             (_, _, None) => f.write_str(doing),
@@ -186,8 +187,9 @@ impl NameLock {
             holder,
         };
         let path = state_path(state_dir, name.as_str());
-        let Some(mut state) = take(&path, true)? else {
-            return Err(busy(rmach_holder(&path)));
+        let mut state = match take(&path, true)? {
+            Ok(held) => held,
+            Err(mut file) => return Err(busy(rmach_holder(&mut file))),
         };
         state.file.set_len(0).at(&path)?;
         writeln!(state.file, "{} {}", std::process::id(), purpose.as_str()).at(&path)?;
@@ -197,8 +199,8 @@ impl NameLock {
         paths.extend(image_path.and_then(global_lock_path));
         for path in paths {
             match take(&path, exclusive) {
-                Ok(Some(held)) => image.push(held),
-                Ok(None) => return Err(busy(foreign_holder(&path))),
+                Ok(Ok(held)) => image.push(held),
+                Ok(Err(_)) => return Err(busy(foreign_holder(&path))),
                 // A read-only store: nothing can change the image, a shared lock is moot.
                 Err(_) if !exclusive => {}
                 Err(e) => return Err(e),
@@ -229,9 +231,10 @@ fn global_lock_path(image: &Path) -> Option<PathBuf> {
     Some(Path::new(NSPAWN_LOCKS).join(format!("inode-{}:{}", meta.dev(), meta.ino())))
 }
 
-/// Creates and locks `path` without waiting; None when another holder has it. A file unlinked
-/// by its previous holder between our open and our lock is useless: open it again.
-fn take(path: &Path, exclusive: bool) -> Result<Option<Held>, StoreError> {
+/// Creates and locks `path` without waiting; when another holder has it, the open file (to
+/// read who). A file unlinked by its previous holder between our open and our lock is useless:
+/// open it again.
+fn take(path: &Path, exclusive: bool) -> Result<Result<Held, File>, StoreError> {
     loop {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -243,10 +246,10 @@ fn take(path: &Path, exclusive: bool) -> Result<Option<Held>, StoreError> {
             .open(path)
             .at(path)?;
         if !ofd::try_lock(&file, exclusive).at(path)? {
-            return Ok(None);
+            return Ok(Err(file));
         }
         if file.metadata().at(path)?.nlink() > 0 {
-            return Ok(Some(Held {
+            return Ok(Ok(Held {
                 file,
                 path: path.to_path_buf(),
             }));
@@ -294,8 +297,8 @@ pub(crate) fn holder(
     image_path: Option<&Path>,
 ) -> Option<LockHolder> {
     let path = state_path(state_dir, name);
-    if held(&path).is_some() {
-        return Some(rmach_holder(&path));
+    if let Some(mut file) = held(&path) {
+        return Some(rmach_holder(&mut file));
     }
     let name = ImageName::parse(name).ok()?;
     let mut paths = layout.lock_paths(&name).to_vec();
@@ -306,17 +309,9 @@ pub(crate) fn holder(
         .map(|p| foreign_holder(p))
 }
 
-/// Reads "PID PURPOSE" from rmach's lock file; the holder may not have written it yet, so
-/// wait a little for it.
-fn rmach_holder(path: &Path) -> LockHolder {
-    let unknown = LockHolder {
-        pid: None,
-        purpose: LockPurpose::Foreign,
-        program: Some("rmach".into()),
-    };
-    let Ok(mut file) = File::open(path) else {
-        return unknown;
-    };
+/// Reads "PID PURPOSE" from rmach's lock file, through the descriptor that found it held (the
+/// holder may unlink the path meanwhile); it may not have written it yet, so wait a little.
+fn rmach_holder(file: &mut File) -> LockHolder {
     for _ in 0..50 {
         let mut text = String::new();
         let _ = file.rewind();
@@ -332,7 +327,11 @@ fn rmach_holder(path: &Path) -> LockHolder {
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    unknown
+    LockHolder {
+        pid: None,
+        purpose: LockPurpose::Foreign,
+        program: Some("rmach".into()),
+    }
 }
 
 /// Another program's hold on a systemd lock file: found by the open file in /proc (OFD locks
