@@ -114,9 +114,9 @@ impl Context {
     pub fn store(&self) -> anyhow::Result<crate::store::Store> {
         let (root, state) = (&self.global.store, &self.global.state_dir);
         Ok(if self.creates_images {
-            crate::store::Store::open_or_create(root, state)?
-        } else {
             crate::store::Store::open(root, state)?
+        } else {
+            crate::store::Store::open_existing(root, state)?
         })
     }
 }

@@ -47,9 +47,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the existing store at `root` (a missing one is an error naming the path: a typo
-    /// in `--store` must not look like an empty store), creating the lock directory.
+    /// Opens the store at `root`, creating it first (mode 0700, as machinectl does) when
+    /// missing: for library callers and the verbs that create images.
     pub fn open(root: &Path, state_dir: &Path) -> Result<Store> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .at(root)?;
+        Store::open_existing(root, state_dir)
+    }
+
+    /// Opens the existing store at `root`; a missing one is an error naming the path (a typo
+    /// in `--store` must not look like an empty store). Creates the lock directory.
+    pub fn open_existing(root: &Path, state_dir: &Path) -> Result<Store> {
         match std::fs::metadata(root) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
@@ -75,17 +86,6 @@ impl Store {
             layout: Layout::new(root),
             state_dir: state_dir.to_path_buf(),
         })
-    }
-
-    /// Opens the store at `root`, creating it first (mode 0700, as machinectl does) when
-    /// missing: for the verbs that create images.
-    pub fn open_or_create(root: &Path, state_dir: &Path) -> Result<Store> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root)
-            .at(root)?;
-        Store::open(root, state_dir)
     }
 
     pub fn root(&self) -> &Path {
