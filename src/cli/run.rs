@@ -257,6 +257,10 @@ fn spec_from(
 /// works; nspawn needs `--pipe` for that).
 fn console_mode(asked: Option<Console>, boot: bool) -> runner::Console {
     let on_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    choose_console(asked, boot, on_terminal)
+}
+
+fn choose_console(asked: Option<Console>, boot: bool, on_terminal: bool) -> runner::Console {
     match asked {
         Some(Console::Interactive) => runner::Console::Interactive,
         Some(Console::ReadOnly) => runner::Console::ReadOnly,
@@ -266,5 +270,35 @@ fn console_mode(asked: Option<Console>, boot: bool) -> runner::Console {
         Some(Console::Autopipe) => runner::Console::Pipe,
         None if boot => runner::Console::ReadOnly,
         None => runner::Console::Pipe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_defaults_are_nspawns() {
+        use runner::Console as C;
+        assert_eq!(choose_console(None, true, true), C::Interactive);
+        assert_eq!(choose_console(None, true, false), C::ReadOnly);
+        assert_eq!(choose_console(None, false, true), C::Interactive);
+        assert_eq!(choose_console(None, false, false), C::Pipe);
+        assert_eq!(
+            choose_console(Some(Console::Autopipe), true, true),
+            C::Interactive
+        );
+        assert_eq!(
+            choose_console(Some(Console::Autopipe), true, false),
+            C::Pipe
+        );
+        assert_eq!(
+            choose_console(Some(Console::ReadOnly), false, true),
+            C::ReadOnly
+        );
+        assert_eq!(
+            choose_console(Some(Console::Passive), true, true),
+            C::Passive
+        );
     }
 }
