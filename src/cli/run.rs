@@ -132,14 +132,17 @@ fn execute(
     if !image.kind().is_tree() {
         anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
     }
-    let _lock = store.lock(
-        &name,
-        if boot {
-            crate::store::LockPurpose::Boot
-        } else {
-            crate::store::LockPurpose::Run
-        },
-    )?;
+    let purpose = if boot {
+        crate::store::LockPurpose::Boot
+    } else {
+        crate::store::LockPurpose::Run
+    };
+    // A machine that cannot write to the image shares it, as nspawn --read-only does.
+    let _lock = if o.read_only || o.ephemeral || store.is_read_only(&name)? {
+        store.lock_read_only(&name, purpose)?
+    } else {
+        store.lock(&name, purpose)?
+    };
     let spec = spec_from(
         image.path(),
         name.as_str(),

@@ -181,6 +181,7 @@ impl NameLock {
         name: &ImageName,
         purpose: LockPurpose,
         image_path: Option<&Path>,
+        shared: bool,
     ) -> Result<NameLock, StoreError> {
         let busy = |holder: LockHolder| StoreError::Busy {
             name: name.to_string(),
@@ -194,7 +195,7 @@ impl NameLock {
         state.file.set_len(0).at(&path)?;
         writeln!(state.file, "{} {}", std::process::id(), purpose.as_str()).at(&path)?;
         let mut image = Vec::new();
-        let exclusive = !purpose.reads_only();
+        let exclusive = !(shared || purpose.reads_only());
         let mut paths = layout.lock_paths(name).to_vec();
         paths.extend(image_path.and_then(global_lock_path));
         for path in paths {
@@ -413,15 +414,15 @@ mod tests {
         std::fs::create_dir(&store).unwrap();
         let layout = Layout::new(&store);
         let name = ImageName::parse("x").unwrap();
-        let lock =
-            NameLock::acquire(dir.path(), &layout, &name, LockPurpose::Export, None).unwrap();
+        let lock = NameLock::acquire(dir.path(), &layout, &name, LockPurpose::Export, None, false)
+            .unwrap();
         assert!(store.join(".#x.lck").exists());
         let h = holder(dir.path(), &layout, "x", None).unwrap();
         assert_eq!(
             (h.pid, h.purpose),
             (Some(std::process::id()), LockPurpose::Export)
         );
-        let again = NameLock::acquire(dir.path(), &layout, &name, LockPurpose::Remove, None);
+        let again = NameLock::acquire(dir.path(), &layout, &name, LockPurpose::Remove, None, false);
         assert!(matches!(again, Err(StoreError::Busy { .. })));
         drop(lock);
         assert!(holder(dir.path(), &layout, "x", None).is_none());

@@ -100,6 +100,17 @@ impl Store {
     /// systemd-nspawn, machinectl) holds them. Held until the returned lock is dropped; a
     /// machine supervisor holds a `Run` or `Boot` lock for as long as the machine runs.
     pub fn lock(&self, name: &ImageName, purpose: LockPurpose) -> Result<NameLock> {
+        self.lock_with(name, purpose, false)
+    }
+
+    /// Like [`Store::lock`], with systemd's locks taken shared: for a machine that does not
+    /// write to the image (`--read-only`, `--ephemeral`, a read-only image), as
+    /// `systemd-nspawn --read-only` takes them. rmach's own lock stays exclusive.
+    pub fn lock_read_only(&self, name: &ImageName, purpose: LockPurpose) -> Result<NameLock> {
+        self.lock_with(name, purpose, true)
+    }
+
+    fn lock_with(&self, name: &ImageName, purpose: LockPurpose, shared: bool) -> Result<NameLock> {
         let image = self.find(name);
         NameLock::acquire(
             &self.state_dir,
@@ -107,6 +118,7 @@ impl Store {
             name,
             purpose,
             image.as_ref().map(|i| i.path.as_path()),
+            shared,
         )
     }
 
