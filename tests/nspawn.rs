@@ -287,3 +287,65 @@ fn image_names_are_exactly_the_machine_names_nspawn_accepts() {
         );
     }
 }
+
+/// A killed rmach (like a killed nspawn) cannot unlink its lock files; they are unheld, so
+/// nothing is blocked, and `clean` removes them: in the store, the state directory, and
+/// nspawn's global lock directory where present.
+#[test]
+fn clean_removes_the_lock_files_of_a_killed_rmach() {
+    let ts = TestStore::new("nsp-k");
+    let image = ts.image("nsp-k");
+    let global = std::path::Path::new("/run/systemd/nspawn/locks")
+        .is_dir()
+        .then(|| {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&image).unwrap();
+            std::path::PathBuf::from(format!(
+                "/run/systemd/nspawn/locks/inode-{}:{}",
+                meta.dev(),
+                meta.ino()
+            ))
+        });
+    let mut rmach = KillOnDrop(
+        ts.cmd(&[
+            "run",
+            "nsp-k",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; exec sleep 300",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(rmach.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    rmach.0.kill().unwrap();
+    rmach.0.wait().unwrap();
+    let lck = ts.store().join(".#nsp-k.lck");
+    let state = ts.dir.path().join("state/locks/nsp-k.lock");
+    assert!(lck.exists() && state.exists());
+    if let Some(g) = &global {
+        assert!(g.exists());
+    }
+    // The machine dies with rmach (parent-death signals), and with it the last copy of the
+    // lock descriptors: then the image is stopped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = stdout(&ts.run(&["list", "--no-legend"]));
+        if list.trim_end().ends_with("stopped") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = ts.run(&["clean"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!lck.exists() && !state.exists());
+    if let Some(g) = &global {
+        assert!(!g.exists(), "{} left", g.display());
+    }
+}

@@ -224,7 +224,7 @@ pub(crate) fn state_path(state_dir: &Path, name: &str) -> PathBuf {
 
 /// nspawn's global lock of an existing image: by device and inode, so a tree reached through
 /// another path (a bind mount) is the same image. Only where nspawn's directory exists.
-fn global_lock_path(image: &Path) -> Option<PathBuf> {
+pub(crate) fn global_lock_path(image: &Path) -> Option<PathBuf> {
     if !Path::new(NSPAWN_LOCKS).is_dir() {
         return None;
     }

@@ -486,7 +486,8 @@ impl Store {
 
     /// Removes what interrupted operations left behind (staging entries whose name is not
     /// locked); with `all`, every other hidden entry too. Returns what was removed.
-    /// Lock files nobody holds (left by killed processes) go too, unreported.
+    /// Lock files nobody holds (left by killed processes) go too, unreported: in the store, in
+    /// the state directory, and nspawn's global ones of this store's images.
     pub fn clean(&self, all: bool) -> Result<Vec<PathBuf>> {
         let removed = self.remove_stale_staging(None, all);
         let store_locks = std::fs::read_dir(&self.root)
@@ -500,6 +501,12 @@ impl Store {
             .flatten();
         for entry in store_locks.chain(rmach_locks) {
             lock::remove_if_free(&entry.path());
+        }
+        // nspawn's global locks of this store's images, left by a killed rmach or nspawn.
+        for image in self.images(true)? {
+            if let Some(path) = lock::global_lock_path(&image.path) {
+                lock::remove_if_free(&path);
+            }
         }
         Ok(removed)
     }
