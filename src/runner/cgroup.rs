@@ -235,8 +235,10 @@ impl Drop for Cgroup {
     }
 }
 
-/// Removes machine cgroups whose rmach was killed before it could clean up: the leaf is named
-/// `NAME-PID`, and a PID that no longer runs rmach leaves an empty cgroup behind.
+/// Cleans up after machines whose rmach was killed before it could: a leaf is named
+/// `NAME-PID` after its rmach's PID. A leaf whose PID still runs (any program: rmach binaries
+/// differ between installs) is never touched. Otherwise any process left in it (an orphaned
+/// machine) is killed, and the leaf removed.
 fn remove_stale() {
     let Ok(hierarchies) = fs::read_dir(ROOT) else {
         return;
@@ -253,13 +255,43 @@ fn remove_stale() {
             else {
                 continue;
             };
-            let alive = fs::read_link(format!("/proc/{pid}/exe"))
-                .is_ok_and(|e| e == std::env::current_exe().unwrap_or_default());
-            if leaf.path().is_dir() && !alive {
-                let _ = remove_tree(&leaf.path());
+            if pid == 0 || Path::new(&format!("/proc/{pid}")).exists() || !leaf.path().is_dir() {
+                continue;
             }
+            kill_all(&leaf.path());
+            let _ = remove_tree(&leaf.path());
         }
     }
+}
+
+/// Kills every process in the cgroup tree at `dir` (cgroup.kill where the kernel has it),
+/// waiting up to a second for them to go.
+fn kill_all(dir: &Path) {
+    let _ = fs::write(dir.join("cgroup.kill"), "1");
+    for _ in 0..100 {
+        let pids = pids_in(dir);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = crate::sys::process::kill(pid, libc::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn pids_in(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(pids_in(&e.path()));
+        }
+    }
+    pids
 }
 
 fn remove_tree(dir: &Path) -> std::io::Result<()> {

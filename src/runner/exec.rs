@@ -112,7 +112,9 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     let (sync_r, sync_w) = pipe()?;
     let (error_r, error_w) = pipe()?;
     let mut error_r = std::fs::File::from(error_r);
-    let (status_r, status_w) = pipe()?;
+    let payload_status = p::shared_word().map_err(|e| RunnerError::Setup {
+        message: format!("shared memory: {e}"),
+    })?;
     let mut blocked = init::FORWARDED.to_vec();
     blocked.push(libc::SIGCHLD);
     // Restored when this run ends: a library caller gets its Ctrl-C back.
@@ -151,20 +153,29 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             let _ = rustix::process::set_parent_process_death_signal(Some(
                 rustix::process::Signal::KILL,
             ));
+            if let Err(message) = isolate_from_caller(plan, &fds, [&error_w, &pid_w, &hstat_w]) {
+                let _ = std::fs::File::from(error_w).write_all(message.as_bytes());
+                p::exit_now(1)
+            }
             match ns::clone_fork(flags) {
                 Ok(None) => child(
                     plan,
                     fds,
                     error_w,
-                    status_w,
+                    payload_status,
                     scratch.0.as_deref(),
                     idmap.is_some(),
                 ),
                 Ok(Some(pid)) => {
                     // Only the machine may hold these ends, or rmach would never see EOF.
-                    drop((fds, error_w, status_w));
+                    drop((fds, error_w));
                     let _ = std::fs::File::from(pid_w).write_all(&pid.to_ne_bytes());
-                    let raw = p::wait_raw(pid, false).ok().flatten().map_or(0, |r| r.1);
+                    let mut raw = p::wait_raw(pid, false).ok().flatten().map_or(0, |r| r.1);
+                    // With `run`, the payload's status as init left it, if it did.
+                    let word = payload_status.load(std::sync::atomic::Ordering::SeqCst);
+                    if !plan.boot && word & init::REPORTED != 0 {
+                        raw = word as u32 as i32;
+                    }
                     let _ = std::fs::File::from(hstat_w).write_all(&raw.to_ne_bytes());
                     p::exit_now(0)
                 }
@@ -176,7 +187,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             }
         }
         Ok(Some(h)) => {
-            drop((fds, error_w, status_w, pid_w, hstat_w));
+            drop((fds, error_w, pid_w, hstat_w));
             h
         }
         Err(e) => {
@@ -204,6 +215,15 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         cgroup.add(pid)?;
         if plan.network == Network::Veth {
             let host = veth_name(&plan.name);
+            // A killed run's pair goes with its network namespace once the stale-cgroup
+            // clean-up has ended its machine; give the kernel a moment to free it.
+            let link = Path::new("/sys/class/net").join(&host);
+            for _ in 0..200 {
+                if !link.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             net::create_veth(&host, "host0", pid)
                 .and_then(|_| net::link_up(&host))
                 .map_err(|e| RunnerError::Network {
@@ -259,18 +279,10 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         Ok(()) => i32::from_ne_bytes(b),
         Err(_) => raw,
     };
-    let (status, reboot) = if boot {
-        match (libc::WIFSIGNALED(raw), libc::WTERMSIG(raw)) {
-            (true, libc::SIGHUP) => (ExitStatus::from_raw(0), true),
-            (true, libc::SIGINT) => (ExitStatus::from_raw(0), false),
-            _ => (ExitStatus::from_raw(raw), false),
-        }
-    } else {
-        let mut b = [0u8; 4];
-        let payload = std::fs::File::from(status_r)
-            .read_exact(&mut b)
-            .map(|_| i32::from_ne_bytes(b));
-        (ExitStatus::from_raw(payload.unwrap_or(raw)), false)
+    let (status, reboot) = match (boot, libc::WIFSIGNALED(raw), libc::WTERMSIG(raw)) {
+        (true, true, libc::SIGHUP) => (ExitStatus::from_raw(0), true),
+        (true, true, libc::SIGINT) => (ExitStatus::from_raw(0), false),
+        _ => (ExitStatus::from_raw(raw), false),
     };
     Ok(Ended {
         status,
@@ -278,6 +290,31 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         stderr,
         reboot,
     })
+}
+
+/// In the helper, before the machine is cloned: closes every descriptor but 0-2 and the
+/// run's own, and replaces the arguments and environment the helper inherited from the caller
+/// with the machine's, so PID 1 (which never execs for `run`) holds nothing of the caller.
+fn isolate_from_caller(plan: &Plan, fds: &ChildFds, pipes: [&OwnedFd; 3]) -> ChildResult<()> {
+    use std::os::fd::AsRawFd;
+    let mut keep: Vec<i32> = pipes.iter().map(|f| f.as_raw_fd()).collect();
+    keep.push(fds.sync.as_raw_fd());
+    for f in [&fds.tree, &fds.stdout, &fds.stderr, &fds.tty]
+        .into_iter()
+        .flatten()
+    {
+        keep.push(f.as_raw_fd());
+    }
+    ctx(p::close_all_except(&keep), "close the caller's descriptors")?;
+    let mut environ = Vec::new();
+    for (k, v) in &plan.env {
+        environ.extend_from_slice(format!("{k}={v}").as_bytes());
+        environ.push(0);
+    }
+    ctx(
+        p::replace_cmdline_and_environ(b"rmach\0", &environ),
+        "replace the environment",
+    )
 }
 
 /// Opens the pty's slave for the child; with a user namespace it belongs to the machine's root
@@ -311,7 +348,7 @@ fn child(
     plan: &Plan,
     fds: ChildFds,
     error: OwnedFd,
-    status: OwnedFd,
+    status: &'static std::sync::atomic::AtomicU64,
     scratch: Option<&Path>,
     user_ns: bool,
 ) -> ! {
@@ -322,6 +359,12 @@ fn child(
             p::exit_now(1)
         }
     };
+    // Everything the setup needed is done with: from here the machine holds 0-2 and, until
+    // the payload's exec, the error pipe.
+    std::mem::forget(fds);
+    if p::close_all_except(&[std::os::fd::AsRawFd::as_raw_fd(&error)]).is_err() {
+        p::exit_now(1)
+    }
     let exec = move |error: OwnedFd| -> std::convert::Infallible {
         let _ = p::reset_signals();
         let _ = p::cloexec_from(3);
@@ -352,6 +395,12 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
         ctx(
             p::set_identity(0, 0, &[]),
             "become root in the user namespace",
+        )?;
+        // A change of ids clears the parent-death signal: set it again, or a killed rmach
+        // would leave this machine running.
+        ctx(
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+            "parent-death signal",
         )?;
     }
     // Now that rmach has moved us into the machine's cgroup, make it our cgroup root.
@@ -399,6 +448,14 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
         .chdir
         .clone()
         .unwrap_or_else(|| PathBuf::from(&user.home));
+    // The filters first: installing one without no_new_privs needs CAP_SYS_ADMIN, which the
+    // bounding set may drop.
+    for filter in &plan.seccomp.filters {
+        ctx(
+            crate::sys::seccomp::install(filter),
+            "install the seccomp filter",
+        )?;
+    }
     ctx(
         p::limit_capabilities(plan.bounding_caps),
         "limit capabilities",
@@ -406,16 +463,14 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
     if plan.no_new_privs {
         ctx(p::set_no_new_privs(), "no_new_privs")?;
     }
-    if plan.seccomp {
-        ctx(
-            crate::sys::seccomp::install(&super::seccomp::program()),
-            "install the seccomp filter",
-        )?;
-    }
     if user.uid != 0 || user.gid != 0 {
         ctx(
             p::set_identity(user.uid, user.gid, &user.groups),
             format!("become {}", user.name),
+        )?;
+        ctx(
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+            "parent-death signal",
         )?;
     }
     if std::env::set_current_dir(&workdir).is_err() {

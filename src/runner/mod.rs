@@ -25,12 +25,14 @@ mod passwd;
 pub mod plan;
 mod seccomp;
 mod spec;
+mod syscalls;
 mod userns;
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Output};
 
 pub use plan::{plan, Plan};
+pub use seccomp::SeccompProgram;
 pub use spec::{
     parse_private_users, parse_size, Bind, Console, Limits, Network, PrivateUsers, RunSpec,
 };
@@ -77,6 +79,8 @@ pub enum RunnerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("building the seccomp filter failed: {message}")]
+    Seccomp { message: String },
     #[error("unknown capability {name:?}; use names like CAP_NET_ADMIN or net_admin")]
     BadCapability { name: String },
     #[error("bad bind {arg:?}: expected SRC[:DST] with absolute paths")]

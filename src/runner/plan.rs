@@ -72,7 +72,8 @@ pub struct Plan {
     pub device_allow: Vec<&'static str>,
     pub bounding_caps: u64,
     pub no_new_privs: bool,
-    pub seccomp: bool,
+    /// The seccomp programs the machine runs under, compiled for its capability set.
+    pub seccomp: super::seccomp::SeccompProgram,
     pub env: Vec<(String, String)>,
     pub command: Vec<String>,
     pub user: Option<String>,
@@ -155,7 +156,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         device_allow: DEVICE_ALLOW.to_vec(),
         bounding_caps,
         no_new_privs: spec.no_new_privileges,
-        seccomp: true,
+        seccomp: super::seccomp::compile(bounding_caps)?,
         env: environment(spec, &uuid),
         command: spec.command.clone(),
         user: spec.user.clone(),
@@ -364,7 +365,7 @@ mod tests {
         assert!(find(&p, "/run/host/os-release").is_some());
         assert!(p.env.contains(&("container".into(), "rmach".into())));
         assert_eq!(p.uuid.len(), 36);
-        assert!(p.seccomp && !p.no_new_privs && p.user_ns.is_none());
+        assert!(p.seccomp.filters.len() == 2 && !p.no_new_privs && p.user_ns.is_none());
     }
 
     #[test]
