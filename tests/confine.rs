@@ -243,3 +243,49 @@ fn a_killed_rmach_takes_its_machine_along_and_the_name_runs_again() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn read_only_mounts_stay_read_only_in_every_user_namespace_mode() {
+    let ts = TestStore::new("confine5");
+    // The store's directory is 0700, like /var/lib/machines: `pick` must work on it.
+    std::fs::set_permissions(ts.store(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let nested = tempfile::tempdir().unwrap();
+    let inner = nested.path().join("inner");
+    std::fs::create_dir(&inner).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&inner)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(inner.clone());
+    let bind = format!("{}:/mnt", nested.path().display());
+    for mode in ["identity", "pick"] {
+        let script = "for m in /sys /proc/sys /mnt /mnt/inner; do mount -o remount,bind,rw $m 2>/dev/null && echo $m remounted; done; touch /mnt/inner/x 2>/dev/null && echo wrote-below; echo done";
+        let (code, out, err) = probe(&ts, &["--private-users", mode, "--bind-ro", &bind], script);
+        assert_eq!((code, out.as_str()), (0, "done\n"), "{mode}: {err}");
+    }
+    assert!(!inner.join("x").exists());
+}
+
+#[test]
+fn binds_into_a_read_only_image_need_their_mount_point() {
+    let ts = TestStore::new("confine6");
+    let ro = ts.run(&["read-only", "confine6", "yes"]);
+    assert!(ro.status.success(), "{}", stderr(&ro));
+    let (code, _, err) = probe(&ts, &["--tmpfs", "/nonexistent"], "true");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/nonexistent") && err.contains("read-only"),
+        "{err}"
+    );
+    assert!(!ts.image("confine6").join("nonexistent").exists());
+    let (code, out, err) = probe(&ts, &["--tmpfs", "/var/tmp"], "touch /var/tmp/x && echo ok");
+    assert_eq!((code, out.as_str()), (0, "ok\n"), "{err}");
+}

@@ -12,7 +12,7 @@ use std::process::ExitStatus;
 use super::cgroup::Cgroup;
 use super::console::{self, RawMode, Relay};
 use super::mounts::{self, ctx, ChildResult};
-use super::plan::Plan;
+use super::plan::{Plan, Stage};
 use super::spec::{Console, Network};
 use super::{init, passwd, userns, RunnerError};
 use crate::sys::{net, ns, process as p};
@@ -83,10 +83,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         }
         super::plan::RootMode::Bind => None,
     });
-    let idmap = match plan.user_ns {
-        Some(u) => Some(userns::pick(u, &plan.root)?),
-        None => None,
-    };
+    let idmap = plan.id_map;
     let tree = match idmap {
         Some(map) if map.base != 0 => Some(userns::idmapped_root(&plan.root, map)?),
         _ => None,
@@ -110,6 +107,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         (None, None, None, None)
     };
     let (sync_r, sync_w) = pipe()?;
+    let (ready_r, ready_w) = pipe()?;
     let (error_r, error_w) = pipe()?;
     let mut error_r = std::fs::File::from(error_r);
     let payload_status = p::shared_word().map_err(|e| RunnerError::Setup {
@@ -124,7 +122,9 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     let sigfd = p::signalfd(&blocked).map_err(|e| RunnerError::Setup {
         message: format!("signalfd: {e}"),
     })?;
-    let mut flags = ns::CLONE_NEWNS | ns::CLONE_NEWPID | ns::CLONE_NEWUTS | ns::CLONE_NEWIPC;
+    // No new mount namespace yet: the machine copies the helper's once the helper has mounted
+    // what must be locked (see `mounts::prepare_root` and `Stage::Outer`).
+    let mut flags = ns::CLONE_NEWPID | ns::CLONE_NEWUTS | ns::CLONE_NEWIPC;
     if plan.network != Network::Host {
         flags |= ns::CLONE_NEWNET;
     }
@@ -153,23 +153,40 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             let _ = rustix::process::set_parent_process_death_signal(Some(
                 rustix::process::Signal::KILL,
             ));
-            if let Err(message) = isolate_from_caller(plan, &fds, [&error_w, &pid_w, &hstat_w]) {
+            let prepared =
+                isolate_from_caller(plan, &fds, [&error_w, &pid_w, &hstat_w, &sync_w, &ready_r])
+                    .and_then(|_| {
+                        let scratch = scratch.0.as_deref().unwrap_or(Path::new("/"));
+                        mounts::prepare_root(plan, scratch, fds.tree.as_ref())?;
+                        mounts::apply(plan, Stage::Host, fds.pty.as_deref())?;
+                        mounts::pivot()
+                    });
+            if let Err(message) = prepared {
                 let _ = std::fs::File::from(error_w).write_all(message.as_bytes());
                 p::exit_now(1)
             }
             match ns::clone_fork(flags) {
-                Ok(None) => child(
-                    plan,
-                    fds,
-                    error_w,
-                    payload_status,
-                    scratch.0.as_deref(),
-                    idmap.is_some(),
-                ),
+                Ok(None) => {
+                    drop((sync_w, ready_r));
+                    child(plan, fds, error_w, payload_status, idmap.is_some())
+                }
                 Ok(Some(pid)) => {
                     // Only the machine may hold these ends, or rmach would never see EOF.
-                    drop((fds, error_w));
+                    drop(fds);
                     let _ = std::fs::File::from(pid_w).write_all(&pid.to_ne_bytes());
+                    // rmach has written the id maps, moved the machine into its cgroup and
+                    // made its veth: mount what must be locked, then let the machine go.
+                    let mut go = [0u8; 1];
+                    let outer = match rustix::io::read(&ready_r, &mut go) {
+                        Ok(1) => kernel_mounts(plan, pid, &error_w),
+                        _ => false,
+                    };
+                    if !outer {
+                        let _ = p::kill(pid, libc::SIGKILL);
+                        p::exit_now(1)
+                    }
+                    let _ = rustix::io::write(&sync_w, b"1");
+                    drop((sync_w, error_w));
                     let mut raw = p::wait_raw(pid, false).ok().flatten().map_or(0, |r| r.1);
                     // With `run`, the payload's status as init left it, if it did.
                     let word = payload_status.load(std::sync::atomic::Ordering::SeqCst);
@@ -187,7 +204,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             }
         }
         Ok(Some(h)) => {
-            drop((fds, error_w, pid_w, hstat_w));
+            drop((fds, error_w, pid_w, hstat_w, sync_w, ready_r));
             h
         }
         Err(e) => {
@@ -238,7 +255,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         let _ = p::wait_raw(helper, false);
         return Err(e);
     }
-    let _ = std::fs::File::from(sync_w).write_all(b"1");
+    let _ = std::fs::File::from(ready_w).write_all(b"1");
     let mut message = String::new();
     let _ = error_r.read_to_string(&mut message);
     if !message.is_empty() {
@@ -295,7 +312,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
 /// In the helper, before the machine is cloned: closes every descriptor but 0-2 and the
 /// run's own, and replaces the arguments and environment the helper inherited from the caller
 /// with the machine's, so PID 1 (which never execs for `run`) holds nothing of the caller.
-fn isolate_from_caller(plan: &Plan, fds: &ChildFds, pipes: [&OwnedFd; 3]) -> ChildResult<()> {
+fn isolate_from_caller(plan: &Plan, fds: &ChildFds, pipes: [&OwnedFd; 5]) -> ChildResult<()> {
     use std::os::fd::AsRawFd;
     let mut keep: Vec<i32> = pipes.iter().map(|f| f.as_raw_fd()).collect();
     keep.push(fds.sync.as_raw_fd());
@@ -315,6 +332,63 @@ fn isolate_from_caller(plan: &Plan, fds: &ChildFds, pipes: [&OwnedFd; 3]) -> Chi
         p::replace_cmdline_and_environ(b"rmach\0", &environ),
         "replace the environment",
     )
+}
+
+/// In the helper: mounts the table's kernel stage from a process in the machine's PID
+/// namespace (its /proc must show the machine's processes) and, with a private network, its
+/// network namespace (its /sys shows the machine's interfaces), then detaches the host's root.
+/// False after a failure, which has been written to the error pipe.
+fn kernel_mounts(plan: &Plan, machine: i32, error: &OwnedFd) -> bool {
+    let report = |message: String| {
+        let _ = rustix::io::write(error, message.as_bytes());
+    };
+    let pidfd = match rustix::process::Pid::from_raw(machine)
+        .ok_or(rustix::io::Errno::SRCH)
+        .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()))
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            report(format!("open the machine's pidfd: {e}"));
+            return false;
+        }
+    };
+    if let Err(e) = ns::setns(&pidfd, ns::CLONE_NEWPID) {
+        report(format!("join the machine's PID namespace: {e}"));
+        return false;
+    }
+    let mounted = match ns::fork() {
+        Ok(None) => {
+            let mounted = if plan.network != Network::Host {
+                ctx(
+                    ns::setns(&pidfd, ns::CLONE_NEWNET),
+                    "join the machine's network",
+                )
+            } else {
+                Ok(())
+            }
+            .and_then(|_| mounts::apply(plan, Stage::Kernel, None));
+            // This process took PID 2 in the machine's namespace: hand it back, so the payload
+            // of `run` is PID 2 as with nspawn --as-pid2 (the write counts for the writer's
+            // PID namespace; the host's /proc still hangs beside the old root).
+            let last_pid = Path::new("/")
+                .join(mounts::OLD_ROOT)
+                .join("proc/sys/kernel/ns_last_pid");
+            let _ = std::fs::write(last_pid, "1");
+            match mounted {
+                Ok(()) => p::exit_now(0),
+                Err(m) => {
+                    report(m);
+                    p::exit_now(1)
+                }
+            }
+        }
+        Ok(Some(mounter)) => matches!(p::wait_raw(mounter, false), Ok(Some((_, 0)))),
+        Err(e) => {
+            report(format!("fork: {e}"));
+            false
+        }
+    };
+    mounted && mounts::detach_old_root().map_err(report).is_ok()
 }
 
 /// Opens the pty's slave for the child; with a user namespace it belongs to the machine's root
@@ -349,10 +423,9 @@ fn child(
     fds: ChildFds,
     error: OwnedFd,
     status: &'static std::sync::atomic::AtomicU64,
-    scratch: Option<&Path>,
     user_ns: bool,
 ) -> ! {
-    let (c_exe, c_argv, c_env) = match setup(plan, &fds, scratch, user_ns) {
+    let (c_exe, c_argv, c_env) = match setup(plan, &fds, user_ns) {
         Ok(v) => v,
         Err(message) => {
             let _ = std::fs::File::from(error).write_all(message.as_bytes());
@@ -384,8 +457,7 @@ fn child(
 
 type Exec = (CString, Vec<CString>, Vec<CString>);
 
-fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> ChildResult<Exec> {
-    let (tree, pty) = (fds.tree.as_ref(), fds.pty.as_deref());
+fn setup(plan: &Plan, fds: &ChildFds, user_ns: bool) -> ChildResult<Exec> {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let mut go = [0u8; 1];
     if rustix::io::read(&fds.sync, &mut go) != Ok(1) {
@@ -403,8 +475,13 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
             "parent-death signal",
         )?;
     }
-    // Now that rmach has moved us into the machine's cgroup, make it our cgroup root.
-    ctx(ns::unshare(ns::CLONE_NEWCGROUP), "new cgroup namespace")?;
+    // A copy of the helper's mount namespace, made from inside the user namespace: the kernel
+    // locks the flags of every mount in it. And now that rmach has moved us into the machine's
+    // cgroup, that becomes our cgroup root.
+    ctx(
+        ns::unshare(ns::CLONE_NEWNS | ns::CLONE_NEWCGROUP),
+        "new mount and cgroup namespaces",
+    )?;
     ctx(
         rustix::system::sethostname(plan.hostname.as_bytes()),
         "set the hostname",
@@ -412,10 +489,9 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
     if plan.network != Network::Host {
         ctx(net::link_up("lo"), "bring up lo")?;
     }
-    let root = mounts::prepare_root(plan, scratch.unwrap_or(Path::new("/")), tree)?;
     let tty = fds.tty.as_ref();
-    mounts::apply(plan, &root, pty)?;
-    mounts::pivot(&root)?;
+    ctx(std::env::set_current_dir("/"), "chdir /")?;
+    mounts::apply(plan, Stage::Inner, None)?;
     ctx(rustix::process::setsid(), "setsid")?;
     match plan.console {
         Console::Interactive => {

@@ -1,7 +1,7 @@
 //! The plan: a run specification turned into plain data (namespaces, an ordered mount table,
 //! cgroup settings, capabilities, environment) that tests can inspect and one executor runs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::spec::{Bind, Console, Limits, Network, PrivateUsers, RunSpec};
 use super::{caps, RunnerError};
@@ -24,6 +24,24 @@ pub enum MountKind {
     File { contents: Vec<u8> },
     /// The pty that is the machine's console, bound over /dev/console.
     Console,
+    /// A character device node created with mknod (mode 0666), the machine's own inode.
+    Node { major: u32, minor: u32 },
+}
+
+/// Who carries an entry out, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// rmach's helper, in the machine's mount namespace before the machine's own copy of it is
+    /// made, with host root's rights over host paths (a 0700 store, `--bind` sources). The
+    /// kernel locks these mounts' flags in a user namespace's copy: read-only stays read-only.
+    Host,
+    /// The same, after the helper has pivoted into the machine's root, from a process in the
+    /// machine's PID (and network) namespace: /proc and /sys, whose read-only parts are locked
+    /// the same way.
+    Kernel,
+    /// The machine itself, in its own mount namespace: file systems of its namespaces
+    /// (devpts, mqueue, cgroup2) and its tmpfs mounts.
+    Inner,
 }
 
 /// One row of the mount table.
@@ -37,6 +55,9 @@ pub struct MountEntry {
     pub noexec: bool,
     /// Skip without error when the target (or host source) does not exist.
     pub optional: bool,
+    pub stage: Stage,
+    /// A `--bind`/`--tmpfs` of the user: its mount point is never created in a read-only root.
+    pub from_user: bool,
 }
 
 /// A user namespace's single-extent id map: inside 0..count is outside base..base+count.
@@ -65,7 +86,8 @@ pub struct Plan {
     pub hostname: String,
     /// Mount, PID, UTS, IPC and cgroup namespaces are always new; these are the optional ones.
     pub network: Network,
-    pub user_ns: Option<PrivateUsers>,
+    /// The user namespace's id map (None: no user namespace), resolved from `--private-users`.
+    pub id_map: Option<IdMap>,
     pub mounts: Vec<MountEntry>,
     pub limits: Limits,
     /// Rules for the cgroup v1 device controller, in `devices.allow` syntax.
@@ -84,9 +106,15 @@ pub struct Plan {
     pub scratch: PathBuf,
 }
 
-/// Host devices bound into the private /dev (by name under /dev).
-pub const DEVICES: &[&str] = &[
-    "null", "zero", "full", "random", "urandom", "tty", "net/tun",
+/// Device nodes created in the private /dev: name under /dev, major, minor.
+pub const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+    ("net/tun", 10, 200),
 ];
 
 /// The v1 device controller's allow list: the nodes above, ptys, and mknod of anything
@@ -120,7 +148,19 @@ fn entry(target: &str, kind: MountKind) -> MountEntry {
         nodev: true,
         noexec: false,
         optional: false,
+        stage: Stage::Inner,
+        from_user: false,
     }
+}
+
+fn host(mut e: MountEntry) -> MountEntry {
+    e.stage = Stage::Host;
+    e
+}
+
+fn kernel(mut e: MountEntry) -> MountEntry {
+    e.stage = Stage::Kernel;
+    e
 }
 
 fn fs(target: &str, fstype: &'static str, data: &str) -> MountEntry {
@@ -150,7 +190,10 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         name: spec.name.clone(),
         hostname: hostname(spec),
         network: spec.network,
-        user_ns: (spec.private_users != PrivateUsers::No).then_some(spec.private_users),
+        id_map: match spec.private_users {
+            PrivateUsers::No => None,
+            p => Some(super::userns::pick(p, &spec.root)?),
+        },
         mounts: mount_table(spec, &uuid),
         limits: spec.limits,
         device_allow: DEVICE_ALLOW.to_vec(),
@@ -179,19 +222,18 @@ fn hostname(spec: &RunSpec) -> String {
 
 fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
     let mut t = Vec::new();
-    let mut dev = fs("/dev", "tmpfs", "mode=755,size=4m,nr_inodes=64k");
+    let mut dev = host(fs("/dev", "tmpfs", "mode=755,size=4m,nr_inodes=64k"));
     dev.nodev = false;
     t.push(dev);
-    for d in DEVICES {
-        let mut e = entry(
-            &format!("/dev/{d}"),
-            MountKind::BindHost {
-                source: Path::new("/dev").join(d),
-                recursive: false,
+    for (name, major, minor) in DEVICES {
+        let mut e = host(entry(
+            &format!("/dev/{name}"),
+            MountKind::Node {
+                major: *major,
+                minor: *minor,
             },
-        );
+        ));
         e.nodev = false;
-        e.optional = d.contains('/');
         t.push(e);
     }
     for (link, to) in [
@@ -216,41 +258,31 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
     mq.noexec = true;
     t.push(mq);
     if spec.console == Console::Interactive {
-        let mut c = entry("/dev/console", MountKind::Console);
+        let mut c = host(entry("/dev/console", MountKind::Console));
         c.nodev = false;
         t.push(c);
     }
-    let mut proc_ = fs("/proc", "proc", "");
+    let mut proc_ = kernel(fs("/proc", "proc", ""));
     proc_.noexec = true;
     t.push(proc_);
     for d in PROC_READ_ONLY {
-        let mut e = entry(&format!("/proc/{d}"), MountKind::BindSelf);
+        let mut e = kernel(entry(&format!("/proc/{d}"), MountKind::BindSelf));
         e.read_only = true;
         e.optional = *d != "sys";
         t.push(e);
     }
     if spec.network != Network::Host {
         // The machine's own network stack is its to configure.
-        t.push(entry("/proc/sys/net", MountKind::BindSelf));
+        t.push(kernel(entry("/proc/sys/net", MountKind::BindSelf)));
     }
     for f in PROC_MASKED {
-        let mut e = entry(&format!("/proc/{f}"), MountKind::Mask);
+        let mut e = kernel(entry(&format!("/proc/{f}"), MountKind::Mask));
         e.read_only = true;
         e.optional = true;
         t.push(e);
     }
-    let mut sys = if spec.network == Network::Host && spec.private_users != PrivateUsers::No {
-        // A new sysfs needs a network namespace owned by the user namespace; bind the host's.
-        entry(
-            "/sys",
-            MountKind::BindHost {
-                source: "/sys".into(),
-                recursive: true,
-            },
-        )
-    } else {
-        fs("/sys", "sysfs", "")
-    };
+    // Mounted by the helper in the machine's network namespace: a sysfs of its own network.
+    let mut sys = kernel(fs("/sys", "sysfs", ""));
     sys.read_only = true;
     sys.noexec = true;
     t.push(sys);
@@ -285,12 +317,14 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
         e.read_only = *read_only;
         e.nosuid = false;
         e.nodev = false;
-        t.push(e);
+        e.from_user = true;
+        t.push(host(e));
     }
     for p in &spec.tmpfs {
         let mut e = fs(&p.to_string_lossy(), "tmpfs", "mode=755");
         e.nosuid = false;
-        t.push(e);
+        e.from_user = true;
+        t.push(host(e));
     }
     t
 }
@@ -337,6 +371,7 @@ fn new_uuid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn find<'a>(p: &'a Plan, t: &str) -> Option<&'a MountEntry> {
         p.mounts.iter().find(|m| m.target == Path::new(t))
@@ -365,7 +400,7 @@ mod tests {
         assert!(find(&p, "/run/host/os-release").is_some());
         assert!(p.env.contains(&("container".into(), "rmach".into())));
         assert_eq!(p.uuid.len(), 36);
-        assert!(p.seccomp.filters.len() == 2 && !p.no_new_privs && p.user_ns.is_none());
+        assert!(p.seccomp.filters.len() == 2 && !p.no_new_privs && p.id_map.is_none());
     }
 
     #[test]
@@ -391,6 +426,11 @@ mod tests {
             find(&p, "/sys").unwrap().kind,
             MountKind::Fs { .. }
         ));
+        assert_eq!(
+            b.stage,
+            Stage::Host,
+            "binds are made before the user namespace"
+        );
         assert_eq!(p.root_mode, RootMode::Ephemeral);
         assert_eq!(p.env.iter().filter(|e| e.0 == "PATH").count(), 1);
         assert_ne!(
