@@ -289,3 +289,57 @@ fn binds_into_a_read_only_image_need_their_mount_point() {
     let (code, out, err) = probe(&ts, &["--tmpfs", "/var/tmp"], "touch /var/tmp/x && echo ok");
     assert_eq!((code, out.as_str()), (0, "ok\n"), "{err}");
 }
+
+#[test]
+fn limits_and_device_rules_cannot_be_raised_from_inside() {
+    let ts = TestStore::new("confine7");
+    if !Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() {
+        eprintln!("skipped: this check is for hosts with v1 controllers (the v2 limits sit above the machine's cgroup namespace)");
+        return;
+    }
+    let script = "mkdir -p /tmp/p /tmp/d; \
+        mount -t cgroup -o pids none /tmp/p 2>/dev/null && echo max > /tmp/p/pids.max 2>/dev/null; \
+        mount -t cgroup -o devices none /tmp/d 2>/dev/null && echo a > /tmp/d/devices.allow 2>/dev/null && echo widened; \
+        mknod /tmp/lc c 10 237 && (exec 3</tmp/lc) 2>/dev/null && echo opened; \
+        i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done; echo started; kill $(jobs -p) 2>/dev/null; echo done";
+    for mode in MODES {
+        let (_, out, err) = probe(&ts, &["--private-users", mode, "--pids-max", "20"], script);
+        assert!(!out.contains("widened") && !out.contains("opened"), "{mode}: {out} {err}");
+        assert!(err.contains("fork") || err.contains("Resource temporarily unavailable"), "{mode}: the pids limit held? {out} {err}");
+    }
+}
+
+#[test]
+fn stale_cgroup_clean_up_spares_live_runs_and_kills_orphans() {
+    let ts = TestStore::new("confine8");
+    let hierarchy = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .map(Path::new)
+        .find(|h| h.join("cgroup.procs").exists())
+        .unwrap();
+    let parent = hierarchy.join("rmach");
+    std::fs::create_dir_all(&parent).unwrap();
+    // A leaf whose rmach (here: any live process) still runs.
+    let mut live = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let live_leaf = parent.join(format!("confine8live-{}", live.id()));
+    std::fs::create_dir(&live_leaf).unwrap();
+    // A leaf whose rmach is gone but whose machine (a sleep) is left.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let orphan_leaf = parent.join(format!("confine8gone-{gone_pid}"));
+    std::fs::create_dir(&orphan_leaf).unwrap();
+    let mut orphan = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(orphan_leaf.join("cgroup.procs"), orphan.id().to_string()).unwrap();
+    let (code, _, err) = probe(&ts, &[], "true");
+    let spared = live_leaf.exists();
+    let _ = std::fs::remove_dir(&live_leaf);
+    let _ = live.kill();
+    let _ = live.wait();
+    let orphan_status = orphan.wait().unwrap();
+    let _ = std::fs::remove_dir(&orphan_leaf);
+    assert_eq!(code, 0, "{err}");
+    assert!(spared, "the cgroup of a live run was removed");
+    assert!(!orphan_status.success(), "the orphan was killed");
+    assert!(!orphan_leaf.exists());
+}

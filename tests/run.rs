@@ -340,7 +340,8 @@ fn binds_tmpfs_ephemeral_and_read_only() {
     std::fs::write(src.join("in"), "hello\n").unwrap();
     let rw = format!("{}:/mnt/rw", src.display());
     let ro = format!("{}:/mnt/ro", src.display());
-    let (code, out, err) = probe(&ts, &["--bind", &rw, "--bind-ro", &ro, "--tmpfs", "/srv"], "cat /mnt/rw/in; echo out > /mnt/rw/out; echo no > /mnt/ro/x || echo refused; grep ' /srv ' /proc/self/mountinfo | grep -c tmpfs");
+    // Host root's directory: writable through the bind for host root only (--private-users no).
+    let (code, out, err) = probe(&ts, &["--private-users", "no", "--bind", &rw, "--bind-ro", &ro, "--tmpfs", "/srv"], "cat /mnt/rw/in; echo out > /mnt/rw/out; echo no > /mnt/ro/x || echo refused; grep ' /srv ' /proc/self/mountinfo | grep -c tmpfs");
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "hello\nrefused\n1\n");
     assert_eq!(std::fs::read_to_string(src.join("out")).unwrap(), "out\n");
@@ -686,7 +687,7 @@ fn window_size_changes_reach_the_machine() {
     )
     .unwrap();
     let outer = format!(
-        "stty rows 30 cols 100\n{} --store {} --state-dir {} run --console interactive --bind {m}:/m probe12 -- /bin/sh /m/inner.sh < /dev/tty &\n\
+        "stty rows 30 cols 100\n{} --store {} --state-dir {} run --console interactive --private-users no --bind {m}:/m probe12 -- /bin/sh /m/inner.sh < /dev/tty &\n\
          while [ ! -e {m}/first ]; do sleep 0.05; done\nstty rows 40 cols 120\nwait\n",
         env!("CARGO_BIN_EXE_rmach"),
         ts.store().display(),
@@ -734,7 +735,8 @@ fn device_policy_denies_unlisted_devices() {
         "the host may open loop-control: {}",
         stderr(&host)
     );
-    let v1 = ts.run(&["run", "probe13", "--", "/bin/sh", "-c", script]);
+    // Host root's rights inside (mknod needs them): --private-users no.
+    let v1 = ts.run(&["run", "--private-users", "no", "probe13", "--", "/bin/sh", "-c", script]);
     assert_eq!(stdout(&v1), "made\nnull-ok\n", "{}", stderr(&v1));
     let mut v2 = std::process::Command::new("unshare");
     v2.args([
@@ -746,7 +748,7 @@ fn device_policy_denies_unlisted_devices() {
         "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
         "sh",
     ]);
-    let inner = ts.cmd(&["run", "probe13", "--", "/bin/sh", "-c", script]);
+    let inner = ts.cmd(&["run", "--private-users", "no", "probe13", "--", "/bin/sh", "-c", script]);
     v2.arg(inner.get_program())
         .args(inner.get_args())
         .stdin(Stdio::null());

@@ -28,10 +28,18 @@ pub fn layout() -> Layout {
     }
 }
 
+/// Where the machine's processes live, below the cgroup that carries its limits and device
+/// rules: the machine's cgroup namespace is rooted here, so it can neither see nor write the
+/// limits, and whatever it writes in its own cgroup stays within them (limits and device rules
+/// are hierarchical).
+pub const PAYLOAD: &str = "payload";
+
 /// A machine's cgroup directories (one per hierarchy it lives in).
 #[derive(Debug)]
 pub struct Cgroup {
     pub layout: Layout,
+    /// `rmach/NAME-PID` in each hierarchy: limits and device rules; the machine is in
+    /// [`PAYLOAD`] below each.
     pub dirs: Vec<PathBuf>,
 }
 
@@ -58,6 +66,7 @@ impl Cgroup {
         leaf: &str,
         limits: &Limits,
         device_allow: &[&str],
+        device_policy: bool,
     ) -> Result<Cgroup, RunnerError> {
         remove_stale();
         let mut cg = Cgroup {
@@ -66,8 +75,15 @@ impl Cgroup {
         };
         let result = match cg.layout {
             Layout::Unified => cg.create_v2(leaf, limits, device_allow),
-            Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow),
-        };
+            Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow, device_policy),
+        }
+        .and_then(|_| {
+            // Created after the rules: a v1 devices child starts with its parent's.
+            for d in &cg.dirs {
+                mkdir(&d.join(PAYLOAD))?;
+            }
+            Ok(())
+        });
         match result {
             Ok(()) => Ok(cg),
             Err(e) => {
@@ -110,6 +126,10 @@ impl Cgroup {
         let dir = parent.join(leaf);
         mkdir(&dir)?;
         self.dirs.push(dir.clone());
+        // So the machine's own cgroup (below) has the controllers too.
+        for e in &enable {
+            write(&dir.join("cgroup.subtree_control"), e)?;
+        }
         // The v2 device controller is an eBPF program; it stays attached until rmdir.
         let attach = || -> std::io::Result<()> {
             let prog = crate::sys::bpf::load_device_program(&super::devices::program(allow))?;
@@ -136,6 +156,7 @@ impl Cgroup {
         leaf: &str,
         limits: &Limits,
         allow: &[&str],
+        device_policy: bool,
     ) -> Result<(), RunnerError> {
         let root = Path::new(ROOT);
         let mut hier = |name: &str| -> Result<Option<PathBuf>, RunnerError> {
@@ -175,11 +196,15 @@ impl Cgroup {
                 write(&dir.join("cpu.cfs_quota_us"), &cpu_quota(c).to_string())?;
             }
         }
-        if let Some(dir) = hier("devices")? {
-            write(&dir.join("devices.deny"), "a")?;
-            for rule in allow {
-                write(&dir.join("devices.allow"), rule)?;
+        match hier("devices")? {
+            Some(dir) => {
+                write(&dir.join("devices.deny"), "a")?;
+                for rule in allow {
+                    write(&dir.join("devices.allow"), rule)?;
+                }
             }
+            None if device_policy => return Err(RunnerError::NoDeviceController),
+            None => {}
         }
         Ok(())
     }
@@ -192,7 +217,7 @@ impl Cgroup {
             Layout::Unified => true,
             Layout::Hybrid => d.starts_with(Path::new(ROOT).join("unified")),
         });
-        for d in v2 {
+        for d in v2.map(|d| d.join(PAYLOAD)) {
             for f in [
                 "",
                 "cgroup.procs",
@@ -210,7 +235,7 @@ impl Cgroup {
     /// Moves `pid` into every directory of the machine.
     pub fn add(&self, pid: i32) -> Result<(), RunnerError> {
         for d in &self.dirs {
-            write(&d.join("cgroup.procs"), &pid.to_string())?;
+            write(&d.join(PAYLOAD).join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
     }

@@ -68,14 +68,17 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     }
     let me = std::process::id();
     let mut cgroup = Cgroup::create(
-        &format!("{}-{me}", plan.name),
+        &plan.cgroup,
         &plan.limits,
         &plan.device_allow,
+        plan.device_policy,
     )?;
     let scratch = Scratch(match plan.root_mode {
         super::plan::RootMode::Ephemeral => {
             let d = plan.scratch.join(format!(".rmach-{me}-{}", plan.uuid));
-            std::fs::create_dir(&d).map_err(|e| RunnerError::Scratch {
+            std::fs::create_dir_all(&plan.scratch)
+                .and_then(|_| std::fs::create_dir(&d))
+                .map_err(|e| RunnerError::Scratch {
                 path: d.clone(),
                 source: e,
             })?;
@@ -230,8 +233,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             cgroup.delegate(map.base, map.base)?;
         }
         cgroup.add(pid)?;
-        if plan.network == Network::Veth {
-            let host = veth_name(&plan.name);
+        if let Some(host) = plan.veth.clone() {
             // A killed run's pair goes with its network namespace once the stale-cgroup
             // clean-up has ended its machine; give the kernel a moment to free it.
             let link = Path::new("/sys/class/net").join(&host);
@@ -410,12 +412,6 @@ fn open_tty(path: &Path, base: Option<u32>) -> Result<OwnedFd, RunnerError> {
     Ok(f.into())
 }
 
-/// `ve-` and as much of the name as fits in an interface name (15 bytes).
-pub fn veth_name(name: &str) -> String {
-    let mut n: String = format!("ve-{name}");
-    n.truncate(15);
-    n
-}
 
 /// The machine side; never returns. Failures go to the error pipe as one line.
 fn child(

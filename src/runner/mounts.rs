@@ -256,7 +256,16 @@ fn owner_options(plan: &Plan, e: &MountEntry) -> String {
 /// Opens a mount point, creating it unless it is a user's bind or tmpfs in a read-only root.
 fn mount_point(plan: &Plan, root: &OwnedFd, e: &MountEntry, dir: bool) -> ChildResult<OwnedFd> {
     let create = !(e.from_user && plan.root_read_only);
-    ensure(root, &e.target, dir, create).map_err(|err| {
+    // In the helper, host root has no id on an idmapped root: create as the machine's root.
+    let as_machine_root = plan
+        .id_map
+        .filter(|m| m.base != 0 && e.stage != Stage::Inner)
+        .map(|m| crate::sys::process::set_fs_ids(m.base, m.base));
+    let opened = ensure(root, &e.target, dir, create);
+    if let Some((uid, gid)) = as_machine_root {
+        crate::sys::process::set_fs_ids(uid, gid);
+    }
+    opened.map_err(|err| {
         if create {
             format!("create mount point: {err}")
         } else {

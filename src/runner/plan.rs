@@ -88,10 +88,18 @@ pub struct Plan {
     pub network: Network,
     /// The user namespace's id map (None: no user namespace), resolved from `--private-users`.
     pub id_map: Option<IdMap>,
+    /// What `--private-users auto` chose and why, in words (None for the other modes).
+    pub private_users_note: Option<String>,
     pub mounts: Vec<MountEntry>,
     pub limits: Limits,
     /// Rules for the cgroup v1 device controller, in `devices.allow` syntax.
     pub device_allow: Vec<&'static str>,
+    /// Refuse a host without a device controller.
+    pub device_policy: bool,
+    /// The machine's cgroup, `NAME-PID` below `rmach/` in each hierarchy.
+    pub cgroup: String,
+    /// The host end of the veth pair (with `--network veth`).
+    pub veth: Option<String>,
     pub bounding_caps: u64,
     pub no_new_privs: bool,
     /// The seccomp programs the machine runs under, compiled for its capability set.
@@ -179,6 +187,21 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
     let private_net = spec.network != Network::Host;
     let bounding_caps = caps::bounding_set(&spec.add_caps, &spec.drop_caps, private_net)?;
     let uuid = new_uuid();
+    let (private_users, private_users_note) = match spec.private_users {
+        PrivateUsers::Auto => {
+            let (ok, why) = super::userns::idmap_support(&spec.root);
+            if ok {
+                (PrivateUsers::Pick, Some(format!("a private user range ({why})")))
+            } else {
+                (PrivateUsers::No, Some(format!("no user namespace ({why})")))
+            }
+        }
+        p => (p, None),
+    };
+    let id_map = match private_users {
+        PrivateUsers::No | PrivateUsers::Auto => None,
+        p => Some(super::userns::pick(p, &spec.root)?),
+    };
     Ok(Plan {
         root: spec.root.clone(),
         root_mode: if spec.ephemeral {
@@ -190,13 +213,14 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         name: spec.name.clone(),
         hostname: hostname(spec),
         network: spec.network,
-        id_map: match spec.private_users {
-            PrivateUsers::No => None,
-            p => Some(super::userns::pick(p, &spec.root)?),
-        },
+        id_map,
+        private_users_note,
         mounts: mount_table(spec, &uuid),
         limits: spec.limits,
         device_allow: DEVICE_ALLOW.to_vec(),
+        device_policy: spec.device_policy,
+        cgroup: format!("{}-{}", spec.name, std::process::id()),
+        veth: (spec.network == Network::Veth).then(|| veth_name(&spec.name)),
         bounding_caps,
         no_new_privs: spec.no_new_privileges,
         seccomp: super::seccomp::compile(bounding_caps)?,
@@ -209,6 +233,13 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         uuid,
         scratch: spec.scratch.clone(),
     })
+}
+
+/// `ve-` and as much of the name as fits in an interface name (15 bytes).
+pub fn veth_name(name: &str) -> String {
+    let mut n: String = format!("ve-{name}");
+    n.truncate(15);
+    n
 }
 
 /// `--hostname`, or the machine's name cut to the kernel's 64-byte limit.

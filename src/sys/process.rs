@@ -385,3 +385,11 @@ pub fn shared_word() -> io::Result<&'static std::sync::atomic::AtomicU64> {
         Ok(&*(p as *const std::sync::atomic::AtomicU64))
     }
 }
+
+/// Sets the filesystem uid and gid (the ids files are created with and checked against),
+/// returning the previous ones. Changing them away from 0 also clears the file-system
+/// capabilities from the effective set until they are set back to 0.
+pub fn set_fs_ids(uid: u32, gid: u32) -> (u32, u32) {
+    // SAFETY: setfsgid/setfsuid take plain integers and return the previous id.
+    unsafe { (libc::setfsuid(uid) as u32, libc::setfsgid(gid) as u32) }
+}
