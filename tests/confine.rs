@@ -304,23 +304,36 @@ fn limits_and_device_rules_cannot_be_raised_from_inside() {
         i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done; echo started; kill $(jobs -p) 2>/dev/null; echo done";
     for mode in MODES {
         let (_, out, err) = probe(&ts, &["--private-users", mode, "--pids-max", "20"], script);
-        assert!(!out.contains("widened") && !out.contains("opened"), "{mode}: {out} {err}");
-        assert!(err.contains("fork") || err.contains("Resource temporarily unavailable"), "{mode}: the pids limit held? {out} {err}");
+        assert!(
+            !out.contains("widened") && !out.contains("opened"),
+            "{mode}: {out} {err}"
+        );
+        assert!(
+            err.contains("fork") || err.contains("Resource temporarily unavailable"),
+            "{mode}: the pids limit held? {out} {err}"
+        );
     }
 }
 
 #[test]
 fn stale_cgroup_clean_up_spares_live_runs_and_kills_orphans() {
     let ts = TestStore::new("confine8");
-    let hierarchy = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .map(Path::new)
-        .find(|h| h.join("cgroup.procs").exists())
-        .unwrap();
+    let hierarchy = [
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .find(|h| h.join("cgroup.procs").exists())
+    .unwrap();
     let parent = hierarchy.join("rmach");
     std::fs::create_dir_all(&parent).unwrap();
     // A leaf whose rmach (here: any live process) still runs.
-    let mut live = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let mut live = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
     let live_leaf = parent.join(format!("confine8live-{}", live.id()));
     std::fs::create_dir(&live_leaf).unwrap();
     // A leaf whose rmach is gone but whose machine (a sleep) is left.
@@ -329,7 +342,10 @@ fn stale_cgroup_clean_up_spares_live_runs_and_kills_orphans() {
     gone.wait().unwrap();
     let orphan_leaf = parent.join(format!("confine8gone-{gone_pid}"));
     std::fs::create_dir(&orphan_leaf).unwrap();
-    let mut orphan = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let mut orphan = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
     std::fs::write(orphan_leaf.join("cgroup.procs"), orphan.id().to_string()).unwrap();
     let (code, _, err) = probe(&ts, &[], "true");
     let spared = live_leaf.exists();

@@ -79,9 +79,9 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             std::fs::create_dir_all(&plan.scratch)
                 .and_then(|_| std::fs::create_dir(&d))
                 .map_err(|e| RunnerError::Scratch {
-                path: d.clone(),
-                source: e,
-            })?;
+                    path: d.clone(),
+                    source: e,
+                })?;
             Some(d)
         }
         super::plan::RootMode::Bind => None,
@@ -411,7 +411,6 @@ fn open_tty(path: &Path, base: Option<u32>) -> Result<OwnedFd, RunnerError> {
     }
     Ok(f.into())
 }
-
 
 /// The machine side; never returns. Failures go to the error pipe as one line.
 fn child(

@@ -89,7 +89,9 @@ pub enum RunnerError {
     BadBind { arg: String },
     #[error("bad size {value:?}: expected bytes or a number with K, M, G or T")]
     BadSize { value: String },
-    #[error("bad --private-users value {value:?}: expected auto, no, pick, identity, UID or UID:COUNT")]
+    #[error(
+        "bad --private-users value {value:?}: expected auto, no, pick, identity, UID or UID:COUNT"
+    )]
     BadPrivateUsers { value: String },
 }
 

@@ -100,6 +100,13 @@ pub fn mount_flags_of(st: rustix::fs::StatVfsMountFlags) -> libc::c_ulong {
     .into_iter()
     .filter(|(st_flag, _)| st.contains(*st_flag))
     .fold(0, |acc, (_, ms)| acc | ms)
+        // Neither noatime nor relatime is strictatime, which must be said: a remount naming
+        // any atime flag (nodiratime) otherwise falls back to relatime.
+        | if st.intersects(St::NOATIME | St::RELATIME) {
+            0
+        } else {
+            libc::MS_STRICTATIME
+        }
 }
 
 /// Flags a bind remount must keep (the kernel refuses to clear locked ones in a user namespace).
@@ -463,9 +470,16 @@ mod tests {
         use rustix::fs::StatVfsMountFlags as St;
         assert_eq!(mount_flags_of(St::RELATIME), libc::MS_RELATIME);
         assert_eq!(
+            mount_flags_of(St::NODIRATIME),
+            libc::MS_NODIRATIME | libc::MS_STRICTATIME
+        );
+        assert_eq!(
             mount_flags_of(St::RDONLY | St::NOSUID | St::NODEV | St::NOEXEC | St::NOATIME),
             libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_NOATIME
         );
-        assert_eq!(mount_flags_of(St::SYNCHRONOUS | St::MANDLOCK), 0);
+        assert_eq!(
+            mount_flags_of(St::SYNCHRONOUS | St::MANDLOCK | St::RELATIME),
+            libc::MS_RELATIME
+        );
     }
 }

@@ -191,7 +191,10 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         PrivateUsers::Auto => {
             let (ok, why) = super::userns::idmap_support(&spec.root);
             if ok {
-                (PrivateUsers::Pick, Some(format!("a private user range ({why})")))
+                (
+                    PrivateUsers::Pick,
+                    Some(format!("a private user range ({why})")),
+                )
             } else {
                 (PrivateUsers::No, Some(format!("no user namespace ({why})")))
             }
@@ -469,5 +472,96 @@ mod tests {
             0,
             "net_admin with a private network"
         );
+    }
+
+    #[test]
+    fn every_run_option_reaches_the_plan() {
+        let mut s = RunSpec::new("/nonexistent/dev", vec!["echo".into(), "hi".into()]);
+        s.name = "web".into();
+        s.env.push(("A".into(), "b".into()));
+        s.user = Some("user".into());
+        s.chdir = Some("/srv".into());
+        s.binds.push(Bind::parse("/a:/b", false).unwrap());
+        s.tmpfs.push("/scratch".into());
+        s.read_only = true;
+        s.hostname = Some("h".into());
+        s.network = Network::Veth;
+        s.private_users = PrivateUsers::Range {
+            base: 0x90000,
+            count: 65536,
+        };
+        s.limits = Limits {
+            memory_max: Some(1 << 30),
+            cpus: Some(1.5),
+            pids_max: Some(100),
+        };
+        s.add_caps.push("sys_time".into());
+        s.drop_caps.push("mknod".into());
+        s.no_new_privileges = true;
+        s.console = Console::Interactive;
+        s.boot = true;
+        s.scratch = "/var/run/x".into();
+        s.device_policy = false;
+        let p = plan(&s).unwrap();
+        assert_eq!(p.root, Path::new("/nonexistent/dev"));
+        assert_eq!(p.command, ["echo", "hi"]);
+        assert!(p.env.contains(&("A".into(), "b".into())));
+        assert!(p.env.iter().any(|e| e.0 == "TERM"), "interactive: TERM");
+        assert_eq!(p.user.as_deref(), Some("user"));
+        assert_eq!(p.chdir.as_deref(), Some(Path::new("/srv")));
+        let b = find(&p, "/b").unwrap();
+        assert!(!b.read_only && b.from_user && b.stage == Stage::Host);
+        let t = find(&p, "/scratch").unwrap();
+        assert!(
+            t.from_user
+                && matches!(
+                    &t.kind,
+                    MountKind::Fs {
+                        fstype: "tmpfs",
+                        ..
+                    }
+                )
+        );
+        assert!(p.root_read_only && p.root_mode == RootMode::Bind);
+        assert_eq!(p.hostname, "h");
+        assert_eq!(
+            (p.network, p.veth.as_deref()),
+            (Network::Veth, Some("ve-web"))
+        );
+        assert_eq!(
+            p.id_map,
+            Some(IdMap {
+                base: 0x90000,
+                count: 65536
+            })
+        );
+        assert_eq!(p.limits, s.limits);
+        assert_ne!(p.bounding_caps & (1 << 25), 0, "sys_time added");
+        assert_eq!(p.bounding_caps & (1 << 27), 0, "mknod dropped");
+        assert!(super::super::seccomp::allowed_names(p.bounding_caps).contains(&"settimeofday"));
+        assert!(p.no_new_privs && p.boot && !p.device_policy);
+        assert_eq!(p.console, Console::Interactive);
+        assert!(find(&p, "/dev/console").is_some());
+        assert_eq!(p.scratch, Path::new("/var/run/x"));
+        assert_eq!(p.cgroup, format!("web-{}", std::process::id()));
+        assert!(p.private_users_note.is_none());
+        s.private_users = PrivateUsers::Identity;
+        s.ephemeral = true;
+        let p = plan(&s).unwrap();
+        assert_eq!(p.id_map.map(|m| m.base), Some(0));
+        assert_eq!(p.root_mode, RootMode::Ephemeral);
+        // auto on a root whose file system cannot be told: no user namespace, and why.
+        s.private_users = PrivateUsers::Auto;
+        let p = plan(&s).unwrap();
+        assert!(p.id_map.is_none());
+        assert!(p
+            .private_users_note
+            .as_deref()
+            .unwrap()
+            .starts_with("no user namespace"));
+        let node = find(&p, "/dev/null").unwrap();
+        assert_eq!(node.kind, MountKind::Node { major: 1, minor: 3 });
+        assert_eq!(find(&p, "/proc").unwrap().stage, Stage::Kernel);
+        assert_eq!(find(&p, "/dev/pts").unwrap().stage, Stage::Inner);
     }
 }

@@ -79,13 +79,25 @@ pub fn idmap_support(root: &Path) -> (bool, String) {
     let release = uname.release().to_string_lossy().into_owned();
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
     let version = (
-        parts.next().and_then(|v| v.parse::<u32>().ok()).unwrap_or(0),
-        parts.next().and_then(|v| v.parse::<u32>().ok()).unwrap_or(0),
+        parts
+            .next()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0),
+        parts
+            .next()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0),
     );
     let Ok(st) = rustix::fs::statfs(root) else {
-        return (false, format!("cannot tell the file system of {}", root.display()));
+        return (
+            false,
+            format!("cannot tell the file system of {}", root.display()),
+        );
     };
-    let (name, since) = match st.f_type as i64 {
+    // f_type's integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
+    let (name, since) = match magic {
         EXT4 => ("ext4", (5, 12)),
         BTRFS => ("btrfs", (5, 12)),
         XFS => ("xfs", (5, 12)),
@@ -100,11 +112,17 @@ pub fn idmap_support(root: &Path) -> (bool, String) {
         }
     };
     if version >= since {
-        (true, format!("{name} on Linux {release} has idmapped mounts"))
+        (
+            true,
+            format!("{name} on Linux {release} has idmapped mounts"),
+        )
     } else {
         (
             false,
-            format!("{name} has idmapped mounts from Linux {}.{}, this is {release}", since.0, since.1),
+            format!(
+                "{name} has idmapped mounts from Linux {}.{}, this is {release}",
+                since.0, since.1
+            ),
         )
     }
 }
