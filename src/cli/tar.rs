@@ -95,7 +95,12 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
         (Box::new(file), len)
     };
     let store = ctx.store()?;
-    let staging = store.create(&name, "imported", ImageKind::Directory, args.force)?;
+    let staging = store.create(
+        &name,
+        crate::store::LockPurpose::Import,
+        ImageKind::Directory,
+        args.force,
+    )?;
     let bar = ctx.out.progress(total, &format!("Importing {name}"));
     let counted = Counted {
         inner: input,
@@ -240,7 +245,7 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let store = ctx.store()?;
     // Held for the whole export: a machine running from this image (lock "run"/"booted"),
     // or any other operation on it, makes the export fail at once instead of tearing.
-    let _lock = store.lock(&name, "exported")?;
+    let _lock = store.lock(&name, crate::store::LockPurpose::Export)?;
     let image = store.image(&name)?;
     if !image.kind().is_tree() {
         anyhow::bail!("image {name} is a raw disk image; export it with export-raw");
