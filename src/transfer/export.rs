@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::TransferError;
 use crate::archive::{self, Compression, Encoder, ThreadedWriter, WriteOptions};
-use crate::store::{ImageName, Store};
+use crate::store::{ImageName, LockPurpose, Store};
 
 #[derive(Debug, Clone)]
 pub struct ExportRequest {
@@ -39,7 +39,7 @@ pub fn export_tar(
     warn: &mut dyn FnMut(String),
     progress: Option<&dyn Fn(u64)>,
 ) -> Result<Exported, TransferError> {
-    let _lock = store.lock(&req.name, "exported")?;
+    let _lock = store.lock(&req.name, LockPurpose::Export)?;
     let image = store.image(&req.name)?;
     if !image.kind().is_tree() {
         return Err(TransferError::NotATree {

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use super::{layout, TransferError};
 use crate::archive::{self, Compression, Decoder, ExtractOptions};
-use crate::store::{ImageKind, ImageName, Store};
+use crate::store::{ImageKind, ImageName, LockPurpose, Store};
 
 /// What to import and how.
 #[derive(Debug, Clone)]
@@ -38,7 +38,12 @@ pub fn import_tar(
     req: &ImportRequest,
     on_detect: &mut dyn FnMut(Compression),
 ) -> Result<Imported, TransferError> {
-    let staging = store.create(&req.name, "imported", ImageKind::Directory, req.force)?;
+    let staging = store.create(
+        &req.name,
+        LockPurpose::Import,
+        ImageKind::Directory,
+        req.force,
+    )?;
     let mut decoder =
         Decoder::spawn(input, req.sha256.is_some()).map_err(TransferError::Archive)?;
     on_detect(decoder.compression());
