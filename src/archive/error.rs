@@ -22,8 +22,8 @@ pub enum ArchiveError {
         #[source]
         what: Malformed,
     },
-    #[error("the archive is truncated at byte {offset}: {reason}")]
-    Truncated { offset: u64, reason: String },
+    #[error("the archive is truncated at byte {offset}: {cut}")]
+    Truncated { offset: u64, cut: Cut },
     #[error("refusing archive member {member:?} at byte {offset}: {reason}")]
     Unsafe {
         member: String,
@@ -56,6 +56,27 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Where the input ended too early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Nothing but (part of) a first header.
+    NoHeader,
+    /// After a member, with no zero blocks.
+    NoEndMarker,
+    /// Inside the named part of the archive ("a header", "a member's data").
+    Inside(&'static str),
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cut::NoHeader => f.write_str("the input holds no tar header"),
+            Cut::NoEndMarker => f.write_str("the end-of-archive marker is missing"),
+            Cut::Inside(what) => write!(f, "the input ends inside {what}"),
+        }
+    }
 }
 
 /// What is wrong in a PAX header's records or in an ACL's text.

@@ -5,6 +5,7 @@
 
 use std::io::{self, Read};
 
+use super::error::Cut;
 use super::header::{check_sum, cstr, num, signed_num};
 use super::pax;
 use super::sparse;
@@ -82,14 +83,14 @@ impl<R: Read> TarReader<R> {
         self.pos
     }
 
-    fn read_exact_at(&mut self, buf: &mut [u8], what: &str) -> Result<(), ArchiveError> {
+    fn read_exact_at(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), ArchiveError> {
         let mut got = 0;
         while got < buf.len() {
             match self.inner.read(&mut buf[got..]) {
                 Ok(0) => {
                     return Err(ArchiveError::Truncated {
                         offset: self.pos + got as u64,
-                        reason: format!("the input ends inside {what}"),
+                        cut: Cut::Inside(what),
                     })
                 }
                 Ok(n) => got += n,
@@ -106,7 +107,7 @@ impl<R: Read> TarReader<R> {
         Ok(())
     }
 
-    fn skip(&mut self, mut n: u64, what: &str) -> Result<(), ArchiveError> {
+    fn skip(&mut self, mut n: u64, what: &'static str) -> Result<(), ArchiveError> {
         let mut buf = [0u8; 8192];
         while n > 0 {
             let k = n.min(buf.len() as u64) as usize;
@@ -125,7 +126,7 @@ impl<R: Read> TarReader<R> {
         match self.inner.read(&mut buf[..k]) {
             Ok(0) => Err(ArchiveError::Truncated {
                 offset: self.pos,
-                reason: "the input ends inside a member's data".into(),
+                cut: Cut::Inside("a member's data"),
             }),
             Ok(n) => {
                 self.pos += n as u64;
@@ -199,14 +200,14 @@ impl<R: Read> TarReader<R> {
                 return Ok(None);
             }
             if got < 512 {
-                let reason = if got == 0 && offset == 0 {
-                    "the input holds no tar header".to_string()
+                let cut = if got == 0 && offset == 0 {
+                    Cut::NoHeader
                 } else if got == 0 {
-                    "the end-of-archive marker is missing".to_string()
+                    Cut::NoEndMarker
                 } else {
-                    "the input ends inside a header".to_string()
+                    Cut::Inside("a header")
                 };
-                return Err(ArchiveError::Truncated { offset, reason });
+                return Err(ArchiveError::Truncated { offset, cut });
             }
             if block.iter().all(|&b| b == 0) {
                 if pending_ext {
@@ -506,7 +507,7 @@ impl<R: Read> TarReader<R> {
     pub(crate) fn read_exact_data(
         &mut self,
         buf: &mut [u8],
-        what: &str,
+        what: &'static str,
     ) -> Result<(), ArchiveError> {
         if (buf.len() as u64) > self.remaining {
             return Err(ArchiveError::Corrupt {
@@ -519,7 +520,7 @@ impl<R: Read> TarReader<R> {
         Ok(())
     }
 
-    pub(crate) fn raw_block(&mut self, what: &str) -> Result<[u8; 512], ArchiveError> {
+    pub(crate) fn raw_block(&mut self, what: &'static str) -> Result<[u8; 512], ArchiveError> {
         let mut b = [0u8; 512];
         self.read_exact_at(&mut b, what)?;
         Ok(b)
