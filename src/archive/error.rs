@@ -13,8 +13,8 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
-    #[error("the archive is corrupt at byte {offset}: {reason}")]
-    Corrupt { offset: u64, reason: String },
+    #[error("the archive is corrupt at byte {offset}: {fault}")]
+    Corrupt { offset: u64, fault: Fault },
     /// A PAX header or an ACL in it that cannot be read.
     #[error("the archive is corrupt at byte {offset}")]
     Malformed {
@@ -56,6 +56,49 @@ pub enum ArchiveError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What is wrong with the archive's framing or fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    #[error("this is not a tar archive (its first header's checksum is wrong)")]
+    NotTar,
+    #[error("a header's checksum is wrong")]
+    BadChecksum,
+    #[error("the {0} field is negative")]
+    FieldNegative(&'static str),
+    #[error("the {0} field overflows")]
+    FieldOverflows(&'static str),
+    #[error("the {0} field is not a number")]
+    FieldNotNumber(&'static str),
+    #[error("the {field} field {text:?} is not octal")]
+    FieldNotOctal { field: &'static str, text: String },
+    #[error("member {member} has unsupported type {typ:?}")]
+    UnsupportedType { member: String, typ: char },
+    #[error("PAX record {0} has an invalid value")]
+    PaxValue(String),
+    #[error("an extension header claims {0} bytes")]
+    ExtensionTooBig(u64),
+    #[error("extension headers exceed {0} bytes")]
+    ExtensionsExceed(u64),
+    #[error("an extension header describes no member")]
+    OrphanExtension,
+    #[error("a member's size overflows")]
+    SizeOverflows,
+    #[error("data after the end-of-archive marker is not a tar header")]
+    GarbageAfterEnd,
+    #[error("{0} runs past the member's data")]
+    PastMemberData(&'static str),
+    #[error("the sparse map lists more than {max} segments")]
+    TooManySegments { max: usize },
+    #[error("the sparse map is corrupt: {0}")]
+    SparseMap(&'static str),
+    #[error("the sparse map has segments out of order or past the file's end")]
+    SparseOrder,
+    #[error("the sparse map describes {described} bytes but the member stores {stored}")]
+    SparseTotal { described: u64, stored: u64 },
+    #[error("owner {uid}:{gid} is out of range")]
+    OwnerOutOfRange { uid: u64, gid: u64 },
 }
 
 /// Where the input ended too early.

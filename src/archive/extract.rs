@@ -21,7 +21,7 @@ use rustix::io::Errno;
 
 use super::acl;
 use super::deferred::{Deferred, DrainError};
-use super::error::shown;
+use super::error::{shown, Fault};
 use super::reader::{Kind, Member, TarReader};
 use super::writers::{self, FileJob, Restore, WriterPool};
 use super::ArchiveError;
@@ -521,7 +521,10 @@ fn fs_err(op: &'static str, rel: &[u8], e: impl Into<std::io::Error>) -> Archive
 fn ids(m: &Member) -> Result<(Option<Uid>, Option<Gid>), ArchiveError> {
     let bad = || ArchiveError::Corrupt {
         offset: m.offset,
-        reason: format!("owner {}:{} is out of range", m.uid, m.gid),
+        fault: Fault::OwnerOutOfRange {
+            uid: m.uid,
+            gid: m.gid,
+        },
     };
     let uid = u32::try_from(m.uid).map_err(|_| bad())?;
     let gid = u32::try_from(m.gid).map_err(|_| bad())?;

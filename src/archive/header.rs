@@ -1,6 +1,7 @@
 //! The fixed fields of a ustar/GNU header: numbers in octal or GNU base-256, the checksum,
 //! NUL-terminated strings, and the name/prefix split. Shared by the reader and the writer.
 
+use super::error::Fault;
 use super::ArchiveError;
 
 pub const OCTAL_SIZE_MAX: u64 = 0o77777777777;
@@ -24,23 +25,23 @@ pub fn check_sum(block: &[u8; 512], offset: u64) -> Result<(), ArchiveError> {
     } else if offset == 0 {
         Err(ArchiveError::Corrupt {
             offset,
-            reason: "this is not a tar archive (its first header's checksum is wrong)".into(),
+            fault: Fault::NotTar,
         })
     } else {
         Err(ArchiveError::Corrupt {
             offset,
-            reason: "a header's checksum is wrong".into(),
+            fault: Fault::BadChecksum,
         })
     }
 }
 
 /// An octal field (spaces and NULs around it allowed) or GNU base-256.
-pub fn num(field: &[u8], offset: u64, what: &str) -> Result<u64, ArchiveError> {
+pub fn num(field: &[u8], offset: u64, what: &'static str) -> Result<u64, ArchiveError> {
     if field.first().is_some_and(|&b| b & 0x80 != 0) {
         if field[0] == 0xff {
             return Err(ArchiveError::Corrupt {
                 offset,
-                reason: format!("the {what} field is negative"),
+                fault: Fault::FieldNegative(what),
             });
         }
         let mut v: u64 = (field[0] & 0x7f) as u64;
@@ -48,9 +49,9 @@ pub fn num(field: &[u8], offset: u64, what: &str) -> Result<u64, ArchiveError> {
             v = v
                 .checked_mul(256)
                 .and_then(|v| v.checked_add(b as u64))
-                .ok_or_else(|| ArchiveError::Corrupt {
+                .ok_or(ArchiveError::Corrupt {
                     offset,
-                    reason: format!("the {what} field overflows"),
+                    fault: Fault::FieldOverflows(what),
                 })?;
         }
         return Ok(v);
@@ -58,7 +59,7 @@ pub fn num(field: &[u8], offset: u64, what: &str) -> Result<u64, ArchiveError> {
     let s = cstr(field);
     let s = std::str::from_utf8(s).map_err(|_| ArchiveError::Corrupt {
         offset,
-        reason: format!("the {what} field is not a number"),
+        fault: Fault::FieldNotNumber(what),
     })?;
     let s = s.trim_matches(|c| c == ' ' || c == '\0');
     if s.is_empty() {
@@ -66,7 +67,10 @@ pub fn num(field: &[u8], offset: u64, what: &str) -> Result<u64, ArchiveError> {
     }
     u64::from_str_radix(s, 8).map_err(|_| ArchiveError::Corrupt {
         offset,
-        reason: format!("the {what} field {s:?} is not octal"),
+        fault: Fault::FieldNotOctal {
+            field: what,
+            text: s.to_string(),
+        },
     })
 }
 

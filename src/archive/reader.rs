@@ -5,7 +5,7 @@
 
 use std::io::{self, Read};
 
-use super::error::Cut;
+use super::error::{shown, Cut, Fault};
 use super::header::{check_sum, cstr, num, signed_num};
 use super::pax;
 use super::sparse;
@@ -147,7 +147,7 @@ impl<R: Read> TarReader<R> {
         if size > MAX_EXTENSION {
             return Err(ArchiveError::Corrupt {
                 offset,
-                reason: format!("an extension header claims {size} bytes"),
+                fault: Fault::ExtensionTooBig(size),
             });
         }
         let mut data = vec![0u8; size as usize];
@@ -167,7 +167,7 @@ impl<R: Read> TarReader<R> {
             .checked_add(self.padding)
             .ok_or(ArchiveError::Corrupt {
                 offset: self.pos,
-                reason: "a member's size overflows".into(),
+                fault: Fault::SizeOverflows,
             })?;
         self.skip(rest, "a member's data")?;
         self.remaining = 0;
@@ -213,7 +213,7 @@ impl<R: Read> TarReader<R> {
                 if pending_ext {
                     return Err(ArchiveError::Corrupt {
                         offset,
-                        reason: "an extension header describes no member".into(),
+                        fault: Fault::OrphanExtension,
                     });
                 }
                 // GNU tar writes two zero blocks; one followed by the end of input is accepted.
@@ -225,7 +225,7 @@ impl<R: Read> TarReader<R> {
             if self.after_end && check_sum(&block, offset).is_err() {
                 return Err(ArchiveError::Corrupt {
                     offset,
-                    reason: "data after the end-of-archive marker is not a tar header".into(),
+                    fault: Fault::GarbageAfterEnd,
                 });
             }
             check_sum(&block, offset)?;
@@ -238,7 +238,7 @@ impl<R: Read> TarReader<R> {
                 if local_bytes.saturating_add(global as u64) > MAX_EXTENSION {
                     return Err(ArchiveError::Corrupt {
                         offset,
-                        reason: format!("extension headers exceed {MAX_EXTENSION} bytes"),
+                        fault: Fault::ExtensionsExceed(MAX_EXTENSION),
                     });
                 }
             }
@@ -354,15 +354,14 @@ fn member(
         other => {
             return Err(ArchiveError::Corrupt {
                 offset,
-                reason: format!(
-                    "member {:?} has unsupported type {:?}",
-                    String::from_utf8_lossy(&path),
-                    other as char
-                ),
+                fault: Fault::UnsupportedType {
+                    member: shown(&path),
+                    typ: other as char,
+                },
             })
         }
     };
-    let field = |r: std::ops::Range<usize>, what: &str| num(&block[r], offset, what);
+    let field = |r: std::ops::Range<usize>, what: &'static str| num(&block[r], offset, what);
     let (major, minor) = if matches!(kind, Kind::Char | Kind::Block) {
         (
             field(329..337, "device major")? as u32,
@@ -405,10 +404,7 @@ fn apply_pax(
 ) -> Result<u64, ArchiveError> {
     let bad = |k: &[u8]| ArchiveError::Corrupt {
         offset,
-        reason: format!(
-            "PAX record {:?} has an invalid value",
-            String::from_utf8_lossy(k)
-        ),
+        fault: Fault::PaxValue(shown(k)),
     };
     let number = |k: &[u8], v: &[u8]| -> Result<u64, ArchiveError> {
         std::str::from_utf8(v)
@@ -512,7 +508,7 @@ impl<R: Read> TarReader<R> {
         if (buf.len() as u64) > self.remaining {
             return Err(ArchiveError::Corrupt {
                 offset: self.pos,
-                reason: format!("{what} runs past the member's data"),
+                fault: Fault::PastMemberData(what),
             });
         }
         self.read_exact_at(buf, what)?;

@@ -5,6 +5,7 @@
 use std::io::Read;
 use std::os::fd::AsFd;
 
+use super::error::Fault;
 use super::header::num;
 use super::reader::TarReader;
 use super::ArchiveError;
@@ -17,7 +18,7 @@ pub const MAX_SEGMENTS: usize = 1 << 20;
 pub fn too_many(offset: u64) -> ArchiveError {
     ArchiveError::Corrupt {
         offset,
-        reason: format!("the sparse map lists more than {MAX_SEGMENTS} segments"),
+        fault: Fault::TooManySegments { max: MAX_SEGMENTS },
     }
 }
 
@@ -62,9 +63,9 @@ pub fn read_pax_1_map<R: Read>(
     r: &mut TarReader<R>,
     offset: u64,
 ) -> Result<Vec<(u64, u64)>, ArchiveError> {
-    let corrupt = |reason: &str| ArchiveError::Corrupt {
+    let corrupt = |what: &'static str| ArchiveError::Corrupt {
         offset,
-        reason: format!("the sparse map is corrupt: {reason}"),
+        fault: Fault::SparseMap(what),
     };
     let mut numbers: Vec<u64> = Vec::new();
     let mut want: Option<u64> = None;
@@ -123,7 +124,7 @@ pub fn check_map(
         let Some(seg_end) = seg_end else {
             return Err(ArchiveError::Corrupt {
                 offset,
-                reason: "the sparse map has segments out of order or past the file's end".into(),
+                fault: Fault::SparseOrder,
             });
         };
         end = seg_end;
@@ -132,9 +133,10 @@ pub fn check_map(
     if total != stored {
         return Err(ArchiveError::Corrupt {
             offset,
-            reason: format!(
-                "the sparse map describes {total} bytes but the member stores {stored}"
-            ),
+            fault: Fault::SparseTotal {
+                described: total,
+                stored,
+            },
         });
     }
     Ok(())
