@@ -24,11 +24,11 @@ pub enum ArchiveError {
     },
     #[error("the archive is truncated at byte {offset}: {cut}")]
     Truncated { offset: u64, cut: Cut },
-    #[error("refusing archive member {member:?} at byte {offset}: {reason}")]
+    #[error("refusing archive member {member:?} at byte {offset}: {refusal}")]
     Unsafe {
         member: String,
         offset: u64,
-        reason: String,
+        refusal: Refusal,
     },
     #[error("cannot {op} {path:?}")]
     Fs {
@@ -99,6 +99,23 @@ pub enum Fault {
     SparseTotal { described: u64, stored: u64 },
     #[error("owner {uid}:{gid} is out of range")]
     OwnerOutOfRange { uid: u64, gid: u64 },
+}
+
+/// Why a member is refused outright; `part` says which name ("path", "hard-link target").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("its {part} is empty")]
+    Empty { part: &'static str },
+    #[error("its {part} is absolute")]
+    Absolute { part: &'static str },
+    #[error("its {part} contains a NUL byte")]
+    Nul { part: &'static str },
+    #[error("its {part} contains '..'")]
+    DotDot { part: &'static str },
+    #[error("it names the root directory but is not a directory")]
+    RootNotDir,
+    #[error("its hard-link target is the root directory")]
+    LinkToRoot,
 }
 
 /// Where the input ended too early.

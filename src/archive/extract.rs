@@ -21,7 +21,7 @@ use rustix::io::Errno;
 
 use super::acl;
 use super::deferred::{Deferred, DrainError};
-use super::error::{shown, Fault};
+use super::error::{shown, Fault, Refusal};
 use super::reader::{Kind, Member, TarReader};
 use super::writers::{self, FileJob, Restore, WriterPool};
 use super::ArchiveError;
@@ -141,27 +141,35 @@ struct Extractor<'a> {
     pool: Option<WriterPool>,
 }
 
-/// Splits a member path into components, refusing what could mean "outside".
-fn components<'p>(path: &'p [u8], m: &Member, what: &str) -> Result<Vec<&'p [u8]>, ArchiveError> {
-    let refuse = |reason: &str| ArchiveError::Unsafe {
+fn refused(m: &Member, refusal: Refusal) -> ArchiveError {
+    ArchiveError::Unsafe {
         member: String::from_utf8_lossy(&m.path).into_owned(),
         offset: m.offset,
-        reason: format!("its {what} {reason}"),
-    };
+        refusal,
+    }
+}
+
+/// Splits a member path into components, refusing what could mean "outside".
+fn components<'p>(
+    path: &'p [u8],
+    m: &Member,
+    part: &'static str,
+) -> Result<Vec<&'p [u8]>, ArchiveError> {
+    let refuse = |refusal: Refusal| refused(m, refusal);
     if path.is_empty() {
-        return Err(refuse("is empty"));
+        return Err(refuse(Refusal::Empty { part }));
     }
     if path.starts_with(b"/") {
-        return Err(refuse("is absolute"));
+        return Err(refuse(Refusal::Absolute { part }));
     }
     if path.contains(&0) {
-        return Err(refuse("contains a NUL byte"));
+        return Err(refuse(Refusal::Nul { part }));
     }
     let mut out = Vec::new();
     for c in path.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
-            b".." => return Err(refuse("contains '..'")),
+            b".." => return Err(refuse(Refusal::DotDot { part })),
             _ => out.push(c),
         }
     }
@@ -190,11 +198,7 @@ impl Extractor<'_> {
         }
         if comps.is_empty() {
             if m.kind != Kind::Dir {
-                return Err(ArchiveError::Unsafe {
-                    member: String::from_utf8_lossy(&m.path).into_owned(),
-                    offset: m.offset,
-                    reason: "it names the root directory but is not a directory".into(),
-                });
+                return Err(refused(&m, Refusal::RootNotDir));
             }
             if self.opts.root_metadata {
                 self.defer_dir(&rel, &m)?;
@@ -357,11 +361,7 @@ impl Extractor<'_> {
     fn hardlink(&mut self, comps: &[&[u8]], rel: &[u8], m: &Member) -> Result<(), ArchiveError> {
         let tcomps = components(&m.link, m, "hard-link target")?;
         if tcomps.is_empty() {
-            return Err(ArchiveError::Unsafe {
-                member: String::from_utf8_lossy(&m.path).into_owned(),
-                offset: m.offset,
-                reason: "its hard-link target is the root directory".into(),
-            });
+            return Err(refused(m, Refusal::LinkToRoot));
         }
         if tcomps == comps {
             return Ok(());
