@@ -5,6 +5,7 @@
 mod bootstrap;
 mod images;
 mod output;
+mod raw;
 mod run;
 mod tar;
 
@@ -81,6 +82,10 @@ pub enum Command {
     ImportTar(tar::ImportTarArgs),
     /// Export an image as a tarball
     ExportTar(tar::ExportTarArgs),
+    /// Import a disk image (raw or qcow2, any compression) as a raw image
+    ImportRaw(raw::ImportRawArgs),
+    /// Export a raw image (raw, compressed or qcow2)
+    ExportRaw(raw::ExportRawArgs),
     /// Build a Debian or Ubuntu image from a mirror
     Bootstrap(bootstrap::BootstrapArgs),
     /// Run a command inside an image
@@ -162,6 +167,8 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
             | Command::ImportFs(_)
             | Command::ImportTar(_)
             | Command::ExportTar(_)
+            | Command::ImportRaw(_)
+            | Command::ExportRaw(_)
             | Command::Bootstrap(_)
     ) {
         crate::sys::interrupt::exit_on_interrupt(
@@ -179,6 +186,8 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::ImportFs(a) => images::import_fs(ctx, a),
         Command::ImportTar(a) => tar::import_tar(ctx, a),
         Command::ExportTar(a) => tar::export_tar(ctx, a),
+        Command::ImportRaw(a) => raw::import_raw(ctx, a),
+        Command::ExportRaw(a) => raw::export_raw(ctx, a),
         Command::Bootstrap(a) => bootstrap::bootstrap(ctx, a),
         Command::Run(a) => run::run(ctx, a),
         Command::Boot(a) => run::boot(ctx, a),
