@@ -125,7 +125,10 @@ pub fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<Status> {
 pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let image = store.image(&image_name(&args.name)?)?;
-    let info = store.info(&image, true)?;
+    let mut info = store.info(&image, true)?;
+    if info.os_release.is_none() && info.state != "running" {
+        info.os_release = super::raw::os_release(ctx, &image);
+    }
     if args.json {
         ctx.out.json(&info)?;
         return Ok(0);

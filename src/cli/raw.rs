@@ -273,3 +273,27 @@ impl Drop for TempOutput {
         }
     }
 }
+
+/// For a raw image, its file systems mounted (see [`image::mount_image`]) where the runner,
+/// `show` or `export-tar` can read them; `None` for a directory image. The mounts last until
+/// this process ends.
+pub fn mount_for_run(
+    ctx: &Context,
+    image: &crate::store::Image,
+    read_only: bool,
+) -> anyhow::Result<Option<image::MountedImage>> {
+    if image.kind() != ImageKind::Raw {
+        return Ok(None);
+    }
+    let base = ctx.global.state_dir.join("raw-mounts");
+    let mounted = image::mount_image(image.path(), &base, read_only)
+        .with_context(|| format!("cannot mount the raw image {}", image.name()))?;
+    Ok(Some(mounted))
+}
+
+/// The os-release of a raw image, read from its root file system mounted read-only; `None`
+/// for directory images (the store reads theirs) and for disks rmach cannot mount.
+pub fn os_release(ctx: &Context, image: &crate::store::Image) -> Option<crate::store::OsRelease> {
+    let mounted = mount_for_run(ctx, image, true).ok()??;
+    crate::store::os_release(mounted.root())
+}

@@ -121,12 +121,12 @@ fn execute(
     let store = ctx.store()?;
     let name = ImageName::parse(name)?;
     let image = store.image(&name)?;
-    if !image.kind().is_tree() {
-        anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
-    }
     let _lock = store.lock(&name, if boot { "booted" } else { "run" })?;
+    // A raw image runs from its file systems, mounted in this process's own mount namespace.
+    let read_only = o.read_only || o.ephemeral || store.is_read_only(&name)?;
+    let mounted = super::raw::mount_for_run(ctx, &image, read_only)?;
     let spec = spec_from(
-        image.path(),
+        mounted.as_ref().map_or(image.path(), |m| m.root()),
         name.as_str(),
         o,
         command,

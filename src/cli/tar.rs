@@ -242,9 +242,9 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     // or any other operation on it, makes the export fail at once instead of tearing.
     let _lock = store.lock(&name, "exported")?;
     let image = store.image(&name)?;
-    if !image.kind().is_tree() {
-        anyhow::bail!("image {name} is a raw disk image; export it with export-raw");
-    }
+    // A raw image's tree is read from its file systems, mounted read-only for this process.
+    let mounted = super::raw::mount_for_run(ctx, &image, true)?;
+    let tree = mounted.as_ref().map_or(image.path(), |m| m.root());
     let threads = args.threads.unwrap_or(0);
     let mut output = match args.file.as_deref().filter(|_| !to_stdout) {
         Some(path) => Output::File(TempOutput::create(path, args.force)?),
@@ -269,7 +269,7 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let progress = |bytes: u64| bar.set_position(bytes);
     let mut warn = |msg: String| ctx.out.warn(&msg);
     let stats = archive::write_tree(
-        image.path(),
+        tree,
         &mut encoder,
         &WriteOptions::default(),
         &mut warn,

@@ -8,9 +8,12 @@
 mod error;
 mod export;
 mod import;
+mod mount;
+pub mod partition;
 pub mod qcow2;
 pub mod sparse;
 
 pub use error::ImageError;
 pub use export::{export_raw, ExportFormat, Target};
 pub use import::{import_raw, ImportReport, Source};
+pub use mount::{mount_image, MountedImage};

@@ -235,7 +235,7 @@ pub(crate) fn times(path: &Path) -> (Option<String>, Option<String>) {
 
 /// The image's os-release, read with every path resolved inside the image so a hostile
 /// image's symlinks cannot point the read at the host.
-pub(crate) fn os_release(root: &Path) -> Option<OsRelease> {
+pub fn os_release(root: &Path) -> Option<OsRelease> {
     let dir = File::open(root).ok()?;
     for candidate in ["etc/os-release", "usr/lib/os-release"] {
         let Ok(fd) = openat2(
