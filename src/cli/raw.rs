@@ -288,6 +288,9 @@ pub fn mount_for_run(
     let base = ctx.global.state_dir.join("raw-mounts");
     let mounted = image::mount_image(image.path(), &base, read_only)
         .with_context(|| format!("cannot mount the raw image {}", image.name()))?;
+    for skipped in mounted.skipped() {
+        ctx.out.warn(skipped);
+    }
     Ok(Some(mounted))
 }
 

@@ -20,12 +20,19 @@ pub struct MountedImage {
     root: PathBuf,
     mounted: Vec<PathBuf>,
     base: PathBuf,
+    skipped: Vec<String>,
 }
 
 impl MountedImage {
     /// The directory holding the image's root file system (and the others below it).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Partitions left unmounted because the kernel lacks their file system (an ESP on a
+    /// kernel without vfat): the machine runs without them. One sentence each, for a warning.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
     }
 
     /// Unmounts everything now (the file systems are flushed to the image), instead of when the
@@ -64,22 +71,44 @@ pub fn mount_image(image: &Path, base: &Path, read_only: bool) -> Result<Mounted
     let parts = dissect(&file, image)?;
     private_mount_namespace().map_err(|e| fail("cannot enter a private mount namespace", e))?;
     std::fs::create_dir_all(base).map_err(|e| ImageError::io(base, e))?;
-    mount(Some(Path::new("tmpfs")), base, Some("tmpfs"), 0, Some("mode=0755"))
-        .map_err(|e| fail("cannot mount a tmpfs for the image's mounts", e))?;
+    mount(
+        Some(Path::new("tmpfs")),
+        base,
+        Some("tmpfs"),
+        0,
+        Some("mode=0755"),
+    )
+    .map_err(|e| fail("cannot mount a tmpfs for the image's mounts", e))?;
     let root = base.join("root");
     std::fs::create_dir(&root).map_err(|e| ImageError::io(&root, e))?;
     let mut mounted = MountedImage {
         root: root.clone(),
         mounted: Vec::new(),
         base: base.to_path_buf(),
+        skipped: Vec::new(),
     };
     let has_xbootldr = parts.iter().any(|p| p.role == Role::Xbootldr);
     for part in &parts {
         let Some(target) = mount_point(&root, part.role, has_xbootldr) else {
             continue;
         };
-        mount_one(&file, image, part, &target, read_only)?;
-        mounted.mounted.push(target);
+        match mount_one(&file, image, part, &target, read_only) {
+            Ok(()) => mounted.mounted.push(target),
+            // The boot partitions are not needed to run; a kernel without vfat is common.
+            Err(ImageError::Mount { source, .. })
+                if source.raw_os_error() == Some(libc::ENODEV)
+                    && matches!(part.role, Role::Esp | Role::Xbootldr) =>
+            {
+                mounted.skipped.push(format!(
+                    "the {} partition of {} is not mounted on /{}: this kernel has no {} file system",
+                    if part.role == Role::Esp { "EFI system" } else { "XBOOTLDR" },
+                    image.display(),
+                    target.strip_prefix(&root).unwrap_or(&target).display(),
+                    part.fs
+                ));
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(mounted)
 }
@@ -123,16 +152,33 @@ fn mount_one(
     )
     .map_err(|e| ImageError::Mount {
         path: image.to_path_buf(),
-        what: format!("cannot attach a loop device for the partition at byte {}", part.offset),
+        what: format!(
+            "cannot attach a loop device for the partition at byte {}",
+            part.offset
+        ),
         source: e,
     })?;
     let flags = if read_only { MS_RDONLY } else { 0 };
-    let data = if part.fs == "vfat" { Some("umask=0077") } else { None };
+    let data = if part.fs == "vfat" {
+        Some("umask=0077")
+    } else {
+        None
+    };
     let mut result = mount(Some(device.path()), target, Some(part.fs), flags, data);
     if result.is_err() && read_only && matches!(part.fs, "ext4" | "xfs") {
         // A journal that needs replaying cannot be replayed on a read-only device.
-        let skip = if part.fs == "ext4" { "noload" } else { "norecovery" };
-        result = mount(Some(device.path()), target, Some(part.fs), flags, Some(skip));
+        let skip = if part.fs == "ext4" {
+            "noload"
+        } else {
+            "norecovery"
+        };
+        result = mount(
+            Some(device.path()),
+            target,
+            Some(part.fs),
+            flags,
+            Some(skip),
+        );
     }
     result.map_err(|e| ImageError::Mount {
         path: image.to_path_buf(),

@@ -132,10 +132,7 @@ pub fn dissect(file: &File, path: &Path) -> Result<Vec<Partition>, ImageError> {
         path: path.to_path_buf(),
         what,
     };
-    let size = file
-        .metadata()
-        .map_err(|e| ImageError::io(path, e))?
-        .len();
+    let size = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
     if let Some(fs) = detect_fs(file, 0)?.filter(|fs| *fs != "vfat") {
         return Ok(vec![Partition {
             role: Role::Root,
@@ -161,7 +158,15 @@ pub fn dissect(file: &File, path: &Path) -> Result<Vec<Partition>, ImageError> {
             })
             .collect();
         if let [(offset, len)] = linux[..] {
-            return Ok(vec![one(file, Role::Root, offset, len, false, size, &layout)?]);
+            return Ok(vec![one(
+                file,
+                Role::Root,
+                offset,
+                len,
+                false,
+                size,
+                &layout,
+            )?]);
         }
         return Err(layout(format!(
             "an MBR disk needs exactly one Linux (0x83) partition to run; it has {}",
@@ -169,7 +174,8 @@ pub fn dissect(file: &File, path: &Path) -> Result<Vec<Partition>, ImageError> {
         )));
     }
     Err(layout(
-        "no file system (ext4, btrfs, xfs, squashfs, erofs), GPT or MBR partition table found".into(),
+        "no file system (ext4, btrfs, xfs, squashfs, erofs), GPT or MBR partition table found"
+            .into(),
     ))
 }
 
@@ -204,7 +210,14 @@ fn one(
 fn guid(b: &[u8]) -> String {
     format!(
         "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{}-{}",
-        b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6],
+        b[3],
+        b[2],
+        b[1],
+        b[0],
+        b[5],
+        b[4],
+        b[7],
+        b[6],
         hex::encode(&b[8..10]),
         hex::encode(&b[10..16])
     )
@@ -240,7 +253,9 @@ fn gpt(
         let last = u64::from_le_bytes(e[40..48].try_into().unwrap_or_default());
         let attrs = u64::from_le_bytes(e[48..56].try_into().unwrap_or_default());
         if last < first {
-            return Err(layout(format!("a GPT entry ends before it starts ({first} > {last})")));
+            return Err(layout(format!(
+                "a GPT entry ends before it starts ({first} > {last})"
+            )));
         }
         let (offset, len) = (first * sector, (last - first + 1) * sector);
         if VERITY.contains(&kind.as_str()) {

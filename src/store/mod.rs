@@ -16,9 +16,9 @@ mod staging;
 
 pub use copy::{copy_tree, CopyStats};
 pub use error::StoreError;
-pub use image::{Image, ImageInfo, ImageKind, OsRelease};
 /// An os-release read with every path resolved inside `root` (raw images: their mounted root).
 pub use image::os_release;
+pub use image::{Image, ImageInfo, ImageKind, OsRelease};
 pub use lock::{LockHolder, NameLock};
 pub use name::{name_from_path, ImageName};
 pub use staging::Staging;
