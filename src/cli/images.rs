@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use super::{Context, Status};
-use crate::store::{copy_tree, name_from_path, ImageKind, ImageName};
+use crate::store::{copy_tree, name_from_path, ImageName};
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -81,6 +81,8 @@ pub struct ImportFsArgs {
     /// Mark the new image read-only
     #[arg(long)]
     pub read_only: bool,
+    #[command(flatten)]
+    pub disk: super::raw::DiskArgs,
 }
 
 fn image_name(name: &str) -> anyhow::Result<ImageName> {
@@ -230,11 +232,17 @@ pub fn import_fs(ctx: &Context, args: ImportFsArgs) -> anyhow::Result<Status> {
         );
     }
     let store = ctx.store()?;
-    let staging = store.create(&name, "imported", ImageKind::Directory, args.force)?;
+    let staging =
+        super::raw::TreeTarget::create(&store, &name, "imported", args.force, &args.disk)?;
     let bar = ctx.out.progress(None, &format!("Importing {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
-    copy_tree(&args.directory, staging.path(), Some(&progress))?;
-    staging.commit(args.read_only)?;
+    if staging.is_raw() {
+        // The disk is built straight from the directory: no copy first.
+        staging.commit(Some(&args.directory), args.read_only)?;
+    } else {
+        copy_tree(&args.directory, staging.tree(), Some(&progress))?;
+        staging.commit(None, args.read_only)?;
+    }
     bar.finish_and_clear();
     ctx.out.info(&format!("Imported {name}."));
     Ok(0)

@@ -11,8 +11,8 @@ use anyhow::Context as _;
 use super::output::UsageError;
 use super::{Context, Status};
 use crate::archive::Compression;
-use crate::image::{self, ExportFormat, Source, Target};
-use crate::store::{name_from_path, ImageKind, ImageName};
+use crate::image::{self, DiskFs, ExportFormat, Source, Target};
+use crate::store::{name_from_path, ImageKind, ImageName, Staging, Store, TreeScratch};
 
 #[derive(Debug, clap::Args)]
 pub struct ImportRawArgs {
@@ -299,4 +299,118 @@ pub fn mount_for_run(
 pub fn os_release(ctx: &Context, image: &crate::store::Image) -> Option<crate::store::OsRelease> {
     let mounted = mount_for_run(ctx, image, true).ok()??;
     crate::store::os_release(mounted.root())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageFormat {
+    Directory,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsArg {
+    Ext4,
+    Btrfs,
+    Xfs,
+    Erofs,
+}
+
+/// `--format raw [--size S] [--fs FS]` for the verbs that build a tree.
+#[derive(Debug, clap::Args)]
+pub struct DiskArgs {
+    /// Store a directory tree (default) or a raw disk: GPT with a discoverable root partition
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<ImageFormat>,
+    /// With --format raw: the disk's size (bytes or with K, M, G, T; default: the tree's size, a
+    /// quarter more, and 64M)
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// With --format raw: the root file system (default ext4)
+    #[arg(long, value_enum, value_name = "FS")]
+    pub fs: Option<FsArg>,
+}
+
+/// A new image being built from a tree: a directory staging, or for `--format raw` a raw
+/// staging with a scratch directory for the tree, turned into a disk at commit.
+pub struct TreeTarget {
+    staging: Staging,
+    scratch: Option<TreeScratch>,
+    disk: Option<(DiskFs, Option<u64>)>,
+}
+
+impl TreeTarget {
+    pub fn create(
+        store: &Store,
+        name: &ImageName,
+        verb: &str,
+        force: bool,
+        args: &DiskArgs,
+    ) -> anyhow::Result<TreeTarget> {
+        let raw = args.format == Some(ImageFormat::Raw);
+        if !raw && (args.size.is_some() || args.fs.is_some()) {
+            return Err(UsageError("--size and --fs need --format raw".into()).into());
+        }
+        let size = args
+            .size
+            .as_deref()
+            .map(crate::runner::parse_size)
+            .transpose()
+            .map_err(|e| UsageError(e.to_string()))?;
+        let fs = match args.fs.unwrap_or(FsArg::Ext4) {
+            FsArg::Ext4 => DiskFs::Ext4,
+            FsArg::Btrfs => DiskFs::Btrfs,
+            FsArg::Xfs => DiskFs::Xfs,
+            FsArg::Erofs => DiskFs::Erofs,
+        };
+        let kind = if raw {
+            ImageKind::Raw
+        } else {
+            ImageKind::Directory
+        };
+        let staging = store.create(name, verb, kind, force)?;
+        let scratch = if raw {
+            Some(staging.tree_scratch()?)
+        } else {
+            None
+        };
+        Ok(TreeTarget {
+            staging,
+            scratch,
+            disk: raw.then_some((fs, size)),
+        })
+    }
+
+    /// Where to build the tree.
+    pub fn tree(&self) -> &Path {
+        self.scratch
+            .as_ref()
+            .map_or(self.staging.path(), |s| s.path())
+    }
+
+    pub fn is_raw(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// Builds the disk from `source` (default: [`TreeTarget::tree`]) when raw, then commits.
+    pub fn commit(self, source: Option<&Path>, read_only: bool) -> anyhow::Result<()> {
+        if let Some((fs, size)) = self.disk {
+            let tree = source.unwrap_or(self.tree());
+            let size = size.unwrap_or_else(|| image::default_size(tree, fs));
+            let path = self.staging.path();
+            let disk = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            image::build_disk(tree, &disk, path, size, fs).with_context(|| {
+                format!(
+                    "cannot build a {} disk of {size} bytes for {}",
+                    fs.name(),
+                    self.staging.name()
+                )
+            })?;
+        }
+        drop(self.scratch);
+        Ok(self.staging.commit(read_only)?)
+    }
 }

@@ -13,7 +13,7 @@ use super::{Context, Status};
 use crate::archive::{
     self, Compression, Decoder, Encoder, ExtractOptions, ThreadedWriter, WriteOptions,
 };
-use crate::store::{name_from_path, ImageKind, ImageName};
+use crate::store::{name_from_path, ImageName};
 
 #[derive(Debug, clap::Args)]
 pub struct ImportTarArgs {
@@ -30,6 +30,8 @@ pub struct ImportTarArgs {
     /// Refuse the input unless its SHA-256 is HEX
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
+    #[command(flatten)]
+    pub disk: super::raw::DiskArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -95,7 +97,8 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
         (Box::new(file), len)
     };
     let store = ctx.store()?;
-    let staging = store.create(&name, "imported", ImageKind::Directory, args.force)?;
+    let staging =
+        super::raw::TreeTarget::create(&store, &name, "imported", args.force, &args.disk)?;
     let bar = ctx.out.progress(total, &format!("Importing {name}"));
     let counted = Counted {
         inner: input,
@@ -109,7 +112,7 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
     ));
     let extracted = archive::extract(
         &mut decoder,
-        staging.path(),
+        staging.tree(),
         &ExtractOptions::default(),
         None,
     );
@@ -146,13 +149,13 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
     for w in &stats.warnings {
         ctx.out.warn(w);
     }
-    if let Some(top) = archive::strip_single_top_dir(staging.path()).with_context(fail)? {
+    if let Some(top) = archive::strip_single_top_dir(staging.tree()).with_context(fail)? {
         ctx.out.verbose(&format!(
             "{shown}: using its single top-level directory {:?} as the root",
             top
         ));
     }
-    staging.commit(args.read_only).with_context(fail)?;
+    staging.commit(None, args.read_only).with_context(fail)?;
     bar.finish_and_clear();
     ctx.out
         .info(&format!("Imported {name} ({} members).", stats.members));

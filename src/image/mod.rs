@@ -5,14 +5,17 @@
 //! from it, and building such a disk from a directory tree. It does not know image names,
 //! locks or staging (the store's), nor how a machine runs (the runner's).
 
+mod disk;
 mod error;
 mod export;
+mod gpt;
 mod import;
 mod mount;
 pub mod partition;
 pub mod qcow2;
 pub mod sparse;
 
+pub use disk::{build_disk, default_size, DiskFs};
 pub use error::ImageError;
 pub use export::{export_raw, ExportFormat, Target};
 pub use import::{import_raw, ImportReport, Source};

@@ -200,7 +200,7 @@ fn clear_flags_below(path: &Path) {
 }
 
 /// Bytes allocated under `path`, each inode counted once however many links it has.
-pub(crate) fn usage(path: &Path) -> u64 {
+pub fn usage(path: &Path) -> u64 {
     fn walk(path: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             return;

@@ -101,6 +101,40 @@ impl Staging {
     }
 }
 
+/// A directory beside a raw image being built, for the tree that goes into the image. It has
+/// the same name's hidden staging prefix, so the staging's lock covers it and `clean` removes
+/// it after a crash; it is removed when dropped.
+#[derive(Debug)]
+pub struct TreeScratch {
+    path: PathBuf,
+}
+
+impl TreeScratch {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TreeScratch {
+    fn drop(&mut self) {
+        let _ = set_read_only_path(&self.path, ImageKind::Directory, false);
+        let _ = remove_image_path(&self.path);
+    }
+}
+
+impl Staging {
+    /// Creates a [`TreeScratch`] for this staging.
+    pub fn tree_scratch(&self) -> Result<TreeScratch, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = staging_path(&self.store, &self.name, "");
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&path)
+            .at(&path)?;
+        Ok(TreeScratch { path })
+    }
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.committed {
