@@ -336,6 +336,7 @@ pub struct TreeTarget {
     staging: Staging,
     scratch: Option<TreeScratch>,
     disk: Option<(DiskFs, Option<u64>)>,
+    mount_base: PathBuf,
 }
 
 impl TreeTarget {
@@ -377,6 +378,7 @@ impl TreeTarget {
             staging,
             scratch,
             disk: raw.then_some((fs, size)),
+            mount_base: store.state_dir().join("raw-mounts"),
         })
     }
 
@@ -402,13 +404,15 @@ impl TreeTarget {
                 .write(true)
                 .open(path)
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            image::build_disk(tree, &disk, path, size, fs).with_context(|| {
-                format!(
-                    "cannot build a {} disk of {size} bytes for {}",
-                    fs.name(),
-                    self.staging.name()
-                )
-            })?;
+            image::build_disk(tree, &disk, path, size, fs, &self.mount_base).with_context(
+                || {
+                    format!(
+                        "cannot build a {} disk of {size} bytes for {}",
+                        fs.name(),
+                        self.staging.name()
+                    )
+                },
+            )?;
         }
         drop(self.scratch);
         Ok(self.staging.commit(read_only)?)

@@ -38,7 +38,12 @@ impl DiskFs {
 /// Bytes a disk for `tree` gets when no size is given: the tree's usage, a quarter more for
 /// the file system's own structures and growth, and 64 MiB, in whole MiB.
 pub fn default_size(tree: &Path, fs: DiskFs) -> u64 {
-    let usage = crate::store::tree_usage(tree);
+    // erofs (1.5) stores holes as zeros: it needs the files' full lengths.
+    let usage = if fs == DiskFs::Erofs {
+        apparent_size(tree)
+    } else {
+        crate::store::tree_usage(tree)
+    };
     // The smallest file systems mkfs.xfs and mkfs.btrfs agree to make.
     let floor = match fs {
         DiskFs::Xfs => 320 << 20,
@@ -48,15 +53,29 @@ pub fn default_size(tree: &Path, fs: DiskFs) -> u64 {
     ((usage + usage / 4 + (64 << 20)).max(floor)).div_ceil(1 << 20) << 20
 }
 
+fn apparent_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => apparent_size(&e.path()) + 4096,
+            _ => e.metadata().map_or(0, |m| m.len().max(4096)),
+        })
+        .sum()
+}
+
 /// Builds the disk for `tree` in the empty file `disk` (`disk_path` for messages), `size`
-/// bytes long. Runs mkfs as a child process; xfs also mounts, in a private mount namespace of
-/// this process.
+/// bytes long. Runs mkfs as a child process, then mounts the new file system to finish it, in
+/// a private mount namespace of this process, on a tmpfs over `mount_base` (created if
+/// missing; empty again on the host).
 pub fn build_disk(
     tree: &Path,
     disk: &File,
     disk_path: &Path,
     size: u64,
     fs: DiskFs,
+    mount_base: &Path,
 ) -> Result<(), ImageError> {
     let io = |e| ImageError::io(disk_path, e);
     let min = PARTITION_START + TRAILER + (16 << 20);
@@ -103,7 +122,7 @@ pub fn build_disk(
         }
     }
     if fs != DiskFs::Erofs {
-        finish_in_mount(tree, &device, disk_path, fs)?;
+        finish_in_mount(tree, &device, disk_path, fs, mount_base)?;
     }
     drop(device);
     disk.sync_all().map_err(io)
@@ -116,6 +135,7 @@ fn finish_in_mount(
     device: &LoopDevice,
     disk_path: &Path,
     fs: DiskFs,
+    at: &Path,
 ) -> Result<(), ImageError> {
     let fail = |what: &str, e: std::io::Error| ImageError::Mount {
         path: disk_path.to_path_buf(),
@@ -123,8 +143,7 @@ fn finish_in_mount(
         source: e,
     };
     private_mount_namespace().map_err(|e| fail("cannot enter a private mount namespace", e))?;
-    let at = Path::new("/tmp");
-    // /tmp of the private namespace gets a tmpfs of its own, so the host's /tmp is untouched.
+    std::fs::create_dir_all(at).map_err(|e| ImageError::io(at, e))?;
     mount(
         Some(Path::new("tmpfs")),
         at,
@@ -141,7 +160,9 @@ fn finish_in_mount(
         DiskFs::Xfs => copy_into(tree, &target),
         _ => {
             let _ = std::fs::remove_dir(target.join("lost+found"));
-            same_times(tree, &target)
+            // mkfs.ext4 -d keeps whole seconds only: put the nanoseconds back, deepest first,
+            // the root last (removing lost+found changed its times).
+            same_times_below(tree, &target, Path::new("")).and_then(|()| same_times(tree, &target))
         }
     };
     rustix::mount::unmount(&target, rustix::mount::UnmountFlags::empty())
@@ -150,11 +171,24 @@ fn finish_in_mount(
     result
 }
 
-/// Gives `target` the access and modification times of `tree` (removing lost+found changed
-/// them).
+/// Gives every entry below `target/rel` the times of the same entry below `tree/rel`.
+fn same_times_below(tree: &Path, target: &Path, rel: &Path) -> Result<(), ImageError> {
+    let dir = tree.join(rel);
+    for entry in std::fs::read_dir(&dir).map_err(|e| ImageError::io(&dir, e))? {
+        let entry = entry.map_err(|e| ImageError::io(&dir, e))?;
+        let rel = rel.join(entry.file_name());
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            same_times_below(tree, target, &rel)?;
+        }
+        same_times(&tree.join(&rel), &target.join(&rel))?;
+    }
+    Ok(())
+}
+
+/// Gives `target` the access and modification times of `tree`, symlinks themselves included.
 fn same_times(tree: &Path, target: &Path) -> Result<(), ImageError> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(tree).map_err(|e| ImageError::io(tree, e))?;
+    let meta = std::fs::symlink_metadata(tree).map_err(|e| ImageError::io(tree, e))?;
     let ts = |sec: i64, nsec: i64| rustix::fs::Timespec {
         tv_sec: sec,
         tv_nsec: nsec as _,
@@ -167,7 +201,7 @@ fn same_times(tree: &Path, target: &Path) -> Result<(), ImageError> {
         rustix::fs::CWD,
         target,
         &times,
-        rustix::fs::AtFlags::empty(),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(|e| ImageError::io(target, e))
 }
