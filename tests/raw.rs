@@ -563,3 +563,48 @@ fn descendants(pid: u32) -> Vec<u32> {
     }
     all
 }
+
+/// A btrfs file system on a loop device for a store, unmounted (and so detached) when dropped.
+struct BtrfsStore {
+    mount: tempfile::TempDir,
+}
+
+impl Drop for BtrfsStore {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mount.path()).status();
+    }
+}
+
+#[test]
+fn clone_of_a_raw_image_is_a_reflink_on_btrfs() {
+    require("mkfs.btrfs");
+    let scratch = Env::new();
+    let mount = tempfile::tempdir().unwrap();
+    let fsimg = scratch.path("store.btrfs");
+    sh(&format!(
+        "truncate -s 400M '{i}' && mkfs.btrfs -q '{i}' && mount -o loop '{i}' '{m}'",
+        i = fsimg.display(),
+        m = mount.path().display()
+    ));
+    let btrfs = BtrfsStore { mount };
+    let env = Env::with_store_in(Some(btrfs.mount.path()));
+    let (_, img) = tree_and_ext4(&scratch);
+    env.ok(&["import-raw", img.to_str().unwrap(), "orig"]);
+    env.ok(&["clone", "orig", "copy"]);
+    same_bytes(&stored(&env, "copy"), &img);
+    // Every extent of the clone is shared with the original: nothing exclusive.
+    let du = Command::new("btrfs")
+        .args(["filesystem", "du", "-s", "--raw"])
+        .arg(stored(&env, "copy"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&du.stdout).into_owned();
+    let exclusive: u64 = text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert_eq!(exclusive, 0, "{text}");
+    drop(env);
+}

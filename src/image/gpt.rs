@@ -116,3 +116,36 @@ pub fn write_gpt(
     .map_err(io)?;
     Ok((PARTITION_START, end - PARTITION_START))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::partition::{dissect, Role};
+
+    #[test]
+    fn a_written_table_dissects_to_one_root_partition() {
+        let file = tempfile::tempfile().unwrap();
+        let size = 64u64 << 20;
+        file.set_len(size).unwrap();
+        let (offset, len) =
+            write_gpt(&file, size, super::super::partition::ROOT_TYPE, "root").unwrap();
+        assert_eq!(offset, PARTITION_START);
+        assert!(offset + len <= size - TRAILER);
+        // An ext4 superblock magic where the partition starts makes it mountable.
+        file.write_all_at(&[0x53, 0xef], offset + 0x438).unwrap();
+        let parts = dissect(&file, std::path::Path::new("test")).unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].role, Role::Root);
+        assert_eq!(
+            (parts[0].offset, parts[0].size, parts[0].fs),
+            (offset, len, "ext4")
+        );
+    }
+
+    #[test]
+    fn guids_are_stored_mixed_endian() {
+        let b = guid_bytes("c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
+        assert_eq!(&b[..8], &[0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11]);
+        assert_eq!(&b[8..], &[0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b]);
+    }
+}

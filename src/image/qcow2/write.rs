@@ -143,3 +143,28 @@ fn nonzero_clusters(source: &File, size: u64) -> Result<Vec<u64>, ImageError> {
     }
     Ok(clusters)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_qcow2_converts_back_to_the_same_bytes() {
+        let raw = tempfile::tempfile().unwrap();
+        let size = (3 << 20) + 777;
+        raw.set_len(size).unwrap();
+        raw.write_all_at(&[1u8; 5000], 70_000).unwrap();
+        raw.write_all_at(&[2u8; 10], size - 10).unwrap();
+        let qcow = tempfile::tempfile().unwrap();
+        let mut out = std::io::BufWriter::new(qcow.try_clone().unwrap());
+        assert_eq!(write_qcow2(&raw, &mut out).unwrap(), 2);
+        drop(out);
+        let back = tempfile::tempfile().unwrap();
+        let info = super::super::convert(&qcow, &back).unwrap();
+        assert_eq!(info.virtual_size, size);
+        let (mut a, mut b) = (vec![0u8; size as usize], vec![0u8; size as usize]);
+        raw.read_exact_at(&mut a, 0).unwrap();
+        back.read_exact_at(&mut b, 0).unwrap();
+        assert!(a == b);
+    }
+}
