@@ -286,7 +286,9 @@ pub fn mount_for_run(
         return Ok(None);
     }
     let base = ctx.global.state_dir.join("raw-mounts");
-    let mounted = image::mount_image(image.path(), &base, read_only)
+    // As systemd's SYSTEMD_LOOP_DIRECT_IO: direct I/O unless the environment says 0.
+    let direct_io = std::env::var_os("RMACH_LOOP_DIRECT_IO").is_none_or(|v| v != "0");
+    let mounted = image::mount_image(image.path(), &base, read_only, direct_io)
         .with_context(|| format!("cannot mount the raw image {}", image.name()))?;
     for skipped in mounted.skipped() {
         ctx.out.warn(skipped);

@@ -98,6 +98,7 @@ pub fn build_disk(
             offset,
             size: len,
             read_only: false,
+            direct_io: false,
         },
     )
     .map_err(|e| ImageError::Mount {

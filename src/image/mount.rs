@@ -56,8 +56,14 @@ impl MountedImage {
 /// Moves this process into a private mount namespace (see the module documentation) and
 /// mounts the file systems of the raw image `image` on a tmpfs at `base` (created if missing,
 /// and empty again on the host afterwards). `read_only` attaches and mounts everything
-/// read-only. Call it before any thread starts.
-pub fn mount_image(image: &Path, base: &Path, read_only: bool) -> Result<MountedImage, ImageError> {
+/// read-only; `direct_io` asks for direct I/O on the loop devices. Call it before any thread
+/// starts.
+pub fn mount_image(
+    image: &Path,
+    base: &Path,
+    read_only: bool,
+    direct_io: bool,
+) -> Result<MountedImage, ImageError> {
     let fail = |what: &str, e: std::io::Error| ImageError::Mount {
         path: image.to_path_buf(),
         what: what.into(),
@@ -92,7 +98,7 @@ pub fn mount_image(image: &Path, base: &Path, read_only: bool) -> Result<Mounted
         let Some(target) = mount_point(&root, part.role, has_xbootldr) else {
             continue;
         };
-        match mount_one(&file, image, part, &target, read_only) {
+        match mount_one(&file, image, part, &target, read_only, direct_io) {
             Ok(()) => mounted.mounted.push(target),
             // The boot partitions are not needed to run; a kernel without vfat is common.
             Err(ImageError::Mount { source, .. })
@@ -140,6 +146,7 @@ fn mount_one(
     part: &Partition,
     target: &Path,
     read_only: bool,
+    direct_io: bool,
 ) -> Result<(), ImageError> {
     let read_only = read_only || part.read_only || matches!(part.fs, "squashfs" | "erofs");
     let device = LoopDevice::attach(
@@ -148,6 +155,7 @@ fn mount_one(
             offset: part.offset,
             size: part.size,
             read_only,
+            direct_io,
         },
     )
     .map_err(|e| ImageError::Mount {

@@ -69,7 +69,12 @@ impl Staging {
     /// the new one under the real name, never a partial one.
     pub fn commit(mut self, read_only: bool) -> Result<(), StoreError> {
         let top = File::open(&self.path).at(&self.path)?;
-        rustix::fs::syncfs(&top).at(&self.path)?;
+        if self.kind == ImageKind::Raw {
+            // One file: its own fsync, not a flush of everything else on the file system.
+            top.sync_all().at(&self.path)?;
+        } else {
+            rustix::fs::syncfs(&top).at(&self.path)?;
+        }
         drop(top);
         let new = cstr(&self.path)?;
         let target = cstr(&self.target)?;

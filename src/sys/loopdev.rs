@@ -56,6 +56,9 @@ pub struct LoopRange {
     /// 0: to the end of the file.
     pub size: u64,
     pub read_only: bool,
+    /// Try direct I/O (no second copy of the data in the host's page cache; every read goes
+    /// to the backing file's disk).
+    pub direct_io: bool,
 }
 
 impl LoopDevice {
@@ -88,7 +91,7 @@ impl LoopDevice {
                 }
                 Err(e) => return Err(e),
             };
-            for direct_io in [true, false] {
+            for direct_io in [range.direct_io, false] {
                 match configure(&device, backing, range, direct_io) {
                     Ok(()) => {
                         return Ok(LoopDevice {
