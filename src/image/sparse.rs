@@ -52,21 +52,7 @@ impl<'a> SparseWriter<'a> {
 
     /// Writes `data` at the current offset.
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        let mut at = 0;
-        while at < data.len() {
-            let end = (at + BLOCK).min(data.len());
-            if is_zero(&data[at..end]) {
-                at = end;
-                continue;
-            }
-            let mut run = end;
-            while run < data.len() && !is_zero(&data[run..(run + BLOCK).min(data.len())]) {
-                run = (run + BLOCK).min(data.len());
-            }
-            self.file
-                .write_all_at(&data[at..run], self.offset + at as u64)?;
-            at = run;
-        }
+        write_sparse_at(self.file, data, self.offset)?;
         self.offset += data.len() as u64;
         Ok(())
     }
@@ -121,8 +107,9 @@ pub fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
-/// Copies `src` into the empty file `dst` with the same holes: a reflink where the file system
-/// can, else copy_file_range over the data ranges only.
+/// Copies `src` into the empty file `dst`: a reflink where the file system can, else its
+/// data ranges only, read and written back with 4 KiB blocks of zeros left as holes (as
+/// `cp --sparse=always` does), so the copy is never less sparse than the source.
 pub fn copy_file_sparse(src: &File, dst: &File) -> Result<u64, ImageError> {
     let size = src
         .metadata()
@@ -131,52 +118,43 @@ pub fn copy_file_sparse(src: &File, dst: &File) -> Result<u64, ImageError> {
             source: e,
         })?
         .len();
-    let out = |e: std::io::Error| ImageError::io("the output", e);
     if size == 0 || rustix::fs::ioctl_ficlone(dst, src).is_ok() {
         return Ok(size);
     }
+    let mut buf = vec![0u8; 1 << 20];
     for (start, end) in data_ranges(src, size)? {
-        let (mut off_in, mut off_out) = (start, start);
-        while off_in < end {
-            let chunk = (end - off_in).min(1 << 30) as usize;
-            match rustix::fs::copy_file_range(
-                src,
-                Some(&mut off_in),
-                dst,
-                Some(&mut off_out),
-                chunk,
-            ) {
-                Ok(0) => {
-                    return Err(ImageError::Read {
-                        offset: off_in,
-                        source: std::io::ErrorKind::UnexpectedEof.into(),
-                    })
-                }
-                Ok(_) => {}
-                Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
-                    copy_by_read(src, dst, off_in, end)?;
-                    break;
-                }
-                Err(e) => return Err(out(e.into())),
-            }
+        let mut at = start;
+        while at < end {
+            let n = ((end - at) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..n], at)
+                .map_err(|e| ImageError::Read {
+                    offset: at,
+                    source: e,
+                })?;
+            write_sparse_at(dst, &buf[..n], at).map_err(|e| ImageError::io("the output", e))?;
+            at += n as u64;
         }
     }
-    dst.set_len(size).map_err(out)?;
+    dst.set_len(size)
+        .map_err(|e| ImageError::io("the output", e))?;
     Ok(size)
 }
 
-fn copy_by_read(src: &File, dst: &File, mut at: u64, end: u64) -> Result<(), ImageError> {
-    let mut buf = vec![0u8; 1 << 20];
-    while at < end {
-        let n = ((end - at) as usize).min(buf.len());
-        src.read_exact_at(&mut buf[..n], at)
-            .map_err(|e| ImageError::Read {
-                offset: at,
-                source: e,
-            })?;
-        dst.write_all_at(&buf[..n], at)
-            .map_err(|e| ImageError::io("the output", e))?;
-        at += n as u64;
+/// Writes `data` at `offset`, skipping 4 KiB blocks of zeros.
+pub(crate) fn write_sparse_at(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < data.len() {
+        let end = (at + BLOCK).min(data.len());
+        if is_zero(&data[at..end]) {
+            at = end;
+            continue;
+        }
+        let mut run = end;
+        while run < data.len() && !is_zero(&data[run..(run + BLOCK).min(data.len())]) {
+            run = (run + BLOCK).min(data.len());
+        }
+        file.write_all_at(&data[at..run], offset + at as u64)?;
+        at = run;
     }
     Ok(())
 }

@@ -16,7 +16,6 @@ pub mod write;
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 
 use rayon::prelude::*;
 
@@ -85,29 +84,9 @@ fn convert_one(
             source: e,
         })?;
     }
-    let data = &out[..len];
     // Zero blocks stay holes: the image keeps the sparseness the guest never wrote.
-    let mut at = 0;
-    while at < len {
-        let end = (at + 4096).min(len);
-        if data[at..end].iter().all(|&b| b == 0) {
-            at = end;
-            continue;
-        }
-        let mut run_end = end;
-        while run_end < len
-            && !data[run_end..(run_end + 4096).min(len)]
-                .iter()
-                .all(|&b| b == 0)
-        {
-            run_end = (run_end + 4096).min(len);
-        }
-        output
-            .write_all_at(&data[at..run_end], job.guest + at as u64)
-            .map_err(|e| ImageError::io("the new image", e))?;
-        at = run_end;
-    }
-    Ok(())
+    super::sparse::write_sparse_at(output, &out[..len], job.guest)
+        .map_err(|e| ImageError::io("the new image", e))
 }
 
 /// Decompresses one cluster: raw deflate (QEMU's zlib type, window bits -12) or a zstd frame;
