@@ -211,3 +211,38 @@ fn bookworm_disks_boot_mkosi_style_and_rmach_made() {
         eprintln!("systemd-nspawn -i not tried: no udev on this host (/run/udev/control)");
     }
 }
+
+#[test]
+fn bootstrap_into_a_disk_in_one_command() {
+    // The host's mirror (from its apt sources, as rmach reads it by default).
+    let env = Env::new();
+    env.ok(&[
+        "bootstrap",
+        "bookworm",
+        "bsdisk",
+        "--variant",
+        "minbase",
+        "--format",
+        "raw",
+        "--fs",
+        "ext4",
+    ]);
+    assert_discoverable_gpt(&stored(&env, "bsdisk"));
+    let out = env.ok(&[
+        "run",
+        "bsdisk",
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /etc/debian_version; dpkg -s dpkg | grep -c '^Status: install ok installed'",
+    ]);
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap_or("").starts_with("12."), "{out}");
+    assert_eq!(lines.next(), Some("1"), "{out}");
+    assert!(
+        env.store_entries() == vec!["bsdisk.raw".to_string()],
+        "{:?}",
+        env.store_entries()
+    );
+    assert_no_loops(&stored(&env, "bsdisk"));
+}
