@@ -87,7 +87,11 @@ fn every_input_format_imports_to_the_same_bytes() {
          cp fs.img expected.img && \
          head -c 65536 /dev/zero | tr '\\0' '\\125' | dd of=expected.img conv=notrunc status=none"
     ));
-    env.ok(&["import-raw", env.path("snap.qcow2").to_str().unwrap(), "snap"]);
+    env.ok(&[
+        "import-raw",
+        env.path("snap.qcow2").to_str().unwrap(),
+        "snap",
+    ]);
     same_bytes(&stored(&env, "snap"), &env.path("expected.img"));
     // From a pipe, with its SHA-256 checked.
     let packed = std::fs::read(env.path("deflate.qcow2.xz")).unwrap();
