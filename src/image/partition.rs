@@ -294,3 +294,48 @@ fn gpt(
         .map(|(role, offset, len, ro)| one(file, role, offset, len, ro, size, layout))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk_with_mbr(types: &[u8]) -> File {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(8 << 20).unwrap();
+        let mut mbr = [0u8; 512];
+        for (i, t) in types.iter().enumerate() {
+            let e = 446 + i * 16;
+            mbr[e + 4] = *t;
+            mbr[e + 8..e + 12].copy_from_slice(&(2048u32 * (i as u32 + 1)).to_le_bytes());
+            mbr[e + 12..e + 16].copy_from_slice(&2048u32.to_le_bytes());
+        }
+        mbr[510] = 0x55;
+        mbr[511] = 0xaa;
+        file.write_all_at(&mbr, 0).unwrap();
+        file
+    }
+
+    #[test]
+    fn mbr_needs_exactly_one_linux_partition() {
+        let file = disk_with_mbr(&[0x0c, 0x83]);
+        file.write_all_at(b"hsqs", 2 * 1048576).unwrap();
+        let parts = dissect(&file, Path::new("d")).unwrap();
+        assert_eq!(
+            (parts[0].offset, parts[0].size, parts[0].fs),
+            (2 << 20, 1 << 20, "squashfs")
+        );
+        let two = disk_with_mbr(&[0x83, 0x83]);
+        let err = dissect(&two, Path::new("d")).unwrap_err().to_string();
+        assert!(err.contains("exactly one Linux"), "{err}");
+    }
+
+    #[test]
+    fn bare_file_systems_are_recognised_and_garbage_is_not() {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(1 << 20).unwrap();
+        let err = dissect(&file, Path::new("d")).unwrap_err().to_string();
+        assert!(err.contains("no file system"), "{err}");
+        file.write_all_at(b"_BHRfS_M", 0x10040).unwrap();
+        assert_eq!(dissect(&file, Path::new("d")).unwrap()[0].fs, "btrfs");
+    }
+}
