@@ -97,8 +97,13 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         jobs: 8,
     };
     let store = ctx.store()?;
-    let staging =
-        super::raw::TreeTarget::create(&store, &name, "bootstrapped", args.force, &args.disk)?;
+    let staging = super::raw::TreeTarget::create(
+        &store,
+        &name,
+        crate::store::LockPurpose::Bootstrap,
+        args.force,
+        &args.disk,
+    )?;
     let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
     let started = std::time::Instant::now();
     let progress = |event: Event<'_>| match event {

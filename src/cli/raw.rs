@@ -12,7 +12,9 @@ use super::output::UsageError;
 use super::{Context, Status};
 use crate::archive::Compression;
 use crate::image::{self, DiskFs, ExportFormat, Source, Target};
-use crate::store::{name_from_path, ImageKind, ImageName, Staging, Store, TreeScratch};
+use crate::store::{
+    name_from_path, ImageKind, ImageName, LockPurpose, Staging, Store, TreeScratch,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct ImportRawArgs {
@@ -90,7 +92,7 @@ pub fn import_raw(ctx: &Context, args: ImportRawArgs) -> anyhow::Result<Status> 
         }
     };
     let store = ctx.store()?;
-    let staging = store.create(&name, "imported", ImageKind::Raw, args.force)?;
+    let staging = store.create(&name, LockPurpose::Import, ImageKind::Raw, args.force)?;
     let fail = || format!("cannot import {shown} as {name}; nothing was imported");
     let dest = std::fs::OpenOptions::new()
         .write(true)
@@ -171,7 +173,7 @@ pub fn export_raw(ctx: &Context, args: ExportRawArgs) -> anyhow::Result<Status> 
         .into());
     }
     let store = ctx.store()?;
-    let _lock = store.lock(&name, "exported")?;
+    let _lock = store.lock(&name, LockPurpose::Export)?;
     let image = store.image(&name)?;
     if image.kind() != ImageKind::Raw {
         anyhow::bail!("image {name} is a directory tree; export it with export-tar");
@@ -345,7 +347,7 @@ impl TreeTarget {
     pub fn create(
         store: &Store,
         name: &ImageName,
-        verb: &str,
+        purpose: LockPurpose,
         force: bool,
         args: &DiskArgs,
     ) -> anyhow::Result<TreeTarget> {
@@ -370,7 +372,7 @@ impl TreeTarget {
         } else {
             ImageKind::Directory
         };
-        let staging = store.create(name, verb, kind, force)?;
+        let staging = store.create(name, purpose, kind, force)?;
         let scratch = if raw {
             Some(staging.tree_scratch()?)
         } else {

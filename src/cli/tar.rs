@@ -97,8 +97,13 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
         (Box::new(file), len)
     };
     let store = ctx.store()?;
-    let staging =
-        super::raw::TreeTarget::create(&store, &name, "imported", args.force, &args.disk)?;
+    let staging = super::raw::TreeTarget::create(
+        &store,
+        &name,
+        crate::store::LockPurpose::Import,
+        args.force,
+        &args.disk,
+    )?;
     let bar = ctx.out.progress(total, &format!("Importing {name}"));
     let counted = Counted {
         inner: input,
@@ -243,7 +248,7 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let store = ctx.store()?;
     // Held for the whole export: a machine running from this image (lock "run"/"booted"),
     // or any other operation on it, makes the export fail at once instead of tearing.
-    let _lock = store.lock(&name, "exported")?;
+    let _lock = store.lock(&name, crate::store::LockPurpose::Export)?;
     let image = store.image(&name)?;
     // A raw image's tree is read from its file systems, mounted read-only for this process.
     let mounted = super::raw::mount_for_run(ctx, &image, true)?;

@@ -8,6 +8,7 @@ pub mod loopdev;
 pub mod mount;
 pub mod net;
 pub mod ns;
+pub mod ofd;
 pub mod process;
 pub mod pty;
 pub mod seccomp;
