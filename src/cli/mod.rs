@@ -7,6 +7,7 @@ mod complete;
 mod images;
 pub mod man;
 mod output;
+mod raw;
 mod run;
 mod tar;
 
@@ -84,6 +85,10 @@ pub enum Command {
     ImportTar(tar::ImportTarArgs),
     /// Export an image as a tarball
     ExportTar(tar::ExportTarArgs),
+    /// Import a disk image (raw or qcow2, any compression) as a raw image
+    ImportRaw(raw::ImportRawArgs),
+    /// Export a raw image (raw, compressed or qcow2)
+    ExportRaw(raw::ExportRawArgs),
     /// Build a Debian or Ubuntu image from a mirror
     Bootstrap(bootstrap::BootstrapArgs),
     /// Run a command inside an image
@@ -196,7 +201,12 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
     }
     if matches!(
         verb,
-        Command::Clone(_) | Command::ImportFs(_) | Command::ImportTar(_) | Command::Bootstrap(_)
+        Command::Clone(_)
+            | Command::ImportFs(_)
+            | Command::ImportTar(_)
+            | Command::ImportRaw(_)
+            | Command::ExportRaw(_)
+            | Command::Bootstrap(_)
     ) {
         crate::sys::interrupt::exit_on_interrupt(
             "rmach: interrupted: nothing was created; `rmach clean` (or the next operation on the name) removes what was left\n",
@@ -213,6 +223,8 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::ImportFs(a) => images::import_fs(ctx, a),
         Command::ImportTar(a) => tar::import_tar(ctx, a),
         Command::ExportTar(a) => tar::export_tar(ctx, a),
+        Command::ImportRaw(a) => raw::import_raw(ctx, a),
+        Command::ExportRaw(a) => raw::export_raw(ctx, a),
         Command::Bootstrap(a) => bootstrap::bootstrap(ctx, a),
         Command::Run(a) => run::run(ctx, a),
         Command::Boot(a) => run::boot(ctx, a),

@@ -134,22 +134,22 @@ fn execute(
     let store = ctx.store()?;
     let name = ImageName::parse(name)?;
     let image = store.image(&name)?;
-    if !image.kind().is_tree() {
-        anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
-    }
     let purpose = if boot {
         crate::store::LockPurpose::Boot
     } else {
         crate::store::LockPurpose::Run
     };
     // A machine that cannot write to the image shares it, as nspawn --read-only does.
-    let _lock = if o.read_only || o.ephemeral || store.is_read_only(&name)? {
+    let read_only = o.read_only || o.ephemeral || store.is_read_only(&name)?;
+    let _lock = if read_only {
         store.lock_read_only(&name, purpose)?
     } else {
         store.lock(&name, purpose)?
     };
+    // A raw image runs from its file systems, mounted in this process's own mount namespace.
+    let mounted = super::raw::mount_for_run(ctx, &image, read_only)?;
     let mut spec = spec_from(
-        image.path(),
+        mounted.as_ref().map_or(image.path(), |m| m.root()),
         name.as_str(),
         o,
         command,

@@ -29,6 +29,8 @@ pub struct ImportTarArgs {
     /// Refuse the input unless its SHA-256 is HEX
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
+    #[command(flatten)]
+    pub disk: super::raw::DiskArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -94,23 +96,27 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
         (Box::new(file), len)
     };
     let store = ctx.store()?;
+    // A directory image, or with --format raw a disk built from the extracted tree.
+    let staging = super::raw::TreeTarget::create(
+        &store,
+        &name,
+        crate::store::LockPurpose::Import,
+        args.force,
+        &args.disk,
+    )?;
     let bar = ctx.out.progress(total, &format!("Importing {name}"));
     let counted = Counted {
         inner: input,
         bar: bar.clone(),
     };
-    let req = transfer::ImportRequest {
-        name: name.clone(),
-        force: args.force,
-        read_only: args.read_only,
-        sha256: want,
-    };
+    let fail = || format!("cannot import {shown} as {name}; nothing was imported");
     let mut detected = |c: Compression| {
         ctx.out
             .verbose(&format!("{shown}: {} tar archive", c.name()))
     };
-    let imported = transfer::import_tar(&store, counted, &req, &mut detected)
-        .with_context(|| format!("cannot import {shown} as {name}; nothing was imported"))?;
+    let imported =
+        transfer::extract_tar(staging.tree(), store.root(), counted, want, &mut detected)
+            .with_context(fail)?;
     for w in &imported.warnings {
         ctx.out.warn(w);
     }
@@ -119,6 +125,7 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
             "{shown}: used its single top-level directory {top:?} as the root"
         ));
     }
+    staging.commit(None, args.read_only).with_context(fail)?;
     bar.finish_and_clear();
     ctx.out
         .info(&format!("Imported {name} ({} members).", imported.members));
@@ -201,6 +208,13 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
         "rmach: interrupted: the export was stopped and its partial output removed\n"
     })?;
     let store = ctx.store()?;
+    // Held for the whole export: a machine running from this image (lock "run"/"booted"),
+    // or any other operation on it, makes the export fail at once instead of tearing.
+    let _lock = store.lock(&name, crate::store::LockPurpose::Export)?;
+    let image = store.image(&name)?;
+    // A raw image's tree is read from its file systems, mounted read-only for this process.
+    let mounted = super::raw::mount_for_run(ctx, &image, true)?;
+    let tree = mounted.as_ref().map_or(image.path(), |m| m.root());
     let shown = file
         .map(|p| p.display().to_string())
         .unwrap_or("standard output".into());
@@ -220,7 +234,7 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let bar = ctx.out.progress(None, &format!("Exporting {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
     let mut warn = |msg: String| ctx.out.warn(&msg);
-    let exported = transfer::export_tar(&store, &req, target, &mut warn, Some(&progress))
+    let exported = transfer::export_tree(tree, &req, target, &mut warn, Some(&progress))
         .with_context(|| format!("cannot export {name} to {shown}"))?;
     bar.finish_and_clear();
     ctx.out.info(&format!(

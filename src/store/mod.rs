@@ -19,10 +19,14 @@ mod staging;
 
 pub use copy::{copy_tree, CopyStats};
 pub use error::StoreError;
+/// An os-release read with every path resolved inside `root` (raw images: their mounted root).
+pub use image::os_release;
+/// Bytes allocated under a tree, hard links counted once (sizing a disk for it).
+pub use image::usage as tree_usage;
 pub use image::{Image, ImageInfo, ImageKind, ImageState, OsRelease};
 pub use lock::{LockHolder, LockPurpose, NameLock};
 pub use name::{name_from_path, ImageName};
-pub use staging::Staging;
+pub use staging::{Staging, TreeScratch};
 
 use std::ffi::CString;
 use std::fs::File;

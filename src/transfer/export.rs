@@ -46,6 +46,18 @@ pub fn export_tar(
             name: req.name.to_string(),
         });
     }
+    export_tree(image.path(), req, target, warn, progress)
+}
+
+/// The work of [`export_tar`] on a tree the caller holds (locked, perhaps mounted from a raw
+/// image): `req.name` is only for messages.
+pub fn export_tree(
+    tree: &Path,
+    req: &ExportRequest,
+    target: ExportTarget<'_>,
+    warn: &mut dyn FnMut(String),
+    progress: Option<&dyn Fn(u64)>,
+) -> Result<Exported, TransferError> {
     let (mut temp, writer): (Option<TempOutput>, Box<dyn Write + Send>) = match target {
         ExportTarget::File { path, force } => {
             let t = TempOutput::create(path, force)?;
@@ -60,14 +72,8 @@ pub fn export_tar(
     // The tree is read on this thread and compressed on another, as `tar | zstd` does.
     let mut encoder = ThreadedWriter::new(encoder)
         .map_err(|e| TransferError::Archive(archive::ArchiveError::Write { source: e }))?;
-    let stats = archive::write_tree(
-        image.path(),
-        &mut encoder,
-        &WriteOptions::default(),
-        warn,
-        progress,
-    )
-    .map_err(TransferError::Archive)?;
+    let stats = archive::write_tree(tree, &mut encoder, &WriteOptions::default(), warn, progress)
+        .map_err(TransferError::Archive)?;
     let encoder = encoder
         .finish()
         .map_err(|e| TransferError::Archive(archive::ArchiveError::Write { source: e }))?;

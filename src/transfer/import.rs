@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::io::Read;
+use std::path::Path;
 
 use super::{layout, TransferError};
 use crate::archive::{self, Compression, Decoder, ExtractOptions};
@@ -44,8 +45,22 @@ pub fn import_tar(
         ImageKind::Directory,
         req.force,
     )?;
-    let mut decoder =
-        Decoder::spawn(input, req.sha256.is_some()).map_err(TransferError::Archive)?;
+    let imported = extract_tar(staging.path(), store.root(), input, req.sha256, on_detect)?;
+    staging.commit(req.read_only)?;
+    Ok(imported)
+}
+
+/// The work of [`import_tar`] into a directory the caller staged (a raw image's scratch tree,
+/// say) and commits: decode, extract, check the digest, lift a single top directory. `store`
+/// is named when the disk fills.
+pub fn extract_tar(
+    tree: &Path,
+    store: &Path,
+    input: impl Read + Send + 'static,
+    sha256: Option<[u8; 32]>,
+    on_detect: &mut dyn FnMut(Compression),
+) -> Result<Imported, TransferError> {
+    let mut decoder = Decoder::spawn(input, sha256.is_some()).map_err(TransferError::Archive)?;
     on_detect(decoder.compression());
     let compression = decoder.compression();
     // Two writers: with the decoder and the reading thread, enough to keep the file system
@@ -54,7 +69,7 @@ pub fn import_tar(
         writers: 2,
         ..ExtractOptions::default()
     };
-    let extracted = archive::extract(&mut decoder, staging.path(), &opts, None);
+    let extracted = archive::extract(&mut decoder, tree, &opts, None);
     // After a failure the decoder thread may be blocked reading a stalled pipe: let it go
     // rather than wait for it.
     let digest = match &extracted {
@@ -64,9 +79,9 @@ pub fn import_tar(
             Ok(None)
         }
     };
-    let stats = extracted.map_err(|e| TransferError::archive(e, store.root()))?;
+    let stats = extracted.map_err(|e| TransferError::archive(e, store))?;
     let digest = digest.map_err(TransferError::Archive)?;
-    if let (Some(want), Some(got)) = (req.sha256, digest) {
+    if let (Some(want), Some(got)) = (sha256, digest) {
         if want != got {
             return Err(TransferError::Digest {
                 got: hex::encode(got),
@@ -74,8 +89,7 @@ pub fn import_tar(
             });
         }
     }
-    let lifted = layout::strip_single_top_dir(staging.path())?;
-    staging.commit(req.read_only)?;
+    let lifted = layout::strip_single_top_dir(tree)?;
     Ok(Imported {
         compression,
         members: stats.members,

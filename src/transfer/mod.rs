@@ -12,6 +12,6 @@ mod import;
 mod layout;
 
 pub use error::TransferError;
-pub use export::{export_tar, ExportRequest, ExportTarget, Exported, TempOutput};
-pub use import::{import_tar, ImportRequest, Imported};
+pub use export::{export_tar, export_tree, ExportRequest, ExportTarget, Exported, TempOutput};
+pub use import::{extract_tar, import_tar, ImportRequest, Imported};
 pub use layout::{is_os_tree, strip_single_top_dir};
