@@ -240,7 +240,9 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let store = ctx.store()?;
     // Held for the whole export: a machine running from this image (lock "run"/"booted"),
     // or any other operation on it, makes the export fail at once instead of tearing.
-    let _lock = store.lock(&name, "exported")?;
+    // A machine started with `rmach start` is exported live instead: frozen (or snapshotted)
+    // for a consistent tree, and thawed when the export ends (src/machine/live.rs).
+    let hold = crate::machine::live::lock_or_freeze(&store, &name, "exported")?;
     let image = store.image(&name)?;
     if !image.kind().is_tree() {
         anyhow::bail!("image {name} is a raw disk image; export it with export-raw");
@@ -268,8 +270,11 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let bar = ctx.out.progress(None, &format!("Exporting {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
     let mut warn = |msg: String| ctx.out.warn(&msg);
+    if let Some(how) = hold.how() {
+        ctx.out.verbose(how);
+    }
     let stats = archive::write_tree(
-        image.path(),
+        hold.source(image.path()),
         &mut encoder,
         &WriteOptions::default(),
         &mut warn,

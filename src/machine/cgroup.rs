@@ -120,6 +120,20 @@ impl MachineCgroup {
         }
     }
 
+    /// Removes the machine's (empty) cgroups, deepest first, retrying while the kernel still
+    /// frees the last processes; a cgroup with live processes stays.
+    pub fn remove(&self) {
+        let dirs = self.v1.iter().map(|c| c.1.clone()).chain([self.v2.clone()]);
+        for d in dirs {
+            for _ in 0..100 {
+                if remove_tree(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Moves this process into the machine's cgroups. In v2 the machine's own root may hold
     /// no processes once its init enabled controllers below it; `fallback` (the leader's
     /// cgroup) is used then.
@@ -150,4 +164,14 @@ pub fn v2_dir_of(pid: u32) -> Option<PathBuf> {
         Path::new(ROOT).join("unified")
     };
     Some(base.join(rel.trim_start_matches('/')))
+}
+
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            remove_tree(&e.path())?;
+        }
+    }
+    std::fs::remove_dir(dir)
 }

@@ -124,7 +124,14 @@ pub fn load(state: &Path, name: &str) -> Option<Record> {
     let text = std::fs::read(&path).ok()?;
     match serde_json::from_slice::<Record>(&text) {
         Ok(r) if r.is_live() => Some(r),
-        _ => {
+        Ok(r) => {
+            // Its supervisor was killed before it could clean up: the machine is gone with
+            // it (its init dies with the supervisor), its empty cgroups are left.
+            super::cgroup::MachineCgroup::of(&r.cgroup).remove();
+            remove(state, name);
+            None
+        }
+        Err(_) => {
             remove(state, name);
             None
         }

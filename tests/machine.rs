@@ -1,0 +1,402 @@
+//! Started machines (`start`, `stop`, `kill`, `reboot`, `status`, `shell`, `set`, `copy-to`,
+//! `copy-from`, `enable`, `disable`, live `export-tar`) on a debootstrap'd bookworm with
+//! systemd, and a small non-systemd image. Every machine is stopped by a guard at the end of
+//! its test, which also checks that no cgroup, veth or record of it is left. Needs root.
+
+mod common;
+#[path = "common/machine.rs"]
+mod common_machine;
+#[path = "common/run.rs"]
+mod common_run;
+
+use std::time::{Duration, Instant};
+
+use common::Env;
+use common_machine::{env_with_bookworm, leftovers, supervisor_of, Started};
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn state_in_list(env: &Env, name: &str) -> String {
+    let v = json(&env.ok(&["list", "--json"]));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .map(|i| i["state"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn start_shell_status_limits_copies_refusals_and_stop() {
+    let name = "mlife";
+    let env = env_with_bookworm(name);
+    let m = Started::start(&env, name, &[]);
+    assert_eq!(state_in_list(&env, name), "running");
+    // systemd inside reached running before start returned.
+    let (code, out, _) = m.sh("systemctl is-system-running");
+    assert_eq!((code, out.trim()), (0, "running"), "{out}");
+
+    // Refusals while it runs, each one line naming the way out.
+    let e = env.fails(&["start", name], 1);
+    assert!(
+        e.contains("already running") && e.contains("rmach stop"),
+        "{e}"
+    );
+    let e = env.fails(&["remove", name], 1);
+    assert!(e.contains("is running") && e.contains("rmach stop"), "{e}");
+    let e = env.fails(&["rename", name, "other"], 1);
+    assert!(e.contains("is running"), "{e}");
+    let tar = env.path("empty.tar");
+    common::sh(&format!("tar -cf {} -T /dev/null", tar.display()));
+    let e = env.fails(&["import-tar", tar.to_str().unwrap(), name, "--force"], 1);
+    assert!(e.contains("is running"), "{e}");
+    assert!(env
+        .store
+        .join(name)
+        .join("usr/lib/systemd/systemd")
+        .exists());
+
+    // Shell: exit statuses, signals, users with their login environment, pipes both ways.
+    assert_eq!(m.sh("exit 42").0, 42);
+    assert_eq!(m.sh("kill -TERM $$").0, 128 + 15);
+    let (_, out, _) = m.sh("echo $$ $HOME $USER; id -u; readlink /proc/1/exe");
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        &words[1..],
+        ["/root", "root", "0", "/usr/lib/systemd/systemd"],
+        "{out}"
+    );
+    assert_ne!(words[0], "1");
+    common::sh(&format!(
+        "chroot {} useradd -m -s /bin/bash alice",
+        env.store.join(name).display()
+    ));
+    let o = env.run(&[
+        "shell",
+        &format!("alice@{name}"),
+        "--",
+        "sh",
+        "-c",
+        "id -un; pwd; echo $SHELL",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "alice\n/home/alice\n/bin/bash\n"
+    );
+    let o = env.run_input(
+        &["shell", name, "--", "tr", "a-z", "A-Z"],
+        b"piped through\n",
+    );
+    assert_eq!(
+        (o.status.code(), o.stdout.as_slice()),
+        (Some(0), &b"PIPED THROUGH\n"[..])
+    );
+    let o = env.run(&["shell", &format!("nosuchuser@{name}"), "--", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no user nosuchuser"));
+    // SSH_ORIGINAL_COMMAND runs through the user's shell.
+    let o = env
+        .command()
+        .args(["shell", name])
+        .env("SSH_ORIGINAL_COMMAND", "echo $0 \"$((6*7))\"; exit 3")
+        .output()
+        .unwrap();
+    assert_eq!(
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).trim()),
+        (Some(3), "bash 42")
+    );
+
+    // Status: text and JSON, with cgroup figures and the console.
+    let v = json(&env.ok(&["status", name, "--json"]));
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["init"], "systemd");
+    assert!(v["memory_bytes"].as_u64().unwrap() > 1 << 20, "{v}");
+    assert!(v["cpu_nanoseconds"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["tasks"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(v["veth"], format!("ve-{name}"));
+    let tail = v["console_tail"].as_array().unwrap();
+    assert!(!tail.is_empty(), "{v}");
+    let text = env.ok(&["status", name]);
+    assert!(text.starts_with(&format!("{name}: running")), "{text}");
+    // An address configured inside shows up in status.
+    assert_eq!(
+        m.sh("ip addr add 10.231.7.2/24 dev host0 && ip link set host0 up")
+            .0,
+        0
+    );
+    let v = json(&env.ok(&["status", name, "--json"]));
+    assert!(
+        v["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "10.231.7.2"),
+        "{v}"
+    );
+
+    // Limits change at once and are recorded.
+    env.ok(&["set", name, "--pids-max", "40", "--memory-max", "96M"]);
+    let settings = std::fs::read_to_string(env.store.join(format!("{name}.rmach"))).unwrap();
+    assert!(settings.contains("pids-max = 40") && settings.contains("memory-max = \"96M\""));
+    let (_, out, _) = m.sh("for i in $(seq 60); do sleep 30 & done 2>&1; echo done");
+    assert!(out.contains("done"));
+    let (_, out, err) = m.sh("pgrep -c -x sleep; pkill -x sleep");
+    let sleeps: u32 = out.trim().parse().unwrap_or(0);
+    assert!(sleeps < 40, "pids-max 40 let {sleeps} sleeps start: {err}");
+    // A process past the memory limit is killed by the kernel (tail keeps one endless line).
+    let (code, _, _) = m.sh("head -c 400M /dev/zero | tail > /dev/null");
+    assert_eq!(code, 137, "memory-max 96M did not stop a 400M process");
+    env.ok(&["set", name, "--memory-max", "1G"]);
+    assert_eq!(m.sh("head -c 400M /dev/zero | tail > /dev/null").0, 0);
+    let bad = env.run(&["set", name, "--memory-max", "lots"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        std::fs::read_to_string(env.store.join(format!("{name}.rmach")))
+            .unwrap()
+            .contains("memory-max = \"1G\"")
+    );
+
+    // Files in and out, resolved inside the machine.
+    let host_file = env.path("hello");
+    std::fs::write(&host_file, "from the host\n").unwrap();
+    env.ok(&["copy-to", name, host_file.to_str().unwrap(), "/root/hello"]);
+    assert_eq!(m.sh("cat /root/hello").1, "from the host\n");
+    m.sh("echo from the machine > /root/back; ln -s /etc/shadow /root/shadow-link");
+    let back = env.path("back");
+    env.ok(&["copy-from", name, "/root/back", back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "from the machine\n"
+    );
+    // A symlink to an absolute path is the machine's file, not the host's.
+    let got = env.path("shadow");
+    env.ok(&[
+        "copy-from",
+        name,
+        "/root/shadow-link",
+        got.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(env.store.join(name).join("etc/shadow")).unwrap()
+    );
+
+    // Stop: clean, within 30 s, nothing left.
+    let began = Instant::now();
+    env.ok(&["stop", name, "--timeout", "30"]);
+    assert!(began.elapsed() < Duration::from_secs(30));
+    assert_eq!(state_in_list(&env, name), "stopped");
+    assert_eq!(leftovers(&env, name), Vec::<String>::new());
+    let e = env.fails(&["shell", name, "--", "true"], 1);
+    assert!(e.contains("not running"), "{e}");
+    let e = env.fails(&["stop", name], 1);
+    assert!(e.contains("not running"), "{e}");
+    drop(m);
+}
+
+#[test]
+fn kill_9_of_the_supervisor_leaves_list_truthful_and_reboot_works() {
+    let name = "mkill9";
+    let env = env_with_bookworm(name);
+    {
+        let m = Started::start(&env, name, &[]);
+        // reboot: systemd goes down and comes up again with a new leader under the same supervisor.
+        let before = json(&env.ok(&["status", name, "--json"]))["leader"]
+            .as_u64()
+            .unwrap();
+        env.ok(&["reboot", name]);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let v = json(&env.ok(&["status", name, "--json"]));
+            if v["state"] == "running" && v["leader"].as_u64().is_some_and(|l| l != before) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no reboot: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            m.sh("systemctl is-system-running --wait").1.trim(),
+            "running"
+        );
+        let sup = supervisor_of(&env, name).unwrap();
+        common::sh(&format!("kill -9 {sup}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while state_in_list(&env, name) != "stopped" {
+            assert!(Instant::now() < deadline, "list still says running");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let e = env.fails(&["status", name], 1);
+        assert!(e.contains("not running"), "{e}");
+        assert_eq!(leftovers(&env, name), Vec::<String>::new());
+        drop(m);
+    }
+    // And it starts again, and `kill` reaches its init.
+    let _m = Started::start(
+        &env,
+        name,
+        &["--network", "private", "--private-users", "no"],
+    );
+    env.ok(&["kill", name, "--signal", "KILL"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state_in_list(&env, name) != "stopped" {
+        assert!(Instant::now() < deadline, "kill -s KILL did not end it");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.fails(&["kill", name, "--signal", "NOPE"], 2);
+}
+
+#[test]
+fn export_of_a_running_machine_matches_a_stopped_export() {
+    let name = "mexport";
+    let env = env_with_bookworm(name);
+    let m = Started::start(&env, name, &[]);
+    m.sh("mkdir -p /srv/data && seq 100000 > /srv/data/numbers && sync");
+    let running = env.path("running.tar");
+    let o = env.run(&["-v", "export-tar", name, running.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("frozen"),
+        "-v says how"
+    );
+    // Still running, and thawed.
+    assert_eq!(m.sh("systemctl is-system-running").1.trim(), "running");
+    // The same state, stopped without a shutdown writing anything more.
+    env.ok(&["kill", name, "--signal", "KILL"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state_in_list(&env, name) != "stopped" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped = env.path("stopped.tar");
+    env.ok(&["export-tar", name, stopped.to_str().unwrap()]);
+    let listing = |t: &std::path::Path| {
+        let o = std::process::Command::new("tar")
+            .args(["--full-time", "-tvf"])
+            .arg(t)
+            .output()
+            .unwrap();
+        let mut lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let (a, b) = (listing(&running), listing(&stopped));
+    let only_a: Vec<_> = a.iter().filter(|l| !b.contains(l)).collect();
+    let only_b: Vec<_> = b.iter().filter(|l| !a.contains(l)).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty(),
+        "running: {only_a:#?}\nstopped: {only_b:#?}"
+    );
+    assert!(a.iter().any(|l| l.ends_with("./srv/data/numbers")));
+    let data = |t: &std::path::Path| {
+        std::process::Command::new("tar")
+            .args(["-xOf"])
+            .arg(t)
+            .arg("./srv/data/numbers")
+            .output()
+            .unwrap()
+            .stdout
+    };
+    assert_eq!(data(&running), data(&stopped));
+    drop(m);
+}
+
+#[test]
+fn a_non_systemd_init_is_up_once_started_and_stops_on_sigterm() {
+    let env = Env::new();
+    std::fs::create_dir_all(&env.store).unwrap();
+    let name = "mplain";
+    let root = env.store.join(name);
+    common_run::make_rootfs(&root);
+    std::fs::create_dir_all(root.join("sbin")).ok();
+    let init = root.join("usr/bin/init");
+    std::fs::write(&init, "#!/bin/sh\ntrap 'echo halting; exit 0' TERM\necho plain init up\nwhile :; do sleep 1 & wait; done\n").unwrap();
+    common::sh(&format!("chmod 755 {}", init.display()));
+    let m = Started::start(
+        &env,
+        name,
+        &["--private-users", "no", "--network", "private"],
+    );
+    let v = json(&env.ok(&["status", name, "--json"]));
+    assert_eq!(
+        (v["state"].as_str(), v["init"].as_str()),
+        (Some("running"), Some("init")),
+        "{v}"
+    );
+    assert_eq!(
+        m.sh("echo $$ > /dev/null; cat /proc/1/cmdline | tr '\\0' ' '")
+            .1
+            .trim(),
+        "/bin/sh /sbin/init"
+    );
+    env.ok(&["stop", name, "--timeout", "10"]);
+    let log = std::fs::read_to_string(env.state.join("machines").join(format!("{name}.console")))
+        .unwrap();
+    assert!(
+        log.contains("plain init up") && log.contains("halting"),
+        "{log}"
+    );
+    drop(m);
+
+    // A start that cannot work fails with the reason and leaves nothing behind.
+    let e = env.fails(&["start", name, "--bind", "/nonexistent-rmach-src:/mnt"], 1);
+    assert!(
+        e.contains("did not start") && e.contains("nonexistent-rmach-src"),
+        "{e}"
+    );
+    assert_eq!(leftovers(&env, name), Vec::<String>::new());
+    assert_eq!(state_in_list(&env, name), "stopped");
+}
+
+#[test]
+fn the_unit_passes_systemd_analyze_verify_and_enable_links_it() {
+    common::require("systemd-analyze");
+    let env = Env::new();
+    std::fs::create_dir_all(env.store.join("munit")).unwrap();
+    let units = env.path("units");
+    env.ok(&["enable", "munit", "--unit-dir", units.to_str().unwrap()]);
+    let link = units.join("rmach-machines.target.wants/rmach@munit.service");
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        units.join("rmach@.service")
+    );
+    assert!(units
+        .join("multi-user.target.wants/rmach-machines.target")
+        .exists());
+    let unit = std::fs::read_to_string(units.join("rmach@.service")).unwrap();
+    assert!(unit.contains(&format!(
+        "ExecStart={} start --foreground %i",
+        env!("CARGO_BIN_EXE_rmach")
+    )));
+    for needed in [
+        "Type=notify",
+        "KillMode=mixed",
+        "Delegate=yes",
+        "RestartForceExitStatus=133",
+    ] {
+        assert!(unit.contains(needed), "{needed}");
+    }
+    // verify loads the instance through its template in the same directory.
+    std::fs::copy(
+        units.join("rmach@.service"),
+        units.join("rmach@munit.service"),
+    )
+    .unwrap();
+    let o = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(units.join("rmach@munit.service"))
+        .arg(units.join("rmach-machines.target"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let own: Vec<&str> = err.lines().filter(|l| l.contains("rmach")).collect();
+    assert!(o.status.success() && own.is_empty(), "{err}");
+    std::fs::remove_file(units.join("rmach@munit.service")).unwrap();
+    env.ok(&["disable", "munit", "--unit-dir", units.to_str().unwrap()]);
+    assert!(!link.exists());
+    assert!(units.join("rmach@.service").exists());
+}
