@@ -120,6 +120,20 @@ impl MachineCgroup {
         }
     }
 
+    /// Kills every process left in the machine's cgroup (`cgroup.kill`, or SIGKILL to each
+    /// where the kernel has no cgroup.kill) and waits until it is empty.
+    pub fn kill_all(&self) {
+        if std::fs::write(self.v2.join("cgroup.kill"), "1").is_err() {
+            for pid in procs_below(&self.v2) {
+                let _ = crate::sys::process::kill(pid, libc::SIGKILL);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !procs_below(&self.v2).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Removes the machine's (empty) cgroups, deepest first, retrying while the kernel still
     /// frees the last processes; a cgroup with live processes stays.
     pub fn remove(&self) {
@@ -174,4 +188,18 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::remove_dir(dir)
+}
+
+fn procs_below(dir: &Path) -> Vec<i32> {
+    let mut out: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(procs_below(&e.path()));
+        }
+    }
+    out
 }

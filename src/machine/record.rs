@@ -51,12 +51,17 @@ pub fn notify_socket(state: &Path, name: &str) -> PathBuf {
     dir(state).join(format!("{name}.notify"))
 }
 
-/// A process's start time in clock ticks since boot, or None when it does not exist.
+/// A running process's start time in clock ticks since boot; None when it does not exist or
+/// has ended (a zombie nobody reaped yet is not a running supervisor).
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 pub fn boot_id() -> String {
@@ -125,9 +130,12 @@ pub fn load(state: &Path, name: &str) -> Option<Record> {
     match serde_json::from_slice::<Record>(&text) {
         Ok(r) if r.is_live() => Some(r),
         Ok(r) => {
-            // Its supervisor was killed before it could clean up: the machine is gone with
-            // it (its init dies with the supervisor), its empty cgroups are left.
-            super::cgroup::MachineCgroup::of(&r.cgroup).remove();
+            // Its supervisor was killed before it could clean up. The machine's init dies
+            // with it (parent-death signal); whatever might still run there is killed, and
+            // the cgroups are removed.
+            let cg = super::cgroup::MachineCgroup::of(&r.cgroup);
+            cg.kill_all();
+            cg.remove();
             remove(state, name);
             None
         }

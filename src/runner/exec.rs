@@ -140,6 +140,10 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         },
         pty: pty_path,
     };
+    // A copy of the console's slave stays open here for the whole run: once init closes its
+    // own copies (systemd does so early), reads from the master would fail with EIO and the
+    // console relay would stop for good. (Close-on-exec: the machine never sees this copy.)
+    let _console_slave = fds.tty.as_ref().and_then(|t| t.try_clone().ok());
     // The namespaces are cloned by a helper forked with glibc's fork: a raw clone from a
     // library caller with threads could leave the child with a locked allocator. The helper is
     // single-threaded; it reports the machine's PID, waits for it and reports its status.
@@ -427,6 +431,9 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
         }
         let _ = std::env::set_current_dir("/");
     }
+    // The identity changes above clear the parent-death signal (a credential change does):
+    // arm it again, or a machine in a user namespace outlives a killed rmach.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let cstr = |s: &[u8]| {
         CString::new(s).map_err(|_| "a NUL byte in the command line or environment".to_string())
     };
