@@ -192,6 +192,10 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
         std::fs::read(env.store.join(name).join("etc/shadow")).unwrap()
     );
 
+    // login: a getty on a new pty of the machine, through a terminal (script gives one).
+    assert_eq!(m.sh("echo root:pw-for-login | chpasswd").0, 0);
+    login_and_run(&env, name, "pw-for-login");
+
     // Stop: clean, within 30 s, nothing left.
     let began = Instant::now();
     env.ok(&["stop", name, "--timeout", "30"]);
@@ -582,4 +586,72 @@ fn ssh_scp_sftp_and_rsync_reach_the_machine_through_a_force_command() {
     }
     drop(sshd);
     drop(m);
+}
+
+/// Drives `rmach login NAME` through `script` (a terminal) like a person: user, password, a
+/// command, then Ctrl-] three times.
+fn login_and_run(env: &Env, name: &str, password: &str) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    common::require("script");
+    let cmd = format!(
+        "{} --store {} --state-dir {} login {name}",
+        env!("CARGO_BIN_EXE_rmach"),
+        env.store.display(),
+        env.state.display()
+    );
+    let child = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails half way.
+    let mut child = common_run::KillOnDrop(child);
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut out = child.0.stdout.take().unwrap();
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let mut input = child.0.stdin.take().unwrap();
+    let mut wait_for = |text: &str, then: &[u8]| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !seen.lock().unwrap().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} from login: {}",
+                seen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen.lock().unwrap().clear();
+        input.write_all(then).unwrap();
+        input.flush().unwrap();
+    };
+    wait_for("login:", b"root\n");
+    wait_for("Password:", format!("{password}\n").as_bytes());
+    wait_for("# ", b"echo LOGIN-$((6*7))\n");
+    wait_for("LOGIN-42", b"\x1d\x1d\x1d");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "login did not end on Ctrl-] x3");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let _ = reader.join();
 }

@@ -483,6 +483,19 @@ pub fn shell(ctx: &Context, a: ShellArgs) -> anyhow::Result<Status> {
     Ok(shell::run(&rec, &session)?)
 }
 
+pub fn login(ctx: &Context, a: NameArgs) -> anyhow::Result<Status> {
+    ImageName::parse(&a.name)?;
+    let rec = control::running(&ctx.global.state_dir, &a.name)?;
+    ctx.out.info(&format!(
+        "Connected to {}. Press ^] three times within 1 s to exit session.",
+        a.name
+    ));
+    shell::login(&rec)?;
+    ctx.out
+        .info(&format!("\nConnection to {} terminated.", a.name));
+    Ok(0)
+}
+
 pub fn set(ctx: &Context, a: SetArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let name = ImageName::parse(&a.name)?;

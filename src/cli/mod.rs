@@ -100,6 +100,8 @@ pub enum Command {
     Status(machine::StatusArgs),
     /// A session inside a started machine (honours SSH_ORIGINAL_COMMAND)
     Shell(machine::ShellArgs),
+    /// Attach to a getty of a started machine (systemd inside)
+    Login(machine::NameArgs),
     /// Change a machine's settings (limits at once where it runs) and record them
     Set(machine::SetArgs),
     /// Start a machine at boot through rmach@.service
@@ -200,6 +202,7 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::Reboot(a) => machine::reboot(ctx, a),
         Command::Status(a) => machine::status(ctx, a),
         Command::Shell(a) => machine::shell(ctx, a),
+        Command::Login(a) => machine::login(ctx, a),
         Command::Set(a) => machine::set(ctx, a),
         Command::Enable(a) => machine::enable(ctx, a),
         Command::Disable(a) => machine::disable(ctx, a),

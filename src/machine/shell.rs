@@ -95,6 +95,48 @@ pub fn join(rec: &Record) -> Result<u64> {
 /// Runs the session; returns its status as a shell reports it (128+N for signal N).
 pub fn run(rec: &Record, session: &Session) -> Result<u8> {
     let caps = join(rec)?;
+    run_joined(rec, session, caps)
+}
+
+/// `login`: a getty inside on a new pty of the machine's devpts, attached to this terminal,
+/// as machinectl login does it: `container-getty@N.service` for `/dev/pts/N`. Returns when
+/// Ctrl-] is pressed three times within a second (or input ends).
+pub fn login(rec: &Record) -> Result<()> {
+    if !rec.systemd {
+        return Err(MachineError::Enter {
+            name: rec.name.clone(),
+            what: "login needs systemd in the machine (it starts container-getty@N.service); use `rmach shell`".into(),
+            source: std::io::ErrorKind::Unsupported.into(),
+        });
+    }
+    let caps = join(rec)?;
+    let (master, path) = crate::sys::pty::open_pty().map_err(enter_err(rec, "open a pty in it"))?;
+    // Held until the getty has it: reads from a master nobody else holds fail with EIO.
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(enter_err(rec, "open its pty"))?;
+    let index = path
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let unit = format!("container-getty@{index}.service");
+    let start = Session {
+        command: vec!["systemctl".into(), "start".into(), unit.clone()],
+        ..Default::default()
+    };
+    if run_joined(rec, &start, caps)? != 0 {
+        return Err(MachineError::Enter {
+            name: rec.name.clone(),
+            what: format!("systemctl start {unit} failed"),
+            source: std::io::ErrorKind::Other.into(),
+        });
+    }
+    super::relay::attach(master, slave);
+    Ok(())
+}
+
+fn run_joined(rec: &Record, session: &Session, caps: u64) -> Result<u8> {
     let want = session.user.as_deref().unwrap_or("root");
     let user = user::resolve(want).ok_or_else(|| MachineError::NoUser {
         name: rec.name.clone(),
