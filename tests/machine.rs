@@ -192,6 +192,25 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
         std::fs::read(env.store.join(name).join("etc/shadow")).unwrap()
     );
 
+    // bind: a host directory appears at once, read-only when asked; a missing mount point
+    // needs --mkdir.
+    let share = env.path("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("f"), "shared\n").unwrap();
+    let e = env.fails(&["bind", name, share.to_str().unwrap(), "/mnt/share"], 1);
+    assert!(e.contains("--mkdir"), "{e}");
+    env.ok(&[
+        "bind",
+        name,
+        share.to_str().unwrap(),
+        "/mnt/share",
+        "--mkdir",
+        "--read-only",
+    ]);
+    let (code, out, err) = m.sh("cat /mnt/share/f; touch /mnt/share/new");
+    assert_eq!(out, "shared\n");
+    assert!(code != 0 && err.contains("Read-only"), "{err}");
+
     // login: a getty on a new pty of the machine, through a terminal (script gives one).
     assert_eq!(m.sh("echo root:pw-for-login | chpasswd").0, 0);
     login_and_run(&env, name, "pw-for-login");

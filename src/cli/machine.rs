@@ -183,6 +183,22 @@ pub struct CopyArgs {
     pub destination: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct BindArgs {
+    /// The running machine
+    pub name: String,
+    /// The host path to mount
+    pub source: PathBuf,
+    /// Where in the machine (default: the same path)
+    pub destination: Option<PathBuf>,
+    /// Mount it read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Create the mount point if it is missing
+    #[arg(long)]
+    pub mkdir: bool,
+}
+
 /// `start`, and the supervisor it re-executes.
 pub fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
@@ -593,4 +609,19 @@ fn machine_root(ctx: &Context, name: &str) -> anyhow::Result<PathBuf> {
         anyhow::bail!("{name} is a raw image; copy-to and copy-from need a directory image");
     }
     Ok(image.path().to_path_buf())
+}
+
+pub fn bind(ctx: &Context, a: BindArgs) -> anyhow::Result<Status> {
+    ImageName::parse(&a.name)?;
+    if !a.source.is_absolute() {
+        return Err(UsageError(format!(
+            "bad source {}: expected an absolute path",
+            a.source.display()
+        ))
+        .into());
+    }
+    let rec = control::running(&ctx.global.state_dir, &a.name)?;
+    let dst = a.destination.unwrap_or_else(|| a.source.clone());
+    machine::bind::bind(&rec, &a.source, &dst, a.read_only, a.mkdir)?;
+    Ok(0)
 }

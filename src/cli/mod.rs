@@ -112,6 +112,8 @@ pub enum Command {
     CopyTo(machine::CopyArgs),
     /// Copy a file or tree out of a machine
     CopyFrom(machine::CopyArgs),
+    /// Mount a host path into a started machine
+    Bind(machine::BindArgs),
     #[command(name = "__supervise", hide = true)]
     Supervise(machine::SuperviseArgs),
     /// Print a shell completion script
@@ -208,6 +210,7 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::Disable(a) => machine::disable(ctx, a),
         Command::CopyTo(a) => machine::copy_to(ctx, a),
         Command::CopyFrom(a) => machine::copy_from(ctx, a),
+        Command::Bind(a) => machine::bind(ctx, a),
         Command::Supervise(a) => machine::supervise_hidden(ctx, a),
         Command::List(a) => images::list(ctx, a),
         Command::Show(a) => images::show(ctx, a),

@@ -1,11 +1,13 @@
 //! Machines that keep running: the supervisor that boots an image in the background and
 //! keeps a record of it in the state directory ([`record`]), stopping and signalling it
 //! ([`control`]), entering it ([`shell`]), its cgroup seen from the host (usage, live limits,
-//! freezing for live backups: [`cgroup`], [`live`]), the per-machine settings file
+//! freezing for live backups: [`cgroup`], [`live`]), host paths mounted into it ([`bind`]),
+//! the per-machine settings file
 //! ([`settings`]), the systemd unit ([`unit`]) and files in and out of it ([`files`]).
 //! It uses the runner to boot and the store for locks and paths; it does not parse the
 //! command line or print.
 
+pub mod bind;
 pub mod cgroup;
 pub mod control;
 pub mod files;
