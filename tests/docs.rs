@@ -13,7 +13,7 @@ fn render(cmd: &clap::Command) -> Vec<u8> {
 fn pages() -> Vec<(String, Vec<u8>)> {
     let cmd = rmach::cli::command();
     let mut pages = vec![("rmach.1".to_string(), render(&cmd))];
-    for sub in cmd.get_subcommands() {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("rmach-{}", sub.get_name());
         let sub = sub
             .clone()

@@ -674,3 +674,62 @@ fn login_and_run(env: &Env, name: &str, password: &str) {
     assert!(status.success());
     let _ = reader.join();
 }
+
+#[test]
+fn the_unit_under_a_real_systemd_starts_and_stops_a_machine() {
+    // The outer machine boots bookworm's systemd with this rmach bound in; inside it, `rmach
+    // enable` installs the unit, and systemctl starts and stops a machine through it. Both
+    // levels run without a user namespace: a machine in a user namespace cannot mount /proc
+    // inside another machine (the kernel refuses a proc mount where /proc is partly masked),
+    // and the device policy's eBPF program needs CAP_SYS_ADMIN of the host's user namespace.
+    let name = "mnest";
+    let env = env_with_bookworm(name);
+    let inner = env.store.join(name).join("var/lib/machines/ninner");
+    common_run::make_rootfs(&inner);
+    std::fs::write(
+        inner.join("usr/bin/init"),
+        "#!/bin/bash\ntrap 'echo inner halting; exit 0' TERM SIGRTMIN+3\necho inner up\nwhile :; do sleep 1 & wait; done\n",
+    )
+    .unwrap();
+    common::sh(&format!("chmod 755 {}/usr/bin/init", inner.display()));
+    let bind = format!("{}:/usr/local/bin/rmach", env!("CARGO_BIN_EXE_rmach"));
+    let m = Started::start(
+        &env,
+        name,
+        &[
+            "--private-users",
+            "no",
+            "--network",
+            "private",
+            "--bind-ro",
+            &bind,
+        ],
+    );
+    let script = "set -e
+        rmach enable ninner
+        rmach set ninner --private-users no --network private
+        systemctl start rmach@ninner
+        systemctl is-enabled rmach@ninner
+        systemctl is-active rmach@ninner
+        rmach status ninner | head -1
+        systemctl stop rmach@ninner
+        systemctl is-active rmach@ninner || true
+        rmach list --json | grep -c '\"state\": \"stopped\"'
+        journalctl -u rmach@ninner --no-pager -o cat | grep -E 'inner (up|halting)'";
+    let (code, out, err) = m.sh(script);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "enabled",
+            "active",
+            "ninner: running",
+            "inactive",
+            "1",
+            "inner up",
+            "inner halting"
+        ],
+        "{err}"
+    );
+    drop(m);
+}

@@ -420,51 +420,41 @@ pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<Status> {
         return Ok(0);
     }
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    println!("{}: {}", doc.name, doc.state);
-    println!(
-        "    Leader: {} ({})",
-        opt(doc.leader.map(|l| l.to_string())),
-        opt(doc.init.clone())
-    );
-    println!(
-        "    Uptime: {}",
-        humantime::format_duration(Duration::from_secs(doc.uptime_seconds))
-    );
-    println!(
-        "   Address: {}",
-        if doc.addresses.is_empty() {
-            "-".into()
-        } else {
-            doc.addresses.join(", ")
-        }
-    );
-    println!(
-        "   Network: {}{}",
-        doc.network,
-        doc.veth
-            .as_ref()
-            .map(|v| format!(" (host side {v})"))
-            .unwrap_or_default()
-    );
-    println!("     Users: {}", doc.private_users);
-    println!(
-        "    Memory: {}",
-        opt(doc
-            .memory_bytes
-            .map(|b| format!("{:.1}M", b as f64 / 1048576.0)))
-    );
-    println!(
-        "       CPU: {}",
-        opt(doc
-            .cpu_nanoseconds
-            .map(|n| format!("{:.2} s", n as f64 / 1e9)))
-    );
-    println!("     Tasks: {}", opt(doc.tasks.map(|t| t.to_string())));
-    println!("      Root: {}", doc.root.display());
-    println!("   Console: {}", doc.console_log.display());
-    for l in &doc.console_tail {
-        println!("        {l}");
-    }
+    let mb = doc
+        .memory_bytes
+        .map(|b| format!("{:.1}M", b as f64 / 1048576.0));
+    let cpu = doc
+        .cpu_nanoseconds
+        .map(|n| format!("{:.2} s", n as f64 / 1e9));
+    let addresses = match doc.addresses.is_empty() {
+        true => "-".to_string(),
+        false => doc.addresses.join(", "),
+    };
+    let veth = doc.veth.as_ref().map(|v| format!(" (host side {v})"));
+    let mut lines = vec![
+        format!("{}: {}", doc.name, doc.state),
+        format!(
+            "    Leader: {} ({})",
+            opt(doc.leader.map(|l| l.to_string())),
+            opt(doc.init.clone())
+        ),
+        format!(
+            "    Uptime: {}",
+            humantime::format_duration(Duration::from_secs(doc.uptime_seconds))
+        ),
+        format!("   Address: {addresses}"),
+        format!("   Network: {}{}", doc.network, veth.unwrap_or_default()),
+        format!("     Users: {}", doc.private_users),
+        format!("    Memory: {}", opt(mb)),
+        format!("       CPU: {}", opt(cpu)),
+        format!("     Tasks: {}", opt(doc.tasks.map(|t| t.to_string()))),
+        format!("      Root: {}", doc.root.display()),
+        format!("   Console: {}", doc.console_log.display()),
+    ];
+    lines.extend(doc.console_tail.iter().map(|l| format!("        {l}")));
+    let t = lines.join("\n") + "\n";
+    // A reader that stops early (`| head`) is not an error.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), t.as_bytes());
     Ok(0)
 }
 
