@@ -124,6 +124,7 @@ fn watch(
     let _mask = crate::sys::process::block_signals(SHIELDED);
     let my_comm = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
     let mut told_host = false;
+    let mut ready_sent = false;
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
         let mut changed = false;
@@ -140,10 +141,13 @@ fn watch(
         }
         if let Ok(n) = sock.recv(&mut buf) {
             let text = String::from_utf8_lossy(&buf[..n]);
-            if text.lines().any(|l| l == "READY=1") && rec.leader.is_some() && !rec.ready {
-                rec.ready = true;
-                changed = true;
-            }
+            ready_sent |= text.lines().any(|l| l == "READY=1");
+        }
+        // Counted once the leader is known (a READY=1 read before that is kept for it).
+        if ready_sent && rec.leader.is_some() && !rec.ready {
+            ready_sent = false;
+            rec.ready = true;
+            changed = true;
         }
         if changed {
             let _ = rec.save(state);
