@@ -375,10 +375,22 @@ fn a_non_systemd_init_is_up_once_started_and_stops_on_sigterm() {
     let init = root.join("usr/bin/init");
     std::fs::write(&init, "#!/bin/sh\ntrap 'echo halting; exit 0' TERM\necho plain init up\nwhile :; do sleep 1 & wait; done\n").unwrap();
     common::sh(&format!("chmod 755 {}", init.display()));
-    let m = Started::start(
-        &env,
-        name,
-        &["--private-users", "no", "--network", "private"],
+    // Settings recorded while stopped are what the next start uses.
+    env.ok(&["set", name, "--pids-max", "77", "--private-users", "no"]);
+    let m = Started::start(&env, name, &["--network", "private"]);
+    let rec =
+        json(&std::fs::read_to_string(env.state.join(format!("machines/{name}.json"))).unwrap());
+    let leaf = rec["cgroup"].as_str().unwrap();
+    let pids_max = ["/sys/fs/cgroup/pids/rmach", "/sys/fs/cgroup/rmach"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(leaf).join("pids.max"))
+        .find(|p| p.exists())
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(pids_max).unwrap().trim(), "77");
+    assert_eq!(rec["settings"]["private-users"], "no");
+    assert_eq!(
+        m.sh("cat /proc/self/uid_map").1.split_whitespace().nth(2),
+        Some("4294967295")
     );
     let v = json(&env.ok(&["status", name, "--json"]));
     assert_eq!(
