@@ -212,7 +212,7 @@ pub fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<Status> {
     // Bad option values are refused here, before anything runs.
     spec(ctx, &name, &settings)?;
     if a.foreground {
-        return supervise(ctx, &name, settings);
+        return supervise(ctx, &name, settings, false);
     }
     let mut args: Vec<std::ffi::OsString> = vec![
         "--store".into(),
@@ -251,12 +251,20 @@ pub fn supervise_hidden(ctx: &Context, a: SuperviseArgs) -> anyhow::Result<Statu
     let _ = rustix::process::setsid();
     let name = ImageName::parse(&a.name)?;
     let settings: Settings = serde_json::from_str(&a.settings_json)?;
-    supervise(ctx, &name, settings)
+    supervise(ctx, &name, settings, true)
 }
 
-fn supervise(ctx: &Context, name: &ImageName, settings: Settings) -> anyhow::Result<Status> {
+fn supervise(
+    ctx: &Context,
+    name: &ImageName,
+    settings: Settings,
+    own_log: bool,
+) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let _lock = store.lock(name, "booted")?;
+    if own_log {
+        supervisor::reset_log(&ctx.global.state_dir, name.as_str());
+    }
     let spec = spec(ctx, name, &settings)?;
     let status = supervisor::supervise(spec, &ctx.global.state_dir, settings)?;
     Ok(crate::runner::exit_code(status))

@@ -174,7 +174,13 @@ pub fn spawn(exe: &Path, args: &[std::ffi::OsString], state: &Path, name: &str) 
     let dir = record::dir(state);
     std::fs::create_dir_all(&dir).at(&dir)?;
     let log_path = record::console_log(state, name);
-    let log = std::fs::File::create(&log_path).at(&log_path)?;
+    // Appended to, not truncated: a second `start` racing the first must not wipe the first
+    // machine's log; the supervisor empties it once it holds the image's lock.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .at(&log_path)?;
     let err = log.try_clone().at(&log_path)?;
     std::process::Command::new(exe)
         .args(args)
@@ -270,6 +276,16 @@ fn strip_escapes(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Empties the console log for a new run (the supervisor, once it holds the lock).
+pub fn reset_log(state: &Path, name: &str) {
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(record::console_log(state, name))
+    {
+        let _ = f.set_len(0);
+    }
 }
 
 /// The path of the log for callers that show it.
