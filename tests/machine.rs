@@ -69,6 +69,13 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
         "{out}"
     );
     assert_ne!(words[0], "1");
+    // The machine's seccomp filter and bounding set hold in a session too.
+    let (_, out, _) =
+        m.sh("grep -E '^(Seccomp|CapBnd):' /proc/self/status; grep CapBnd: /proc/1/status");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines.contains(&"Seccomp:\t2"), "{out}");
+    assert_eq!(lines[0], lines[2], "bounding set: {out}");
     common::sh(&format!(
         "chroot {} useradd -m -s /bin/bash alice",
         env.store.join(name).display()

@@ -288,6 +288,10 @@ fn session_process(exec: &Exec, caps: u64, tty: Option<&Path>, error: OwnedFd) -
     if let Err(e) = p::limit_capabilities(caps) {
         fail("limit capabilities", e);
     }
+    // The same system call filter the machine's own processes run under.
+    if let Err(e) = crate::sys::seccomp::install(&crate::runner::seccomp::program()) {
+        fail("install the seccomp filter", e);
+    }
     let u = &exec.user;
     if let Err(e) = p::set_identity(u.uid, u.gid, &u.groups) {
         fail(&format!("become {}", u.name), e);
