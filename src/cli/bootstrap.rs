@@ -95,7 +95,12 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         jobs: 8,
     };
     let store = ctx.store()?;
-    let staging = store.create(&name, "bootstrapped", ImageKind::Directory, args.force)?;
+    let staging = store.create(
+        &name,
+        crate::store::LockPurpose::Bootstrap,
+        ImageKind::Directory,
+        args.force,
+    )?;
     let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
     let started = std::time::Instant::now();
     let progress = |event: Event<'_>| match event {

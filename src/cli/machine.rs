@@ -11,7 +11,7 @@ use super::output::UsageError;
 use super::run::{self, RunOptions};
 use super::{Context, Status};
 use crate::machine::{self, cgroup::MachineCgroup, control, record, shell, supervisor, Settings};
-use crate::store::ImageName;
+use crate::store::{ImageName, ImageState, LockPurpose};
 
 /// Run options that persist (`start`, `set`, the unit); any not given comes from the
 /// machine's settings file, then from the defaults for started machines.
@@ -261,7 +261,7 @@ fn supervise(
     own_log: bool,
 ) -> anyhow::Result<Status> {
     let store = ctx.store()?;
-    let _lock = store.lock(name, "booted")?;
+    let _lock = store.lock(name, LockPurpose::Boot)?;
     if own_log {
         supervisor::reset_log(&ctx.global.state_dir, name.as_str());
     }
@@ -322,18 +322,10 @@ fn refuse_running(ctx: &Context, name: &ImageName) -> anyhow::Result<()> {
     let store = ctx.store()?;
     let info = store.info(&store.image(name)?, false)?;
     if let Some(holder) = info.lock {
-        if info.state == "running" {
-            anyhow::bail!(
-                "{name} is already running (rmach {} PID {}); stop that first",
-                holder.verb,
-                holder.pid
-            );
+        if info.state == ImageState::Running {
+            anyhow::bail!("{name} is already {holder}; stop that first");
         }
-        anyhow::bail!(
-            "{name} is being {} by PID {}; try again when that is done",
-            holder.verb,
-            holder.pid
-        );
+        anyhow::bail!("{name} is {holder}; try again when that is done");
     }
     Ok(())
 }
@@ -572,13 +564,13 @@ fn reload(unit_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A store refusal because a started machine holds the image becomes a plain "it is running".
+/// A store refusal because a machine runs from the image also says how to stop it.
 pub fn explain_running(err: anyhow::Error) -> anyhow::Error {
     match err.downcast_ref::<crate::store::StoreError>() {
-        Some(crate::store::StoreError::Busy { name, verb, pid }) if verb == "booted" => {
-            anyhow::anyhow!(
-                "{name} is running (supervisor PID {pid}); stop it first with `rmach stop {name}`"
-            )
+        Some(crate::store::StoreError::Busy { name, holder })
+            if holder.purpose == LockPurpose::Boot =>
+        {
+            anyhow::anyhow!("{name} is {holder}; stop it first with `rmach stop {name}`")
         }
         _ => err,
     }

@@ -15,11 +15,19 @@ pub enum Network {
     Veth,
 }
 
+/// systemd-nspawn's console modes (docs/console.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Console {
+    /// A pty relayed both ways; the terminal in raw mode (Ctrl-C goes to the machine)
     Interactive,
-    Pipe,
+    /// A pty whose output is relayed; input is not (Ctrl-C halts the machine)
+    ReadOnly,
+    /// A pty connected to nothing
     Passive,
+    /// rmach's own stdin, stdout and stderr, no pty
+    Pipe,
+    /// interactive on a terminal, else pipe
+    Autopipe,
 }
 
 /// Options shared by run and boot.
@@ -76,7 +84,7 @@ pub struct RunOptions {
     /// Set no_new_privs for the payload
     #[arg(long)]
     pub no_new_privileges: bool,
-    /// interactive, pipe or passive (default: interactive on a terminal, else pipe)
+    /// The console (default: interactive on a terminal; else read-only for boot, pipe for run)
     #[arg(long, value_enum)]
     pub console: Option<Console>,
 }
@@ -124,7 +132,14 @@ fn execute(
     if !image.kind().is_tree() {
         anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
     }
-    let _lock = store.lock(&name, if boot { "booted" } else { "run" })?;
+    let _lock = store.lock(
+        &name,
+        if boot {
+            crate::store::LockPurpose::Boot
+        } else {
+            crate::store::LockPurpose::Run
+        },
+    )?;
     let spec = spec_from(
         image.path(),
         name.as_str(),
@@ -133,8 +148,35 @@ fn execute(
         boot,
         store.is_read_only(&name)?,
     )?;
+    let announce = boot || spec.console == runner::Console::Interactive;
+    if announce {
+        ctx.out.info(&format!(
+            "Spawning machine {name} on {}.",
+            image.path().display()
+        ));
+        if spec.console == runner::Console::Interactive {
+            ctx.out
+                .info("Press ^] three times within 1s to kill the machine.");
+        }
+    }
     let status = runner::run(&spec)?;
+    if announce {
+        ctx.out.info(&ended(&name, boot, status));
+    }
     Ok(runner::exit_code(status))
+}
+
+/// The line saying how the machine ended.
+fn ended(name: &ImageName, boot: bool, status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(0), _) if boot => format!("Machine {name} has been shut down."),
+        (Some(0), _) => format!("Machine {name} exited successfully."),
+        (Some(code), _) => format!("Machine {name} failed with status {code}."),
+        (None, Some(libc::SIGKILL)) => format!("Machine {name} was killed (SIGKILL)."),
+        (None, Some(sig)) => format!("Machine {name} was terminated by signal {sig}."),
+        _ => format!("Machine {name} ended."),
+    }
 }
 
 fn usage(e: runner::RunnerError) -> anyhow::Error {
@@ -206,14 +248,23 @@ pub(super) fn spec_from(
     spec.drop_caps = o.drop_capability;
     runner::plan(&spec).map_err(usage)?;
     spec.no_new_privileges = o.no_new_privileges;
-    spec.console = match o.console {
-        Some(Console::Interactive) => runner::Console::Interactive,
-        Some(Console::Pipe) => runner::Console::Pipe,
-        Some(Console::Passive) => runner::Console::Passive,
-        None if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() => {
-            runner::Console::Interactive
-        }
-        None => runner::Console::Pipe,
-    };
+    spec.console = console_mode(o.console, boot);
     Ok(spec)
+}
+
+/// nspawn's defaults: interactive when stdin and stdout are terminals; otherwise read-only for
+/// boot (the whole boot log reaches stdout) and pipe for run (so `echo x | rmach run dev -- cat`
+/// works; nspawn needs `--pipe` for that).
+fn console_mode(asked: Option<Console>, boot: bool) -> runner::Console {
+    let on_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    match asked {
+        Some(Console::Interactive) => runner::Console::Interactive,
+        Some(Console::ReadOnly) => runner::Console::ReadOnly,
+        Some(Console::Passive) => runner::Console::Passive,
+        Some(Console::Pipe) => runner::Console::Pipe,
+        Some(Console::Autopipe) | None if on_terminal => runner::Console::Interactive,
+        Some(Console::Autopipe) => runner::Console::Pipe,
+        None if boot => runner::Console::ReadOnly,
+        None => runner::Console::Pipe,
+    }
 }

@@ -95,7 +95,12 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
         (Box::new(file), len)
     };
     let store = ctx.store()?;
-    let staging = store.create(&name, "imported", ImageKind::Directory, args.force)?;
+    let staging = store.create(
+        &name,
+        crate::store::LockPurpose::Import,
+        ImageKind::Directory,
+        args.force,
+    )?;
     let bar = ctx.out.progress(total, &format!("Importing {name}"));
     let counted = Counted {
         inner: input,
@@ -242,7 +247,8 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     // or any other operation on it, makes the export fail at once instead of tearing.
     // A machine started with `rmach start` is exported live instead: frozen (or snapshotted)
     // for a consistent tree, and thawed when the export ends (src/machine/live.rs).
-    let hold = crate::machine::live::lock_or_freeze(&store, &name, "exported")?;
+    let hold =
+        crate::machine::live::lock_or_freeze(&store, &name, crate::store::LockPurpose::Export)?;
     let image = store.image(&name)?;
     if !image.kind().is_tree() {
         anyhow::bail!("image {name} is a raw disk image; export it with export-raw");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::cgroup::MachineCgroup;
 use super::record::{self, Record};
 use super::{IoAt, Result};
-use crate::store::{ImageName, NameLock, Store, StoreError};
+use crate::store::{ImageName, LockPurpose, NameLock, Store, StoreError};
 
 /// A running machine held still (or snapshotted) for an export.
 pub struct LiveExport {
@@ -45,10 +45,10 @@ impl Hold {
     }
 }
 
-/// Takes the image's lock for `verb`; when a started machine runs from it, freezes the machine
+/// Takes the image's lock for `purpose`; when a started machine runs from it, freezes the machine
 /// (and snapshots where the store can) instead. Any other holder is refused as usual.
-pub fn lock_or_freeze(store: &Store, name: &ImageName, verb: &str) -> Result<Hold> {
-    match store.lock(name, verb) {
+pub fn lock_or_freeze(store: &Store, name: &ImageName, purpose: LockPurpose) -> Result<Hold> {
+    match store.lock(name, purpose) {
         Ok(lock) => Ok(Hold::Locked(lock)),
         Err(busy @ StoreError::Busy { .. }) => match record::load(store.state_dir(), name.as_str())
         {

@@ -92,7 +92,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         _ => None,
     };
     let (pty_master, pty_path) = match plan.console {
-        Console::Interactive => {
+        c if c.has_pty() => {
             let (m, path) = crate::sys::pty::open_pty().map_err(|e| RunnerError::Setup {
                 message: format!("open a pty: {e}"),
             })?;
@@ -237,11 +237,9 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             RunnerError::Setup { message }
         });
     }
-    let _raw = pty_master
-        .as_ref()
-        .filter(|_| rustix::termios::isatty(std::io::stdin()))
-        .map(|_| RawMode::enter());
+    let _raw = RawMode::enter_for(plan.console);
     let mut relay = Relay {
+        console: plan.console,
         pty: pty_master,
         captured: vec![(out_r, Vec::new()), (err_r, Vec::new())],
     };
@@ -373,14 +371,15 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
     mounts::pivot(&root)?;
     ctx(rustix::process::setsid(), "setsid")?;
     match plan.console {
-        Console::Interactive => {
+        // Which fds become the machine's 0-2 per mode: docs/console.md.
+        c if c.has_pty() => {
             let tty = tty.ok_or("no pty")?;
             ctx(p::set_controlling_tty(tty), "controlling terminal")?;
             for n in 0..3 {
                 ctx(p::dup2(tty, n), "console")?;
             }
         }
-        Console::Passive | Console::Capture => {
+        Console::Capture => {
             let null: OwnedFd = ctx(
                 std::fs::OpenOptions::new()
                     .read(true)
@@ -393,7 +392,7 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
             ctx(p::dup2(fds.stdout.as_ref().unwrap_or(&null), 1), "stdout")?;
             ctx(p::dup2(fds.stderr.as_ref().unwrap_or(&null), 2), "stderr")?;
         }
-        Console::Pipe => {}
+        _ => {}
     }
     let user = passwd::resolve(plan.user.as_deref())?;
     let argv = command_line(plan, &user);

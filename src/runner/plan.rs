@@ -214,7 +214,7 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
     let mut mq = fs("/dev/mqueue", "mqueue", "");
     mq.noexec = true;
     t.push(mq);
-    if spec.console == Console::Interactive {
+    if spec.console.has_pty() {
         let mut c = entry("/dev/console", MountKind::Console);
         c.nodev = false;
         t.push(c);
@@ -303,7 +303,7 @@ fn environment(spec: &RunSpec, uuid: &str) -> Vec<(String, String)> {
         ("container".into(), "rmach".into()),
         ("container_uuid".into(), uuid.into()),
     ];
-    if spec.console == Console::Interactive {
+    if spec.console.has_pty() {
         let term = std::env::var("TERM").unwrap_or_else(|_| "vt220".into());
         env.push(("TERM".into(), term));
     }

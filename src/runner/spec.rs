@@ -28,18 +28,31 @@ pub enum PrivateUsers {
     Range { base: u32, count: u32 },
 }
 
-/// Where the payload's standard input, output and error go.
+/// Where the payload's standard input, output and error go (systemd-nspawn's `--console`;
+/// docs/console.md says exactly which caller fds reach the machine in each mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Console {
-    /// A pseudo terminal relayed to rmach's terminal in raw mode.
+    /// A pty as the machine's 0-2 and /dev/console, relayed both ways (raw mode on a terminal).
     Interactive,
+    /// A pty as the machine's 0-2 and /dev/console; its output is relayed, input is not.
+    ReadOnly,
     /// The caller's stdin, stdout and stderr, passed through unchanged.
     #[default]
     Pipe,
-    /// /dev/null for all three.
+    /// A pty as the machine's 0-2 and /dev/console, connected to nothing (output discarded).
     Passive,
     /// stdin /dev/null, stdout and stderr collected and returned (library callers only).
     Capture,
+}
+
+impl Console {
+    /// Whether the machine gets a pty as its console (and as fds 0-2).
+    pub fn has_pty(self) -> bool {
+        matches!(
+            self,
+            Console::Interactive | Console::ReadOnly | Console::Passive
+        )
+    }
 }
 
 /// A bind mount from the host into the machine.

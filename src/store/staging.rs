@@ -10,9 +10,6 @@ use super::error::IoContext;
 use super::image::{remove_image_path, set_read_only_path};
 use super::{ImageKind, ImageName, NameLock, StoreError};
 
-/// Prefix of every entry an unfinished operation leaves in the store.
-pub(crate) const STAGING_PREFIX: &str = ".#rmach-";
-
 /// An image being built: `path()` is a directory (or, for raw images, a file) under a hidden
 /// name. `commit` renames it into place; dropping it uncommitted removes it.
 #[derive(Debug)]
@@ -28,20 +25,8 @@ pub struct Staging {
     pub(crate) committed: bool,
 }
 
-/// The hidden staging path for `name`; the tag keeps concurrent leftovers apart.
-pub(crate) fn staging_path(store: &Path, name: &ImageName, suffix: &str) -> PathBuf {
-    let tag: u64 = rand_tag();
-    store.join(format!("{STAGING_PREFIX}{name}.{tag:016x}{suffix}"))
-}
-
-/// The image name a staging entry belongs to.
-pub(crate) fn staging_owner(file_name: &str) -> Option<&str> {
-    let rest = file_name.strip_prefix(STAGING_PREFIX)?;
-    let rest = rest.strip_suffix(".raw").unwrap_or(rest);
-    rest.rsplit_once('.').map(|(name, _)| name)
-}
-
-fn rand_tag() -> u64 {
+/// A tag that keeps concurrent staging entries of one name apart.
+pub(crate) fn rand_tag() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
@@ -86,6 +71,7 @@ impl Staging {
                 return Err(StoreError::Exists {
                     name: self.name.to_string(),
                     store: self.store.clone(),
+                    can_force: true,
                 })
             }
             Err(e) => return Err(StoreError::io(&self.target, e)),

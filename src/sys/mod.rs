@@ -7,6 +7,7 @@ pub mod interrupt;
 pub mod mount;
 pub mod net;
 pub mod ns;
+pub mod ofd;
 pub mod pidfd;
 pub mod process;
 pub mod pty;
