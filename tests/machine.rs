@@ -428,6 +428,15 @@ fn a_non_systemd_init_is_up_once_started_and_stops_on_sigterm() {
     );
     assert_eq!(leftovers(&env, name), Vec::<String>::new());
     assert_eq!(state_in_list(&env, name), "stopped");
+
+    // The settings file follows the image through rename and goes with remove.
+    env.ok(&["rename", name, "mplain2"]);
+    assert!(!env.store.join(format!("{name}.rmach")).exists());
+    assert!(std::fs::read_to_string(env.store.join("mplain2.rmach"))
+        .unwrap()
+        .contains("pids-max = 77"));
+    env.ok(&["remove", "mplain2"]);
+    assert!(!env.store.join("mplain2.rmach").exists());
 }
 
 #[test]

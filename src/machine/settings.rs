@@ -49,6 +49,25 @@ pub fn path(store: &Path, name: &str) -> PathBuf {
     store.join(format!("{name}.rmach"))
 }
 
+/// Removes a removed image's settings file, if it had one.
+pub fn forget(store: &Path, name: &str) -> Result<()> {
+    let path = path(store, name);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(path),
+        _ => Ok(()),
+    }
+}
+
+/// Moves a renamed image's settings file along with it (a file of the new name is replaced:
+/// it belonged to no image, since the rename succeeded).
+pub fn rename(store: &Path, old: &str, new: &str) -> Result<()> {
+    let from = path(store, old);
+    match std::fs::rename(&from, path(store, new)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(from),
+        _ => Ok(()),
+    }
+}
+
 impl Settings {
     /// The machine's settings; none recorded is the empty set.
     pub fn load(store: &Path, name: &str) -> Result<Settings> {
@@ -137,6 +156,12 @@ mod tests {
             Settings::load(store.path(), "bad"),
             Err(MachineError::Settings { .. })
         ));
+        rename(store.path(), "dev", "prod").unwrap();
+        assert_eq!(Settings::load(store.path(), "prod").unwrap(), s);
+        forget(store.path(), "prod").unwrap();
+        assert!(!path(store.path(), "prod").exists());
+        forget(store.path(), "prod").unwrap();
+        s.save(store.path(), "dev").unwrap();
         Settings::default().save(store.path(), "dev").unwrap();
         assert!(!path(store.path(), "dev").exists());
     }
