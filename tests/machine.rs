@@ -761,3 +761,96 @@ fn the_unit_under_a_real_systemd_starts_and_stops_a_machine() {
     );
     drop(m);
 }
+
+/// `tar --full-time -tvf`, sorted, without journald's files (see the export test).
+fn tar_listing(t: &std::path::Path) -> Vec<String> {
+    let o = std::process::Command::new("tar")
+        .args(["--full-time", "-tvf"])
+        .arg(t)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.contains("./var/log/journal/"))
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn on_btrfs_a_running_machine_is_exported_from_a_snapshot() {
+    common::require("mkfs.btrfs");
+    let scratch = Env::new();
+    let img = scratch.path("btrfs.img");
+    let mount = scratch.path("mnt");
+    std::fs::create_dir(&mount).unwrap();
+    common::sh(&format!(
+        "truncate -s 300M {i}; mkfs.btrfs -q {i}; mount -o loop {i} {m}",
+        i = img.display(),
+        m = mount.display()
+    ));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    let env = Env::with_store_in(Some(&mount));
+    let name = "mbtrfs";
+    let src = env.path("src");
+    common_run::make_rootfs(&src);
+    std::fs::write(
+        src.join("usr/bin/init"),
+        "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do date > /root/clock; sleep 1 & wait; done\n",
+    )
+    .unwrap();
+    common::sh(&format!("chmod 755 {}/usr/bin/init", src.display()));
+    env.ok(&["import-fs", src.to_str().unwrap(), name]);
+    let m = Started::start(
+        &env,
+        name,
+        &["--private-users", "no", "--network", "private"],
+    );
+    assert_eq!(m.sh("head -c 100000 /dev/zero | tr '\\0' x > /root/numbers").0, 0);
+    let running = env.path("running.tar");
+    let o = env.run(&["-v", "export-tar", name, running.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("btrfs snapshot"), "{err}");
+    // The snapshot is gone and the machine runs on.
+    assert_eq!(
+        env.store_entries()
+            .iter()
+            .filter(|e| e.contains("export"))
+            .count(),
+        0,
+        "{:?}",
+        env.store_entries()
+    );
+    assert_eq!(m.sh("wc -c < /root/numbers").1.trim(), "100000");
+    env.ok(&["kill", name, "--signal", "KILL"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state_in_list(&env, name) != "stopped" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped = env.path("stopped.tar");
+    env.ok(&["export-tar", name, stopped.to_str().unwrap()]);
+    // The init rewrites /root/clock every second: the snapshot holds one moment of it.
+    let (a, b): (Vec<String>, Vec<String>) = (
+        tar_listing(&running)
+            .into_iter()
+            .filter(|l| !l.ends_with("./root/clock"))
+            .collect(),
+        tar_listing(&stopped)
+            .into_iter()
+            .filter(|l| !l.ends_with("./root/clock"))
+            .collect(),
+    );
+    assert_eq!(a, b);
+    assert!(a.iter().any(|l| l.ends_with("./root/numbers")));
+    drop(m);
+}
