@@ -103,6 +103,24 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
     let o = env.run(&["shell", &format!("nosuchuser@{name}"), "--", "true"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no user nosuchuser"));
+    // On a terminal (script gives one) the session gets a pty of the machine's devpts.
+    let cmd = format!(
+        "{} --store {} --state-dir {} shell {name} -- sh -c 'tty; test -t 0 && echo on-a-tty; exit 3'",
+        env!("CARGO_BIN_EXE_rmach"),
+        env.store.display(),
+        env.state.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("/dev/pts/") && out.contains("on-a-tty"),
+        "{out}"
+    );
     // SSH_ORIGINAL_COMMAND runs through the user's shell.
     let o = env
         .command()
@@ -814,7 +832,11 @@ fn on_btrfs_a_running_machine_is_exported_from_a_snapshot() {
         name,
         &["--private-users", "no", "--network", "private"],
     );
-    assert_eq!(m.sh("head -c 100000 /dev/zero | tr '\\0' x > /root/numbers").0, 0);
+    assert_eq!(
+        m.sh("head -c 100000 /dev/zero | tr '\\0' x > /root/numbers")
+            .0,
+        0
+    );
     let running = env.path("running.tar");
     let o = env.run(&["-v", "export-tar", name, running.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -839,6 +861,14 @@ fn on_btrfs_a_running_machine_is_exported_from_a_snapshot() {
     }
     let stopped = env.path("stopped.tar");
     env.ok(&["export-tar", name, stopped.to_str().unwrap()]);
+    // As a cron job runs it: nothing at all on success.
+    let o = env.run(&[
+        "-q",
+        "export-tar",
+        name,
+        env.path("cron.tar").to_str().unwrap(),
+    ]);
+    assert!(o.status.success() && o.stdout.is_empty() && o.stderr.is_empty());
     // The init rewrites /root/clock every second: the snapshot holds one moment of it.
     let (a, b): (Vec<String>, Vec<String>) = (
         tar_listing(&running)
