@@ -853,6 +853,14 @@ fn on_btrfs_a_running_machine_is_exported_from_a_snapshot() {
         env.store_entries()
     );
     assert_eq!(m.sh("wc -c < /root/numbers").1.trim(), "100000");
+    // As a cron job runs it, of the running machine: nothing at all on success.
+    let o = env.run(&[
+        "-q",
+        "export-tar",
+        name,
+        env.path("cron.tar").to_str().unwrap(),
+    ]);
+    assert!(o.status.success() && o.stdout.is_empty() && o.stderr.is_empty());
     env.ok(&["kill", name, "--signal", "KILL"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while state_in_list(&env, name) != "stopped" {
@@ -861,14 +869,6 @@ fn on_btrfs_a_running_machine_is_exported_from_a_snapshot() {
     }
     let stopped = env.path("stopped.tar");
     env.ok(&["export-tar", name, stopped.to_str().unwrap()]);
-    // As a cron job runs it: nothing at all on success.
-    let o = env.run(&[
-        "-q",
-        "export-tar",
-        name,
-        env.path("cron.tar").to_str().unwrap(),
-    ]);
-    assert!(o.status.success() && o.stdout.is_empty() && o.stderr.is_empty());
     // The init rewrites /root/clock every second: the snapshot holds one moment of it.
     let (a, b): (Vec<String>, Vec<String>) = (
         tar_listing(&running)
