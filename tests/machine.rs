@@ -438,6 +438,16 @@ fn a_non_systemd_init_is_up_once_started_and_stops_on_sigterm() {
     );
     drop(m);
 
+    // A store the machine's root user cannot reach (systemd makes /var/lib/machines 0700) is
+    // named, with the way out, before anything runs.
+    common::sh(&format!("chmod 700 {}", env.store.display()));
+    let e = env.fails(&["start", name, "--private-users", "pick"], 1);
+    common::sh(&format!("chmod 755 {}", env.store.display()));
+    assert!(
+        e.contains("not searchable") && e.contains("chmod o+x"),
+        "{e}"
+    );
+
     // A start that cannot work fails with the reason and leaves nothing behind.
     let e = env.fails(&["start", name, "--bind", "/nonexistent-rmach-src:/mnt"], 1);
     assert!(

@@ -210,7 +210,10 @@ pub fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<Status> {
     refuse_running(ctx, &name)?;
     let settings = Settings::load(store.root(), name.as_str())?.merged(&a.options.into());
     // Bad option values are refused here, before anything runs.
-    spec(ctx, &name, &settings)?;
+    let run_spec = spec(ctx, &name, &settings)?;
+    if run_spec.private_users != crate::runner::PrivateUsers::No {
+        reachable_by_others(image.path())?;
+    }
     if a.foreground {
         return supervise(ctx, &name, settings, false);
     }
@@ -308,6 +311,28 @@ fn spec(ctx: &Context, name: &ImageName, s: &Settings) -> anyhow::Result<crate::
     };
     let read_only = store.is_read_only(name)?;
     run::spec_from(image.path(), name.as_str(), o, Vec::new(), true, read_only)
+}
+
+/// The machine's root user is an unprivileged user of the host: the runner attaches its
+/// idmapped root from inside the user namespace, which needs every directory above the image
+/// searchable by others (systemd creates /var/lib/machines with mode 0700).
+fn reachable_by_others(image: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in image.ancestors().skip(1) {
+        let mode = std::fs::metadata(dir)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o755);
+        if mode & 0o001 == 0 {
+            anyhow::bail!(
+                "{} (mode {:o}) is not searchable by others, which a machine in a user namespace needs; \
+                 run `chmod o+x {}` or start it with --private-users no",
+                dir.display(),
+                mode & 0o7777,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Refuses to start a machine that runs already, naming its supervisor.
