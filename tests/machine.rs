@@ -182,6 +182,23 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
     // A process past the memory limit is killed by the kernel (tail keeps one endless line).
     let (code, _, _) = m.sh("head -c 400M /dev/zero | tail > /dev/null");
     assert_eq!(code, 137, "memory-max 96M did not stop a 400M process");
+    // A CPU quota, written at once where the host keeps it.
+    env.ok(&["set", name, "--cpus", "0.5"]);
+    let leaf =
+        json(&std::fs::read_to_string(env.state.join(format!("machines/{name}.json"))).unwrap())
+            ["cgroup"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let quota = [
+        format!("/sys/fs/cgroup/cpu/rmach/{leaf}/cpu.cfs_quota_us"),
+        format!("/sys/fs/cgroup/rmach/{leaf}/cpu.max"),
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .map(|p| std::fs::read_to_string(p).unwrap())
+    .unwrap();
+    assert!(quota.starts_with("50000"), "{quota}");
     env.ok(&["set", name, "--memory-max", "1G"]);
     assert_eq!(m.sh("head -c 400M /dev/zero | tail > /dev/null").0, 0);
     let bad = env.run(&["set", name, "--memory-max", "lots"]);
