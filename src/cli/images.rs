@@ -293,7 +293,9 @@ pub fn clone(ctx: &Context, args: CloneArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let bar = ctx.out.progress(None, &format!("Cloning {source}"));
     let progress = |bytes: u64| bar.set_position(bytes);
-    store.clone_image(&source, &destination, args.read_only, Some(&progress))?;
+    store
+        .clone_image(&source, &destination, args.read_only, Some(&progress))
+        .map_err(|e| store_full(e.into(), &store, format!("cannot clone {source}")))?;
     bar.finish_and_clear();
     Ok(0)
 }
@@ -333,11 +335,33 @@ pub fn import_fs(ctx: &Context, args: ImportFsArgs) -> anyhow::Result<Status> {
     let staging = store.create(&name, LockPurpose::Import, ImageKind::Directory, args.force)?;
     let bar = ctx.out.progress(None, &format!("Importing {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
-    copy_tree(&args.directory, staging.path(), Some(&progress))?;
-    staging.commit(args.read_only)?;
+    let fail = || {
+        format!(
+            "cannot import {} as {name}; nothing was imported",
+            args.directory.display()
+        )
+    };
+    copy_tree(&args.directory, staging.path(), Some(&progress))
+        .map_err(|e| store_full(e.into(), &store, fail()))?;
+    staging
+        .commit(args.read_only)
+        .map_err(|e| store_full(e.into(), &store, fail()))?;
     bar.finish_and_clear();
     ctx.out.info(&format!("Imported {name}."));
     Ok(0)
+}
+
+/// A full file system is said the same way by every verb that writes into the store:
+/// `WHAT: the store STORE is full: ...` (as import-tar says it).
+fn store_full(err: anyhow::Error, store: &crate::store::Store, what: String) -> anyhow::Error {
+    if super::output::is_no_space(&err) {
+        err.context(format!(
+            "{what}: the store {} is full",
+            store.root().display()
+        ))
+    } else {
+        err
+    }
 }
 
 fn human_bytes(bytes: u64) -> String {

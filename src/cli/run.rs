@@ -63,8 +63,9 @@ pub struct RunOptions {
     /// host, private (loopback only) or veth
     #[arg(long, value_enum, default_value = "host")]
     pub network: Network,
-    /// no, pick, identity or UID[:COUNT]
-    #[arg(long, default_value = "no")]
+    /// auto, no, pick, identity or UID[:COUNT] (auto: a private range where the file system
+    /// has idmapped mounts, else no)
+    #[arg(long, default_value = "auto")]
     pub private_users: String,
     /// Memory limit (bytes, or with K, M, G suffix)
     #[arg(long)]
@@ -84,6 +85,10 @@ pub struct RunOptions {
     /// Set no_new_privs for the payload
     #[arg(long)]
     pub no_new_privileges: bool,
+    /// Run even where the host has no cgroup device controller: the machine may then open
+    /// any device node it can create
+    #[arg(long)]
+    pub unsafe_no_device_policy: bool,
     /// The console (default: interactive on a terminal; else read-only for boot, pipe for run)
     #[arg(long, value_enum)]
     pub console: Option<Console>,
@@ -132,15 +137,18 @@ fn execute(
     if !image.kind().is_tree() {
         anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
     }
-    let _lock = store.lock(
-        &name,
-        if boot {
-            crate::store::LockPurpose::Boot
-        } else {
-            crate::store::LockPurpose::Run
-        },
-    )?;
-    let spec = spec_from(
+    let purpose = if boot {
+        crate::store::LockPurpose::Boot
+    } else {
+        crate::store::LockPurpose::Run
+    };
+    // A machine that cannot write to the image shares it, as nspawn --read-only does.
+    let _lock = if o.read_only || o.ephemeral || store.is_read_only(&name)? {
+        store.lock_read_only(&name, purpose)?
+    } else {
+        store.lock(&name, purpose)?
+    };
+    let mut spec = spec_from(
         image.path(),
         name.as_str(),
         o,
@@ -148,6 +156,15 @@ fn execute(
         boot,
         store.is_read_only(&name)?,
     )?;
+    // Per-run scratch directories (the ephemeral overlay's) go under the state directory.
+    spec.scratch = ctx.global.state_dir.clone();
+    let plan = runner::plan(&spec).map_err(|e| match e {
+        runner::RunnerError::BadCapability { .. } => usage(e),
+        e => e.into(),
+    })?;
+    if let Some(note) = &plan.private_users_note {
+        ctx.out.verbose(&format!("--private-users auto: {note}"));
+    }
     let announce = boot || spec.console == runner::Console::Interactive;
     if announce {
         ctx.out.info(&format!(
@@ -159,7 +176,7 @@ fn execute(
                 .info("Press ^] three times within 1s to kill the machine.");
         }
     }
-    let status = runner::run(&spec)?;
+    let status = runner::execute(&plan)?.status;
     if announce {
         ctx.out.info(&ended(&name, boot, status));
     }
@@ -195,6 +212,20 @@ pub(super) fn spec_from(
     let mut spec = RunSpec::new(root, command);
     spec.name = name.into();
     spec.boot = boot;
+    if boot && o.user.is_some() {
+        return Err(UsageError(
+            "boot runs the image's init as root: --user applies to run only (log in, or use run -u)"
+                .into(),
+        )
+        .into());
+    }
+    if let Some(h) = &o.hostname {
+        ImageName::parse(h).map_err(|_| {
+            UsageError(format!(
+                "bad --hostname {h:?}: expected 1-64 ASCII letters, digits, '-' and '.', no empty label"
+            ))
+        })?;
+    }
     spec.user = o.user;
     spec.chdir = o.chdir;
     for kv in o.setenv {
@@ -246,8 +277,8 @@ pub(super) fn spec_from(
     };
     spec.add_caps = o.capability;
     spec.drop_caps = o.drop_capability;
-    runner::plan(&spec).map_err(usage)?;
     spec.no_new_privileges = o.no_new_privileges;
+    spec.device_policy = !o.unsafe_no_device_policy;
     spec.console = console_mode(o.console, boot);
     Ok(spec)
 }
@@ -257,6 +288,10 @@ pub(super) fn spec_from(
 /// works; nspawn needs `--pipe` for that).
 fn console_mode(asked: Option<Console>, boot: bool) -> runner::Console {
     let on_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    choose_console(asked, boot, on_terminal)
+}
+
+fn choose_console(asked: Option<Console>, boot: bool, on_terminal: bool) -> runner::Console {
     match asked {
         Some(Console::Interactive) => runner::Console::Interactive,
         Some(Console::ReadOnly) => runner::Console::ReadOnly,
@@ -266,5 +301,35 @@ fn console_mode(asked: Option<Console>, boot: bool) -> runner::Console {
         Some(Console::Autopipe) => runner::Console::Pipe,
         None if boot => runner::Console::ReadOnly,
         None => runner::Console::Pipe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_defaults_are_nspawns() {
+        use runner::Console as C;
+        assert_eq!(choose_console(None, true, true), C::Interactive);
+        assert_eq!(choose_console(None, true, false), C::ReadOnly);
+        assert_eq!(choose_console(None, false, true), C::Interactive);
+        assert_eq!(choose_console(None, false, false), C::Pipe);
+        assert_eq!(
+            choose_console(Some(Console::Autopipe), true, true),
+            C::Interactive
+        );
+        assert_eq!(
+            choose_console(Some(Console::Autopipe), true, false),
+            C::Pipe
+        );
+        assert_eq!(
+            choose_console(Some(Console::ReadOnly), false, true),
+            C::ReadOnly
+        );
+        assert_eq!(
+            choose_console(Some(Console::Passive), true, true),
+            C::Passive
+        );
     }
 }

@@ -20,6 +20,9 @@ pub enum PrivateUsers {
     /// No user namespace: root inside is root outside.
     #[default]
     No,
+    /// `Pick` where the kernel and the root's file system support idmapped mounts, else `No`
+    /// (the CLI's default for run and boot).
+    Auto,
     /// A 65536-id range picked from the image's root directory owner or from a free slot.
     Pick,
     /// A user namespace mapping ids 0..65536 onto themselves.
@@ -126,6 +129,9 @@ pub struct RunSpec {
     pub boot: bool,
     /// A directory on the host for per-run scratch mount points (removed at exit).
     pub scratch: PathBuf,
+    /// Refuse to run where the host has no device controller (v1 `devices`); false runs
+    /// without a device policy.
+    pub device_policy: bool,
 }
 
 impl RunSpec {
@@ -157,6 +163,7 @@ impl RunSpec {
             console: Console::Pipe,
             boot: false,
             scratch: PathBuf::from("/run"),
+            device_policy: true,
         }
     }
 }
@@ -181,10 +188,11 @@ pub fn parse_size(s: &str) -> Result<u64, super::RunnerError> {
     n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(bad)
 }
 
-/// Parses `--private-users`: `no`, `pick`, `identity`, `UID` or `UID:COUNT`.
+/// Parses `--private-users`: `auto`, `no`, `pick`, `identity`, `UID` or `UID:COUNT`.
 pub fn parse_private_users(s: &str) -> Result<PrivateUsers, super::RunnerError> {
     let bad = || super::RunnerError::BadPrivateUsers { value: s.into() };
     Ok(match s {
+        "auto" => PrivateUsers::Auto,
         "no" | "false" => PrivateUsers::No,
         "pick" | "yes" => PrivateUsers::Pick,
         "identity" => PrivateUsers::Identity,
@@ -227,6 +235,7 @@ mod tests {
         );
         assert!(Bind::parse("rel", false).is_err());
         assert_eq!(parse_private_users("pick").unwrap(), PrivateUsers::Pick);
+        assert_eq!(parse_private_users("auto").unwrap(), PrivateUsers::Auto);
         assert_eq!(
             parse_private_users("100000:65536").unwrap(),
             PrivateUsers::Range {
