@@ -306,6 +306,7 @@ fn spec(ctx: &Context, name: &ImageName, s: &Settings) -> anyhow::Result<crate::
         capability: s.capability.clone(),
         drop_capability: s.drop_capability.clone(),
         no_new_privileges: s.no_new_privileges.unwrap_or(false),
+        unsafe_no_device_policy: false,
         // The console is a pty relayed into the log: systemd gets a /dev/console and a getty.
         console: Some(run::Console::Interactive),
     };

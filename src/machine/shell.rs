@@ -48,6 +48,8 @@ struct Exec {
     argv: Vec<CString>,
     env: Vec<CString>,
     user: User,
+    /// Compiled before the fork for the leader's bounding set, as the runner does.
+    seccomp: crate::runner::seccomp::SeccompProgram,
 }
 
 fn enter_err(rec: &Record, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> MachineError {
@@ -142,7 +144,7 @@ fn run_joined(rec: &Record, session: &Session, caps: u64) -> Result<u8> {
         name: rec.name.clone(),
         user: want.into(),
     })?;
-    let exec = prepare(rec, session, user)?;
+    let exec = prepare(rec, session, user, caps)?;
     let pty = match session.pty {
         true => Some(crate::sys::pty::open_pty().map_err(enter_err(rec, "open a pty in it"))?),
         false => None,
@@ -184,7 +186,7 @@ fn run_joined(rec: &Record, session: &Session, caps: u64) -> Result<u8> {
 }
 
 /// Argv and environment for the session, resolved inside the machine.
-fn prepare(rec: &Record, s: &Session, user: User) -> Result<Exec> {
+fn prepare(rec: &Record, s: &Session, user: User, caps: u64) -> Result<Exec> {
     let path = if user.uid == 0 {
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     } else {
@@ -238,6 +240,7 @@ fn prepare(rec: &Record, s: &Session, user: User) -> Result<Exec> {
             .map(|(k, v)| c(format!("{k}={v}").as_bytes()))
             .collect::<Result<_>>()?,
         user,
+        seccomp: crate::runner::seccomp::compile(caps)?,
     })
 }
 
@@ -288,9 +291,11 @@ fn session_process(exec: &Exec, caps: u64, tty: Option<&Path>, error: OwnedFd) -
     if let Err(e) = p::limit_capabilities(caps) {
         fail("limit capabilities", e);
     }
-    // The same system call filter the machine's own processes run under.
-    if let Err(e) = crate::sys::seccomp::install(&crate::runner::seccomp::program()) {
-        fail("install the seccomp filter", e);
+    // The same system call filters the machine's own processes run under.
+    for filter in &exec.seccomp.filters {
+        if let Err(e) = crate::sys::seccomp::install(filter) {
+            fail("install the seccomp filter", e);
+        }
     }
     let u = &exec.user;
     if let Err(e) = p::set_identity(u.uid, u.gid, &u.groups) {

@@ -558,9 +558,6 @@ fn setup(plan: &Plan, fds: &ChildFds, user_ns: bool) -> ChildResult<Exec> {
         }
         let _ = std::env::set_current_dir("/");
     }
-    // The identity changes above clear the parent-death signal (a credential change does):
-    // arm it again, or a machine in a user namespace outlives a killed rmach.
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let cstr = |s: &[u8]| {
         CString::new(s).map_err(|_| "a NUL byte in the command line or environment".to_string())
     };
