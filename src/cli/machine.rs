@@ -62,6 +62,9 @@ pub struct MachineOptions {
     /// Set no_new_privs for init
     #[arg(long)]
     pub no_new_privileges: bool,
+    /// Run even where no cgroup device policy can be set (inside another machine)
+    #[arg(long)]
+    pub unsafe_no_device_policy: bool,
 }
 
 impl From<MachineOptions> for Settings {
@@ -82,6 +85,7 @@ impl From<MachineOptions> for Settings {
             capability: o.capability,
             drop_capability: o.drop_capability,
             no_new_privileges: o.no_new_privileges.then_some(true),
+            unsafe_no_device_policy: o.unsafe_no_device_policy.then_some(true),
         }
     }
 }
@@ -306,7 +310,7 @@ fn spec(ctx: &Context, name: &ImageName, s: &Settings) -> anyhow::Result<crate::
         capability: s.capability.clone(),
         drop_capability: s.drop_capability.clone(),
         no_new_privileges: s.no_new_privileges.unwrap_or(false),
-        unsafe_no_device_policy: false,
+        unsafe_no_device_policy: s.unsafe_no_device_policy.unwrap_or(false),
         // The console is a pty relayed into the log: systemd gets a /dev/console and a getty.
         console: Some(run::Console::Interactive),
     };

@@ -43,6 +43,8 @@ pub struct Settings {
     pub drop_capability: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_new_privileges: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsafe_no_device_policy: Option<bool>,
 }
 
 pub fn path(store: &Path, name: &str) -> PathBuf {
@@ -121,6 +123,9 @@ impl Settings {
             capability: cat(&self.capability, &over.capability),
             drop_capability: cat(&self.drop_capability, &over.drop_capability),
             no_new_privileges: over.no_new_privileges.or(self.no_new_privileges),
+            unsafe_no_device_policy: over
+                .unsafe_no_device_policy
+                .or(self.unsafe_no_device_policy),
         }
     }
 }
