@@ -16,6 +16,8 @@
 //!   checks, a full store, the single top directory, temporary output files; pulls reuse it.
 //! - [`runner`] turns a run specification into a plan (namespaces, mounts, cgroup,
 //!   capabilities) and executes it.
+//! - [`machine`] keeps started machines running under a supervisor and records them: stop,
+//!   signals, shell sessions, live limits, live backups, the systemd unit.
 //! - [`bootstrap`] builds a root filesystem from a Debian or Ubuntu mirror.
 //! - [`cli`] parses the command line, prints, and maps errors to exit statuses. Nothing in the
 //!   library calls it; the library never prints and never exits.
@@ -25,6 +27,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod fs;
 pub mod image;
+pub mod machine;
 pub mod runner;
 pub mod store;
 pub mod sys;

@@ -17,7 +17,7 @@ fn render(cmd: &clap::Command, verb: Option<&str>) -> Vec<u8> {
 fn pages() -> Vec<(String, Vec<u8>)> {
     let cmd = rmach::cli::command();
     let mut pages = vec![("rmach.1".to_string(), render(&cmd, None))];
-    for sub in cmd.get_subcommands() {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let sub_name = sub.get_name().to_string();
         let name = format!("rmach-{sub_name}");
         let sub = sub

@@ -277,6 +277,8 @@ pub fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<Status> {
     }
     for name in &names {
         store.remove(name)?;
+        // Its settings file (docs/machines.md) goes with it.
+        crate::machine::settings::forget(store.root(), name.as_str())?;
         ctx.out.info(&format!("Removed {name}."));
     }
     Ok(0)
@@ -284,7 +286,10 @@ pub fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<Status> {
 
 pub fn rename(ctx: &Context, args: RenameArgs) -> anyhow::Result<Status> {
     let (old, new) = (image_name(&args.old)?, image_name(&args.new)?);
-    ctx.store()?.rename(&old, &new)?;
+    let store = ctx.store()?;
+    store.rename(&old, &new)?;
+    // Its settings file (docs/machines.md) follows it.
+    crate::machine::settings::rename(store.root(), old.as_str(), new.as_str())?;
     Ok(0)
 }
 

@@ -5,6 +5,7 @@
 mod bootstrap;
 mod complete;
 mod images;
+mod machine;
 pub mod man;
 mod output;
 mod raw;
@@ -95,6 +96,34 @@ pub enum Command {
     Run(run::RunArgs),
     /// Boot an image's init as PID 1
     Boot(run::BootArgs),
+    /// Boot an image in the background under a supervisor
+    Start(machine::StartArgs),
+    /// Power a started machine off (killing it after the timeout)
+    Stop(machine::StopArgs),
+    /// Send a signal to a started machine's init
+    Kill(machine::KillArgs),
+    /// Reboot a started machine
+    Reboot(machine::NameArgs),
+    /// Show a started machine's state, addresses, resource use and console
+    Status(machine::StatusArgs),
+    /// A session inside a started machine (honours SSH_ORIGINAL_COMMAND)
+    Shell(machine::ShellArgs),
+    /// Attach to a getty of a started machine (systemd inside)
+    Login(machine::NameArgs),
+    /// Change a machine's settings (limits at once where it runs) and record them
+    Set(machine::SetArgs),
+    /// Start a machine at boot through rmach@.service
+    Enable(machine::UnitArgs),
+    /// Stop starting a machine at boot
+    Disable(machine::UnitArgs),
+    /// Copy a file or tree from the host into a machine
+    CopyTo(machine::CopyArgs),
+    /// Copy a file or tree out of a machine
+    CopyFrom(machine::CopyArgs),
+    /// Mount a host path into a started machine
+    Bind(machine::BindArgs),
+    #[command(name = "__supervise", hide = true)]
+    Supervise(machine::SuperviseArgs),
     /// Print a shell completion script
     Completions(CompletionsArgs),
 }
@@ -212,7 +241,21 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
             "rmach: interrupted: nothing was created; `rmach clean` (or the next operation on the name) removes what was left\n",
         )?;
     }
-    match verb {
+    let result = match verb {
+        Command::Start(a) => machine::start(ctx, a),
+        Command::Stop(a) => machine::stop(ctx, a),
+        Command::Kill(a) => machine::kill(ctx, a),
+        Command::Reboot(a) => machine::reboot(ctx, a),
+        Command::Status(a) => machine::status(ctx, a),
+        Command::Shell(a) => machine::shell(ctx, a),
+        Command::Login(a) => machine::login(ctx, a),
+        Command::Set(a) => machine::set(ctx, a),
+        Command::Enable(a) => machine::enable(ctx, a),
+        Command::Disable(a) => machine::disable(ctx, a),
+        Command::CopyTo(a) => machine::copy_to(ctx, a),
+        Command::CopyFrom(a) => machine::copy_from(ctx, a),
+        Command::Bind(a) => machine::bind(ctx, a),
+        Command::Supervise(a) => machine::supervise_hidden(ctx, a),
         Command::List(a) => images::list(ctx, a),
         Command::Show(a) => images::show(ctx, a),
         Command::Remove(a) => images::remove(ctx, a),
@@ -229,5 +272,6 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::Run(a) => run::run(ctx, a),
         Command::Boot(a) => run::boot(ctx, a),
         Command::Completions(_) => Ok(0),
-    }
+    };
+    result.map_err(machine::explain_running)
 }

@@ -201,7 +201,7 @@ fn usage(e: runner::RunnerError) -> anyhow::Error {
 }
 
 /// Turns the options into a run specification; bad values are usage errors (exit 2).
-fn spec_from(
+pub(super) fn spec_from(
     root: &Path,
     name: &str,
     o: RunOptions,

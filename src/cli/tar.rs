@@ -210,11 +210,13 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let store = ctx.store()?;
     // Held for the whole export: a machine running from this image (lock "run"/"booted"),
     // or any other operation on it, makes the export fail at once instead of tearing.
-    let _lock = store.lock(&name, crate::store::LockPurpose::Export)?;
+    // A machine started with `rmach start` is exported live instead: frozen (or snapshotted)
+    // for a consistent tree, and thawed when the export ends (src/machine/live.rs).
+    let hold =
+        crate::machine::live::lock_or_freeze(&store, &name, crate::store::LockPurpose::Export)?;
     let image = store.image(&name)?;
     // A raw image's tree is read from its file systems, mounted read-only for this process.
     let mounted = super::raw::mount_for_run(ctx, &image, true)?;
-    let tree = mounted.as_ref().map_or(image.path(), |m| m.root());
     let shown = file
         .map(|p| p.display().to_string())
         .unwrap_or("standard output".into());
@@ -234,6 +236,12 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let bar = ctx.out.progress(None, &format!("Exporting {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
     let mut warn = |msg: String| ctx.out.warn(&msg);
+    if let Some(how) = hold.how() {
+        ctx.out.verbose(how);
+    }
+    let tree = mounted
+        .as_ref()
+        .map_or(hold.source(image.path()), |m| m.root());
     let exported = transfer::export_tree(tree, &req, target, &mut warn, Some(&progress))
         .with_context(|| format!("cannot export {name} to {shown}"))?;
     bar.finish_and_clear();

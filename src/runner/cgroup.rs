@@ -74,7 +74,7 @@ impl Cgroup {
             dirs: Vec::new(),
         };
         let result = match cg.layout {
-            Layout::Unified => cg.create_v2(leaf, limits, device_allow),
+            Layout::Unified => cg.create_v2(leaf, limits, device_allow, device_policy),
             Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow, device_policy),
         }
         .and_then(|_| {
@@ -98,6 +98,7 @@ impl Cgroup {
         leaf: &str,
         limits: &Limits,
         allow: &[&str],
+        device_policy: bool,
     ) -> Result<(), RunnerError> {
         let root = Path::new(ROOT);
         let parent = root.join(PARENT);
@@ -135,10 +136,13 @@ impl Cgroup {
             let prog = crate::sys::bpf::load_device_program(&super::devices::program(allow))?;
             crate::sys::bpf::attach_device_program(&fs::File::open(&dir)?, &prog)
         };
-        attach().map_err(|e| RunnerError::Cgroup {
-            path: dir.clone(),
-            source: e,
-        })?;
+        // --unsafe-no-device-policy: none (inside another machine, bpf itself is refused).
+        if device_policy {
+            attach().map_err(|e| RunnerError::Cgroup {
+                path: dir.clone(),
+                source: e,
+            })?;
+        }
         if let Some(m) = limits.memory_max {
             write(&dir.join("memory.max"), &m.to_string())?;
         }

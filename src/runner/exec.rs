@@ -145,6 +145,10 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         },
         pty: pty_path,
     };
+    // A copy of the console's slave stays open here for the whole run: once init closes its
+    // own copies (systemd does so early), reads from the master would fail with EIO and the
+    // console relay would stop for good. (Close-on-exec: the machine never sees this copy.)
+    let _console_slave = fds.tty.as_ref().and_then(|t| t.try_clone().ok());
     // The namespaces are cloned by a helper forked with glibc's fork: a raw clone from a
     // library caller with threads could leave the child with a locked allocator. The helper is
     // single-threaded; it reports the machine's PID, waits for it and reports its status.

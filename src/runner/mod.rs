@@ -23,7 +23,7 @@ mod init;
 mod mounts;
 mod passwd;
 pub mod plan;
-mod seccomp;
+pub mod seccomp;
 mod spec;
 mod syscalls;
 mod userns;

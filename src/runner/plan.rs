@@ -323,8 +323,14 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
     let mut cg = fs("/sys/fs/cgroup", "cgroup2", "");
     cg.noexec = true;
     t.push(cg);
-    t.push(fs("/run", "tmpfs", "mode=755,size=20%,nr_inodes=800k"));
-    t.push(fs("/tmp", "tmpfs", "mode=1777,size=50%"));
+    // Mounted with the binds (host stage), before them: a later tmpfs would hide a user's
+    // bind below /run or /tmp (and the supervisor's /run/host/notify).
+    t.push(host(fs(
+        "/run",
+        "tmpfs",
+        "mode=755,size=20%,nr_inodes=800k",
+    )));
+    t.push(host(fs("/tmp", "tmpfs", "mode=1777,size=50%")));
     let os_release = std::fs::read("/etc/os-release")
         .or_else(|_| std::fs::read("/usr/lib/os-release"))
         .unwrap_or_default();

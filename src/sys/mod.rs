@@ -9,6 +9,7 @@ pub mod mount;
 pub mod net;
 pub mod ns;
 pub mod ofd;
+pub mod pidfd;
 pub mod process;
 pub mod pty;
 pub mod seccomp;

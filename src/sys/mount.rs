@@ -154,3 +154,37 @@ fn set_attr(tree: &impl std::os::fd::AsRawFd, set: u64, userns_fd: u64) -> io::R
     }
     Ok(())
 }
+
+/// Makes the whole detached tree `tree` read-only (mount_setattr MOUNT_ATTR_RDONLY, recursive).
+pub fn read_only_tree(tree: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: 0x1,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    let flags = libc::AT_EMPTY_PATH | libc::AT_RECURSIVE;
+    // SAFETY: `attr` is a mount_attr of the size passed; the fd is borrowed and open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            flags,
+            &attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

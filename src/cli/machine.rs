@@ -1,0 +1,647 @@
+//! Machines that keep running: start (and the hidden supervisor it re-executes), stop, kill,
+//! reboot, status, shell, set, enable, disable, copy-to, copy-from.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::output::UsageError;
+use super::run::{self, RunOptions};
+use super::{Context, Status};
+use crate::machine::{self, cgroup::MachineCgroup, control, record, shell, supervisor, Settings};
+use crate::store::{ImageName, ImageState, LockPurpose};
+
+/// Run options that persist (`start`, `set`, the unit); any not given comes from the
+/// machine's settings file, then from the defaults for started machines.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MachineOptions {
+    /// An environment variable K=V for init
+    #[arg(short = 'E', long)]
+    pub setenv: Vec<String>,
+    /// Bind SRC to DST (default: the same path) read-write
+    #[arg(long, value_name = "SRC[:DST]")]
+    pub bind: Vec<String>,
+    /// Bind SRC to DST (default: the same path) read-only
+    #[arg(long, value_name = "SRC[:DST]")]
+    pub bind_ro: Vec<String>,
+    /// Mount a tmpfs at PATH
+    #[arg(long, value_name = "PATH")]
+    pub tmpfs: Vec<PathBuf>,
+    /// Run on a throw-away copy; changes vanish when it stops
+    #[arg(short = 'x', long)]
+    pub ephemeral: bool,
+    /// Mount the root read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// The hostname inside (default: the image name)
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// host, private or veth (default for started machines: veth)
+    #[arg(long, value_parser = ["host", "private", "veth"])]
+    pub network: Option<String>,
+    /// no, pick, identity or UID[:COUNT] (default for started machines: pick)
+    #[arg(long)]
+    pub private_users: Option<String>,
+    /// Memory limit (bytes, or with K, M, G suffix)
+    #[arg(long)]
+    pub memory_max: Option<String>,
+    /// CPU limit in cores (may be fractional)
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Process count limit
+    #[arg(long)]
+    pub pids_max: Option<u64>,
+    /// A capability to keep beyond the default set
+    #[arg(long)]
+    pub capability: Vec<String>,
+    /// A capability to drop from the default set
+    #[arg(long)]
+    pub drop_capability: Vec<String>,
+    /// Set no_new_privs for init
+    #[arg(long)]
+    pub no_new_privileges: bool,
+    /// Run even where no cgroup device policy can be set (inside another machine)
+    #[arg(long)]
+    pub unsafe_no_device_policy: bool,
+}
+
+impl From<MachineOptions> for Settings {
+    fn from(o: MachineOptions) -> Settings {
+        Settings {
+            setenv: o.setenv,
+            bind: o.bind,
+            bind_ro: o.bind_ro,
+            tmpfs: o.tmpfs,
+            ephemeral: o.ephemeral.then_some(true),
+            read_only: o.read_only.then_some(true),
+            hostname: o.hostname,
+            network: o.network,
+            private_users: o.private_users,
+            memory_max: o.memory_max,
+            cpus: o.cpus,
+            pids_max: o.pids_max,
+            capability: o.capability,
+            drop_capability: o.drop_capability,
+            no_new_privileges: o.no_new_privileges.then_some(true),
+            unsafe_no_device_policy: o.unsafe_no_device_policy.then_some(true),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// The image
+    pub name: String,
+    #[command(flatten)]
+    pub options: MachineOptions,
+    /// Seconds to wait for the machine to be up
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Supervise in this process instead of in the background (for rmach@.service)
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SuperviseArgs {
+    pub name: String,
+    /// The merged settings, as JSON
+    #[arg(long)]
+    pub settings_json: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// The machine
+    pub name: String,
+    /// Seconds to wait for a clean halt before killing it
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KillArgs {
+    /// The machine
+    pub name: String,
+    /// The signal for its init: a name (TERM, SIGKILL, RTMIN+4) or a number
+    #[arg(short, long, default_value = "SIGTERM")]
+    pub signal: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NameArgs {
+    /// The machine
+    pub name: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The machine
+    pub name: String,
+    /// Print one JSON document
+    #[arg(long)]
+    pub json: bool,
+    /// Console lines to show
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub lines: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShellArgs {
+    /// [USER@]NAME: the machine, and the user to be (default root)
+    pub target: String,
+    /// An environment variable K=V for the session
+    #[arg(short = 'E', long)]
+    pub setenv: Vec<String>,
+    /// The command and its arguments (default: the user's login shell)
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SetArgs {
+    /// The machine
+    pub name: String,
+    #[command(flatten)]
+    pub options: MachineOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnitArgs {
+    /// The machine
+    pub name: String,
+    /// Where systemd looks for units
+    #[arg(long, env = "RMACH_UNIT_DIR", default_value = "/etc/systemd/system")]
+    pub unit_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CopyArgs {
+    /// The machine (running or not)
+    pub name: String,
+    /// What to copy
+    pub source: PathBuf,
+    /// Where to (default: the same path)
+    pub destination: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BindArgs {
+    /// The running machine
+    pub name: String,
+    /// The host path to mount
+    pub source: PathBuf,
+    /// Where in the machine (default: the same path)
+    pub destination: Option<PathBuf>,
+    /// Mount it read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Create the mount point if it is missing
+    #[arg(long)]
+    pub mkdir: bool,
+}
+
+/// `start`, and the supervisor it re-executes.
+pub fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<Status> {
+    let store = ctx.store()?;
+    let name = ImageName::parse(&a.name)?;
+    let image = store.image(&name)?;
+    if !image.kind().is_tree() {
+        anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
+    }
+    refuse_running(ctx, &name)?;
+    let settings = Settings::load(store.root(), name.as_str())?.merged(&a.options.into());
+    // Bad option values are refused here, before anything runs.
+    let run_spec = spec(ctx, &name, &settings)?;
+    if run_spec.private_users != crate::runner::PrivateUsers::No {
+        reachable_by_others(image.path())?;
+    }
+    if a.foreground {
+        return supervise(ctx, &name, settings, false);
+    }
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--store".into(),
+        ctx.global.store.clone().into(),
+        "--state-dir".into(),
+        ctx.global.state_dir.clone().into(),
+        "--cache-dir".into(),
+        ctx.global.cache_dir.clone().into(),
+        "__supervise".into(),
+        name.as_str().into(),
+        "--settings-json".into(),
+        serde_json::to_string(&settings)?.into(),
+    ];
+    if ctx.global.verbose {
+        args.insert(0, "-v".into());
+    }
+    let exe = std::env::current_exe().context("cannot find the rmach binary")?;
+    let state = &ctx.global.state_dir;
+    let mut child = supervisor::spawn(&exe, &args, state, name.as_str())?;
+    let rec = supervisor::wait_ready(
+        state,
+        name.as_str(),
+        &mut child,
+        Duration::from_secs(a.timeout),
+    )?;
+    ctx.out.info(&format!(
+        "{name} is running (leader PID {}; console log {})",
+        rec.leader.unwrap_or(0),
+        record::console_log(state, name.as_str()).display()
+    ));
+    Ok(0)
+}
+
+pub fn supervise_hidden(ctx: &Context, a: SuperviseArgs) -> anyhow::Result<Status> {
+    // A session of its own: the shell or test that ran `start` can end without taking it along.
+    let _ = rustix::process::setsid();
+    let name = ImageName::parse(&a.name)?;
+    let settings: Settings = serde_json::from_str(&a.settings_json)?;
+    supervise(ctx, &name, settings, true)
+}
+
+fn supervise(
+    ctx: &Context,
+    name: &ImageName,
+    settings: Settings,
+    own_log: bool,
+) -> anyhow::Result<Status> {
+    let store = ctx.store()?;
+    let _lock = store.lock(name, LockPurpose::Boot)?;
+    if own_log {
+        supervisor::reset_log(&ctx.global.state_dir, name.as_str());
+    }
+    let spec = spec(ctx, name, &settings)?;
+    let status = supervisor::supervise(spec, &ctx.global.state_dir, settings)?;
+    Ok(crate::runner::exit_code(status))
+}
+
+/// The run specification a started machine boots with.
+fn spec(ctx: &Context, name: &ImageName, s: &Settings) -> anyhow::Result<crate::runner::RunSpec> {
+    let store = ctx.store()?;
+    let image = store.image(name)?;
+    let network = match s.network.as_deref().unwrap_or("veth") {
+        "host" => run::Network::Host,
+        "private" => run::Network::Private,
+        "veth" => run::Network::Veth,
+        other => {
+            return Err(UsageError(format!(
+                "bad network {other:?}: expected host, private or veth"
+            ))
+            .into())
+        }
+    };
+    let o = RunOptions {
+        user: None,
+        chdir: None,
+        setenv: s.setenv.clone(),
+        bind: s.bind.clone(),
+        bind_ro: s.bind_ro.clone(),
+        tmpfs: s.tmpfs.clone(),
+        ephemeral: s.ephemeral.unwrap_or(false),
+        read_only: s.read_only.unwrap_or(false),
+        hostname: s.hostname.clone(),
+        network,
+        private_users: s.private_users.clone().unwrap_or_else(|| "pick".into()),
+        memory_max: s.memory_max.clone(),
+        cpus: s.cpus,
+        pids_max: s.pids_max,
+        capability: s.capability.clone(),
+        drop_capability: s.drop_capability.clone(),
+        no_new_privileges: s.no_new_privileges.unwrap_or(false),
+        unsafe_no_device_policy: s.unsafe_no_device_policy.unwrap_or(false),
+        // The console is a pty relayed into the log: systemd gets a /dev/console and a getty.
+        console: Some(run::Console::Interactive),
+    };
+    let read_only = store.is_read_only(name)?;
+    run::spec_from(image.path(), name.as_str(), o, Vec::new(), true, read_only)
+}
+
+/// The machine's root user is an unprivileged user of the host: the runner attaches its
+/// idmapped root from inside the user namespace, which needs every directory above the image
+/// searchable by others (systemd creates /var/lib/machines with mode 0700).
+fn reachable_by_others(image: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in image.ancestors().skip(1) {
+        let mode = std::fs::metadata(dir)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o755);
+        if mode & 0o001 == 0 {
+            anyhow::bail!(
+                "{} (mode {:o}) is not searchable by others, which a machine in a user namespace needs; \
+                 run `chmod o+x {}` or start it with --private-users no",
+                dir.display(),
+                mode & 0o7777,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to start a machine that runs already, naming its supervisor.
+fn refuse_running(ctx: &Context, name: &ImageName) -> anyhow::Result<()> {
+    if let Some(rec) = record::load(&ctx.global.state_dir, name.as_str()) {
+        return Err(machine::MachineError::AlreadyRunning {
+            name: name.to_string(),
+            pid: rec.supervisor,
+        }
+        .into());
+    }
+    let store = ctx.store()?;
+    let info = store.info(&store.image(name)?, false)?;
+    if let Some(holder) = info.lock {
+        if info.state == ImageState::Running {
+            anyhow::bail!("{name} is already {holder}; stop that first");
+        }
+        anyhow::bail!("{name} is {holder}; try again when that is done");
+    }
+    Ok(())
+}
+
+pub fn stop(ctx: &Context, a: StopArgs) -> anyhow::Result<Status> {
+    let rec = control::running(&ctx.global.state_dir, &a.name)?;
+    let clean = control::stop(&rec, Duration::from_secs(a.timeout))?;
+    if !clean {
+        ctx.out.warn(&format!(
+            "{} did not halt within {} s and was killed",
+            a.name, a.timeout
+        ));
+    }
+    Ok(0)
+}
+
+pub fn kill(ctx: &Context, a: KillArgs) -> anyhow::Result<Status> {
+    let sig = control::parse_signal(&a.signal).ok_or_else(|| {
+        UsageError(format!(
+            "bad --signal {:?}: expected a name like TERM or a number",
+            a.signal
+        ))
+    })?;
+    let rec = control::running(&ctx.global.state_dir, &a.name)?;
+    control::signal_leader(&rec, sig)?;
+    Ok(0)
+}
+
+pub fn reboot(ctx: &Context, a: NameArgs) -> anyhow::Result<Status> {
+    let rec = control::running(&ctx.global.state_dir, &a.name)?;
+    // SIGINT is ctrl-alt-del for systemd (reboot.target) and sysvinit alike.
+    control::signal_leader(&rec, libc::SIGINT)?;
+    Ok(0)
+}
+
+#[derive(serde::Serialize)]
+struct StatusDoc {
+    name: String,
+    state: &'static str,
+    leader: Option<u32>,
+    init: Option<String>,
+    supervisor: u32,
+    uptime_seconds: u64,
+    addresses: Vec<String>,
+    memory_bytes: Option<u64>,
+    cpu_nanoseconds: Option<u64>,
+    tasks: Option<u64>,
+    network: String,
+    veth: Option<String>,
+    private_users: String,
+    root: PathBuf,
+    console_log: PathBuf,
+    console_tail: Vec<String>,
+}
+
+pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<Status> {
+    let state = &ctx.global.state_dir;
+    let rec = control::running(state, &a.name)?;
+    let cg = MachineCgroup::of(&rec.cgroup);
+    let leader = rec.live_leader();
+    let log = record::console_log(state, &rec.name);
+    let doc = StatusDoc {
+        name: rec.name.clone(),
+        state: if rec.ready { "running" } else { "starting" },
+        leader,
+        init: leader
+            .and_then(|l| std::fs::read_to_string(format!("/proc/{l}/comm")).ok())
+            .map(|c| c.trim().to_string()),
+        supervisor: rec.supervisor,
+        uptime_seconds: rec.uptime(),
+        addresses: leader.map(machine::files::addresses).unwrap_or_default(),
+        memory_bytes: cg.memory_bytes(),
+        cpu_nanoseconds: cg.cpu_nanos(),
+        tasks: cg.tasks(),
+        network: rec
+            .settings
+            .network
+            .clone()
+            .unwrap_or_else(|| "veth".into()),
+        veth: rec.veth.clone(),
+        private_users: rec
+            .settings
+            .private_users
+            .clone()
+            .unwrap_or_else(|| "pick".into()),
+        root: rec.root.clone(),
+        console_tail: supervisor::console_tail(&log, a.lines),
+        console_log: log,
+    };
+    if a.json {
+        ctx.out.json(&doc)?;
+        return Ok(0);
+    }
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let mb = doc
+        .memory_bytes
+        .map(|b| format!("{:.1}M", b as f64 / 1048576.0));
+    let cpu = doc
+        .cpu_nanoseconds
+        .map(|n| format!("{:.2} s", n as f64 / 1e9));
+    let addresses = match doc.addresses.is_empty() {
+        true => "-".to_string(),
+        false => doc.addresses.join(", "),
+    };
+    let veth = doc.veth.as_ref().map(|v| format!(" (host side {v})"));
+    let mut lines = vec![
+        format!("{}: {}", doc.name, doc.state),
+        format!(
+            "    Leader: {} ({})",
+            opt(doc.leader.map(|l| l.to_string())),
+            opt(doc.init.clone())
+        ),
+        format!(
+            "    Uptime: {}",
+            humantime::format_duration(Duration::from_secs(doc.uptime_seconds))
+        ),
+        format!("   Address: {addresses}"),
+        format!("   Network: {}{}", doc.network, veth.unwrap_or_default()),
+        format!("     Users: {}", doc.private_users),
+        format!("    Memory: {}", opt(mb)),
+        format!("       CPU: {}", opt(cpu)),
+        format!("     Tasks: {}", opt(doc.tasks.map(|t| t.to_string()))),
+        format!("      Root: {}", doc.root.display()),
+        format!("   Console: {}", doc.console_log.display()),
+    ];
+    lines.extend(doc.console_tail.iter().map(|l| format!("        {l}")));
+    let t = lines.join("\n") + "\n";
+    // A reader that stops early (`| head`) is not an error.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), t.as_bytes());
+    Ok(0)
+}
+
+pub fn shell(ctx: &Context, a: ShellArgs) -> anyhow::Result<Status> {
+    let (user, name) = match a.target.split_once('@') {
+        Some((u, n)) if !u.is_empty() => (Some(u.to_string()), n.to_string()),
+        _ => (None, a.target.clone()),
+    };
+    ImageName::parse(&name)?;
+    let rec = control::running(&ctx.global.state_dir, &name)?;
+    let pty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let mut env = Vec::new();
+    if pty {
+        env.push((
+            "TERM".into(),
+            std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
+        ));
+    }
+    for kv in a.setenv {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("bad --setenv {kv:?}: expected K=V")))?;
+        env.push((k.into(), v.into()));
+    }
+    let session = shell::Session {
+        user,
+        command: a.command,
+        shell_command: std::env::var("SSH_ORIGINAL_COMMAND").ok(),
+        pty,
+        env,
+    };
+    Ok(shell::run(&rec, &session)?)
+}
+
+pub fn login(ctx: &Context, a: NameArgs) -> anyhow::Result<Status> {
+    ImageName::parse(&a.name)?;
+    let rec = control::running(&ctx.global.state_dir, &a.name)?;
+    ctx.out.info(&format!(
+        "Connected to {}. Press ^] three times within 1 s to exit session.",
+        a.name
+    ));
+    shell::login(&rec)?;
+    ctx.out
+        .info(&format!("\nConnection to {} terminated.", a.name));
+    Ok(0)
+}
+
+pub fn set(ctx: &Context, a: SetArgs) -> anyhow::Result<Status> {
+    let store = ctx.store()?;
+    let name = ImageName::parse(&a.name)?;
+    store.image(&name)?;
+    let given: Settings = a.options.into();
+    let settings = Settings::load(store.root(), name.as_str())?.merged(&given);
+    // Checked as a start would check them; a bad value changes nothing.
+    spec(ctx, &name, &settings)?;
+    if let Some(rec) = record::load(&ctx.global.state_dir, name.as_str()) {
+        let limits = crate::runner::Limits {
+            memory_max: given
+                .memory_max
+                .as_deref()
+                .map(crate::runner::parse_size)
+                .transpose()?,
+            cpus: given.cpus,
+            pids_max: given.pids_max,
+        };
+        MachineCgroup::of(&rec.cgroup).set_limits(&limits)?;
+        ctx.out.verbose(&format!(
+            "{name} is running: its limits changed now; other options apply at its next start"
+        ));
+    }
+    settings.save(store.root(), name.as_str())?;
+    Ok(0)
+}
+
+pub fn enable(ctx: &Context, a: UnitArgs) -> anyhow::Result<Status> {
+    let store = ctx.store()?;
+    let name = ImageName::parse(&a.name)?;
+    store.image(&name)?;
+    let exe = std::env::current_exe().context("cannot find the rmach binary")?;
+    let made = machine::unit::enable(&a.unit_dir, &exe, name.as_str())?;
+    reload(&a.unit_dir)?;
+    for m in made {
+        ctx.out.info(&format!("Created {}", m.display()));
+    }
+    Ok(0)
+}
+
+pub fn disable(ctx: &Context, a: UnitArgs) -> anyhow::Result<Status> {
+    let name = ImageName::parse(&a.name)?;
+    if !machine::unit::disable(&a.unit_dir, name.as_str())? {
+        ctx.out.info(&format!("{name} was not enabled"));
+    }
+    reload(&a.unit_dir)?;
+    Ok(0)
+}
+
+/// Tells a running systemd about the change when it was made where systemd looks.
+fn reload(unit_dir: &std::path::Path) -> anyhow::Result<()> {
+    if machine::unit::systemd_running() && unit_dir.starts_with("/etc/systemd") {
+        let st = std::process::Command::new("systemctl")
+            .arg("daemon-reload")
+            .status();
+        if !st.is_ok_and(|s| s.success()) {
+            anyhow::bail!("systemctl daemon-reload failed; run it by hand");
+        }
+    }
+    Ok(())
+}
+
+/// A store refusal because a machine runs from the image also says how to stop it.
+pub fn explain_running(err: anyhow::Error) -> anyhow::Error {
+    match err.downcast_ref::<crate::store::StoreError>() {
+        Some(crate::store::StoreError::Busy { name, holder })
+            if holder.purpose == LockPurpose::Boot =>
+        {
+            anyhow::anyhow!("{name} is {holder}; stop it first with `rmach stop {name}`")
+        }
+        _ => err,
+    }
+}
+
+pub fn copy_to(ctx: &Context, a: CopyArgs) -> anyhow::Result<Status> {
+    let root = machine_root(ctx, &a.name)?;
+    let dst = a.destination.unwrap_or_else(|| a.source.clone());
+    machine::files::copy_to(&root, &a.source, &dst)
+        .with_context(|| format!("cannot copy {} into {}", a.source.display(), a.name))?;
+    Ok(0)
+}
+
+pub fn copy_from(ctx: &Context, a: CopyArgs) -> anyhow::Result<Status> {
+    let root = machine_root(ctx, &a.name)?;
+    let dst = a.destination.unwrap_or_else(|| a.source.clone());
+    machine::files::copy_from(&root, &a.source, &dst)
+        .with_context(|| format!("cannot copy {} out of {}", a.source.display(), a.name))?;
+    Ok(0)
+}
+
+fn machine_root(ctx: &Context, name: &str) -> anyhow::Result<PathBuf> {
+    let store = ctx.store()?;
+    let image = store.image(&ImageName::parse(name)?)?;
+    if !image.kind().is_tree() {
+        anyhow::bail!("{name} is a raw image; copy-to and copy-from need a directory image");
+    }
+    Ok(image.path().to_path_buf())
+}
+
+pub fn bind(ctx: &Context, a: BindArgs) -> anyhow::Result<Status> {
+    ImageName::parse(&a.name)?;
+    if !a.source.is_absolute() {
+        return Err(UsageError(format!(
+            "bad source {}: expected an absolute path",
+            a.source.display()
+        ))
+        .into());
+    }
+    let rec = control::running(&ctx.global.state_dir, &a.name)?;
+    let dst = a.destination.unwrap_or_else(|| a.source.clone());
+    machine::bind::bind(&rec, &a.source, &dst, a.read_only, a.mkdir)?;
+    Ok(0)
+}

@@ -1,0 +1,205 @@
+//! A running machine's cgroup seen from the host: usage for `status`, limits changed while it
+//! runs (`set`), freezing for live backups, and joining it (`shell`). The runner creates
+//! `rmach/NAME-SUPERVISORPID` in each hierarchy; this module finds the same directories.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{IoAt, Result};
+use crate::runner::Limits;
+
+const ROOT: &str = "/sys/fs/cgroup";
+
+/// The machine's cgroup directories.
+#[derive(Debug, Clone)]
+pub struct MachineCgroup {
+    /// The v2 directory: `/sys/fs/cgroup/rmach/LEAF`, or under `unified/` on a hybrid host.
+    pub v2: PathBuf,
+    /// v1 controller directories on a hybrid host, by controller name.
+    pub v1: Vec<(String, PathBuf)>,
+}
+
+impl MachineCgroup {
+    pub fn of(leaf: &str) -> MachineCgroup {
+        let root = Path::new(ROOT);
+        if root.join("cgroup.controllers").exists() {
+            return MachineCgroup {
+                v2: root.join("rmach").join(leaf),
+                v1: Vec::new(),
+            };
+        }
+        let v1 = ["memory", "pids", "cpu", "devices"]
+            .iter()
+            .map(|c| (c.to_string(), root.join(c).join("rmach").join(leaf)))
+            .filter(|(_, d)| d.is_dir())
+            .collect();
+        MachineCgroup {
+            v2: root.join("unified").join("rmach").join(leaf),
+            v1,
+        }
+    }
+
+    fn controller(&self, name: &str) -> Option<&Path> {
+        self.v1.iter().find(|c| c.0 == name).map(|c| c.1.as_path())
+    }
+
+    fn read_u64(path: &Path) -> Option<u64> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
+    /// Memory in use, in bytes.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        match self.controller("memory") {
+            Some(d) => Self::read_u64(&d.join("memory.usage_in_bytes")),
+            None => Self::read_u64(&self.v2.join("memory.current")),
+        }
+    }
+
+    /// CPU time used, in nanoseconds (cpu.stat is kept by every v2 cgroup).
+    pub fn cpu_nanos(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(self.v2.join("cpu.stat")).ok()?;
+        stat.lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))?
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|us| us * 1000)
+    }
+
+    pub fn tasks(&self) -> Option<u64> {
+        let d = self.controller("pids").unwrap_or(&self.v2);
+        Self::read_u64(&d.join("pids.current")).or_else(|| {
+            std::fs::read_to_string(self.v2.join("cgroup.procs"))
+                .ok()
+                .map(|s| s.lines().count() as u64)
+        })
+    }
+
+    /// Writes the limits that are set (others stay as they are), at once.
+    pub fn set_limits(&self, limits: &Limits) -> Result<()> {
+        let write = |path: PathBuf, value: String| std::fs::write(&path, value).at(path);
+        if let Some(m) = limits.memory_max {
+            match self.controller("memory") {
+                Some(d) => write(d.join("memory.limit_in_bytes"), m.to_string())?,
+                None => write(self.v2.join("memory.max"), m.to_string())?,
+            }
+        }
+        if let Some(p) = limits.pids_max {
+            let d = self.controller("pids").unwrap_or(&self.v2);
+            write(d.join("pids.max"), p.to_string())?;
+        }
+        if let Some(c) = limits.cpus {
+            let quota = ((c * 100_000.0) as u64).max(1000);
+            match self.controller("cpu") {
+                Some(d) => {
+                    write(d.join("cpu.cfs_period_us"), "100000".into())?;
+                    write(d.join("cpu.cfs_quota_us"), quota.to_string())?;
+                }
+                None => write(self.v2.join("cpu.max"), format!("{quota} 100000"))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Freezes (or thaws) every process of the machine and waits until the kernel says so.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let file = self.v2.join("cgroup.freeze");
+        std::fs::write(&file, if frozen { "1" } else { "0" }).at(&file)?;
+        let events = self.v2.join("cgroup.events");
+        let want = if frozen { "frozen 1" } else { "frozen 0" };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&events).at(&events)?;
+            if text.lines().any(|l| l == want) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(std::io::Error::from(std::io::ErrorKind::TimedOut)).at(events);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Kills every process left in the machine's cgroup (`cgroup.kill`, or SIGKILL to each
+    /// where the kernel has no cgroup.kill) and waits until it is empty.
+    pub fn kill_all(&self) {
+        if std::fs::write(self.v2.join("cgroup.kill"), "1").is_err() {
+            for pid in procs_below(&self.v2) {
+                let _ = crate::sys::process::kill(pid, libc::SIGKILL);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !procs_below(&self.v2).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Removes the machine's (empty) cgroups, deepest first, retrying while the kernel still
+    /// frees the last processes; a cgroup with live processes stays.
+    pub fn remove(&self) {
+        let dirs = self.v1.iter().map(|c| c.1.clone()).chain([self.v2.clone()]);
+        for d in dirs {
+            for _ in 0..100 {
+                if remove_tree(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Moves this process into the machine's cgroups. In v2 the machine's own root may hold
+    /// no processes once its init enabled controllers below it; `fallback` (the leader's
+    /// cgroup) is used then.
+    pub fn join(&self, fallback: Option<PathBuf>) -> Result<()> {
+        let me = std::process::id().to_string();
+        for (_, d) in &self.v1 {
+            let f = d.join("cgroup.procs");
+            std::fs::write(&f, &me).at(f)?;
+        }
+        let f = self.v2.join("cgroup.procs");
+        match std::fs::write(&f, &me) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => match fallback {
+                Some(d) => std::fs::write(d.join("cgroup.procs"), &me).at(d),
+                None => Err(e).at(f),
+            },
+            r => r.at(f),
+        }
+    }
+}
+
+/// The v2 cgroup directory a process is in.
+pub fn v2_dir_of(pid: u32) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let base = if Path::new(ROOT).join("cgroup.controllers").exists() {
+        PathBuf::from(ROOT)
+    } else {
+        Path::new(ROOT).join("unified")
+    };
+    Some(base.join(rel.trim_start_matches('/')))
+}
+
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            remove_tree(&e.path())?;
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
+fn procs_below(dir: &Path) -> Vec<i32> {
+    let mut out: Vec<i32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(procs_below(&e.path()));
+        }
+    }
+    out
+}

@@ -1,0 +1,120 @@
+//! Live backups: exporting a machine's image while it runs. Its processes are frozen
+//! (`cgroup.freeze`) so the tree is read as one moment of the machine's life. Where the image
+//! is a btrfs subvolume the freeze lasts only as long as a snapshot takes, and the snapshot is
+//! exported; elsewhere the machine stays frozen for the whole export and [`LiveExport::how`]
+//! says so. Thawing happens on drop, also when the export fails.
+
+use std::path::{Path, PathBuf};
+
+use super::cgroup::MachineCgroup;
+use super::record::{self, Record};
+use super::{IoAt, Result};
+use crate::store::{ImageName, LockPurpose, NameLock, Store, StoreError};
+
+/// A running machine held still (or snapshotted) for an export.
+pub struct LiveExport {
+    cgroup: MachineCgroup,
+    frozen: bool,
+    snapshot: Option<PathBuf>,
+    /// One sentence on what was done, for `-v`.
+    pub how: String,
+}
+
+/// What an export holds: the image's lock, or (for a running machine) a live export.
+pub enum Hold {
+    Locked(NameLock),
+    Live(LiveExport),
+}
+
+impl Hold {
+    /// The tree to export instead of `image` (the snapshot, when there is one).
+    pub fn source<'a>(&'a self, image: &'a Path) -> &'a Path {
+        match self {
+            Hold::Live(LiveExport {
+                snapshot: Some(s), ..
+            }) => s,
+            _ => image,
+        }
+    }
+
+    pub fn how(&self) -> Option<&str> {
+        match self {
+            Hold::Live(l) => Some(&l.how),
+            Hold::Locked(_) => None,
+        }
+    }
+}
+
+/// Takes the image's lock for `purpose`; when a started machine runs from it, freezes the machine
+/// (and snapshots where the store can) instead. Any other holder is refused as usual.
+pub fn lock_or_freeze(store: &Store, name: &ImageName, purpose: LockPurpose) -> Result<Hold> {
+    match store.lock(name, purpose) {
+        Ok(lock) => Ok(Hold::Locked(lock)),
+        Err(busy @ StoreError::Busy { .. }) => match record::load(store.state_dir(), name.as_str())
+        {
+            Some(rec) => Ok(Hold::Live(freeze(store, &rec)?)),
+            None => Err(busy.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn freeze(store: &Store, rec: &Record) -> Result<LiveExport> {
+    let mut live = LiveExport {
+        cgroup: MachineCgroup::of(&rec.cgroup),
+        frozen: false,
+        snapshot: None,
+        how: String::new(),
+    };
+    let started = std::time::Instant::now();
+    live.cgroup.freeze(true)?;
+    live.frozen = true;
+    let image = store.image(&ImageName::parse(&rec.name)?)?;
+    if image.kind() == crate::store::ImageKind::Subvolume {
+        let snap = store
+            .root()
+            .join(format!(".#export-{}-{}", rec.name, std::process::id()));
+        snapshot(image.path(), &snap)?;
+        live.snapshot = Some(snap);
+        live.cgroup.freeze(false)?;
+        live.frozen = false;
+        live.how = format!(
+            "{} is running: frozen for {} ms to take a btrfs snapshot, which is exported",
+            rec.name,
+            started.elapsed().as_millis()
+        );
+    } else {
+        live.how = format!(
+            "{} is running: frozen for the whole export (its image is not a btrfs subvolume, so no snapshot)",
+            rec.name
+        );
+    }
+    Ok(live)
+}
+
+fn snapshot(source: &Path, target: &Path) -> Result<()> {
+    let src = std::fs::File::open(source).at(source)?;
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let dir = std::fs::File::open(parent).at(parent)?;
+    let leaf = target.file_name().unwrap_or_default();
+    let leaf = std::ffi::CString::new(leaf.as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        .at(target)?;
+    crate::sys::btrfs::snapshot(&src, &dir, &leaf, true)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .at(target)
+}
+
+impl Drop for LiveExport {
+    fn drop(&mut self) {
+        if self.frozen {
+            let _ = self.cgroup.freeze(false);
+        }
+        if let Some(s) = self.snapshot.take() {
+            if let Ok(f) = std::fs::File::open(&s) {
+                let _ = crate::sys::btrfs::set_subvolume_read_only(&f, false);
+            }
+            let _ = std::fs::remove_dir_all(&s);
+        }
+    }
+}

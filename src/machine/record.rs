@@ -1,0 +1,205 @@
+//! The running-machine record: `STATE/machines/NAME.json`, written by the supervisor and read
+//! by every other verb. A record names the supervisor and the machine's leader by PID *and*
+//! start time (and the host's boot id), so a PID reused after `kill -9` or a reboot is never
+//! taken for the machine: such a record is stale, and reading it removes it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{IoAt, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub name: String,
+    pub root: PathBuf,
+    pub supervisor: u32,
+    /// The supervisor's start time in clock ticks since boot (/proc/PID/stat field 22).
+    pub supervisor_start: u64,
+    pub boot_id: String,
+    /// The machine's PID 1 on the host, once it exists (it changes on reboot).
+    pub leader: Option<u32>,
+    pub leader_start: Option<u64>,
+    /// Seconds since the epoch when the current leader was seen first.
+    pub since: u64,
+    /// The image's init is systemd: ready means READY=1 arrived, not only exec.
+    pub systemd: bool,
+    pub ready: bool,
+    /// The leaf of the machine's cgroup in every hierarchy: `NAME-SUPERVISORPID`.
+    pub cgroup: String,
+    /// The veth's host side, when the machine has one.
+    pub veth: Option<String>,
+    /// The run options it was started with, as a settings document.
+    pub settings: super::Settings,
+}
+
+pub fn dir(state: &Path) -> PathBuf {
+    state.join("machines")
+}
+
+pub fn path(state: &Path, name: &str) -> PathBuf {
+    dir(state).join(format!("{name}.json"))
+}
+
+/// Where the supervisor writes the machine's console.
+pub fn console_log(state: &Path, name: &str) -> PathBuf {
+    dir(state).join(format!("{name}.console"))
+}
+
+/// The socket the machine's init sends READY=1 to (bound into it as /run/host/notify).
+pub fn notify_socket(state: &Path, name: &str) -> PathBuf {
+    dir(state).join(format!("{name}.notify"))
+}
+
+/// A running process's start time in clock ticks since boot; None when it does not exist or
+/// has ended (a zombie nobody reaped yet is not a running supervisor).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The first child of `pid`'s main thread.
+pub fn first_child(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The machine's PID 1 under a supervisor: supervisor → namespace helper → leader.
+pub fn find_leader(supervisor: u32) -> Option<u32> {
+    first_child(first_child(supervisor)?)
+}
+
+impl Record {
+    /// Writes the record atomically (a reader sees the old or the new one).
+    pub fn save(&self, state: &Path) -> Result<()> {
+        let dir = dir(state);
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        let path = path(state, &self.name);
+        let tmp = dir.join(format!(".{}.json.{}", self.name, std::process::id()));
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::from)
+            .at(&tmp)?;
+        std::fs::write(&tmp, text).at(&tmp)?;
+        std::fs::rename(&tmp, &path).at(&path)
+    }
+
+    /// Whether the supervisor that wrote this record is still the same process.
+    pub fn is_live(&self) -> bool {
+        self.boot_id == boot_id() && start_time(self.supervisor) == Some(self.supervisor_start)
+    }
+
+    /// The current leader, checked against its recorded start time.
+    pub fn live_leader(&self) -> Option<u32> {
+        let pid = self.leader?;
+        (start_time(pid) == self.leader_start && find_leader(self.supervisor) == Some(pid))
+            .then_some(pid)
+    }
+
+    /// Seconds since the machine's current leader started.
+    pub fn uptime(&self) -> u64 {
+        now().saturating_sub(self.since)
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The live record of `name`; a stale one (its supervisor gone) is removed with its files.
+pub fn load(state: &Path, name: &str) -> Option<Record> {
+    let path = path(state, name);
+    let text = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<Record>(&text) {
+        Ok(r) if r.is_live() => Some(r),
+        Ok(r) => {
+            // Its supervisor was killed before it could clean up. The machine's init dies
+            // with it (parent-death signal); whatever might still run there is killed, and
+            // the cgroups are removed.
+            let cg = super::cgroup::MachineCgroup::of(&r.cgroup);
+            cg.kill_all();
+            cg.remove();
+            remove(state, name);
+            None
+        }
+        Err(_) => {
+            remove(state, name);
+            None
+        }
+    }
+}
+
+/// Removes a record and the files beside it.
+pub fn remove(state: &Path, name: &str) {
+    for p in [path(state, name), notify_socket(state, name)] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Every live record (stale ones are cleaned on the way).
+pub fn all(state: &Path) -> Vec<Record> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir(state))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if let Some(name) = file.strip_suffix(".json").filter(|n| !n.starts_with('.')) {
+            out.extend(load(state, name));
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_and_staleness() {
+        let me = std::process::id();
+        assert!(start_time(me).is_some());
+        let state = tempfile::tempdir().unwrap();
+        let mut r = Record {
+            name: "m".into(),
+            root: "/".into(),
+            supervisor: me,
+            supervisor_start: start_time(me).unwrap(),
+            boot_id: boot_id(),
+            leader: None,
+            leader_start: None,
+            since: now(),
+            systemd: false,
+            ready: false,
+            cgroup: "m-1".into(),
+            veth: None,
+            settings: Default::default(),
+        };
+        r.save(state.path()).unwrap();
+        assert_eq!(load(state.path(), "m").as_ref(), Some(&r));
+        // The same PID with another start time is another process: the record is stale.
+        r.supervisor_start += 1;
+        r.save(state.path()).unwrap();
+        assert!(load(state.path(), "m").is_none());
+        assert!(!path(state.path(), "m").exists());
+    }
+}
