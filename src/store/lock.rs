@@ -4,7 +4,8 @@
 //!   written inside so a refused second operation can name them;
 //! - systemd's image locks, as systemd-nspawn and machinectl take them: `STORE/.#NAME.lck`
 //!   (and `.#NAME.raw.lck`), plus `/run/systemd/nspawn/locks/inode-DEV:INO` of an existing
-//!   image where that directory exists. A shared lock for operations that only read the image
+//!   image where that directory exists (taken by a running machine, as nspawn takes it;
+//!   checked, not created, by short operations). A shared lock for operations that only read the image
 //!   (export, the source of a clone), an exclusive one otherwise, as nspawn does with and
 //!   without `--read-only`.
 //!
@@ -196,8 +197,16 @@ impl NameLock {
         writeln!(state.file, "{} {}", std::process::id(), purpose.as_str()).at(&path)?;
         let mut image = Vec::new();
         let exclusive = !(shared || purpose.reads_only());
+        let global = image_path.and_then(global_lock_path);
+        // nspawn's global lock is taken by a running machine (as nspawn takes it); a short
+        // operation only honours it, so that a killed export or clone leaves nothing in /run.
+        if let Some(path) = global.as_ref().filter(|_| !purpose.is_running()) {
+            if conflicts(path, exclusive) {
+                return Err(busy(foreign_holder(path)));
+            }
+        }
         let mut paths = layout.lock_paths(name).to_vec();
-        paths.extend(image_path.and_then(global_lock_path));
+        paths.extend(global.filter(|_| purpose.is_running()));
         for path in paths {
             match take(&path, exclusive) {
                 Ok(Ok(held)) => image.push(held),
@@ -273,6 +282,15 @@ pub(crate) fn remove_if_free(path: &Path) -> bool {
         return false;
     }
     std::fs::remove_file(path).is_ok()
+}
+
+/// Whether an existing lock file is held in a way that conflicts with taking it (`exclusive`:
+/// any holder; shared: an exclusive holder).
+fn conflicts(path: &Path, exclusive: bool) -> bool {
+    let Some(file) = held(path) else {
+        return false;
+    };
+    exclusive || ofd::conflict(&file).is_ok_and(|c| c == Conflict::Exclusive)
 }
 
 /// Whether an existing lock file is held by someone (None when absent or free).
