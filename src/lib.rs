@@ -12,6 +12,8 @@
 //!   compression, and holds the safe extractor.
 //! - [`runner`] turns a run specification into a plan (namespaces, mounts, cgroup,
 //!   capabilities) and executes it.
+//! - [`transfer`] moves images between hosts: pull-tar over HTTP with checksums and
+//!   signatures.
 //! - [`bootstrap`] builds a root filesystem from a Debian or Ubuntu mirror.
 //! - [`cli`] parses the command line, prints, and maps errors to exit statuses. Nothing in the
 //!   library calls it; the library never prints and never exits.
@@ -23,3 +25,4 @@ pub mod image;
 pub mod runner;
 pub mod store;
 pub mod sys;
+pub mod transfer;

@@ -5,6 +5,7 @@
 mod bootstrap;
 mod images;
 mod output;
+mod pull;
 mod run;
 mod tar;
 
@@ -81,6 +82,8 @@ pub enum Command {
     ImportTar(tar::ImportTarArgs),
     /// Export an image as a tarball
     ExportTar(tar::ExportTarArgs),
+    /// Download a tarball over HTTP(S), verify it and import it as an image
+    PullTar(pull::PullTarArgs),
     /// Build a Debian or Ubuntu image from a mirror
     Bootstrap(bootstrap::BootstrapArgs),
     /// Run a command inside an image
@@ -162,6 +165,7 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
             | Command::ImportFs(_)
             | Command::ImportTar(_)
             | Command::ExportTar(_)
+            | Command::PullTar(_)
             | Command::Bootstrap(_)
     ) {
         crate::sys::interrupt::exit_on_interrupt(
@@ -179,6 +183,7 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::ImportFs(a) => images::import_fs(ctx, a),
         Command::ImportTar(a) => tar::import_tar(ctx, a),
         Command::ExportTar(a) => tar::export_tar(ctx, a),
+        Command::PullTar(a) => pull::pull_tar(ctx, a),
         Command::Bootstrap(a) => bootstrap::bootstrap(ctx, a),
         Command::Run(a) => run::run(ctx, a),
         Command::Boot(a) => run::boot(ctx, a),

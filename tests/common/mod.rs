@@ -4,6 +4,7 @@
 //! Each test binary takes it with `mod common;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod tar;
 pub mod tree;
 
