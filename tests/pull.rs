@@ -314,6 +314,18 @@ fn http_errors_name_url_and_status() {
         "http://127.0.0.1:1/x.tar",
     );
     assert!(msg.to_lowercase().contains("refused"), "{msg}");
+    // TLS to a plain-HTTP server (which answers the ClientHello with a 400 page) fails at
+    // once, and says TLS.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tls = format!("https://{}/x.tar", plain.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in plain.incoming().take(5) {
+            let mut conn = conn.unwrap();
+            let _ = std::io::Write::write_all(&mut conn, b"HTTP/1.0 400 Bad Request\r\n\r\n");
+        }
+    });
+    let msg = refused(&env, &["pull-tar", &tls, "--verify=no"], "TLS");
+    assert!(msg.contains(&tls), "{msg}");
     // A URL that names no file is a usage problem caught before any request.
     let msg = env.fails(&["pull-tar", &server.url("/dir/"), "--verify=no"], 1);
     assert!(msg.contains("names no file"), "{msg}");

@@ -178,6 +178,15 @@ fn classify(url: &str, err: ureq::Error) -> Failure {
             url: url.into(),
             reason: format!("TLS: {text}"),
         }),
+        // rustls reports handshake and certificate failures as InvalidData I/O errors.
+        ureq::Error::Io(e)
+            if e.kind() == io::ErrorKind::InvalidData && url.starts_with("https:") =>
+        {
+            Failure::Permanent(PullError::Http {
+                url: url.into(),
+                reason: format!("TLS: {}", text.trim_start_matches("io: ")),
+            })
+        }
         ureq::Error::Timeout(_) => Failure::Transient(format!("timed out ({text})")),
         _ => Failure::Transient(text),
     }
