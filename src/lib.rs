@@ -22,6 +22,7 @@ pub mod archive;
 pub mod bootstrap;
 pub mod cli;
 pub mod image;
+pub mod oci;
 pub mod runner;
 pub mod store;
 pub mod sys;

@@ -4,6 +4,7 @@
 
 mod bootstrap;
 mod images;
+mod oci;
 mod output;
 mod pull;
 mod run;
@@ -84,6 +85,14 @@ pub enum Command {
     ExportTar(tar::ExportTarArgs),
     /// Download a tarball over HTTP(S), verify it and import it as an image
     PullTar(pull::PullTarArgs),
+    /// Import an OCI image layout or a docker save archive as an image
+    ImportOci(oci::ImportOciArgs),
+    /// Pull an image from an OCI registry
+    PullOci(oci::PullOciArgs),
+    /// Push an image to an OCI registry as one layer
+    PushOci(oci::PushOciArgs),
+    /// Write an image as an OCI image layout (directory or .tar)
+    ExportOci(oci::ExportOciArgs),
     /// Build a Debian or Ubuntu image from a mirror
     Bootstrap(bootstrap::BootstrapArgs),
     /// Run a command inside an image
@@ -166,6 +175,8 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
             | Command::ImportTar(_)
             | Command::ExportTar(_)
             | Command::PullTar(_)
+            | Command::ImportOci(_)
+            | Command::PullOci(_)
             | Command::Bootstrap(_)
     ) {
         crate::sys::interrupt::exit_on_interrupt(
@@ -184,6 +195,10 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::ImportTar(a) => tar::import_tar(ctx, a),
         Command::ExportTar(a) => tar::export_tar(ctx, a),
         Command::PullTar(a) => pull::pull_tar(ctx, a),
+        Command::ImportOci(a) => oci::import_oci(ctx, a),
+        Command::PullOci(a) => oci::pull_oci(ctx, a),
+        Command::PushOci(a) => oci::push_oci(ctx, a),
+        Command::ExportOci(a) => oci::export_oci(ctx, a),
         Command::Bootstrap(a) => bootstrap::bootstrap(ctx, a),
         Command::Run(a) => run::run(ctx, a),
         Command::Boot(a) => run::boot(ctx, a),

@@ -125,6 +125,18 @@ fn execute(
         anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
     }
     let _lock = store.lock(&name, if boot { "booted" } else { "run" })?;
+    let (mut o, mut command) = (o, command);
+    if !boot {
+        // An image pulled from an OCI registry runs what its config says (see docs/oci.md).
+        super::oci::apply_run_settings(
+            &store,
+            &name,
+            &mut command,
+            &mut o.user,
+            &mut o.chdir,
+            &mut o.setenv,
+        );
+    }
     let spec = spec_from(
         image.path(),
         name.as_str(),

@@ -1,0 +1,132 @@
+//! The blob cache: every verified blob (layers, configs, manifests) under
+//! `CACHE/oci/blobs/sha256/HEX`, shared by all pulls, so a second pull of an image, or of one
+//! sharing its base layers, downloads only what is new. A blob enters the cache only after its
+//! size and digest checked out (written under a temporary name, then renamed).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::digest::{Digest, HashingReader};
+use super::{io_err, OciError, Result};
+
+pub struct BlobCache {
+    dir: PathBuf,
+}
+
+impl BlobCache {
+    /// The cache under `cache_dir` (created when missing).
+    pub fn open(cache_dir: &Path) -> Result<BlobCache> {
+        let dir = cache_dir.join("oci/blobs/sha256");
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(BlobCache { dir })
+    }
+
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.hex())
+    }
+
+    /// The cached blob when present with the right size (its digest was checked on entry).
+    pub fn get(&self, digest: &Digest, size: u64) -> Option<PathBuf> {
+        let path = self.path(digest);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.len() == size => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Stores what `reader` yields as `digest`, refusing it unless its size is `size` and its
+    /// digest matches. `what` names the source in errors.
+    pub fn put(
+        &self,
+        digest: &Digest,
+        size: u64,
+        reader: &mut dyn Read,
+        what: &str,
+    ) -> Result<PathBuf> {
+        let tmp = self.dir.join(format!(
+            ".tmp-{}-{}-{:?}",
+            digest.hex(),
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let result = self.put_at(&tmp, digest, size, reader, what);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn put_at(
+        &self,
+        tmp: &Path,
+        digest: &Digest,
+        size: u64,
+        reader: &mut dyn Read,
+        what: &str,
+    ) -> Result<PathBuf> {
+        let mut file = File::create(tmp).map_err(io_err(tmp))?;
+        // One byte more than announced is enough to know it is too long.
+        let mut hashing = HashingReader::new(reader.take(size + 1));
+        std::io::copy(&mut hashing, &mut file).map_err(|e| OciError::Http {
+            url: what.into(),
+            reason: e.to_string(),
+        })?;
+        if hashing.count != size {
+            return Err(OciError::SizeMismatch {
+                what: what.into(),
+                expected: size,
+                actual: hashing.count,
+            });
+        }
+        let got = Digest::from_hash(hashing.hash);
+        if &got != digest {
+            return Err(OciError::DigestMismatch {
+                what: what.into(),
+                expected: digest.to_string(),
+                actual: got.to_string(),
+            });
+        }
+        file.flush().map_err(io_err(tmp))?;
+        let path = self.path(digest);
+        std::fs::rename(tmp, &path).map_err(io_err(&path))?;
+        Ok(path)
+    }
+
+    /// Stores bytes made here (a config or manifest being written) and returns their digest.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        self.put(
+            &digest,
+            bytes.len() as u64,
+            &mut &bytes[..],
+            "generated blob",
+        )?;
+        Ok(digest)
+    }
+}
+
+/// Checks a file's size and digest against a descriptor's (for blobs read in place from a
+/// layout).
+pub fn verify_file(path: &Path, digest: &Digest, size: Option<u64>) -> Result<()> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut hashing = HashingReader::new(file);
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_err(path))?;
+    let what = path.display().to_string();
+    if let Some(size) = size.filter(|s| *s != hashing.count) {
+        return Err(OciError::SizeMismatch {
+            what,
+            expected: size,
+            actual: hashing.count,
+        });
+    }
+    let got = Digest::from_hash(hashing.hash);
+    if &got != digest {
+        return Err(OciError::DigestMismatch {
+            what,
+            expected: digest.to_string(),
+            actual: got.to_string(),
+        });
+    }
+    Ok(())
+}
