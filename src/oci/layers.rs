@@ -7,17 +7,19 @@
 //! below it, which spares it the first pass. Deletions resolve inside the root (openat2
 //! `RESOLVE_IN_ROOT`), so a hostile whiteout path cannot reach outside it.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::Timespec;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps};
 use rustix::io::Errno;
 
 use super::{io_err, OciError, Result};
-use crate::archive::{self, ArchiveError, Decoder, ExtractOptions, ExtractStats, TarReader};
+use crate::archive::{self, ArchiveError, Decoder, ExtractOptions, ExtractStats, Kind, TarReader};
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -66,16 +68,38 @@ pub fn apply_layer(root: &Path, blob: &Path, label: &str, first: bool) -> Result
     };
     let root_fd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
         .map_err(|e| io_err(root)(e.into()))?;
+    let mut kept_times: Vec<(Vec<Vec<u8>>, Timestamps)> = Vec::new();
     if !first {
         let decoder =
             Decoder::spawn(File::open(blob).map_err(io_err(blob))?, false).map_err(layer_err)?;
         let mut tar = TarReader::new(std::io::BufReader::with_capacity(256 << 10, decoder));
         let mut deletions = Vec::new();
+        let mut parents = HashSet::new();
+        let mut own_dirs = HashSet::new();
         while let Some(m) = tar.next_member().map_err(layer_err)? {
             if let Some(d) = deletion(&m.path) {
                 deletions.push((d, String::from_utf8_lossy(&m.path).into_owned()));
             }
+            if let Some(comps) = components(&m.path) {
+                if m.kind == Kind::Dir {
+                    own_dirs.insert(comps.clone());
+                }
+                for i in 0..comps.len() {
+                    parents.insert(comps[..i].to_vec());
+                }
+            }
         }
+        // Directories of the layers below that this one changes without carrying them keep
+        // their times, as umoci and the image's author saw them.
+        kept_times = parents
+            .into_iter()
+            .filter(|p| !own_dirs.contains(p))
+            .filter_map(|p| {
+                let fd = open_dir_in(root_fd.as_fd(), &p).ok()?;
+                let st = rustix::fs::fstat(&fd).ok()?;
+                Some((p, times_of(&st)))
+            })
+            .collect();
         for (d, shown) in &deletions {
             delete(root_fd.as_fd(), d).map_err(|source| OciError::Whiteout {
                 digest: label.into(),
@@ -106,8 +130,12 @@ pub fn apply_layer(root: &Path, blob: &Path, label: &str, first: bool) -> Result
         let is_marker = comps.last().is_some_and(|l| l.starts_with(WHITEOUT));
         if is_marker {
             let (name, dir) = comps.split_last().expect("not empty");
-            let result = open_dir_in(root_fd.as_fd(), dir)
-                .and_then(|d| rustix::fs::unlinkat(&d, OsStr::from_bytes(name), AtFlags::empty()));
+            // The directory's times were set from the layer; removing the marker keeps them.
+            let result = open_dir_in(root_fd.as_fd(), dir).and_then(|d| {
+                let st = rustix::fs::fstat(&d)?;
+                rustix::fs::unlinkat(&d, OsStr::from_bytes(name), AtFlags::empty())?;
+                rustix::fs::futimens(&d, &times_of(&st))
+            });
             match result {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => {
@@ -120,7 +148,29 @@ pub fn apply_layer(root: &Path, blob: &Path, label: &str, first: bool) -> Result
             }
         }
     }
+    for (dir, times) in &kept_times {
+        if let Ok(fd) = open_dir_in(root_fd.as_fd(), dir) {
+            rustix::fs::futimens(&fd, times).map_err(|e| OciError::Whiteout {
+                digest: label.into(),
+                path: String::from_utf8_lossy(&dir.join(&b'/')).into_owned(),
+                source: e.into(),
+            })?;
+        }
+    }
     Ok(stats)
+}
+
+fn times_of(st: &rustix::fs::Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
 }
 
 /// A directory inside the root, resolved as if the root were `/`.
