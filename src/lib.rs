@@ -12,6 +12,8 @@
 //!   compression, and holds the safe extractor.
 //! - [`runner`] turns a run specification into a plan (namespaces, mounts, cgroup,
 //!   capabilities) and executes it.
+//! - [`oci`] reads and writes OCI images: layouts, docker archives, the registry API, layers
+//!   with whiteouts, the shared blob cache.
 //! - [`transfer`] moves images between hosts: pull-tar over HTTP with checksums and
 //!   signatures.
 //! - [`bootstrap`] builds a root filesystem from a Debian or Ubuntu mirror.

@@ -636,4 +636,12 @@ fn run_uses_the_image_config() {
     assert_eq!(out.trim(), "bye from / as 0");
     let out = env.ok(&["run", "app", "--", "/bin/echo", "explicit"]);
     assert_eq!(out.trim(), "explicit");
+    // A new image under the name (by a verb that knows nothing of the settings) does not
+    // inherit them: the shell's default command runs instead of the old config's.
+    let tree = env.path("plain");
+    common_run::make_rootfs(&tree);
+    env.ok(&["remove", "app"]);
+    env.ok(&["import-fs", tree.to_str().unwrap(), "app"]);
+    let out = env.ok(&["run", "app", "--", "/bin/sh", "-c", "echo \"[$GREETING]\""]);
+    assert_eq!(out.trim(), "[]");
 }

@@ -114,6 +114,27 @@ impl Drop for TempDir {
     }
 }
 
+/// The comment in NAME.nspawn that ties it to one image directory: its inode number and
+/// birth time, which a rename keeps and a new image under the same name does not have.
+const IDENTITY: &str = "# rmach-image-identity: ";
+
+fn identity(path: &Path) -> Option<String> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let st = statx(
+        CWD,
+        path,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::INO | StatxFlags::BTIME,
+    )
+    .ok()?;
+    let born = if st.stx_mask & StatxFlags::BTIME.bits() != 0 {
+        format!("{}.{:09}", st.stx_btime.tv_sec, st.stx_btime.tv_nsec)
+    } else {
+        "-".into()
+    };
+    Some(format!("{} {born}", st.stx_ino))
+}
+
 fn settings_path(store: &Store, name: &ImageName) -> PathBuf {
     store.root().join(format!("{name}.nspawn"))
 }
@@ -133,8 +154,12 @@ fn unpack_into_store(
     let settings = RunSettings::from_config(&image.config.config);
     let target = settings_path(&store, name);
     let tmp = store.root().join(format!(".#rmach-{name}.settings"));
-    std::fs::write(&tmp, settings.to_nspawn(origin))
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let text = format!(
+        "{}{IDENTITY}{}\n",
+        settings.to_nspawn(origin),
+        identity(staging.path()).unwrap_or_default()
+    );
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     staging.commit(read_only)?;
     std::fs::rename(&tmp, &target).with_context(|| format!("cannot write {}", target.display()))?;
     Ok(members)
@@ -332,6 +357,13 @@ pub fn apply_run_settings(
     let Ok(text) = std::fs::read_to_string(settings_path(store, name)) else {
         return;
     };
+    // Settings left behind by an image that was removed or replaced (by a verb that does not
+    // know about them) must not apply to the image now under the name.
+    let recorded = text.lines().find_map(|l| l.strip_prefix(IDENTITY));
+    let current = store.image(name).ok().and_then(|i| identity(i.path()));
+    if recorded.is_none() || recorded != current.as_deref() {
+        return;
+    }
     let s = RunSettings::from_nspawn(&text);
     if command.is_empty() {
         *command = s.command;
