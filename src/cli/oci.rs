@@ -159,10 +159,17 @@ fn unpack_into_store(
         settings.to_nspawn(origin),
         identity(staging.path()).unwrap_or_default()
     );
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    staging.commit(read_only)?;
-    std::fs::rename(&tmp, &target).with_context(|| format!("cannot write {}", target.display()))?;
-    Ok(members)
+    let written = std::fs::write(&tmp, text)
+        .with_context(|| format!("cannot write {}", tmp.display()))
+        .and_then(|()| Ok(staging.commit(read_only)?))
+        .and_then(|()| {
+            std::fs::rename(&tmp, &target)
+                .with_context(|| format!("cannot write {}", target.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map(|()| members)
 }
 
 pub fn import_oci(ctx: &Context, args: ImportOciArgs) -> anyhow::Result<Status> {

@@ -312,6 +312,9 @@ impl Read for Download {
                 },
                 Ok(n) => {
                     self.offset += n as u64;
+                    // A resumed transfer that makes progress earns its attempts back: only a
+                    // server that keeps failing without sending anything is given up on.
+                    self.failures = 0;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
