@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::http::{Route, Server};
+use common::http::{Proxy, Route, Server};
 use common::tree::{assert_same, make_full_tree, FULL};
 use common::{require, sh, Env};
 
@@ -404,4 +404,52 @@ fn redirects_are_followed() {
         keyring.to_str().unwrap(),
     ]);
     assert_same(&fx.src, &env.store.join("img"), FULL);
+}
+
+#[test]
+fn proxies_come_from_the_environment() {
+    let env = Env::new();
+    let server = Server::start();
+    let fx = fixture(&env, "img.tar.zst");
+    server.set("/img.tar.zst", Route::File(fx.tarball.clone()));
+    let proxy = Proxy::start();
+    let out = env
+        .command()
+        .args(["pull-tar", &server.url("/img.tar.zst"), "--verify=no"])
+        .env("http_proxy", proxy.url())
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(&fx.src, &env.store.join("img"), FULL);
+    let target = format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.port);
+    assert_eq!(
+        proxy.request_lines(),
+        vec![target],
+        "the download went through the proxy"
+    );
+    // NO_PROXY names the host: the proxy is not used.
+    let out = env
+        .command()
+        .args([
+            "pull-tar",
+            &server.url("/img.tar.zst"),
+            "direct",
+            "--verify=no",
+        ])
+        .env("http_proxy", proxy.url())
+        .env("NO_PROXY", "127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(proxy.request_lines().len(), 1);
 }

@@ -208,3 +208,69 @@ fn body(
         None => out.write_all(rest),
     }
 }
+
+/// An HTTP proxy on 127.0.0.1 that serves CONNECT tunnels (which is how ureq goes through a
+/// proxy) and records each request line it gets.
+pub struct Proxy {
+    pub port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    pub fn start() -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = lines.clone();
+        // The thread ends with the test process; a proxy holds no state worth stopping.
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = tunnel(conn, &seen);
+                });
+            }
+        });
+        Proxy { port, lines }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn request_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+fn tunnel(conn: TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    seen.lock().unwrap().push(line.trim().to_string());
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+    }
+    let mut out = conn;
+    let mut parts = line.split_whitespace();
+    let (Some("CONNECT"), Some(target)) = (parts.next(), parts.next()) else {
+        return status(&mut out, 405);
+    };
+    let upstream = TcpStream::connect(target)?;
+    out.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+    let (mut up_read, mut down_write) = (upstream.try_clone()?, out.try_clone()?);
+    let pump = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut up_read, &mut down_write);
+        let _ = down_write.shutdown(std::net::Shutdown::Write);
+    });
+    // What the client already sent past the headers is in the reader's buffer.
+    let mut upstream_write = upstream;
+    let _ = std::io::copy(&mut reader, &mut upstream_write);
+    let _ = upstream_write.shutdown(std::net::Shutdown::Write);
+    let _ = pump.join();
+    Ok(())
+}
