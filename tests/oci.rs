@@ -165,6 +165,18 @@ fn skopeo_pushed_layers_unpack_as_umoci_does() {
     assert_eq!(before, after);
     same_tree(&want, &env.store.join("again"));
 
+    // By digest (the registry's manifest digest, as skopeo reports it).
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    ok(&out, "skopeo inspect");
+    let digest = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let by_digest = format!("{}/test/img@{digest}", reg.host());
+    env.ok(&["pull-oci", &by_digest, "pinned", "--tls-verify=false"]);
+    same_tree(&want, &env.store.join("pinned"));
+
     // The same layout imported from disk, as a directory and as a tarball.
     env.ok(&["import-oci", layout.to_str().unwrap(), "from-dir"]);
     same_tree(&want, &env.store.join("from-dir"));
