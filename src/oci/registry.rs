@@ -122,10 +122,11 @@ impl Registry {
             };
             let resp = match sent {
                 Ok(resp) => resp,
-                Err(e) if attempt < 3 => {
+                // Connection failures and resets are worth another try; the last one is
+                // reported.
+                Err(_) if attempt < 3 => {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(300 << attempt));
-                    let _ = e;
                     continue;
                 }
                 Err(e) => return Err(e),
