@@ -97,7 +97,10 @@ impl Registry {
         let mut challenged = false;
         let mut attempt = 0;
         loop {
-            let mut req = ureq::http::Request::builder().method(method).uri(url);
+            let mut req = ureq::http::Request::builder()
+                .method(method)
+                .uri(url)
+                .header("Accept-Encoding", "identity");
             for (k, v) in headers {
                 req = req.header(*k, *v);
             }

@@ -116,7 +116,9 @@ impl Client {
         url: &str,
         from: u64,
     ) -> Result<(ureq::http::Response<ureq::Body>, u64), Failure> {
-        let mut req = self.agent.get(url);
+        // The bytes as stored: a transfer encoding would change what is hashed and what a
+        // Range counts.
+        let mut req = self.agent.get(url).header("Accept-Encoding", "identity");
         if from > 0 {
             req = req.header("Range", format!("bytes={from}-"));
         }
