@@ -657,3 +657,42 @@ fn run_uses_the_image_config() {
     let out = env.ok(&["run", "app", "--", "/bin/sh", "-c", "echo \"[$GREETING]\""]);
     assert_eq!(out.trim(), "[]");
 }
+
+#[test]
+fn tls_registry_with_a_self_signed_certificate() {
+    tools();
+    let env = Env::new();
+    let image = store_image(&env, "src");
+    let reg = Registry::start_with(env.dir.path(), Auth::None, true);
+    let reference = format!("{}/test/tls:v1", reg.host());
+    // Verification on (the default): the unknown issuer is refused at once, and named.
+    let msg = env.fails(&["push-oci", "src", &reference], 1);
+    assert!(
+        msg.contains("TLS") && msg.contains(&format!("https://{}", reg.host())),
+        "{msg}"
+    );
+    env.ok(&["push-oci", "src", &reference, "--tls-verify=false"]);
+    let msg = env.fails(&["pull-oci", &reference, "tls"], 1);
+    assert!(
+        msg.contains("TLS") && msg.contains("--tls-verify=false"),
+        "{msg}"
+    );
+    assert!(env
+        .store_entries()
+        .iter()
+        .all(|e| e.ends_with(".lck") || e == "src"));
+    // Off: HTTPS without verification (the registry speaks nothing else), and skopeo agrees.
+    env.ok(&["pull-oci", &reference, "tls", "--tls-verify=false"]);
+    same_tree(&image, &env.store.join("tls"));
+    let copy = env.path("copy");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{reference}"),
+        &format!("oci:{}:v1", copy.display()),
+    ]);
+    same_tree(
+        &image,
+        &umoci_unpack(&format!("{}:v1", copy.display()), &env.path("U")),
+    );
+}

@@ -111,23 +111,23 @@ impl Registry {
                 Body::None => req
                     .body(())
                     .map_err(|e| http_err(url, e.to_string()))
-                    .and_then(|r| self.agent.run(r).map_err(|e| http_err(url, one_line(&e)))),
+                    .and_then(|r| self.agent.run(r).map_err(|e| transport_err(url, e))),
                 Body::Bytes(b) => req
                     .body(b.to_vec())
                     .map_err(|e| http_err(url, e.to_string()))
-                    .and_then(|r| self.agent.run(r).map_err(|e| http_err(url, one_line(&e)))),
+                    .and_then(|r| self.agent.run(r).map_err(|e| transport_err(url, e))),
                 Body::File(p) => {
                     let file = std::fs::File::open(p).map_err(io_err(*p))?;
                     req.body(file)
                         .map_err(|e| http_err(url, e.to_string()))
-                        .and_then(|r| self.agent.run(r).map_err(|e| http_err(url, one_line(&e))))
+                        .and_then(|r| self.agent.run(r).map_err(|e| transport_err(url, e)))
                 }
             };
             let resp = match sent {
                 Ok(resp) => resp,
                 // Connection failures and resets are worth another try; the last one is
                 // reported.
-                Err(_) if attempt < 3 => {
+                Err(e) if attempt < 3 && !is_tls(&e) => {
                     attempt += 1;
                     std::thread::sleep(Duration::from_millis(300 << attempt));
                     continue;
@@ -326,6 +326,34 @@ fn status_err(url: &str, resp: Response) -> OciError {
         format!("HTTP {status}: {detail}")
     };
     http_err(url, reason)
+}
+
+/// A failure to talk to the registry at all; TLS failures say so.
+fn transport_err(url: &str, err: ureq::Error) -> OciError {
+    let text = one_line(&err);
+    let tls = match &err {
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => true,
+        // rustls reports handshake and certificate failures as InvalidData I/O errors.
+        ureq::Error::Io(e) => {
+            e.kind() == std::io::ErrorKind::InvalidData && url.starts_with("https:")
+        }
+        _ => false,
+    };
+    if tls {
+        http_err(
+            url,
+            format!(
+                "TLS: {}; for a registry with a self-signed certificate or without TLS use --tls-verify=false",
+                text.trim_start_matches("io: ")
+            ),
+        )
+    } else {
+        http_err(url, text)
+    }
+}
+
+fn is_tls(err: &OciError) -> bool {
+    matches!(err, OciError::Http { reason, .. } if reason.starts_with("TLS: "))
 }
 
 fn http_err(url: &str, reason: String) -> OciError {

@@ -44,6 +44,12 @@ fn free_port() -> u16 {
 impl Registry {
     /// Starts a registry keeping its files under `dir`.
     pub fn start(dir: &Path, auth: Auth) -> Registry {
+        Registry::start_with(dir, auth, false)
+    }
+
+    /// With `tls`, the registry speaks only HTTPS, with a self-signed certificate for
+    /// 127.0.0.1.
+    pub fn start_with(dir: &Path, auth: Auth, tls: bool) -> Registry {
         require("docker-registry");
         let data = dir.join("registry-data");
         std::fs::create_dir_all(&data).unwrap();
@@ -74,11 +80,26 @@ impl Registry {
                 yaml
             }
         };
+        let tls_yaml = if tls {
+            let (key, cert) = (dir.join("tls-key.pem"), dir.join("tls-cert.pem"));
+            sh(&format!(
+                "openssl req -x509 -newkey rsa:2048 -nodes -keyout '{}' -out '{}' -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null",
+                key.display(),
+                cert.display()
+            ));
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
         let config = dir.join("registry.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls_yaml}{auth_yaml}",
                 data.display()
             ),
         )
