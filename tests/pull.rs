@@ -144,6 +144,12 @@ fn signed_pull_imports_the_tree() {
     let url = server.url("/d/img.tar.zst");
     env.ok(&["pull-tar", &url, "--keyring", keyring.to_str().unwrap()]);
     assert_same(&fx.src, &env.store.join("img"), FULL);
+    // Streamed: the download was never written anywhere (no cache, nothing else in the store).
+    assert!(!env.cache.exists(), "pull-tar wrote to the cache");
+    assert!(env
+        .store_entries()
+        .iter()
+        .all(|e| e == "img" || e.ends_with(".lck")));
     // The same again is refused without --force, and replaced with it; --read-only holds.
     refused_exists(&env, &url, &keyring);
     env.ok(&[
@@ -362,6 +368,35 @@ fn dropped_connection_is_resumed() {
         ranges,
         vec![format!("bytes={third}-"), format!("bytes={}-", 2 * third)],
         "each retry asks for the rest"
+    );
+}
+
+#[test]
+fn a_server_ignoring_range_is_resumed_by_skipping() {
+    let env = Env::new();
+    let server = Server::start();
+    let fx = fixture(&env, "img.tar.zst");
+    server.set(
+        "/img.tar.zst",
+        Route::DropIgnoringRange {
+            data: fx.tarball.clone(),
+            after: fx.tarball.len() / 2,
+            times: 1,
+        },
+    );
+    server.set(
+        "/img.tar.zst.sha256",
+        Route::File(sha256_hex(&fx.tarball).into_bytes()),
+    );
+    env.ok(&["pull-tar", &server.url("/img.tar.zst"), "--verify=checksum"]);
+    assert_same(&fx.src, &env.store.join("img"), FULL);
+    assert_eq!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/img.tar.zst")
+            .count(),
+        2
     );
 }
 

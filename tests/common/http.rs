@@ -20,6 +20,12 @@ pub enum Route {
         after: usize,
         times: usize,
     },
+    /// As DropAfter, from a server that ignores Range and always sends everything.
+    DropIgnoringRange {
+        data: Vec<u8>,
+        after: usize,
+        times: usize,
+    },
     /// A bare status with a short body.
     Status(u16),
     /// 302 to the location (a path on this server or a full URL).
@@ -129,8 +135,8 @@ fn serve(
     let route = {
         let mut routes = routes.lock().unwrap();
         let route = routes.get(&path).cloned();
-        if let Some(Route::DropAfter { data, after, times }) = &route {
-            if *times > 0 {
+        match &route {
+            Some(Route::DropAfter { data, after, times }) if *times > 0 => {
                 let next = Route::DropAfter {
                     data: data.clone(),
                     after: *after,
@@ -138,6 +144,15 @@ fn serve(
                 };
                 routes.insert(path.clone(), next);
             }
+            Some(Route::DropIgnoringRange { data, after, times }) if *times > 0 => {
+                let next = Route::DropIgnoringRange {
+                    data: data.clone(),
+                    after: *after,
+                    times: times - 1,
+                };
+                routes.insert(path.clone(), next);
+            }
+            _ => {}
         }
         route
     };
@@ -154,6 +169,10 @@ fn serve(
         Some(Route::DropAfter { data, after, times }) => {
             let cut = (times > 0).then_some(after);
             body(&mut out, &data, range.as_deref(), cut, head_only)
+        }
+        Some(Route::DropIgnoringRange { data, after, times }) => {
+            let cut = (times > 0).then_some(after);
+            body(&mut out, &data, None, cut, head_only)
         }
     }
 }
