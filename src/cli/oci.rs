@@ -231,16 +231,21 @@ pub fn pull_oci(ctx: &Context, args: PullOciArgs) -> anyhow::Result<Status> {
     let cache = BlobCache::open(&ctx.global.cache_dir).with_context(fail)?;
     let registry = Registry::connect(&reference, args.tls_verify).with_context(fail)?;
     let (bytes, media_type) = registry.manifest(&reference.target()).with_context(fail)?;
+    let bar = ctx.out.progress(None, &format!("Pulling {name}"));
+    let on_bytes = |n: u64| bar.inc(n);
     let source = RegistrySource {
         registry: &registry,
         cache: &cache,
+        on_bytes: Some(&on_bytes),
     };
     let arch = args.arch.as_deref().unwrap_or(spec::host_arch());
     let what = reference.to_string();
     let resolved =
         image::resolve(&source, bytes, media_type.as_deref(), arch, &what).with_context(fail)?;
+    bar.set_message(format!("Unpacking {name}"));
     let members = unpack_into_store(ctx, &resolved, &name, &what, args.force, args.read_only)
         .with_context(fail)?;
+    bar.finish_and_clear();
     ctx.out.info(&format!(
         "Pulled {name} ({} layers, {members} members, config {}).",
         resolved.layers.len(),

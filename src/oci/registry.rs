@@ -210,7 +210,13 @@ impl Registry {
     }
 
     /// The blob of `desc` in the cache: downloaded (and checked) unless already there.
-    pub fn blob(&self, desc: &Descriptor, cache: &BlobCache) -> Result<PathBuf> {
+    /// `on_bytes` hears of every chunk downloaded.
+    pub fn blob(
+        &self,
+        desc: &Descriptor,
+        cache: &BlobCache,
+        on_bytes: Option<&dyn Fn(u64)>,
+    ) -> Result<PathBuf> {
         let digest = Digest::parse(&desc.digest)?;
         if let Some(path) = cache.get(&digest, desc.size) {
             return Ok(path);
@@ -218,12 +224,13 @@ impl Registry {
         let url = self.url(&format!("blobs/{digest}"));
         let resp = self.call("GET", &url, &[], Body::None, &self.pull_scope())?;
         let resp = expect_ok(resp, &url)?;
-        let mut reader = resp
+        let reader = resp
             .into_body()
             .into_with_config()
             .limit(desc.size.saturating_add(1))
             .reader();
-        cache.put(&digest, desc.size, &mut reader, &url)
+        let mut counted = Counted { reader, on_bytes };
+        cache.put(&digest, desc.size, &mut counted, &url)
     }
 
     /// Whether the repository already has the blob (then it need not be uploaded).
@@ -386,10 +393,26 @@ fn basic(c: &Credentials) -> String {
     )
 }
 
+struct Counted<'a, R> {
+    reader: R,
+    on_bytes: Option<&'a dyn Fn(u64)>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        if let Some(f) = self.on_bytes {
+            f(n as u64);
+        }
+        Ok(n)
+    }
+}
+
 /// A registry repository as a [`Source`], its blobs going through the cache.
 pub struct RegistrySource<'a> {
     pub registry: &'a Registry,
     pub cache: &'a BlobCache,
+    pub on_bytes: Option<&'a dyn Fn(u64)>,
 }
 
 impl super::image::Source for RegistrySource<'_> {
@@ -406,6 +429,6 @@ impl super::image::Source for RegistrySource<'_> {
     }
 
     fn blob(&self, desc: &Descriptor) -> Result<PathBuf> {
-        self.registry.blob(desc, self.cache)
+        self.registry.blob(desc, self.cache, self.on_bytes)
     }
 }
