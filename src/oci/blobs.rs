@@ -19,6 +19,7 @@ impl BlobCache {
     pub fn open(cache_dir: &Path) -> Result<BlobCache> {
         let dir = cache_dir.join("oci/blobs/sha256");
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        remove_orphans(&dir);
         Ok(BlobCache { dir })
     }
 
@@ -103,6 +104,24 @@ impl BlobCache {
             "generated blob",
         )?;
         Ok(digest)
+    }
+}
+
+/// Removes the partial downloads of pulls that were killed: `.tmp-*` files whose writer (the
+/// PID in the name) is gone.
+fn remove_orphans(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(".tmp-") else {
+            continue;
+        };
+        let pid = rest.split('-').find_map(|part| part.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
