@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod oci;
 pub mod registry;
 pub mod tar;
 pub mod tree;
