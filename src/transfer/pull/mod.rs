@@ -96,6 +96,10 @@ pub struct PullOptions {
     pub read_only: bool,
 }
 
+/// The SHA-256 a verified checksum list gives for the download, and the list's URL; None
+/// with `--verify=no`.
+pub type Expected = Option<([u8; 32], String)>;
+
 /// What the caller hears about while a pull runs.
 pub enum Event<'a> {
     /// A checksum list or signature was found and checked.
@@ -176,7 +180,7 @@ pub fn expected_digest(
     verify: Verify,
     keyring: Option<&(Keyring, PathBuf)>,
     events: &dyn Fn(Event),
-) -> Result<Option<([u8; 32], String)>, PullError> {
+) -> Result<Expected, PullError> {
     if verify == Verify::No {
         return Ok(None);
     }
@@ -231,6 +235,36 @@ pub fn expected_digest(
     Ok(Some((digest, sums_url)))
 }
 
+/// What every pull does before the download: the URL checked, the keyring loaded, the
+/// checksum list (and its signature) fetched and checked, as `opts.verify` asks.
+fn verify_first(
+    url: &str,
+    opts: &PullOptions,
+    events: &dyn Fn(Event),
+) -> Result<(Client, Expected), PullError> {
+    split_url(url)?;
+    let keyring = match opts.verify {
+        Verify::Signature => Some(load_keyring(opts.keyring.as_deref())?),
+        _ => None,
+    };
+    let client = Client::new();
+    let expected = expected_digest(&client, url, opts.verify, keyring.as_ref(), events)?;
+    Ok((client, expected))
+}
+
+/// The download's digest against the list's, when there is one.
+fn check_digest(url: &str, expected: Expected, digest: [u8; 32]) -> Result<(), PullError> {
+    match expected {
+        Some((want, sums)) if want != digest => Err(PullError::Checksum {
+            url: url.into(),
+            sums,
+            expected: hex::encode(want),
+            actual: hex::encode(digest),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Pulls the tarball at `url` into the store as `name`. `bytes` sees every byte downloaded.
 pub fn pull_tar(
     store: &Store,
@@ -240,13 +274,7 @@ pub fn pull_tar(
     events: &dyn Fn(Event),
     bytes: ByteCounter,
 ) -> Result<PullStats, PullError> {
-    split_url(url)?;
-    let keyring = match opts.verify {
-        Verify::Signature => Some(load_keyring(opts.keyring.as_deref())?),
-        _ => None,
-    };
-    let client = Client::new();
-    let expected = expected_digest(&client, url, opts.verify, keyring.as_ref(), events)?;
+    let (client, expected) = verify_first(url, opts, events)?;
     let staging = store.create(name, "pulled", ImageKind::Directory, opts.force)?;
     let download = client.open(url)?;
     events(Event::Started(download.total()));
@@ -286,16 +314,7 @@ pub fn pull_tar(
         .map_err(|source| import_err(ArchiveError::Read { offset: 0, source }))?;
     let digest = decoder.finish().map_err(import_err)?;
     let digest = digest.unwrap_or_else(|| sha2::Sha256::digest(b"").into());
-    if let Some((want, sums)) = expected {
-        if want != digest {
-            return Err(PullError::Checksum {
-                url: url.into(),
-                sums,
-                expected: hex::encode(want),
-                actual: hex::encode(digest),
-            });
-        }
-    }
+    check_digest(url, expected, digest)?;
     let stripped_top_dir =
         archive::strip_single_top_dir(staging.path()).map_err(|source| PullError::Import {
             url: url.into(),
