@@ -78,6 +78,24 @@ fn skopeo_pushed_layers_unpack_as_umoci_does() {
     assert_eq!(before, after);
     same_tree(&want, &env.store.join("again"));
 
+    // Docker's schema 2 media types, as skopeo writes them with --format v2s2.
+    let docker_ref = format!("{}/test/img:docker", reg.host());
+    skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{docker_ref}"),
+    ]);
+    let manifest = manifest_of(&reg, "test/img:docker");
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    env.ok(&["pull-oci", &docker_ref, "docker", "--tls-verify=false"]);
+    same_tree(&want, &env.store.join("docker"));
+
     // By digest (the registry's manifest digest, as skopeo reports it).
     let out = std::process::Command::new("skopeo")
         .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
