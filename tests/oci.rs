@@ -381,6 +381,10 @@ fn wrong_digests_and_sizes_in_a_layout_are_refused() {
     data[10] ^= 1;
     std::fs::write(&layer_path, data).unwrap();
     refused("digest is sha256:");
+    // A blob that is a symlink to a device is not read (it would never end).
+    std::fs::remove_file(&layer_path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &layer_path).unwrap();
+    refused("not a regular file");
     assert!(env.ok(&["clean"]).trim().is_empty());
 }
 

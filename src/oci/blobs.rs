@@ -129,7 +129,17 @@ fn remove_orphans(dir: &Path) {
 /// layout).
 pub fn verify_file(path: &Path, digest: &Digest, size: Option<u64>) -> Result<()> {
     let file = File::open(path).map_err(io_err(path))?;
-    let mut hashing = HashingReader::new(file);
+    // A hostile archive may name a device or a FIFO (through a symlink) as a blob: only a
+    // regular file is read, and never more than its announced size and a byte.
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(OciError::Invalid {
+            what: path.display().to_string(),
+            reason: "not a regular file".into(),
+        });
+    }
+    let limit = size.map_or(u64::MAX, |s| s.saturating_add(1));
+    let mut hashing = HashingReader::new(file.take(limit));
     std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_err(path))?;
     let what = path.display().to_string();
     if let Some(size) = size.filter(|s| *s != hashing.count) {
