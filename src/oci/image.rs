@@ -13,8 +13,9 @@ use super::spec::{self, Descriptor, ExecConfig, ImageConfig, Manifest, Platform,
 use super::{io_err, json, OciError, Result};
 use crate::archive::{self, Compression, Encoder, WriteOptions};
 
-/// Where manifests and blobs come from; every blob handed out has been checked.
-pub trait Source {
+/// Where manifests and blobs come from; every blob handed out has been checked. Blobs are
+/// fetched from several threads at once.
+pub trait Source: Sync {
     /// The manifest or index `desc` points to, checked against it.
     fn manifest(&self, desc: &Descriptor) -> Result<Vec<u8>>;
     /// A checked blob on disk.
@@ -88,20 +89,69 @@ pub fn resolve(
             "the config's diff_ids do not match the manifest's layers",
         ));
     }
-    let mut out = Vec::new();
-    for desc in &layers {
-        if desc.media_type.contains("nondistributable") || desc.media_type.contains("foreign") {
-            return Err(invalid(
-                "foreign (non-distributable) layers are not supported",
-            ));
-        }
-        out.push((source.blob(desc)?, desc.digest.clone()));
+    if layers
+        .iter()
+        .any(|d| d.media_type.contains("nondistributable") || d.media_type.contains("foreign"))
+    {
+        return Err(invalid(
+            "foreign (non-distributable) layers are not supported",
+        ));
     }
+    let out = fetch_all(source, &layers)?;
     Ok(Resolved {
         config,
         config_digest: Digest::parse(&config_desc.digest)?,
         layers: out,
     })
+}
+
+/// Blobs fetched at once: a registry answers each request with some latency, and a few
+/// concurrent downloads are what registry clients commonly use.
+const PARALLEL_FETCHES: usize = 3;
+
+/// The checked blobs of `layers`, in order, fetched a few at a time; the first failure wins.
+fn fetch_all(source: &dyn Source, layers: &[Descriptor]) -> Result<Vec<(PathBuf, String)>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<PathBuf>>>> =
+        layers.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_FETCHES.min(layers.len()) {
+            scope.spawn(|| loop {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(desc) = layers.get(i) else { return };
+                let result = source.blob(desc);
+                if result.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some(result);
+                }
+            });
+        }
+    });
+    let mut out = Vec::new();
+    let mut first_err = None;
+    for (slot, desc) in results.into_iter().zip(layers) {
+        match slot.into_inner().ok().flatten() {
+            Some(Ok(path)) => out.push((path, desc.digest.clone())),
+            Some(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None if out.len() == layers.len() => Ok(out),
+        None => Err(OciError::Invalid {
+            what: "layers".into(),
+            reason: "a download thread ended without a result".into(),
+        }),
+    }
 }
 
 /// Applies the layers of `image` in order onto the empty directory `root`.

@@ -215,7 +215,7 @@ impl Registry {
         &self,
         desc: &Descriptor,
         cache: &BlobCache,
-        on_bytes: Option<&dyn Fn(u64)>,
+        on_bytes: Option<&(dyn Fn(u64) + Sync)>,
     ) -> Result<PathBuf> {
         let digest = Digest::parse(&desc.digest)?;
         if let Some(path) = cache.get(&digest, desc.size) {
@@ -395,7 +395,7 @@ fn basic(c: &Credentials) -> String {
 
 struct Counted<'a, R> {
     reader: R,
-    on_bytes: Option<&'a dyn Fn(u64)>,
+    on_bytes: Option<&'a (dyn Fn(u64) + Sync)>,
 }
 
 impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
@@ -412,7 +412,7 @@ impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
 pub struct RegistrySource<'a> {
     pub registry: &'a Registry,
     pub cache: &'a BlobCache,
-    pub on_bytes: Option<&'a dyn Fn(u64)>,
+    pub on_bytes: Option<&'a (dyn Fn(u64) + Sync)>,
 }
 
 impl super::image::Source for RegistrySource<'_> {
