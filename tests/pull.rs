@@ -160,7 +160,9 @@ fn signed_pull_imports_the_tree() {
         "--force",
         "--read-only",
     ]);
-    assert!(env.ok(&["read-only", "img"]).contains("yes"));
+    let show: serde_json::Value =
+        serde_json::from_str(&env.ok(&["show", "img", "--json"])).unwrap();
+    assert_eq!(show["read_only"], true);
 }
 
 fn refused_exists(env: &Env, url: &str, keyring: &Path) {

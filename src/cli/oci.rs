@@ -14,7 +14,7 @@ use crate::oci::layout::{self, Layout};
 use crate::oci::registry::{Reference, Registry, RegistrySource};
 use crate::oci::settings::RunSettings;
 use crate::oci::{spec, BlobCache};
-use crate::store::{name_from_path, ImageKind, ImageName, Store};
+use crate::store::{name_from_path, ImageKind, ImageName, LockPurpose, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct ImportOciArgs {
@@ -145,11 +145,12 @@ fn unpack_into_store(
     image: &Resolved,
     name: &ImageName,
     origin: &str,
+    purpose: LockPurpose,
     force: bool,
     read_only: bool,
 ) -> anyhow::Result<u64> {
     let store = ctx.store()?;
-    let staging = store.create(name, "imported", ImageKind::Directory, force)?;
+    let staging = store.create(name, purpose, ImageKind::Directory, force)?;
     let members = image::unpack(image, staging.path())?;
     let settings = RunSettings::from_config(&image.config.config);
     let target = settings_path(&store, name);
@@ -212,8 +213,16 @@ pub fn import_oci(ctx: &Context, args: ImportOciArgs) -> anyhow::Result<Status> 
     } else {
         anyhow::bail!("{shown}: neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)");
     };
-    let members = unpack_into_store(ctx, &resolved, &name, &shown, args.force, args.read_only)
-        .with_context(fail)?;
+    let members = unpack_into_store(
+        ctx,
+        &resolved,
+        &name,
+        &shown,
+        LockPurpose::Import,
+        args.force,
+        args.read_only,
+    )
+    .with_context(fail)?;
     ctx.out.info(&format!(
         "Imported {name} ({} layers, {members} members).",
         resolved.layers.len()
@@ -243,8 +252,16 @@ pub fn pull_oci(ctx: &Context, args: PullOciArgs) -> anyhow::Result<Status> {
     let resolved =
         image::resolve(&source, bytes, media_type.as_deref(), arch, &what).with_context(fail)?;
     bar.set_message(format!("Unpacking {name}"));
-    let members = unpack_into_store(ctx, &resolved, &name, &what, args.force, args.read_only)
-        .with_context(fail)?;
+    let members = unpack_into_store(
+        ctx,
+        &resolved,
+        &name,
+        &what,
+        LockPurpose::Pull,
+        args.force,
+        args.read_only,
+    )
+    .with_context(fail)?;
     bar.finish_and_clear();
     ctx.out.info(&format!(
         "Pulled {name} ({} layers, {members} members, config {}).",
@@ -287,7 +304,7 @@ pub fn push_oci(ctx: &Context, args: PushOciArgs) -> anyhow::Result<Status> {
     }
     let fail = || format!("cannot push {name} to {reference}");
     let store = ctx.store()?;
-    let _lock = store.lock(&name, "exported")?;
+    let _lock = store.lock(&name, LockPurpose::Export)?;
     let built = build(ctx, &name, args.format).with_context(fail)?;
     let registry = Registry::connect(&reference, args.tls_verify).with_context(fail)?;
     for (path, desc) in [&built.layer, &built.config] {
@@ -313,7 +330,7 @@ pub fn export_oci(ctx: &Context, args: ExportOciArgs) -> anyhow::Result<Status> 
     }
     let fail = || format!("cannot export {name} to {shown}");
     let store = ctx.store()?;
-    let _lock = store.lock(&name, "exported")?;
+    let _lock = store.lock(&name, LockPurpose::Export)?;
     let built = build(ctx, &name, args.format).with_context(fail)?;
     let parent = match args.path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

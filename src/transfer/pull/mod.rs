@@ -16,7 +16,7 @@ use std::sync::Arc;
 use sha2::Digest as _;
 
 use crate::archive::{self, ArchiveError, Decoder, ExtractOptions};
-use crate::store::{ImageKind, ImageName, Store, StoreError};
+use crate::store::{ImageKind, ImageName, LockPurpose, Store, StoreError};
 
 pub use http::{Client, Download};
 pub use signature::{verify_detached, Keyring};
@@ -275,7 +275,7 @@ pub fn pull_tar(
     bytes: ByteCounter,
 ) -> Result<PullStats, PullError> {
     let (client, expected) = verify_first(url, opts, events)?;
-    let staging = store.create(name, "pulled", ImageKind::Directory, opts.force)?;
+    let staging = store.create(name, LockPurpose::Pull, ImageKind::Directory, opts.force)?;
     let download = client.open(url)?;
     events(Event::Started(download.total()));
     let failure = download.failure_slot();
