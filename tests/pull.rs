@@ -1,8 +1,9 @@
-//! pull-tar against a loopback HTTP server started by each test (tests/common/http.rs): signed
-//! and unsigned checksum lists, FILE.sha256, tampered tarball, tampered list, an unknown
-//! signing key, 404 and 500, a connection dropped half-way (resumed with Range), redirects.
-//! Every failure leaves no image and nothing after `clean`. Keys are made with GnuPG (gnupg)
-//! in the test; the tarball is written by GNU tar and zstd. Needs root (owners, devices).
+//! pull-tar and pull-raw against a loopback HTTP server started by each test
+//! (tests/common/http.rs): signed and unsigned checksum lists, FILE.sha256, tampered tarball,
+//! tampered list, an unknown signing key, 404 and 500, a connection dropped half-way (resumed
+//! with Range), redirects, proxies; raw and qcow2 disk images (qemu-img). Every failure leaves
+//! no image and nothing after `clean`. Keys are made with GnuPG (gnupg) in the test; the
+//! tarball is written by GNU tar and zstd. Needs root (owners, devices).
 
 mod common;
 
@@ -489,4 +490,87 @@ fn proxies_come_from_the_environment() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(proxy.request_lines().len(), 1);
+}
+
+/// A 24 MiB disk image with data scattered through it (and holes), as raw bytes.
+fn disk_image(env: &Env) -> (PathBuf, Vec<u8>) {
+    let path = env.path("disk.raw");
+    sh(&format!(
+        "truncate -s 24M '{p}' && head -c 1000000 /dev/urandom | dd of='{p}' bs=1M seek=2 conv=notrunc status=none \
+         && printf end | dd of='{p}' bs=1 seek=25165821 conv=notrunc status=none",
+        p = path.display()
+    ));
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes)
+}
+
+#[test]
+fn pull_raw_of_compressed_raw_and_qcow2() {
+    require("qemu-img");
+    let env = Env::new();
+    let server = Server::start();
+    let (raw, bytes) = disk_image(&env);
+    let zst = env.path("disk.raw.zst");
+    let qcow2 = env.path("vm.qcow2");
+    sh(&format!(
+        "zstd -q '{}' -o '{}' && qemu-img convert -f raw -O qcow2 '{}' '{}'",
+        raw.display(),
+        zst.display(),
+        raw.display(),
+        qcow2.display()
+    ));
+    let zst = std::fs::read(&zst).unwrap();
+    let qcow2 = std::fs::read(&qcow2).unwrap();
+    let gpg = Gpg::new(env.dir.path(), "rmach raw <raw@example.invalid>");
+    let keyring = env.path("pubring.gpg");
+    gpg.export(&keyring);
+    let sums = format!(
+        "{}  disk.raw.zst\n{}  vm.qcow2\n",
+        sha256_hex(&zst),
+        sha256_hex(&qcow2)
+    )
+    .into_bytes();
+    server.set("/i/disk.raw.zst", Route::File(zst.clone()));
+    server.set("/i/vm.qcow2", Route::File(qcow2));
+    server.set("/i/SHA256SUMS", Route::File(sums.clone()));
+    server.set("/i/SHA256SUMS.gpg", Route::File(gpg.sign(&sums, false)));
+    let k = keyring.to_str().unwrap();
+    env.ok(&["pull-raw", &server.url("/i/disk.raw.zst"), "--keyring", k]);
+    assert_eq!(std::fs::read(env.store.join("disk.raw")).unwrap(), bytes);
+    env.ok(&["pull-raw", &server.url("/i/vm.qcow2"), "--keyring", k]);
+    assert_eq!(std::fs::read(env.store.join("vm.raw")).unwrap(), bytes);
+    // A dropped connection is resumed here too.
+    server.set(
+        "/i/disk.raw.zst",
+        Route::DropAfter {
+            data: zst.clone(),
+            after: zst.len() / 2,
+            times: 1,
+        },
+    );
+    env.ok(&[
+        "pull-raw",
+        &server.url("/i/disk.raw.zst"),
+        "again",
+        "--keyring",
+        k,
+    ]);
+    assert_eq!(std::fs::read(env.store.join("again.raw")).unwrap(), bytes);
+    // Another file under the name: refused after the whole download, nothing kept.
+    let mut other = zst.clone();
+    other.extend_from_slice(&zst);
+    server.set("/i/disk.raw.zst", Route::File(other));
+    let before = env.store_entries();
+    let msg = env.fails(
+        &[
+            "pull-raw",
+            &server.url("/i/disk.raw.zst"),
+            "bad",
+            "--keyring",
+            k,
+        ],
+        1,
+    );
+    assert!(msg.contains("SHA-256"), "{msg}");
+    assert_eq!(env.store_entries(), before);
 }

@@ -92,7 +92,9 @@ pub enum Command {
     /// Export a raw image (raw, compressed or qcow2)
     ExportRaw(raw::ExportRawArgs),
     /// Download a tarball over HTTP(S), verify it and import it as an image
-    PullTar(pull::PullTarArgs),
+    PullTar(pull::PullArgs),
+    /// Download a disk image (raw or qcow2) over HTTP(S), verify it and import it
+    PullRaw(pull::PullArgs),
     /// Import an OCI image layout or a docker save archive as an image
     ImportOci(oci::ImportOciArgs),
     /// Pull an image from an OCI registry
@@ -220,6 +222,7 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
             | Command::ImportRaw(_)
             | Command::ExportRaw(_)
             | Command::PullTar(_)
+            | Command::PullRaw(_)
             | Command::ImportOci(_)
             | Command::PullOci(_)
             | Command::Bootstrap(_)
@@ -242,6 +245,7 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::ImportRaw(a) => raw::import_raw(ctx, a),
         Command::ExportRaw(a) => raw::export_raw(ctx, a),
         Command::PullTar(a) => pull::pull_tar(ctx, a),
+        Command::PullRaw(a) => pull::pull_raw(ctx, a),
         Command::ImportOci(a) => oci::import_oci(ctx, a),
         Command::PullOci(a) => oci::pull_oci(ctx, a),
         Command::PushOci(a) => oci::push_oci(ctx, a),

@@ -1,4 +1,5 @@
-//! pull-tar: options, name, progress bar and messages around [`crate::transfer::pull`].
+//! pull-tar and pull-raw: options, name, progress bar and messages around
+//! [`crate::transfer::pull`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,8 +18,9 @@ pub enum VerifyArg {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct PullTarArgs {
-    /// The tarball's http:// or https:// URL (compression is detected by content)
+pub struct PullArgs {
+    /// The http:// or https:// URL of the tarball (pull-tar) or disk image, raw or qcow2
+    /// (pull-raw); compression is detected by content
     pub url: String,
     /// The image name (default: the URL's last component without its suffixes)
     pub name: Option<String>,
@@ -38,7 +40,7 @@ pub struct PullTarArgs {
     pub read_only: bool,
 }
 
-pub fn pull_tar(ctx: &Context, args: PullTarArgs) -> anyhow::Result<Status> {
+fn options(args: &PullArgs) -> anyhow::Result<(ImageName, PullOptions)> {
     let name = match &args.name {
         Some(name) => ImageName::parse(name)?,
         None => pull::name_from_url(&args.url)?,
@@ -49,22 +51,53 @@ pub fn pull_tar(ctx: &Context, args: PullTarArgs) -> anyhow::Result<Status> {
             VerifyArg::Checksum => Verify::Checksum,
             VerifyArg::Signature => Verify::Signature,
         },
-        keyring: args.keyring,
+        keyring: args.keyring.clone(),
         force: args.force,
         read_only: args.read_only,
     };
+    Ok((name, opts))
+}
+
+/// A progress bar that learns the download's length when it starts.
+fn progress_events<'a>(
+    ctx: &'a Context,
+    bar: &'a indicatif::ProgressBar,
+    name: &'a ImageName,
+) -> impl Fn(Event) + 'a {
+    move |event: Event| match event {
+        Event::Verified(sums) => ctx.out.verbose(&format!("{sums}: signature good")),
+        Event::Started(Some(total)) => {
+            let styled = ctx.out.progress(Some(total), &format!("Pulling {name}"));
+            bar.set_length(total);
+            bar.set_style(styled.style());
+        }
+        Event::Started(None) => {}
+    }
+}
+
+pub fn pull_raw(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
+    let (name, opts) = options(&args)?;
     let store = ctx.store()?;
     let bar = ctx.out.progress(None, &format!("Pulling {name}"));
-    let events = |event: Event| match event {
-        Event::Verified(sums) => ctx.out.verbose(&format!("{sums}: signature good")),
-        Event::Started(total) => {
-            if let Some(total) = total {
-                let styled = ctx.out.progress(Some(total), &format!("Pulling {name}"));
-                bar.set_length(total);
-                bar.set_style(styled.style());
-            }
-        }
-    };
+    let events = progress_events(ctx, &bar, &name);
+    let counter_bar = bar.clone();
+    let counter: pull::ByteCounter = Arc::new(move |n| counter_bar.inc(n));
+    let stats = pull::pull_raw(&store, &args.url, &name, &opts, &events, counter)
+        .with_context(|| format!("cannot pull {} as {name}; nothing was imported", args.url))?;
+    bar.finish_and_clear();
+    let format = if stats.qcow2 { "qcow2" } else { "raw" };
+    ctx.out.info(&format!(
+        "Pulled {name} ({format}, {} compression, {} bytes, sha256 {}).",
+        stats.compression, stats.size, stats.sha256
+    ));
+    Ok(0)
+}
+
+pub fn pull_tar(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
+    let (name, opts) = options(&args)?;
+    let store = ctx.store()?;
+    let bar = ctx.out.progress(None, &format!("Pulling {name}"));
+    let events = progress_events(ctx, &bar, &name);
     let counter_bar = bar.clone();
     let counter: pull::ByteCounter = Arc::new(move |n| counter_bar.inc(n));
     let stats = pull::pull_tar(&store, &args.url, &name, &opts, &events, counter)

@@ -1,4 +1,4 @@
-//! pull-tar: a tarball downloaded over HTTP(S), checked against a SHA256SUMS list (itself
+//! pull-tar and pull-raw: a tarball (or a disk image) downloaded over HTTP(S), checked against a SHA256SUMS list (itself
 //! checked against an OpenPGP signature) and imported into the store as it arrives, with no
 //! copy of the download on disk. The image is committed only after the digest (and, before
 //! the download starts, the signature) checked out; on any mismatch the staging directory is
@@ -75,6 +75,18 @@ pub enum PullError {
         #[source]
         source: ArchiveError,
     },
+    #[error("{url}: cannot import the disk image")]
+    ImportRaw {
+        url: String,
+        #[source]
+        source: crate::image::ImageError,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -118,6 +130,15 @@ pub struct PullStats {
     pub compression: &'static str,
     pub warnings: Vec<String>,
     pub stripped_top_dir: Option<std::ffi::OsString>,
+}
+
+#[derive(Debug)]
+pub struct PullRawStats {
+    pub sha256: String,
+    pub compression: &'static str,
+    pub qcow2: bool,
+    /// Bytes of the raw image.
+    pub size: u64,
 }
 
 /// The directory URL (with its trailing slash) and the file name of `url`.
@@ -341,6 +362,66 @@ impl Read for Counted {
         (self.bytes)(n as u64);
         Ok(n)
     }
+}
+
+/// Pulls the disk image at `url` (raw or qcow2, any compression) into the store as the raw
+/// image `name`, through the same verification as [`pull_tar`] and import-raw's conversion.
+pub fn pull_raw(
+    store: &Store,
+    url: &str,
+    name: &ImageName,
+    opts: &PullOptions,
+    events: &dyn Fn(Event),
+    bytes: ByteCounter,
+) -> Result<PullRawStats, PullError> {
+    let (client, expected) = verify_first(url, opts, events)?;
+    let staging = store.create(name, LockPurpose::Pull, ImageKind::Raw, opts.force)?;
+    let dest = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(staging.path())
+        .map_err(|source| PullError::Write {
+            path: staging.path().to_path_buf(),
+            source,
+        })?;
+    let download = client.open(url)?;
+    events(Event::Started(download.total()));
+    let failure = download.failure_slot();
+    let counted = Counted {
+        inner: download,
+        bytes,
+    };
+    let report = crate::image::import_raw(
+        crate::image::Source::Stream(Box::new(counted)),
+        &dest,
+        store.root(),
+        true,
+    )
+    .map_err(
+        |source| match failure.lock().ok().and_then(|mut slot| slot.take()) {
+            Some(e) => e,
+            None => PullError::ImportRaw {
+                url: url.into(),
+                source,
+            },
+        },
+    )?;
+    let digest = report
+        .sha256
+        .unwrap_or_else(|| sha2::Sha256::digest(b"").into());
+    check_digest(url, expected, digest)?;
+    dest.sync_all().map_err(|source| PullError::Write {
+        path: staging.path().to_path_buf(),
+        source,
+    })?;
+    drop(dest);
+    staging.commit(opts.read_only)?;
+    Ok(PullRawStats {
+        sha256: hex::encode(digest),
+        compression: report.compression.name(),
+        qcow2: report.qcow2.is_some(),
+        size: report.size,
+    })
 }
 
 #[cfg(test)]
