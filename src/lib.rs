@@ -14,8 +14,8 @@
 //!   capabilities) and executes it.
 //! - [`oci`] reads and writes OCI images: layouts, docker archives, the registry API, layers
 //!   with whiteouts, the shared blob cache.
-//! - [`transfer`] moves images between hosts: pull-tar over HTTP with checksums and
-//!   signatures.
+//! - [`transfer`] moves images between hosts: pull-tar and pull-raw over HTTP with checksums
+//!   and signatures.
 //! - [`bootstrap`] builds a root filesystem from a Debian or Ubuntu mirror.
 //! - [`cli`] parses the command line, prints, and maps errors to exit statuses. Nothing in the
 //!   library calls it; the library never prints and never exits.
