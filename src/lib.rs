@@ -18,6 +18,10 @@
 //!   capabilities) and executes it.
 //! - [`machine`] keeps started machines running under a supervisor and records them: stop,
 //!   signals, shell sessions, live limits, live backups, the systemd unit.
+//! - [`oci`] reads and writes OCI images: layouts, docker archives, the registry API, layers
+//!   with whiteouts, the shared blob cache.
+//! - [`transfer`] moves images between hosts: pull-tar and pull-raw over HTTP with checksums
+//!   and signatures.
 //! - [`bootstrap`] builds a root filesystem from a Debian or Ubuntu mirror.
 //! - [`cli`] parses the command line, prints, and maps errors to exit statuses. Nothing in the
 //!   library calls it; the library never prints and never exits.
@@ -28,6 +32,7 @@ pub mod cli;
 pub mod fs;
 pub mod image;
 pub mod machine;
+pub mod oci;
 pub mod runner;
 pub mod store;
 pub mod sys;

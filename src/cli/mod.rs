@@ -7,7 +7,9 @@ mod complete;
 mod images;
 mod machine;
 pub mod man;
+mod oci;
 mod output;
+mod pull;
 mod raw;
 mod run;
 mod tar;
@@ -90,6 +92,18 @@ pub enum Command {
     ImportRaw(raw::ImportRawArgs),
     /// Export a raw image (raw, compressed or qcow2)
     ExportRaw(raw::ExportRawArgs),
+    /// Download a tarball over HTTP(S), verify it and import it as an image
+    PullTar(pull::PullArgs),
+    /// Download a disk image (raw or qcow2) over HTTP(S), verify it and import it
+    PullRaw(pull::PullArgs),
+    /// Import an OCI image layout or a docker save archive as an image
+    ImportOci(oci::ImportOciArgs),
+    /// Pull an image from an OCI registry
+    PullOci(oci::PullOciArgs),
+    /// Push an image to an OCI registry as one layer
+    PushOci(oci::PushOciArgs),
+    /// Write an image as an OCI image layout (directory or .tar)
+    ExportOci(oci::ExportOciArgs),
     /// Build a Debian or Ubuntu image from a mirror
     Bootstrap(bootstrap::BootstrapArgs),
     /// Run a command inside an image
@@ -235,6 +249,10 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
             | Command::ImportTar(_)
             | Command::ImportRaw(_)
             | Command::ExportRaw(_)
+            | Command::PullTar(_)
+            | Command::PullRaw(_)
+            | Command::ImportOci(_)
+            | Command::PullOci(_)
             | Command::Bootstrap(_)
     ) {
         crate::sys::interrupt::exit_on_interrupt(
@@ -268,6 +286,12 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::ExportTar(a) => tar::export_tar(ctx, a),
         Command::ImportRaw(a) => raw::import_raw(ctx, a),
         Command::ExportRaw(a) => raw::export_raw(ctx, a),
+        Command::PullTar(a) => pull::pull_tar(ctx, a),
+        Command::PullRaw(a) => pull::pull_raw(ctx, a),
+        Command::ImportOci(a) => oci::import_oci(ctx, a),
+        Command::PullOci(a) => oci::pull_oci(ctx, a),
+        Command::PushOci(a) => oci::push_oci(ctx, a),
+        Command::ExportOci(a) => oci::export_oci(ctx, a),
         Command::Bootstrap(a) => bootstrap::bootstrap(ctx, a),
         Command::Run(a) => run::run(ctx, a),
         Command::Boot(a) => run::boot(ctx, a),

@@ -146,6 +146,18 @@ fn execute(
     } else {
         store.lock(&name, purpose)?
     };
+    let (mut o, mut command) = (o, command);
+    if !boot {
+        // An image pulled from an OCI registry runs what its config says (see docs/oci.md).
+        super::oci::apply_run_settings(
+            &store,
+            &name,
+            &mut command,
+            &mut o.user,
+            &mut o.chdir,
+            &mut o.setenv,
+        );
+    }
     // A raw image runs from its file systems, mounted in this process's own mount namespace.
     let mounted = super::raw::mount_for_run(ctx, &image, read_only)?;
     let mut spec = spec_from(

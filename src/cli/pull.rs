@@ -1,0 +1,124 @@
+//! pull-tar and pull-raw: options, name, progress bar and messages around
+//! [`crate::transfer::pull`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::{Context, Status};
+use crate::store::ImageName;
+use crate::transfer::pull::{self, Event, PullOptions, Verify};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerifyArg {
+    No,
+    Checksum,
+    Signature,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The http:// or https:// URL of the tarball (pull-tar) or disk image, raw or qcow2
+    /// (pull-raw); compression is detected by content
+    pub url: String,
+    /// The image name (default: the URL's last component without its suffixes)
+    pub name: Option<String>,
+    /// Check the download against SHA256SUMS (checksum), and that list against its signature
+    /// (signature)
+    #[arg(long, value_enum, default_value = "signature")]
+    pub verify: VerifyArg,
+    /// OpenPGP keyring for --verify=signature (default: /etc/rmach/import-pubring.gpg, else
+    /// /etc/systemd/import-pubring.gpg, else /usr/lib/systemd/import-pubring.gpg)
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Option<PathBuf>,
+    /// Replace an existing image of that name
+    #[arg(long)]
+    pub force: bool,
+    /// Mark the new image read-only
+    #[arg(long)]
+    pub read_only: bool,
+}
+
+fn options(args: &PullArgs) -> anyhow::Result<(ImageName, PullOptions)> {
+    let name = match &args.name {
+        Some(name) => ImageName::parse(name)?,
+        None => pull::name_from_url(&args.url)?,
+    };
+    let opts = PullOptions {
+        verify: match args.verify {
+            VerifyArg::No => Verify::No,
+            VerifyArg::Checksum => Verify::Checksum,
+            VerifyArg::Signature => Verify::Signature,
+        },
+        keyring: args.keyring.clone(),
+        force: args.force,
+        read_only: args.read_only,
+    };
+    Ok((name, opts))
+}
+
+/// A progress bar that learns the download's length when it starts.
+fn progress_events<'a>(
+    ctx: &'a Context,
+    bar: &'a indicatif::ProgressBar,
+    name: &'a ImageName,
+) -> impl Fn(Event) + 'a {
+    move |event: Event| match event {
+        Event::Verified(sums) => ctx.out.verbose(&format!("{sums}: signature good")),
+        Event::Started(Some(total)) => {
+            let styled = ctx.out.progress(Some(total), &format!("Pulling {name}"));
+            bar.set_length(total);
+            bar.set_style(styled.style());
+        }
+        Event::Started(None) => {}
+    }
+}
+
+pub fn pull_raw(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
+    let (name, opts) = options(&args)?;
+    let store = ctx.store()?;
+    let bar = ctx.out.progress(None, &format!("Pulling {name}"));
+    let events = progress_events(ctx, &bar, &name);
+    let counter_bar = bar.clone();
+    let counter: pull::ByteCounter = Arc::new(move |n| counter_bar.inc(n));
+    let stats = pull::pull_raw(&store, &args.url, &name, &opts, &events, counter)
+        .with_context(|| format!("cannot pull {} as {name}; nothing was imported", args.url))?;
+    bar.finish_and_clear();
+    let format = if stats.qcow2 { "qcow2" } else { "raw" };
+    ctx.out.info(&format!(
+        "Pulled {name} ({format}, {} compression, {} bytes, sha256 {}).",
+        stats.compression, stats.size, stats.sha256
+    ));
+    Ok(0)
+}
+
+pub fn pull_tar(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
+    let (name, opts) = options(&args)?;
+    let store = ctx.store()?;
+    let bar = ctx.out.progress(None, &format!("Pulling {name}"));
+    let events = progress_events(ctx, &bar, &name);
+    let counter_bar = bar.clone();
+    let counter: pull::ByteCounter = Arc::new(move |n| counter_bar.inc(n));
+    let stats = pull::pull_tar(&store, &args.url, &name, &opts, &events, counter)
+        .with_context(|| format!("cannot pull {} as {name}; nothing was imported", args.url))?;
+    bar.finish_and_clear();
+    for w in &stats.warnings {
+        ctx.out.warn(w);
+    }
+    if let Some(top) = &stats.stripped_top_dir {
+        ctx.out.verbose(&format!(
+            "{}: using its single top-level directory {top:?} as the root",
+            args.url
+        ));
+    }
+    if opts.verify == Verify::No {
+        ctx.out
+            .verbose(&format!("{}: not verified (--verify=no)", args.url));
+    }
+    ctx.out.info(&format!(
+        "Pulled {name} ({} members, {} tar, sha256 {}).",
+        stats.members, stats.compression, stats.sha256
+    ));
+    Ok(0)
+}

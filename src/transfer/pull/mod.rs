@@ -1,0 +1,450 @@
+//! pull-tar and pull-raw: a tarball (or a disk image) downloaded over HTTP(S), checked against a SHA256SUMS list (itself
+//! checked against an OpenPGP signature) and imported into the store as it arrives, with no
+//! copy of the download on disk. The image is committed only after the digest (and, before
+//! the download starts, the signature) checked out; on any mismatch the staging directory is
+//! removed. HTTP details (redirects, retries, resume) live in [`http`]; this module does not
+//! print: progress goes to a callback.
+
+pub mod http;
+mod signature;
+mod sums;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::Digest as _;
+
+use crate::archive::{self, ArchiveError, Decoder, ExtractOptions};
+use crate::store::{ImageKind, ImageName, LockPurpose, Store, StoreError};
+
+pub use http::{Client, Download};
+pub use signature::{verify_detached, Keyring};
+
+/// Keyrings tried, in order, when none is given: rmach's own, then systemd-importd's (the
+/// administrator's, then the vendor's), as machinectl looks for its own.
+pub const DEFAULT_KEYRINGS: [&str; 3] = [
+    "/etc/rmach/import-pubring.gpg",
+    "/etc/systemd/import-pubring.gpg",
+    "/usr/lib/systemd/import-pubring.gpg",
+];
+
+/// Checksum and signature lists are small; a larger answer is refused.
+const SUMS_LIMIT: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("{url}: not a URL rmach can pull: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
+    #[error("{url}: not found (HTTP 404)")]
+    NotFound { url: String },
+    #[error("no checksum list for {url} (tried {tried}); use --verify=no to pull without one")]
+    NoChecksums { url: String, tried: String },
+    #[error("{sums} does not list {file}")]
+    NotListed { sums: String, file: String },
+    #[error("no signature for {sums} (tried {tried}); use --verify=checksum to skip the signature check")]
+    NoSignature { sums: String, tried: String },
+    #[error("{sums}: bad signature (keyring {keyring}): {reason}")]
+    BadSignature {
+        sums: String,
+        keyring: PathBuf,
+        reason: String,
+    },
+    #[error("cannot read keyring {path}")]
+    KeyringRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("keyring {path}: {reason}")]
+    Keyring { path: PathBuf, reason: String },
+    #[error("no keyring: none of {tried} exists; give --keyring FILE or use --verify=checksum")]
+    NoKeyring { tried: String },
+    #[error("{url}: its SHA-256 is {actual} but {sums} says {expected}")]
+    Checksum {
+        url: String,
+        sums: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{url}: cannot import the tarball")]
+    Import {
+        url: String,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("{url}: cannot import the disk image")]
+    ImportRaw {
+        url: String,
+        #[source]
+        source: crate::image::ImageError,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How much of the download is checked (machinectl's `--verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    No,
+    Checksum,
+    Signature,
+}
+
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub verify: Verify,
+    /// None: the first of [`DEFAULT_KEYRINGS`] that exists.
+    pub keyring: Option<PathBuf>,
+    pub force: bool,
+    pub read_only: bool,
+}
+
+/// The SHA-256 a verified checksum list gives for the download, and the list's URL; None
+/// with `--verify=no`.
+pub type Expected = Option<([u8; 32], String)>;
+
+/// What the caller hears about while a pull runs.
+pub enum Event<'a> {
+    /// A checksum list or signature was found and checked.
+    Verified(&'a str),
+    /// The download started; its size when the server said.
+    Started(Option<u64>),
+}
+
+/// Bytes as they arrive, from the decoding thread.
+pub type ByteCounter = Arc<dyn Fn(u64) + Send + Sync>;
+
+#[derive(Debug, Default)]
+pub struct PullStats {
+    pub members: u64,
+    pub sha256: String,
+    pub compression: &'static str,
+    pub warnings: Vec<String>,
+    pub stripped_top_dir: Option<std::ffi::OsString>,
+}
+
+#[derive(Debug)]
+pub struct PullRawStats {
+    pub sha256: String,
+    pub compression: &'static str,
+    pub qcow2: bool,
+    /// Bytes of the raw image.
+    pub size: u64,
+}
+
+/// The directory URL (with its trailing slash) and the file name of `url`.
+pub fn split_url(url: &str) -> Result<(&str, &str), PullError> {
+    let bad = |reason: &str| PullError::BadUrl {
+        url: url.into(),
+        reason: reason.into(),
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| bad("only http:// and https:// URLs are supported"))?;
+    if rest.contains(['?', '#']) {
+        return Err(bad("a query or fragment cannot name a file"));
+    }
+    let slash = rest.find('/').ok_or_else(|| bad("it names no file"))?;
+    let file_start = url.len() - rest.len() + slash + rest[slash..].rfind('/').unwrap_or(0) + 1;
+    let (dir, file) = url.split_at(file_start);
+    if file.is_empty() {
+        return Err(bad("it ends in /, so it names no file"));
+    }
+    Ok((dir, file))
+}
+
+/// The image name a URL gives: its last component with the store's suffix rules.
+pub fn name_from_url(url: &str) -> Result<ImageName, PullError> {
+    let (_, file) = split_url(url)?;
+    Ok(crate::store::name_from_path(Path::new(file))?)
+}
+
+/// The keyring `opts` names, or the first default that exists.
+pub fn load_keyring(path: Option<&Path>) -> Result<(Keyring, PathBuf), PullError> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => DEFAULT_KEYRINGS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| PullError::NoKeyring {
+                tried: DEFAULT_KEYRINGS.join(", "),
+            })?,
+    };
+    let bytes = std::fs::read(&path).map_err(|source| PullError::KeyringRead {
+        path: path.clone(),
+        source,
+    })?;
+    let keyring = Keyring::from_bytes(&bytes).map_err(|reason| PullError::Keyring {
+        path: path.clone(),
+        reason,
+    })?;
+    Ok((keyring, path))
+}
+
+/// The SHA-256 the server's checksum list gives for `url`, checked as `verify` asks; None
+/// for `Verify::No`. Tries `SHA256SUMS` beside the file, then `FILE.sha256`; signatures are
+/// the list's name with `.gpg`, then `.asc`.
+pub fn expected_digest(
+    client: &Client,
+    url: &str,
+    verify: Verify,
+    keyring: Option<&(Keyring, PathBuf)>,
+    events: &dyn Fn(Event),
+) -> Result<Expected, PullError> {
+    if verify == Verify::No {
+        return Ok(None);
+    }
+    let (dir, file) = split_url(url)?;
+    let candidates = [
+        (format!("{dir}SHA256SUMS"), false),
+        (format!("{url}.sha256"), true),
+    ];
+    let mut found = None;
+    for (sums_url, single) in &candidates {
+        if let Some(list) = client.get_small(sums_url, SUMS_LIMIT)? {
+            found = Some((sums_url.clone(), *single, list));
+            break;
+        }
+    }
+    let (sums_url, single, list) = found.ok_or_else(|| PullError::NoChecksums {
+        url: url.into(),
+        tried: candidates
+            .iter()
+            .map(|(u, _)| u.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })?;
+    if verify == Verify::Signature {
+        let (keyring, keyring_path) = keyring.ok_or_else(|| PullError::NoKeyring {
+            tried: DEFAULT_KEYRINGS.join(", "),
+        })?;
+        let sig_urls = [format!("{sums_url}.gpg"), format!("{sums_url}.asc")];
+        let mut signature = None;
+        for sig_url in &sig_urls {
+            if let Some(sig) = client.get_small(sig_url, SUMS_LIMIT)? {
+                signature = Some(sig);
+                break;
+            }
+        }
+        let signature = signature.ok_or_else(|| PullError::NoSignature {
+            sums: sums_url.clone(),
+            tried: sig_urls.join(", "),
+        })?;
+        verify_detached(keyring, &list, &signature).map_err(|reason| PullError::BadSignature {
+            sums: sums_url.clone(),
+            keyring: keyring_path.clone(),
+            reason,
+        })?;
+        events(Event::Verified(&sums_url));
+    }
+    let text = String::from_utf8_lossy(&list);
+    let digest = sums::find(&text, file, single).ok_or_else(|| PullError::NotListed {
+        sums: sums_url.clone(),
+        file: file.into(),
+    })?;
+    Ok(Some((digest, sums_url)))
+}
+
+/// What every pull does before the download: the URL checked, the keyring loaded, the
+/// checksum list (and its signature) fetched and checked, as `opts.verify` asks.
+fn verify_first(
+    url: &str,
+    opts: &PullOptions,
+    events: &dyn Fn(Event),
+) -> Result<(Client, Expected), PullError> {
+    split_url(url)?;
+    let keyring = match opts.verify {
+        Verify::Signature => Some(load_keyring(opts.keyring.as_deref())?),
+        _ => None,
+    };
+    let client = Client::new();
+    let expected = expected_digest(&client, url, opts.verify, keyring.as_ref(), events)?;
+    Ok((client, expected))
+}
+
+/// The download's digest against the list's, when there is one.
+fn check_digest(url: &str, expected: Expected, digest: [u8; 32]) -> Result<(), PullError> {
+    match expected {
+        Some((want, sums)) if want != digest => Err(PullError::Checksum {
+            url: url.into(),
+            sums,
+            expected: hex::encode(want),
+            actual: hex::encode(digest),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Pulls the tarball at `url` into the store as `name`. `bytes` sees every byte downloaded.
+pub fn pull_tar(
+    store: &Store,
+    url: &str,
+    name: &ImageName,
+    opts: &PullOptions,
+    events: &dyn Fn(Event),
+    bytes: ByteCounter,
+) -> Result<PullStats, PullError> {
+    let (client, expected) = verify_first(url, opts, events)?;
+    let staging = store.create(name, LockPurpose::Pull, ImageKind::Directory, opts.force)?;
+    let download = client.open(url)?;
+    events(Event::Started(download.total()));
+    let failure = download.failure_slot();
+    let import_err = |source: ArchiveError| {
+        // A download that failed for good says why through its slot, not through the
+        // io::Error the decoder saw.
+        match failure.lock().ok().and_then(|mut slot| slot.take()) {
+            Some(e) => e,
+            None => PullError::Import {
+                url: url.into(),
+                source,
+            },
+        }
+    };
+    let counted = Counted {
+        inner: download,
+        bytes,
+    };
+    let mut decoder = Decoder::spawn(counted, true).map_err(import_err)?;
+    let compression = decoder.compression().name();
+    let extracted = archive::extract(
+        &mut decoder,
+        staging.path(),
+        &ExtractOptions::default(),
+        None,
+    );
+    let stats = match extracted {
+        Ok(stats) => stats,
+        Err(e) => {
+            drop(decoder);
+            return Err(import_err(e));
+        }
+    };
+    // Read what follows the archive's end too: the digest covers the whole file.
+    std::io::copy(&mut decoder, &mut std::io::sink())
+        .map_err(|source| import_err(ArchiveError::Read { offset: 0, source }))?;
+    let digest = decoder.finish().map_err(import_err)?;
+    let digest = digest.unwrap_or_else(|| sha2::Sha256::digest(b"").into());
+    check_digest(url, expected, digest)?;
+    let stripped_top_dir =
+        archive::strip_single_top_dir(staging.path()).map_err(|source| PullError::Import {
+            url: url.into(),
+            source,
+        })?;
+    staging.commit(opts.read_only)?;
+    Ok(PullStats {
+        members: stats.members,
+        sha256: hex::encode(digest),
+        compression,
+        warnings: stats.warnings,
+        stripped_top_dir,
+    })
+}
+
+struct Counted {
+    inner: Download,
+    bytes: ByteCounter,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.bytes)(n as u64);
+        Ok(n)
+    }
+}
+
+/// Pulls the disk image at `url` (raw or qcow2, any compression) into the store as the raw
+/// image `name`, through the same verification as [`pull_tar`] and import-raw's conversion.
+pub fn pull_raw(
+    store: &Store,
+    url: &str,
+    name: &ImageName,
+    opts: &PullOptions,
+    events: &dyn Fn(Event),
+    bytes: ByteCounter,
+) -> Result<PullRawStats, PullError> {
+    let (client, expected) = verify_first(url, opts, events)?;
+    let staging = store.create(name, LockPurpose::Pull, ImageKind::Raw, opts.force)?;
+    let dest = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(staging.path())
+        .map_err(|source| PullError::Write {
+            path: staging.path().to_path_buf(),
+            source,
+        })?;
+    let download = client.open(url)?;
+    events(Event::Started(download.total()));
+    let failure = download.failure_slot();
+    let counted = Counted {
+        inner: download,
+        bytes,
+    };
+    let report = crate::image::import_raw(
+        crate::image::Source::Stream(Box::new(counted)),
+        &dest,
+        store.root(),
+        true,
+    )
+    .map_err(
+        |source| match failure.lock().ok().and_then(|mut slot| slot.take()) {
+            Some(e) => e,
+            None => PullError::ImportRaw {
+                url: url.into(),
+                source,
+            },
+        },
+    )?;
+    let digest = report
+        .sha256
+        .unwrap_or_else(|| sha2::Sha256::digest(b"").into());
+    check_digest(url, expected, digest)?;
+    dest.sync_all().map_err(|source| PullError::Write {
+        path: staging.path().to_path_buf(),
+        source,
+    })?;
+    drop(dest);
+    staging.commit(opts.read_only)?;
+    Ok(PullRawStats {
+        sha256: hex::encode(digest),
+        compression: report.compression.name(),
+        qcow2: report.qcow2.is_some(),
+        size: report.size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_urls() {
+        assert_eq!(
+            split_url("http://h:1/a/b/img.tar.zst").unwrap(),
+            ("http://h:1/a/b/", "img.tar.zst")
+        );
+        assert_eq!(
+            split_url("https://h/x.tar").unwrap(),
+            ("https://h/", "x.tar")
+        );
+        assert!(split_url("ftp://h/x.tar").is_err());
+        assert!(split_url("http://h/").is_err());
+        assert!(split_url("http://h").is_err());
+        assert!(split_url("http://h/x.tar?y").is_err());
+        assert_eq!(
+            name_from_url("http://h/d/dev.tar.zst").unwrap().as_str(),
+            "dev"
+        );
+    }
+}
