@@ -86,11 +86,13 @@ fn setup(plan: &Plan, fds: &ChildFds, user_ns: bool) -> Result<Exec, Message> {
             "parent-death signal",
         )?;
     }
-    // A copy of the helper's mount namespace, made from inside the user namespace: the kernel
-    // locks the flags of every mount in it. And now that rmach has moved us into the machine's
-    // cgroup, that becomes our cgroup root.
+    // With a user namespace: a copy of the helper's mount namespace, made from inside it, so
+    // the kernel locks the flags of every mount in it (without one there is nothing to lock,
+    // and the helper's namespace, already the machine's alone, is kept: a copy costs time).
+    // And now that rmach has moved us into the machine's cgroup, that becomes our cgroup root.
+    let mount_ns = if user_ns { ns::CLONE_NEWNS } else { 0 };
     ctx(
-        ns::unshare(ns::CLONE_NEWNS | ns::CLONE_NEWCGROUP),
+        ns::unshare(mount_ns | ns::CLONE_NEWCGROUP),
         "new mount and cgroup namespaces",
     )?;
     ctx(
