@@ -238,3 +238,25 @@ fn autopipe_on_a_terminal_is_interactive_and_the_escape_says_so() {
     assert_eq!(status.code(), Some(137), "{text}");
     assert!(text.contains("Machine cons-esc was killed"), "{text}");
 }
+
+#[test]
+fn the_escape_works_while_the_machine_floods_its_console() {
+    let ts = TestStore::new("cons-fl");
+    let mut term = Terminal::spawn(&rmach(
+        &ts,
+        &[
+            "run",
+            "--console",
+            "interactive",
+            "cons-fl",
+            "--",
+            "/bin/cat",
+            "/dev/zero",
+        ],
+    ));
+    term.wait_for("Press ^] three times", BOOT);
+    std::thread::sleep(Duration::from_secs(1));
+    term.type_keys(b"\x1d\x1d\x1d");
+    let status = term.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(137));
+}

@@ -21,21 +21,31 @@ struct Nspawn(Child);
 
 impl Nspawn {
     fn command(dir: &std::path::Path, script: &str) -> Command {
+        Nspawn::command_with(dir, script, "")
+    }
+
+    /// `options`: more nspawn options, as one word (`--read-only`) or empty.
+    fn command_with(dir: &std::path::Path, script: &str, options: &str) -> Command {
         let mut c = Command::new("unshare");
         c.args(["-m", "sh", "-c"])
             .arg(
                 "mount -t tmpfs tmpfs /run && exec systemd-nspawn -D \"$0\" --register=no \
-                 --keep-unit -q --console=pipe /bin/sh -c \"$1\"",
+                 --keep-unit -q --console=pipe $2 /bin/sh -c \"$1\"",
             )
             .arg(dir)
             .arg(script)
+            .arg(options)
             .stdin(Stdio::null());
         c
     }
 
     /// Starts nspawn and waits for the machine to say `up`.
     fn start(dir: &std::path::Path) -> Nspawn {
-        let mut child = Nspawn::command(dir, "echo up; exec sleep 300")
+        Nspawn::start_with(dir, "")
+    }
+
+    fn start_with(dir: &std::path::Path, options: &str) -> Nspawn {
+        let mut child = Nspawn::command_with(dir, "echo up; exec sleep 300", options)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -172,6 +182,65 @@ fn nspawn_refuses_an_image_rmach_is_running() {
     assert!(!ts.store().join(".#nsp-c.lck").exists());
 }
 
+/// A machine that does not write to its image shares it, on both sides: nspawn --read-only
+/// and rmach run --read-only (or --ephemeral) run the same image at once; a writable run of
+/// either is refused meanwhile.
+#[test]
+fn read_only_machines_share_the_image_with_nspawn() {
+    let ts = TestStore::new("nsp-r");
+    nspawn_ready(&ts, "nsp-r");
+    let nspawn = Nspawn::start_with(&ts.image("nsp-r"), "--read-only");
+    for opts in [vec!["--read-only"], vec!["--ephemeral"]] {
+        let mut args = vec!["run"];
+        args.extend(&opts);
+        args.extend(["nsp-r", "--", "/bin/echo", "shared"]);
+        let o = ts.run(&args);
+        assert_eq!(stdout(&o), "shared\n", "{opts:?}: {}", stderr(&o));
+    }
+    let o = ts.run(&["run", "nsp-r", "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(1), "a writable run beside nspawn");
+    assert!(
+        stderr(&o).contains("in use by systemd-nspawn"),
+        "{}",
+        stderr(&o)
+    );
+    drop(nspawn);
+
+    let mut rmach = KillOnDrop(
+        ts.cmd(&[
+            "run",
+            "--read-only",
+            "nsp-r",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; exec sleep 300",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(rmach.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let o = Nspawn::command_with(&ts.image("nsp-r"), "echo inside", "--read-only")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "inside\n", "{}", stderr(&o));
+    let o = Nspawn::command(&ts.image("nsp-r"), "echo inside")
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("currently busy"), "{}", stderr(&o));
+    let pid = rmach.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    rmach.0.wait().unwrap();
+}
+
 #[test]
 fn image_names_are_exactly_the_machine_names_nspawn_accepts() {
     let ts = TestStore::new("nsp-n");
@@ -216,5 +285,67 @@ fn image_names_are_exactly_the_machine_names_nspawn_accepts() {
             stderr(&nspawn),
             stderr(&rmach)
         );
+    }
+}
+
+/// A killed rmach (like a killed nspawn) cannot unlink its lock files; they are unheld, so
+/// nothing is blocked, and `clean` removes them: in the store, the state directory, and
+/// nspawn's global lock directory where present.
+#[test]
+fn clean_removes_the_lock_files_of_a_killed_rmach() {
+    let ts = TestStore::new("nsp-k");
+    let image = ts.image("nsp-k");
+    let global = std::path::Path::new("/run/systemd/nspawn/locks")
+        .is_dir()
+        .then(|| {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&image).unwrap();
+            std::path::PathBuf::from(format!(
+                "/run/systemd/nspawn/locks/inode-{}:{}",
+                meta.dev(),
+                meta.ino()
+            ))
+        });
+    let mut rmach = KillOnDrop(
+        ts.cmd(&[
+            "run",
+            "nsp-k",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; exec sleep 300",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(rmach.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    rmach.0.kill().unwrap();
+    rmach.0.wait().unwrap();
+    let lck = ts.store().join(".#nsp-k.lck");
+    let state = ts.dir.path().join("state/locks/nsp-k.lock");
+    assert!(lck.exists() && state.exists());
+    if let Some(g) = &global {
+        assert!(g.exists());
+    }
+    // The machine dies with rmach (parent-death signals), and with it the last copy of the
+    // lock descriptors: then the image is stopped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = stdout(&ts.run(&["list", "--no-legend"]));
+        if list.trim_end().ends_with("stopped") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = ts.run(&["clean"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!lck.exists() && !state.exists());
+    if let Some(g) = &global {
+        assert!(!g.exists(), "{} left", g.display());
     }
 }

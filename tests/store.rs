@@ -651,6 +651,11 @@ fn a_full_disk_fails_cleanly_and_leaves_nothing() {
     let env = Env::with_store_in(Some(small.path()));
     let err = env.fails(&["import-fs", src.to_str().unwrap(), "dev"], 1);
     assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(&format!("the store {} is full", env.store.display())),
+        "said as import-tar says it: {err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
     assert!(env.store_entries().is_empty(), "{:?}", env.store_entries());
     sh(&format!("umount {}", small.path().display()));
 }

@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use crate::bootstrap::{
     bootstrap as rmach_bootstrap, select_mirror, suites, BootstrapError, Distro, Event, Options,
 };
-use crate::store::{ImageKind, ImageName};
+use crate::store::ImageName;
 
 use super::{Context, Status};
 
@@ -51,6 +51,8 @@ pub struct BootstrapArgs {
     /// Replace an existing image of that name
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub disk: super::raw::DiskArgs,
 }
 
 pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
@@ -95,11 +97,12 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         jobs: 8,
     };
     let store = ctx.store()?;
-    let staging = store.create(
+    let staging = super::raw::TreeTarget::create(
+        &store,
         &name,
         crate::store::LockPurpose::Bootstrap,
-        ImageKind::Directory,
         args.force,
+        &args.disk,
     )?;
     let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
     let started = std::time::Instant::now();
@@ -129,14 +132,14 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         }
         Event::Note(note) => ctx.out.verbose(&note),
     };
-    let report = rmach_bootstrap(&opts, staging.path(), &progress)
+    let report = rmach_bootstrap(&opts, staging.tree(), &progress)
         .with_context(|| format!("cannot bootstrap {} as {name}", args.suite))?;
     if let Ok(mut b) = bar.lock() {
         if let Some(b) = b.take() {
             b.finish_and_clear();
         }
     }
-    staging.commit(false)?;
+    staging.commit(None, false)?;
     ctx.out.info(&format!(
         "Bootstrapped {name}: {} {} ({} packages).",
         report.distro,

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use super::output::UsageError;
 use super::{Context, Status};
-use crate::store::{copy_tree, name_from_path, ImageInfo, ImageKind, ImageName, LockPurpose};
+use crate::store::{copy_tree, name_from_path, ImageInfo, ImageName, LockPurpose};
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -108,6 +108,8 @@ pub struct ImportFsArgs {
     /// Mark the new image read-only
     #[arg(long)]
     pub read_only: bool,
+    #[command(flatten)]
+    pub disk: super::raw::DiskArgs,
 }
 
 fn image_name(name: &str) -> anyhow::Result<ImageName> {
@@ -200,7 +202,10 @@ pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Status> {
     let name = image_name(&args.name)?;
     let store = ctx.store()?;
     let image = store.image(&name)?;
-    let info = store.info(&image, true)?;
+    let mut info = store.info(&image, true)?;
+    if info.os_release.is_none() && info.state != crate::store::ImageState::Running {
+        info.os_release = super::raw::os_release(ctx, &image);
+    }
     if args.json {
         ctx.out.json(&info)?;
         return Ok(0);
@@ -288,7 +293,9 @@ pub fn clone(ctx: &Context, args: CloneArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let bar = ctx.out.progress(None, &format!("Cloning {source}"));
     let progress = |bytes: u64| bar.set_position(bytes);
-    store.clone_image(&source, &destination, args.read_only, Some(&progress))?;
+    store
+        .clone_image(&source, &destination, args.read_only, Some(&progress))
+        .map_err(|e| store_full(e.into(), &store, format!("cannot clone {source}")))?;
     bar.finish_and_clear();
     Ok(0)
 }
@@ -325,14 +332,44 @@ pub fn import_fs(ctx: &Context, args: ImportFsArgs) -> anyhow::Result<Status> {
         );
     }
     let store = ctx.store()?;
-    let staging = store.create(&name, LockPurpose::Import, ImageKind::Directory, args.force)?;
+    let staging =
+        super::raw::TreeTarget::create(&store, &name, LockPurpose::Import, args.force, &args.disk)?;
     let bar = ctx.out.progress(None, &format!("Importing {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
-    copy_tree(&args.directory, staging.path(), Some(&progress))?;
-    staging.commit(args.read_only)?;
+    let fail = || {
+        format!(
+            "cannot import {} as {name}; nothing was imported",
+            args.directory.display()
+        )
+    };
+    if staging.is_raw() {
+        // The disk is built straight from the directory: no copy first.
+        staging
+            .commit(Some(&args.directory), args.read_only)
+            .map_err(|e| store_full(e, &store, fail()))?;
+    } else {
+        copy_tree(&args.directory, staging.tree(), Some(&progress))
+            .map_err(|e| store_full(e.into(), &store, fail()))?;
+        staging
+            .commit(None, args.read_only)
+            .map_err(|e| store_full(e, &store, fail()))?;
+    }
     bar.finish_and_clear();
     ctx.out.info(&format!("Imported {name}."));
     Ok(0)
+}
+
+/// A full file system is said the same way by every verb that writes into the store:
+/// `WHAT: the store STORE is full: ...` (as import-tar says it).
+fn store_full(err: anyhow::Error, store: &crate::store::Store, what: String) -> anyhow::Error {
+    if super::output::is_no_space(&err) {
+        err.context(format!(
+            "{what}: the store {} is full",
+            store.root().display()
+        ))
+    } else {
+        err
+    }
 }
 
 fn human_bytes(bytes: u64) -> String {

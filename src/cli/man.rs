@@ -109,6 +109,32 @@ const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        "import-raw",
+        &[
+            (
+                "rmach import-raw debian-12-genericcloud-amd64.qcow2 vm",
+                "Import a qcow2 (or raw) disk, any compression, as the raw image vm.",
+            ),
+            (
+                "xz -dc disk.img.xz | rmach import-raw - vm --sha256 HEX",
+                "From standard input, checked against a SHA-256.",
+            ),
+        ],
+    ),
+    (
+        "export-raw",
+        &[
+            (
+                "rmach export-raw vm vm.qcow2",
+                "Export as qcow2; .zst, .xz, .gz, .bz2 compress, anything else is raw.",
+            ),
+            (
+                "rmach export-raw vm /backup/vm.raw",
+                "The exact bytes, written sparse.",
+            ),
+        ],
+    ),
+    (
         "bootstrap",
         &[
             (
@@ -168,6 +194,8 @@ fn see_also(verb: Option<&str>) -> Vec<&'static str> {
         Some("boot") => pages.push("rmach-run(1)"),
         Some("import-tar") => pages.extend(["rmach-export-tar(1)", "tar(1)"]),
         Some("export-tar") => pages.extend(["rmach-import-tar(1)", "tar(1)"]),
+        Some("import-raw") => pages.extend(["rmach-export-raw(1)", "qemu-img(1)"]),
+        Some("export-raw") => pages.extend(["rmach-import-raw(1)", "qemu-img(1)"]),
         Some("bootstrap") => pages.push("debootstrap(8)"),
         Some("list") => pages.push("rmach-show(1)"),
         Some("show") => pages.push("rmach-list(1)"),
@@ -206,7 +234,15 @@ fn exit_status(verb: Option<&str>) -> String {
     ));
     if matches!(
         verb,
-        None | Some("clone" | "import-fs" | "import-tar" | "export-tar" | "bootstrap")
+        None | Some(
+            "clone"
+                | "import-fs"
+                | "import-tar"
+                | "export-tar"
+                | "import-raw"
+                | "export-raw"
+                | "bootstrap"
+        )
     ) {
         items.push(("130", "Interrupted (Ctrl-C, SIGTERM, SIGHUP) while creating an image or an export: nothing was created."));
     }

@@ -7,6 +7,7 @@ mod complete;
 mod images;
 pub mod man;
 mod output;
+mod raw;
 mod run;
 mod tar;
 
@@ -84,6 +85,10 @@ pub enum Command {
     ImportTar(tar::ImportTarArgs),
     /// Export an image as a tarball
     ExportTar(tar::ExportTarArgs),
+    /// Import a disk image (raw or qcow2, any compression) as a raw image
+    ImportRaw(raw::ImportRawArgs),
+    /// Export a raw image (raw, compressed or qcow2)
+    ExportRaw(raw::ExportRawArgs),
     /// Build a Debian or Ubuntu image from a mirror
     Bootstrap(bootstrap::BootstrapArgs),
     /// Run a command inside an image
@@ -114,11 +119,16 @@ impl Context {
     pub fn store(&self) -> anyhow::Result<crate::store::Store> {
         let (root, state) = (&self.global.store, &self.global.state_dir);
         Ok(if self.creates_images {
-            crate::store::Store::open_or_create(root, state)?
-        } else {
             crate::store::Store::open(root, state)?
+        } else {
+            crate::store::Store::open_existing(root, state)?
         })
     }
+}
+
+/// Whether verb `name` only prints information, so a closed stdout is no failure.
+fn prints_a_listing(name: &str) -> bool {
+    matches!(name, "list" | "show" | "completions" | "status")
 }
 
 /// Whether verb `name` creates images (and so may create a missing store).
@@ -135,8 +145,8 @@ pub fn command() -> clap::Command {
 }
 
 /// Parses argv, runs the verb and maps the outcome to an exit status: 0, the payload's status
-/// for run/boot, 1 for a failure, 2 for a usage error. A closed stdout (`| head`) ends the
-/// verb quietly with status 0.
+/// for run/boot, 1 for a failure, 2 for a usage error. A closed stdout (`| head`) ends a
+/// listing verb quietly with status 0.
 pub fn main() -> ExitCode {
     let parsed = Cli::command()
         .try_get_matches()
@@ -160,14 +170,17 @@ pub fn main() -> ExitCode {
         }
     };
     let out = Output::new(cli.global.quiet, cli.global.verbose);
+    let verb = matches.subcommand_name().unwrap_or_default().to_string();
     let ctx = Context {
         global: cli.global,
         out,
-        creates_images: matches.subcommand_name().is_some_and(creates_images),
+        creates_images: creates_images(&verb),
     };
     match dispatch(&ctx, cli.command) {
         Ok(status) => ExitCode::from(status),
-        Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        // A reader that stopped early (`| head`) got what it wanted from a listing. An export
+        // cut short is not a success: it fails as any other write would.
+        Err(err) if output::is_broken_pipe(&err) && prints_a_listing(&verb) => ExitCode::SUCCESS,
         Err(err) => {
             ctx.out.error(&err);
             ExitCode::from(if output::is_usage_error(&err) { 2 } else { 1 })
@@ -192,6 +205,8 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
             | Command::ImportFs(_)
             | Command::ImportTar(_)
             | Command::ExportTar(_)
+            | Command::ImportRaw(_)
+            | Command::ExportRaw(_)
             | Command::Bootstrap(_)
     ) {
         crate::sys::interrupt::exit_on_interrupt(
@@ -209,6 +224,8 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::ImportFs(a) => images::import_fs(ctx, a),
         Command::ImportTar(a) => tar::import_tar(ctx, a),
         Command::ExportTar(a) => tar::export_tar(ctx, a),
+        Command::ImportRaw(a) => raw::import_raw(ctx, a),
+        Command::ExportRaw(a) => raw::export_raw(ctx, a),
         Command::Bootstrap(a) => bootstrap::bootstrap(ctx, a),
         Command::Run(a) => run::run(ctx, a),
         Command::Boot(a) => run::boot(ctx, a),

@@ -30,6 +30,16 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Whether the error comes from a full file system or quota (ENOSPC, EDQUOT).
+pub fn is_no_space(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.raw_os_error())
+            .is_some_and(|n| n == libc::ENOSPC || n == libc::EDQUOT)
+    })
+}
+
 /// clap's multi-line usage error as one line: the message, its hints, the verb's usage.
 pub fn one_line_usage_error(err: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue, ErrorKind};

@@ -134,19 +134,22 @@ fn execute(
     let store = ctx.store()?;
     let name = ImageName::parse(name)?;
     let image = store.image(&name)?;
-    if !image.kind().is_tree() {
-        anyhow::bail!("{name} is a raw image; running raw images is not supported yet");
-    }
-    let _lock = store.lock(
-        &name,
-        if boot {
-            crate::store::LockPurpose::Boot
-        } else {
-            crate::store::LockPurpose::Run
-        },
-    )?;
+    let purpose = if boot {
+        crate::store::LockPurpose::Boot
+    } else {
+        crate::store::LockPurpose::Run
+    };
+    // A machine that cannot write to the image shares it, as nspawn --read-only does.
+    let read_only = o.read_only || o.ephemeral || store.is_read_only(&name)?;
+    let _lock = if read_only {
+        store.lock_read_only(&name, purpose)?
+    } else {
+        store.lock(&name, purpose)?
+    };
+    // A raw image runs from its file systems, mounted in this process's own mount namespace.
+    let mounted = super::raw::mount_for_run(ctx, &image, read_only)?;
     let mut spec = spec_from(
-        image.path(),
+        mounted.as_ref().map_or(image.path(), |m| m.root()),
         name.as_str(),
         o,
         command,
@@ -286,6 +289,10 @@ fn spec_from(
 /// works; nspawn needs `--pipe` for that).
 fn console_mode(asked: Option<Console>, boot: bool) -> runner::Console {
     let on_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    choose_console(asked, boot, on_terminal)
+}
+
+fn choose_console(asked: Option<Console>, boot: bool, on_terminal: bool) -> runner::Console {
     match asked {
         Some(Console::Interactive) => runner::Console::Interactive,
         Some(Console::ReadOnly) => runner::Console::ReadOnly,
@@ -295,5 +302,35 @@ fn console_mode(asked: Option<Console>, boot: bool) -> runner::Console {
         Some(Console::Autopipe) => runner::Console::Pipe,
         None if boot => runner::Console::ReadOnly,
         None => runner::Console::Pipe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_defaults_are_nspawns() {
+        use runner::Console as C;
+        assert_eq!(choose_console(None, true, true), C::Interactive);
+        assert_eq!(choose_console(None, true, false), C::ReadOnly);
+        assert_eq!(choose_console(None, false, true), C::Interactive);
+        assert_eq!(choose_console(None, false, false), C::Pipe);
+        assert_eq!(
+            choose_console(Some(Console::Autopipe), true, true),
+            C::Interactive
+        );
+        assert_eq!(
+            choose_console(Some(Console::Autopipe), true, false),
+            C::Pipe
+        );
+        assert_eq!(
+            choose_console(Some(Console::ReadOnly), false, true),
+            C::ReadOnly
+        );
+        assert_eq!(
+            choose_console(Some(Console::Passive), true, true),
+            C::Passive
+        );
     }
 }

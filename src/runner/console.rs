@@ -85,13 +85,15 @@ struct Master {
 }
 
 impl Master {
-    /// Reads everything the machine has written so far; notes a hangup instead of giving up.
-    fn pump(&mut self, pty: &OwnedFd, buf: &mut [u8]) {
-        loop {
+    /// Reads what the machine has written (a bounded amount, so that a flood of output cannot
+    /// starve input, signals and the ^] escape); notes a hangup instead of giving up. True when
+    /// everything written so far was read.
+    fn pump(&mut self, pty: &OwnedFd, buf: &mut [u8]) -> bool {
+        for _ in 0..16 {
             match rustix::io::read(pty, &mut *buf) {
                 Ok(0) | Err(Errno::IO) => {
                     self.hung_up = true;
-                    return;
+                    return true;
                 }
                 Ok(n) => {
                     self.hung_up = false;
@@ -104,10 +106,11 @@ impl Master {
                 Err(_) => {
                     // EAGAIN: drained, and the slave side is open.
                     self.hung_up = false;
-                    return;
+                    return true;
                 }
             }
         }
+        false
     }
 
     /// Hands pending input to the pty as far as it takes it.
@@ -216,7 +219,7 @@ pub fn relay(
         if let Some(pty) = &relay.pty {
             // A hung-up master is retried on every round: a reopened slave clears the hangup.
             if master.hung_up || pty_slot.is_some_and(|i| ready[i]) {
-                master.pump(pty, &mut buf);
+                let _ = master.pump(pty, &mut buf);
                 master.push(pty);
             }
         }
@@ -265,7 +268,8 @@ pub fn relay(
         }
         if let Ok(Some((_, status))) = p::wait_raw(wait_pid, true) {
             if let Some(pty) = &relay.pty {
-                master.pump(pty, &mut buf);
+                // The machine is gone: nothing refills the pty, so this ends.
+                while !master.pump(pty, &mut buf) {}
             }
             drain_captured(relay, &mut buf);
             return status;
@@ -310,7 +314,7 @@ mod tests {
         let slave = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         (&slave).write_all(b"before hangup").unwrap();
         drop(slave);
-        m.pump(&master, &mut buf);
+        assert!(m.pump(&master, &mut buf));
         assert!(m.hung_up, "every slave fd closed: EIO");
         let _slave = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         m.pump(&master, &mut buf);

@@ -256,7 +256,7 @@ fn clear_flags_below(path: &Path) {
 }
 
 /// Bytes allocated under `path`, each inode counted once however many links it has.
-pub(crate) fn usage(path: &Path) -> u64 {
+pub fn usage(path: &Path) -> u64 {
     fn walk(path: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             return;
@@ -294,7 +294,7 @@ pub(crate) fn times(path: &Path) -> (Option<String>, Option<String>) {
 /// component is never followed (Debian's `etc/os-release` is a symlink, so its
 /// `usr/lib/os-release` is what is read), the open never blocks (a FIFO, a device node), and
 /// the type is checked on the open file before a byte is read.
-pub(crate) fn os_release(root: &Path) -> Option<OsRelease> {
+pub fn os_release(root: &Path) -> Option<OsRelease> {
     let dir = File::open(root).ok()?;
     for candidate in ["etc/os-release", "usr/lib/os-release"] {
         let Ok(fd) = openat2(

@@ -141,7 +141,8 @@ impl fmt::Display for LockHolder {
             (LockPurpose::Foreign, Some(program), Some(pid)) => {
                 write!(f, "{doing} by {program} (PID {pid})")
             }
-            (LockPurpose::Foreign, _, _) => write!(f, "{doing} by another program"),
+            (LockPurpose::Foreign, Some(program), None) => write!(f, "{doing} by {program}"),
+            (LockPurpose::Foreign, None, _) => write!(f, "{doing} by another program"),
             (p, _, Some(pid)) if p.is_running() => write!(f, "{doing} (PID {pid})"),
             (_, _, Some(pid)) => write!(f, "{doing} by PID {pid}"),
             (_, _, None) => f.write_str(doing),
@@ -180,25 +181,27 @@ impl NameLock {
         name: &ImageName,
         purpose: LockPurpose,
         image_path: Option<&Path>,
+        shared: bool,
     ) -> Result<NameLock, StoreError> {
         let busy = |holder: LockHolder| StoreError::Busy {
             name: name.to_string(),
             holder,
         };
         let path = state_path(state_dir, name.as_str());
-        let Some(mut state) = take(&path, true)? else {
-            return Err(busy(rmach_holder(&path)));
+        let mut state = match take(&path, true)? {
+            Ok(held) => held,
+            Err(mut file) => return Err(busy(rmach_holder(&mut file))),
         };
         state.file.set_len(0).at(&path)?;
         writeln!(state.file, "{} {}", std::process::id(), purpose.as_str()).at(&path)?;
         let mut image = Vec::new();
-        let exclusive = !purpose.reads_only();
+        let exclusive = !(shared || purpose.reads_only());
         let mut paths = layout.lock_paths(name).to_vec();
         paths.extend(image_path.and_then(global_lock_path));
         for path in paths {
             match take(&path, exclusive) {
-                Ok(Some(held)) => image.push(held),
-                Ok(None) => return Err(busy(foreign_holder(&path))),
+                Ok(Ok(held)) => image.push(held),
+                Ok(Err(_)) => return Err(busy(foreign_holder(&path))),
                 // A read-only store: nothing can change the image, a shared lock is moot.
                 Err(_) if !exclusive => {}
                 Err(e) => return Err(e),
@@ -221,7 +224,7 @@ pub(crate) fn state_path(state_dir: &Path, name: &str) -> PathBuf {
 
 /// nspawn's global lock of an existing image: by device and inode, so a tree reached through
 /// another path (a bind mount) is the same image. Only where nspawn's directory exists.
-fn global_lock_path(image: &Path) -> Option<PathBuf> {
+pub(crate) fn global_lock_path(image: &Path) -> Option<PathBuf> {
     if !Path::new(NSPAWN_LOCKS).is_dir() {
         return None;
     }
@@ -229,9 +232,10 @@ fn global_lock_path(image: &Path) -> Option<PathBuf> {
     Some(Path::new(NSPAWN_LOCKS).join(format!("inode-{}:{}", meta.dev(), meta.ino())))
 }
 
-/// Creates and locks `path` without waiting; None when another holder has it. A file unlinked
-/// by its previous holder between our open and our lock is useless: open it again.
-fn take(path: &Path, exclusive: bool) -> Result<Option<Held>, StoreError> {
+/// Creates and locks `path` without waiting; when another holder has it, the open file (to
+/// read who). A file unlinked by its previous holder between our open and our lock is useless:
+/// open it again.
+fn take(path: &Path, exclusive: bool) -> Result<Result<Held, File>, StoreError> {
     loop {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -243,10 +247,10 @@ fn take(path: &Path, exclusive: bool) -> Result<Option<Held>, StoreError> {
             .open(path)
             .at(path)?;
         if !ofd::try_lock(&file, exclusive).at(path)? {
-            return Ok(None);
+            return Ok(Err(file));
         }
         if file.metadata().at(path)?.nlink() > 0 {
-            return Ok(Some(Held {
+            return Ok(Ok(Held {
                 file,
                 path: path.to_path_buf(),
             }));
@@ -294,8 +298,8 @@ pub(crate) fn holder(
     image_path: Option<&Path>,
 ) -> Option<LockHolder> {
     let path = state_path(state_dir, name);
-    if held(&path).is_some() {
-        return Some(rmach_holder(&path));
+    if let Some(mut file) = held(&path) {
+        return Some(rmach_holder(&mut file));
     }
     let name = ImageName::parse(name).ok()?;
     let mut paths = layout.lock_paths(&name).to_vec();
@@ -306,17 +310,9 @@ pub(crate) fn holder(
         .map(|p| foreign_holder(p))
 }
 
-/// Reads "PID PURPOSE" from rmach's lock file; the holder may not have written it yet, so
-/// wait a little for it.
-fn rmach_holder(path: &Path) -> LockHolder {
-    let unknown = LockHolder {
-        pid: None,
-        purpose: LockPurpose::Foreign,
-        program: Some("rmach".into()),
-    };
-    let Ok(mut file) = File::open(path) else {
-        return unknown;
-    };
+/// Reads "PID PURPOSE" from rmach's lock file, through the descriptor that found it held (the
+/// holder may unlink the path meanwhile); it may not have written it yet, so wait a little.
+fn rmach_holder(file: &mut File) -> LockHolder {
     for _ in 0..50 {
         let mut text = String::new();
         let _ = file.rewind();
@@ -332,7 +328,11 @@ fn rmach_holder(path: &Path) -> LockHolder {
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    unknown
+    LockHolder {
+        pid: None,
+        purpose: LockPurpose::Foreign,
+        program: Some("rmach".into()),
+    }
 }
 
 /// Another program's hold on a systemd lock file: found by the open file in /proc (OFD locks
@@ -414,15 +414,15 @@ mod tests {
         std::fs::create_dir(&store).unwrap();
         let layout = Layout::new(&store);
         let name = ImageName::parse("x").unwrap();
-        let lock =
-            NameLock::acquire(dir.path(), &layout, &name, LockPurpose::Export, None).unwrap();
+        let lock = NameLock::acquire(dir.path(), &layout, &name, LockPurpose::Export, None, false)
+            .unwrap();
         assert!(store.join(".#x.lck").exists());
         let h = holder(dir.path(), &layout, "x", None).unwrap();
         assert_eq!(
             (h.pid, h.purpose),
             (Some(std::process::id()), LockPurpose::Export)
         );
-        let again = NameLock::acquire(dir.path(), &layout, &name, LockPurpose::Remove, None);
+        let again = NameLock::acquire(dir.path(), &layout, &name, LockPurpose::Remove, None, false);
         assert!(matches!(again, Err(StoreError::Busy { .. })));
         drop(lock);
         assert!(holder(dir.path(), &layout, "x", None).is_none());

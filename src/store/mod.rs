@@ -19,10 +19,14 @@ mod staging;
 
 pub use copy::{copy_tree, CopyStats};
 pub use error::StoreError;
+/// An os-release read with every path resolved inside `root` (raw images: their mounted root).
+pub use image::os_release;
+/// Bytes allocated under a tree, hard links counted once (sizing a disk for it).
+pub use image::usage as tree_usage;
 pub use image::{Image, ImageInfo, ImageKind, ImageState, OsRelease};
 pub use lock::{LockHolder, LockPurpose, NameLock};
 pub use name::{name_from_path, ImageName};
-pub use staging::Staging;
+pub use staging::{Staging, TreeScratch};
 
 use std::ffi::CString;
 use std::fs::File;
@@ -47,9 +51,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the existing store at `root` (a missing one is an error naming the path: a typo
-    /// in `--store` must not look like an empty store), creating the lock directory.
+    /// Opens the store at `root`, creating it first (mode 0700, as machinectl does) when
+    /// missing: for library callers and the verbs that create images.
     pub fn open(root: &Path, state_dir: &Path) -> Result<Store> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .at(root)?;
+        Store::open_existing(root, state_dir)
+    }
+
+    /// Opens the existing store at `root`; a missing one is an error naming the path (a typo
+    /// in `--store` must not look like an empty store). Creates the lock directory.
+    pub fn open_existing(root: &Path, state_dir: &Path) -> Result<Store> {
         match std::fs::metadata(root) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
@@ -77,17 +92,6 @@ impl Store {
         })
     }
 
-    /// Opens the store at `root`, creating it first (mode 0700, as machinectl does) when
-    /// missing: for the verbs that create images.
-    pub fn open_or_create(root: &Path, state_dir: &Path) -> Result<Store> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root)
-            .at(root)?;
-        Store::open(root, state_dir)
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -100,6 +104,17 @@ impl Store {
     /// systemd-nspawn, machinectl) holds them. Held until the returned lock is dropped; a
     /// machine supervisor holds a `Run` or `Boot` lock for as long as the machine runs.
     pub fn lock(&self, name: &ImageName, purpose: LockPurpose) -> Result<NameLock> {
+        self.lock_with(name, purpose, false)
+    }
+
+    /// Like [`Store::lock`], with systemd's locks taken shared: for a machine that does not
+    /// write to the image (`--read-only`, `--ephemeral`, a read-only image), as
+    /// `systemd-nspawn --read-only` takes them. rmach's own lock stays exclusive.
+    pub fn lock_read_only(&self, name: &ImageName, purpose: LockPurpose) -> Result<NameLock> {
+        self.lock_with(name, purpose, true)
+    }
+
+    fn lock_with(&self, name: &ImageName, purpose: LockPurpose, shared: bool) -> Result<NameLock> {
         let image = self.find(name);
         NameLock::acquire(
             &self.state_dir,
@@ -107,6 +122,7 @@ impl Store {
             name,
             purpose,
             image.as_ref().map(|i| i.path.as_path()),
+            shared,
         )
     }
 
@@ -474,7 +490,8 @@ impl Store {
 
     /// Removes what interrupted operations left behind (staging entries whose name is not
     /// locked); with `all`, every other hidden entry too. Returns what was removed.
-    /// Lock files nobody holds (left by killed processes) go too, unreported.
+    /// Lock files nobody holds (left by killed processes) go too, unreported: in the store, in
+    /// the state directory, and nspawn's global ones of this store's images.
     pub fn clean(&self, all: bool) -> Result<Vec<PathBuf>> {
         let removed = self.remove_stale_staging(None, all);
         let store_locks = std::fs::read_dir(&self.root)
@@ -488,6 +505,12 @@ impl Store {
             .flatten();
         for entry in store_locks.chain(rmach_locks) {
             lock::remove_if_free(&entry.path());
+        }
+        // nspawn's global locks of this store's images, left by a killed rmach or nspawn.
+        for image in self.images(true)? {
+            if let Some(path) = lock::global_lock_path(&image.path) {
+                lock::remove_if_free(&path);
+            }
         }
         Ok(removed)
     }

@@ -54,7 +54,12 @@ impl Staging {
     /// the new one under the real name, never a partial one.
     pub fn commit(mut self, read_only: bool) -> Result<(), StoreError> {
         let top = File::open(&self.path).at(&self.path)?;
-        rustix::fs::syncfs(&top).at(&self.path)?;
+        if self.kind == ImageKind::Raw {
+            // One file: its own fsync, not a flush of everything else on the file system.
+            top.sync_all().at(&self.path)?;
+        } else {
+            rustix::fs::syncfs(&top).at(&self.path)?;
+        }
         drop(top);
         let new = cstr(&self.path)?;
         let target = cstr(&self.target)?;
@@ -84,6 +89,44 @@ impl Staging {
         let store_dir = File::open(&self.store).at(&self.store)?;
         rustix::fs::fsync(&store_dir).at(&self.store)?;
         Ok(())
+    }
+}
+
+/// A directory beside a raw image being built, for the tree that goes into the image. It has
+/// the same name's hidden staging prefix, so the staging's lock covers it and `clean` removes
+/// it after a crash; it is removed when dropped.
+#[derive(Debug)]
+pub struct TreeScratch {
+    path: PathBuf,
+}
+
+impl TreeScratch {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TreeScratch {
+    fn drop(&mut self) {
+        let _ = set_read_only_path(&self.path, ImageKind::Directory, false);
+        let _ = remove_image_path(&self.path);
+    }
+}
+
+impl Staging {
+    /// Creates a [`TreeScratch`] for this staging.
+    pub fn tree_scratch(&self) -> Result<TreeScratch, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = super::layout::Layout::new(&self.store).staging_path(
+            &self.name,
+            ImageKind::Directory,
+            rand_tag(),
+        );
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&path)
+            .at(&path)?;
+        Ok(TreeScratch { path })
     }
 }
 

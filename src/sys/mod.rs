@@ -4,6 +4,7 @@
 pub mod bpf;
 pub mod btrfs;
 pub mod interrupt;
+pub mod loopdev;
 pub mod mount;
 pub mod net;
 pub mod ns;

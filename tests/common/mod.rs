@@ -119,7 +119,7 @@ impl Env {
 
     /// The store through the library, as the binary opens it.
     pub fn library_store(&self) -> rmach::store::Store {
-        rmach::store::Store::open_or_create(&self.store, &self.state).unwrap()
+        rmach::store::Store::open(&self.store, &self.state).unwrap()
     }
 
     /// Names of the entries in the store directory, hidden ones included, sorted; none when
