@@ -170,6 +170,7 @@ fn execute(
     )?;
     // Per-run scratch directories (the ephemeral overlay's) go under the state directory.
     spec.scratch = ctx.global.state_dir.clone();
+    spec.seccomp_cache = Some(ctx.global.cache_dir.join("runner"));
     let plan = runner::plan(&spec).map_err(|e| match e {
         runner::RunnerError::BadCapability { .. } => usage(e),
         e => e.into(),

@@ -3,7 +3,6 @@
 //! status in a shared word for the helper before exiting (which ends every other process in
 //! the namespace). It holds no descriptor but 0-2 once the payload runs.
 
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -38,8 +37,8 @@ pub fn run(
             pid
         }
         Err(e) => {
-            let _ = std::fs::File::from(error_pipe)
-                .write_all(format!("fork the payload: {e}").as_bytes());
+            let message = super::channel::Message::Failed(format!("fork the payload: {e}"));
+            super::channel::send(&error_pipe, &message);
             p::exit_now(1)
         }
     };

@@ -16,10 +16,13 @@
 
 mod caps;
 mod cgroup;
+mod channel;
 mod console;
 mod devices;
 mod exec;
+mod helper;
 mod init;
+mod machine;
 mod mounts;
 mod passwd;
 pub mod plan;

@@ -226,7 +226,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         veth: (spec.network == Network::Veth).then(|| veth_name(&spec.name)),
         bounding_caps,
         no_new_privs: spec.no_new_privileges,
-        seccomp: super::seccomp::compile(bounding_caps)?,
+        seccomp: super::seccomp::compile_cached(bounding_caps, spec.seccomp_cache.as_deref())?,
         env: environment(spec, &uuid),
         command: spec.command.clone(),
         user: spec.user.clone(),

@@ -104,15 +104,105 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<Insn>, RunnerError> {
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)
         .map_err(|e| fail("read back", e))?;
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|b| Insn {
-            code: u16::from_ne_bytes([b[0], b[1]]),
-            jt: b[2],
-            jf: b[3],
-            k: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
-        })
-        .collect())
+    Ok(bytes.chunks_exact(8).map(insn_of).collect())
+}
+
+/// Like [`compile`], through a cache directory: libseccomp takes 5-30 ms to build the filters,
+/// most of a `run`'s time. The file name carries everything the program depends on (the
+/// capabilities that gate groups, the list, libseccomp's and rmach's versions), the file a
+/// SHA-256 of its contents; anything unreadable or inconsistent is compiled afresh.
+pub fn compile_cached(
+    bounding_caps: u64,
+    cache: Option<&std::path::Path>,
+) -> Result<SeccompProgram, RunnerError> {
+    let Some(dir) = cache else {
+        return compile(bounding_caps);
+    };
+    let path = dir.join(format!("seccomp-{}.bpf", cache_key(bounding_caps)));
+    if let Some(p) = std::fs::read(&path).ok().and_then(|b| decode(&b)) {
+        return Ok(p);
+    }
+    let program = compile(bounding_caps)?;
+    // A failed write only costs the next run the compile time.
+    let tmp = dir.join(format!(".seccomp-{}.tmp", std::process::id()));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&tmp, encode(&program)))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(program)
+}
+
+fn cache_key(bounding_caps: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for g in GROUPS {
+        let kept = g
+            .capability
+            .is_none_or(|c| caps::number(c).is_ok_and(|n| bounding_caps & (1u64 << n) != 0));
+        h.update([kept as u8]);
+        h.update(g.calls.join(",").as_bytes());
+    }
+    for (name, request) in REFUSED_IOCTLS {
+        h.update(name.as_bytes());
+        h.update(request.to_ne_bytes());
+    }
+    let v =
+        libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro));
+    h.update(v.unwrap_or_default().as_bytes());
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    hex::encode(&h.finalize()[..12])
+}
+
+fn insn_bytes(i: &Insn) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[..2].copy_from_slice(&i.code.to_ne_bytes());
+    b[2] = i.jt;
+    b[3] = i.jf;
+    b[4..].copy_from_slice(&i.k.to_ne_bytes());
+    b
+}
+
+fn insn_of(b: &[u8]) -> Insn {
+    Insn {
+        code: u16::from_ne_bytes([b[0], b[1]]),
+        jt: b[2],
+        jf: b[3],
+        k: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+    }
+}
+
+/// Each filter as a 4-byte instruction count and its instructions; then a SHA-256 of it all.
+fn encode(p: &SeccompProgram) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut v = Vec::new();
+    for f in &p.filters {
+        v.extend_from_slice(&(f.len() as u32).to_ne_bytes());
+        for i in f {
+            v.extend_from_slice(&insn_bytes(i));
+        }
+    }
+    let sum = Sha256::digest(&v);
+    v.extend_from_slice(&sum);
+    v
+}
+
+fn decode(bytes: &[u8]) -> Option<SeccompProgram> {
+    use sha2::{Digest, Sha256};
+    let (body, sum) = bytes.split_at(bytes.len().checked_sub(32)?);
+    if Sha256::digest(body).as_slice() != sum {
+        return None;
+    }
+    let mut filters = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let n = u32::from_ne_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let insns = rest.get(4..4 + n.checked_mul(8)?)?;
+        filters.push(insns.chunks_exact(8).map(insn_of).collect());
+        rest = &rest[4 + n * 8..];
+    }
+    (filters.len() == 2).then_some(SeccompProgram { filters })
 }
 
 /// Compiles both programs for a machine with the capability bounding set `bounding_caps`.
@@ -236,5 +326,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_cache_returns_what_was_compiled_and_ignores_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let caps = caps::bounding_set(&[], &[], false).unwrap();
+        let fresh = compile_cached(caps, Some(dir.path())).unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(compile_cached(caps, Some(dir.path())).unwrap(), fresh);
+        let mut bytes = std::fs::read(files[0].path()).unwrap();
+        bytes[10] ^= 0xff;
+        std::fs::write(files[0].path(), &bytes).unwrap();
+        assert_eq!(compile_cached(caps, Some(dir.path())).unwrap(), fresh);
+        assert_eq!(decode(&bytes), None);
+        let more = caps | 1 << caps::number("sys_time").unwrap();
+        assert_ne!(cache_key(more), cache_key(caps));
+        let net = caps | 1 << caps::number("net_admin").unwrap();
+        assert_eq!(cache_key(net), cache_key(caps), "net_admin gates no group");
     }
 }

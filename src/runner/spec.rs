@@ -132,6 +132,9 @@ pub struct RunSpec {
     /// Refuse to run where the host has no device controller (v1 `devices`); false runs
     /// without a device policy.
     pub device_policy: bool,
+    /// A directory where compiled seccomp programs are kept between runs (None: compile each
+    /// time).
+    pub seccomp_cache: Option<PathBuf>,
 }
 
 impl RunSpec {
@@ -164,6 +167,7 @@ impl RunSpec {
             boot: false,
             scratch: PathBuf::from("/run"),
             device_policy: true,
+            seccomp_cache: None,
         }
     }
 }

@@ -75,6 +75,12 @@ pub enum PullError {
         #[source]
         source: ArchiveError,
     },
+    #[error("{url}: cannot import the tarball")]
+    ImportTree {
+        url: String,
+        #[source]
+        source: crate::transfer::TransferError,
+    },
     #[error("{url}: cannot import the disk image")]
     ImportRaw {
         url: String,
@@ -337,9 +343,11 @@ pub fn pull_tar(
     let digest = digest.unwrap_or_else(|| sha2::Sha256::digest(b"").into());
     check_digest(url, expected, digest)?;
     let stripped_top_dir =
-        archive::strip_single_top_dir(staging.path()).map_err(|source| PullError::Import {
-            url: url.into(),
-            source,
+        crate::transfer::strip_single_top_dir(staging.path()).map_err(|source| {
+            PullError::ImportTree {
+                url: url.into(),
+                source,
+            }
         })?;
     staging.commit(opts.read_only)?;
     Ok(PullStats {

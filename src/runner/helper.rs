@@ -1,0 +1,173 @@
+//! rmach's helper: forked with glibc's `fork` (a raw clone from a library caller with threads
+//! could leave the child with a locked allocator), single-threaded from then on. It drops
+//! everything of the caller, builds the machine's mount namespace (root, host stage), pivots
+//! into it, clones the machine, mounts the kernel stage once rmach has done the host-side
+//! setup, lets the machine go, waits for it and reports its status.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+
+use super::channel::{self, Message};
+use super::init;
+use super::machine::{self, ChildFds};
+use super::mounts::{self, ctx, ChildResult};
+use super::plan::{Plan, Stage};
+use super::spec::Network;
+use crate::sys::{ns, process as p};
+
+/// The helper's pipe ends.
+pub(super) struct Ends {
+    /// The setup channel's write end (shared with everything that sets the machine up).
+    pub(super) error: OwnedFd,
+    /// The report channel's write end: the machine's PID, then its status.
+    pub(super) report: OwnedFd,
+    /// Write end: lets the machine go.
+    pub(super) sync: OwnedFd,
+    /// Read end: rmach's host-side setup is done.
+    pub(super) ready: OwnedFd,
+}
+
+/// The helper's whole life; never returns.
+pub(super) fn run(
+    plan: &Plan,
+    fds: ChildFds,
+    ends: Ends,
+    scratch: Option<&Path>,
+    flags: i32,
+    payload_status: &'static AtomicU64,
+) -> ! {
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let prepared = isolate_from_caller(
+        plan,
+        &fds,
+        [&ends.error, &ends.report, &ends.sync, &ends.ready],
+    )
+    .and_then(|_| {
+        let scratch = scratch.unwrap_or(Path::new("/"));
+        mounts::prepare_root(plan, scratch, fds.tree.as_ref())?;
+        mounts::apply(plan, Stage::Host, fds.pty.as_deref())?;
+        mounts::pivot()
+    });
+    if let Err(message) = prepared {
+        channel::send(&ends.error, &Message::Failed(message));
+        p::exit_now(1)
+    }
+    match ns::clone_fork(flags) {
+        Ok(None) => {
+            drop((ends.sync, ends.ready, ends.report));
+            machine::child(plan, fds, ends.error, payload_status, plan.id_map.is_some())
+        }
+        Ok(Some(pid)) => {
+            // Only the machine may hold these ends, or rmach would never see EOF.
+            drop(fds);
+            channel::send(&ends.report, &Message::Pid(pid));
+            // rmach has written the id maps, moved the machine into its cgroup and
+            // made its veth: mount what must be locked, then let the machine go.
+            let mut go = [0u8; 1];
+            let outer = match rustix::io::read(&ends.ready, &mut go) {
+                Ok(1) => kernel_mounts(plan, pid, &ends.error),
+                _ => false,
+            };
+            if !outer {
+                let _ = p::kill(pid, libc::SIGKILL);
+                p::exit_now(1)
+            }
+            let _ = rustix::io::write(&ends.sync, b"1");
+            drop((ends.sync, ends.error));
+            let mut raw = p::wait_raw(pid, false).ok().flatten().map_or(0, |r| r.1);
+            // With `run`, the payload's status as init left it, if it did.
+            let word = payload_status.load(std::sync::atomic::Ordering::SeqCst);
+            if !plan.boot && word & init::REPORTED != 0 {
+                raw = word as u32 as i32;
+            }
+            channel::send(&ends.report, &Message::Status(raw));
+            p::exit_now(0)
+        }
+        Err(e) => {
+            let msg = format!("clone the machine's namespaces: {e}");
+            channel::send(&ends.error, &Message::Failed(msg));
+            p::exit_now(1)
+        }
+    }
+}
+
+/// In the helper, before the machine is cloned: closes every descriptor but 0-2 and the
+/// run's own, and replaces the arguments and environment the helper inherited from the caller
+/// with the machine's, so PID 1 (which never execs for `run`) holds nothing of the caller.
+fn isolate_from_caller(plan: &Plan, fds: &ChildFds, pipes: [&OwnedFd; 4]) -> ChildResult<()> {
+    use std::os::fd::AsRawFd;
+    let mut keep: Vec<i32> = pipes.iter().map(|f| f.as_raw_fd()).collect();
+    keep.push(fds.sync.as_raw_fd());
+    for f in [&fds.tree, &fds.stdout, &fds.stderr, &fds.tty]
+        .into_iter()
+        .flatten()
+    {
+        keep.push(f.as_raw_fd());
+    }
+    ctx(p::close_all_except(&keep), "close the caller's descriptors")?;
+    let mut environ = Vec::new();
+    for (k, v) in &plan.env {
+        environ.extend_from_slice(format!("{k}={v}").as_bytes());
+        environ.push(0);
+    }
+    ctx(
+        p::replace_cmdline_and_environ(b"rmach\0", &environ),
+        "replace the environment",
+    )
+}
+
+/// In the helper: mounts the table's kernel stage from a process in the machine's PID
+/// namespace (its /proc must show the machine's processes) and, with a private network, its
+/// network namespace (its /sys shows the machine's interfaces), then detaches the host's root.
+/// False after a failure, which has been sent over the setup channel.
+fn kernel_mounts(plan: &Plan, machine: i32, error: &OwnedFd) -> bool {
+    let report = |message: String| channel::send(error, &Message::Failed(message));
+    let pidfd = match rustix::process::Pid::from_raw(machine)
+        .ok_or(rustix::io::Errno::SRCH)
+        .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()))
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            report(format!("open the machine's pidfd: {e}"));
+            return false;
+        }
+    };
+    if let Err(e) = ns::setns(&pidfd, ns::CLONE_NEWPID) {
+        report(format!("join the machine's PID namespace: {e}"));
+        return false;
+    }
+    let mounted = match ns::fork() {
+        Ok(None) => {
+            let mounted = if plan.network != Network::Host {
+                ctx(
+                    ns::setns(&pidfd, ns::CLONE_NEWNET),
+                    "join the machine's network",
+                )
+            } else {
+                Ok(())
+            }
+            .and_then(|_| mounts::apply(plan, Stage::Kernel, None));
+            // This process took PID 2 in the machine's namespace: hand it back, so the payload
+            // of `run` is PID 2 as with nspawn --as-pid2 (the write counts for the writer's
+            // PID namespace; the host's /proc still hangs beside the old root).
+            let last_pid = Path::new("/")
+                .join(mounts::OLD_ROOT)
+                .join("proc/sys/kernel/ns_last_pid");
+            let _ = std::fs::write(last_pid, "1");
+            match mounted {
+                Ok(()) => p::exit_now(0),
+                Err(m) => {
+                    report(m);
+                    p::exit_now(1)
+                }
+            }
+        }
+        Ok(Some(mounter)) => matches!(p::wait_raw(mounter, false), Ok(Some((_, 0)))),
+        Err(e) => {
+            report(format!("fork: {e}"));
+            false
+        }
+    };
+    mounted && mounts::detach_old_root().map_err(report).is_ok()
+}

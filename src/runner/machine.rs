@@ -1,0 +1,250 @@
+//! The machine's side: the process rmach's helper clones into the new namespaces. It waits
+//! for the helper's word, takes its own mount and cgroup namespaces, mounts the inner stage,
+//! sets up its console, seccomp, capabilities and user, and execs the payload (under the small
+//! init for `run`). Failures go to rmach over the setup channel as typed messages.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::channel::{self, Message};
+use super::mounts::{self, ctx, ChildResult};
+use super::plan::{Plan, Stage};
+use super::spec::{Console, Network};
+use super::{init, passwd};
+use crate::sys::{net, ns, process as p};
+
+/// Descriptors the machine's side is handed.
+pub(super) struct ChildFds {
+    /// The idmapped root the helper attaches, with a user namespace.
+    pub(super) tree: Option<OwnedFd>,
+    /// Read end: a byte from the helper once the host and kernel stages are mounted.
+    pub(super) sync: OwnedFd,
+    pub(super) stdout: Option<OwnedFd>,
+    pub(super) stderr: Option<OwnedFd>,
+    pub(super) pty: Option<PathBuf>,
+    /// The pty's slave, opened by rmach (a user namespace's root may not open the host's node).
+    pub(super) tty: Option<OwnedFd>,
+}
+
+/// The machine side; never returns. Failures go to the setup channel.
+pub(super) fn child(
+    plan: &Plan,
+    fds: ChildFds,
+    error: OwnedFd,
+    status: &'static std::sync::atomic::AtomicU64,
+    user_ns: bool,
+) -> ! {
+    let (c_exe, c_argv, c_env) = match setup(plan, &fds, user_ns) {
+        Ok(v) => v,
+        Err(message) => {
+            channel::send(&error, &message);
+            p::exit_now(1)
+        }
+    };
+    // Everything the setup needed is done with: from here the machine holds 0-2 and, until
+    // the payload's exec, the error pipe.
+    std::mem::forget(fds);
+    if p::close_all_except(&[std::os::fd::AsRawFd::as_raw_fd(&error)]).is_err() {
+        p::exit_now(1)
+    }
+    let exec = move |error: OwnedFd| -> std::convert::Infallible {
+        let _ = p::reset_signals();
+        let _ = p::cloexec_from(3);
+        let e = p::execve(&c_exe, &c_argv, &c_env);
+        let message = format!("execute {}: {e}", c_exe.to_string_lossy());
+        channel::send(&error, &Message::Failed(message));
+        p::exit_now(127)
+    };
+    if plan.boot {
+        match exec(error) {}
+    }
+    let Ok(payload_error) = error.try_clone() else {
+        p::exit_now(1)
+    };
+    init::run(status, error, move || exec(payload_error))
+}
+
+type Exec = (CString, Vec<CString>, Vec<CString>);
+
+fn setup(plan: &Plan, fds: &ChildFds, user_ns: bool) -> Result<Exec, Message> {
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let mut go = [0u8; 1];
+    if rustix::io::read(&fds.sync, &mut go) != Ok(1) {
+        p::exit_now(1);
+    }
+    if user_ns {
+        ctx(
+            p::set_identity(0, 0, &[]),
+            "become root in the user namespace",
+        )?;
+        // A change of ids clears the parent-death signal: set it again, or a killed rmach
+        // would leave this machine running.
+        ctx(
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+            "parent-death signal",
+        )?;
+    }
+    // With a user namespace: a copy of the helper's mount namespace, made from inside it, so
+    // the kernel locks the flags of every mount in it (without one there is nothing to lock,
+    // and the helper's namespace, already the machine's alone, is kept: a copy costs time).
+    // And now that rmach has moved us into the machine's cgroup, that becomes our cgroup root.
+    let mount_ns = if user_ns { ns::CLONE_NEWNS } else { 0 };
+    ctx(
+        ns::unshare(mount_ns | ns::CLONE_NEWCGROUP),
+        "new mount and cgroup namespaces",
+    )?;
+    ctx(
+        rustix::system::sethostname(plan.hostname.as_bytes()),
+        "set the hostname",
+    )?;
+    if plan.network != Network::Host {
+        ctx(net::link_up("lo"), "bring up lo")?;
+    }
+    let tty = fds.tty.as_ref();
+    ctx(std::env::set_current_dir("/"), "chdir /")?;
+    mounts::apply(plan, Stage::Inner, None)?;
+    ctx(rustix::process::setsid(), "setsid")?;
+    match plan.console {
+        // Which fds become the machine's 0-2 per mode: docs/console.md.
+        c if c.has_pty() => {
+            let tty = tty.ok_or("no pty")?;
+            ctx(p::set_controlling_tty(tty), "controlling terminal")?;
+            for n in 0..3 {
+                ctx(p::dup2(tty, n), "console")?;
+            }
+        }
+        Console::Capture => {
+            let null: OwnedFd = ctx(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null"),
+                "/dev/null",
+            )?
+            .into();
+            ctx(p::dup2(&null, 0), "stdin")?;
+            ctx(p::dup2(fds.stdout.as_ref().unwrap_or(&null), 1), "stdout")?;
+            ctx(p::dup2(fds.stderr.as_ref().unwrap_or(&null), 2), "stderr")?;
+        }
+        _ => {}
+    }
+    let user = passwd::resolve(plan.user.as_deref())?;
+    let argv = command_line(plan, &user);
+    let env = environment(plan, &user);
+    let exe = find_executable(&argv[0], &env)?;
+    let workdir = plan
+        .chdir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&user.home));
+    // The filters first: installing one without no_new_privs needs CAP_SYS_ADMIN, which the
+    // bounding set may drop.
+    for filter in &plan.seccomp.filters {
+        ctx(
+            crate::sys::seccomp::install(filter),
+            "install the seccomp filter",
+        )?;
+    }
+    ctx(
+        p::limit_capabilities(plan.bounding_caps),
+        "limit capabilities",
+    )?;
+    if plan.no_new_privs {
+        ctx(p::set_no_new_privs(), "no_new_privs")?;
+    }
+    if user.uid != 0 || user.gid != 0 {
+        ctx(
+            p::set_identity(user.uid, user.gid, &user.groups),
+            format!("become {}", user.name),
+        )?;
+        ctx(
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+            "parent-death signal",
+        )?;
+    }
+    if std::env::set_current_dir(&workdir).is_err() {
+        if plan.chdir.is_some() {
+            return Err(format!(
+                "change to {}: no such directory in the machine",
+                workdir.display()
+            )
+            .into());
+        }
+        let _ = std::env::set_current_dir("/");
+    }
+    let cstr = |s: &[u8]| {
+        CString::new(s).map_err(|_| "a NUL byte in the command line or environment".to_string())
+    };
+    let c_exe = cstr(exe.as_os_str().as_bytes())?;
+    let c_argv = argv
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<ChildResult<Vec<_>>>()?;
+    let c_env = env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<ChildResult<Vec<_>>>()?;
+    Ok((c_exe, c_argv, c_env))
+}
+
+/// The payload's argv: the command, init with its arguments, or a login shell.
+fn command_line(plan: &Plan, user: &passwd::User) -> Vec<String> {
+    if plan.boot {
+        let init = [
+            "/usr/lib/systemd/systemd",
+            "/lib/systemd/systemd",
+            "/sbin/init",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("/sbin/init");
+        let mut v = vec![init.to_string()];
+        v.extend(plan.command.iter().cloned());
+        return v;
+    }
+    if plan.command.is_empty() {
+        return vec![user.shell.clone(), "-l".into()];
+    }
+    plan.command.clone()
+}
+
+fn environment(plan: &Plan, user: &passwd::User) -> Vec<(String, String)> {
+    let mut env = plan.env.clone();
+    for (k, v) in [
+        ("HOME", &user.home),
+        ("USER", &user.name),
+        ("LOGNAME", &user.name),
+        ("SHELL", &user.shell),
+    ] {
+        if !env.iter().any(|e| e.0 == k) {
+            env.push((k.into(), v.clone()));
+        }
+    }
+    env
+}
+
+/// Looks the command up in the machine's PATH (we are inside the new root already).
+fn find_executable(cmd: &str, env: &[(String, String)]) -> Result<PathBuf, Message> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exe = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if cmd.contains('/') {
+        return if is_exe(Path::new(cmd)) {
+            Ok(cmd.into())
+        } else {
+            Err(Message::CommandNotFound(cmd.into()))
+        };
+    }
+    let path = env
+        .iter()
+        .find(|e| e.0 == "PATH")
+        .map_or("/usr/bin:/bin", |e| e.1.as_str());
+    path.split(':')
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| is_exe(p))
+        .ok_or_else(|| Message::CommandNotFound(cmd.into()))
+}
