@@ -12,6 +12,7 @@ mod first;
 mod install;
 mod mirror;
 mod packages;
+pub mod paths;
 mod register;
 mod release;
 mod resolve;

@@ -22,6 +22,7 @@ use super::{deb, io_err, BootstrapError, Result};
 /// md5sums, triggers, templates ...) with its mode.
 pub struct Control {
     pub package: String,
+    pub version: String,
     pub architecture: String,
     multi_arch_same: bool,
     stanza: String,
@@ -76,6 +77,7 @@ impl Control {
             return Err(bad("the control file names no package".into()));
         }
         Ok(Control {
+            version: field("Version"),
             architecture: field("Architecture"),
             multi_arch_same: field("Multi-Arch") == "same",
             package,
@@ -174,19 +176,40 @@ pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> 
     // dpkg writes it, since dpkg keeps it as status-old at its next checkpoint.
     let status_path = admin.join("status");
     let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
-    let mut stanzas: Vec<Vec<(String, String)>> = status
+    let (previous, mut stanzas): (Vec<_>, Vec<_>) = status
         .split("\n\n")
         .map(parse_stanza)
         .filter(|f| !f.is_empty())
-        .filter(|f| field(f, "Package") != Some(control.package.as_str()))
-        .collect();
+        .partition(|f| is_stanza_of(f, control));
     let mut new = parse_stanza(&control.stanza);
     new.push(("Status".into(), "install ok unpacked".into()));
+    // Unpacked over a configured version (debootstrap unpacks the core packages again with
+    // the rest of the required set): dpkg keeps that version as Config-Version, for the
+    // postinst's `configure VERSION`, and the checksums it knew for the conffiles.
+    let previous = previous
+        .into_iter()
+        .next()
+        .filter(|f| field(f, "Status") == Some("install ok installed"));
+    let mut known = BTreeMap::new();
+    if let Some(old) = &previous {
+        if let Some(version) = field(old, "Version") {
+            new.push(("Config-Version".into(), version.to_string()));
+        }
+        for line in field(old, "Conffiles").unwrap_or("").lines() {
+            let mut words = line.split_whitespace();
+            if let (Some(path), Some(sum)) = (words.next(), words.next()) {
+                known.insert(path.to_string(), sum.to_string());
+            }
+        }
+    }
     let conffiles = control.conffiles();
     if !conffiles.is_empty() {
         let lines: String = conffiles
             .iter()
-            .map(|c| format!("\n {c} newconffile"))
+            .map(|c| {
+                let sum = known.get(c).map_or("newconffile", String::as_str);
+                format!("\n {c} {sum}")
+            })
             .collect();
         new.push(("Conffiles".into(), lines));
     }
@@ -222,6 +245,28 @@ pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Whether `fields` is the status stanza of the package `control` describes (for Multi-Arch:
+/// same, of its architecture).
+fn is_stanza_of(fields: &[(String, String)], control: &Control) -> bool {
+    field(fields, "Package") == Some(control.package.as_str())
+        && (!control.multi_arch_same
+            || field(fields, "Architecture") == Some(control.architecture.as_str()))
+}
+
+/// The version of `package` (for Multi-Arch: same, of `arch`) that dpkg's database under
+/// `admin` has configured (`install ok installed`), if any: unpacking it again is then dpkg's
+/// upgrade over that version.
+pub fn installed_version(admin: &Path, control: &Control) -> Result<Option<String>> {
+    let status_path = admin.join("status");
+    let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
+    Ok(status
+        .split("\n\n")
+        .map(parse_stanza)
+        .find(|f| is_stanza_of(f, control))
+        .filter(|f| field(f, "Status") == Some("install ok installed"))
+        .and_then(|f| field(&f, "Version").map(String::from)))
 }
 
 /// A deb822 stanza as (field, value) pairs; a value keeps its continuation lines ("\n ...")

@@ -109,29 +109,61 @@ impl Stage<'_> {
             .map(|n| Control::read(&deb_of(self.plan, n)))
             .collect::<Result<Vec<_>>>()?;
         let ci = self.target.join("debootstrap/ci");
+        let admin = self.target.join("var/lib/dpkg");
         let dpkg_version = self.plan.pkgs["dpkg"].version.clone();
-        for control in controls.iter().filter(|c| c.file("preinst").is_some()) {
-            // dpkg runs a new preinst from /var/lib/dpkg/tmp.ci, where it unpacked the control
-            // member: debconf reads the package's name from tmp.ci/control and its templates
-            // beside the script. Each package's member is staged and moved there in turn.
-            let dir = ci.join(&control.package);
-            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            for (name, mode, data) in control.control_member() {
-                let path = dir.join(name);
-                fs::write(&path, data).map_err(io_err(&path))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                    .map_err(io_err(&path))?;
+        for control in &controls {
+            // A package configured already (the core packages, unpacked again with the rest
+            // of the required set as debootstrap does) is dpkg's upgrade over itself: the old
+            // prerm and postrm run around the new preinst, all with `upgrade VERSION`.
+            let old = register::installed_version(&admin, control)?;
+            let env = |script: &str| {
+                format!(
+                    "DPKG_MAINTSCRIPT_PACKAGE={package} DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 \
+                     DPKG_MAINTSCRIPT_ARCH={arch} DPKG_MAINTSCRIPT_NAME={script} \
+                     DPKG_RUNNING_VERSION={dpkg_version} DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT=",
+                    package = control.package,
+                    arch = control.architecture,
+                )
+            };
+            let old_script = |script: &str| {
+                let path = format!("/var/lib/dpkg/info/{}.{script}", control.info_name());
+                format!(
+                    "if [ -x {path} ]; then {} {path} upgrade {}; fi",
+                    env(script),
+                    shell_quote(&control.version)
+                )
+            };
+            if old.is_some() {
+                self.cmd(&old_script("prerm"));
             }
-            self.cmd(&format!(
-                "rm -rf /var/lib/dpkg/tmp.ci; mv /debootstrap/ci/{package} /var/lib/dpkg/tmp.ci\n\
-                 DPKG_MAINTSCRIPT_PACKAGE={package} DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 \
-                 DPKG_MAINTSCRIPT_ARCH={arch} DPKG_MAINTSCRIPT_NAME=preinst \
-                 DPKG_RUNNING_VERSION={dpkg_version} DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT= \
-                 /var/lib/dpkg/tmp.ci/preinst install\n\
-                 rm -rf /var/lib/dpkg/tmp.ci",
-                package = control.package,
-                arch = control.architecture,
-            ));
+            if control.file("preinst").is_some() {
+                // dpkg runs a new preinst from /var/lib/dpkg/tmp.ci, where it unpacked the
+                // control member: debconf reads the package's name from tmp.ci/control and
+                // its templates beside the script. Each package's member is staged and moved
+                // there in turn.
+                let dir = ci.join(&control.package);
+                fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                for (name, mode, data) in control.control_member() {
+                    let path = dir.join(name);
+                    fs::write(&path, data).map_err(io_err(&path))?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                        .map_err(io_err(&path))?;
+                }
+                let args = match &old {
+                    Some(version) => format!("upgrade {}", shell_quote(version)),
+                    None => "install".to_string(),
+                };
+                self.cmd(&format!(
+                    "rm -rf /var/lib/dpkg/tmp.ci; mv /debootstrap/ci/{package} /var/lib/dpkg/tmp.ci\n\
+                     {env} /var/lib/dpkg/tmp.ci/preinst {args}\n\
+                     rm -rf /var/lib/dpkg/tmp.ci",
+                    package = control.package,
+                    env = env("preinst"),
+                ));
+            }
+            if old.is_some() {
+                self.cmd(&old_script("postrm"));
+            }
         }
         self.flush(step)?;
         let _ = fs::remove_dir_all(&ci);
@@ -182,7 +214,6 @@ impl Stage<'_> {
             )));
             self.lists.extend(lists);
         }
-        let admin = self.target.join("var/lib/dpkg");
         for (name, control) in names.iter().zip(&controls) {
             register::record(&admin, control, &self.lists[name])?;
             for (directive, trigger) in control.triggers() {
@@ -270,15 +301,12 @@ pub fn run(
             stage.cmd("[ -e /etc/localtime ] || ln -sf /usr/share/zoneinfo/UTC /etc/localtime");
         }
     }
-    // The rest of the required set; the core packages are installed already.
-    let rest: Vec<String> = plan
-        .set
-        .required
-        .iter()
-        .filter(|p| !core.contains(&p.as_str()))
-        .cloned()
-        .collect();
-    stage.unpack("unpacking the required packages", &rest)?;
+    // The whole required set, the core packages again with it: debootstrap's `dpkg --unpack`
+    // of every required package unpacks the core ones over themselves, so they are pending
+    // again and dpkg's --configure --pending defers everything that depends on them (libc6,
+    // perl-base ...) until they are configured once more. Without that the order differs and
+    // real maintainer scripts break (jammy's usrmerge ran before debianutils made /etc/shells).
+    stage.unpack("unpacking the required packages", &plan.set.required)?;
 
     block_services(target)?;
     let cmethopt = target.join("var/lib/dpkg/cmethopt");

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::Context as _;
 use indicatif::ProgressBar;
 
 use crate::bootstrap::{
@@ -51,6 +50,10 @@ pub struct BootstrapArgs {
     /// Replace an existing image of that name
     #[arg(long)]
     pub force: bool,
+    /// On failure, keep the unfinished tree in the store as the hidden image .NAME.failed
+    /// (shown by `list --all`, removed by `clean --all`)
+    #[arg(long)]
+    pub keep_failed: bool,
 }
 
 pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
@@ -124,8 +127,14 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         }
         Event::Note(note) => ctx.out.verbose(&note),
     };
-    let report = rmach_bootstrap(&opts, staging.path(), &progress)
-        .with_context(|| format!("cannot bootstrap {} as {name}", args.suite))?;
+    let report = match rmach_bootstrap(&opts, staging.path(), &progress) {
+        Ok(report) => report,
+        Err(err) => {
+            let kept = keep_failed(ctx, &args, &name, staging.path());
+            return Err(anyhow::Error::new(err)
+                .context(format!("cannot bootstrap {} as {name}{kept}", args.suite)));
+        }
+    };
     if let Ok(mut b) = bar.lock() {
         if let Some(b) = b.take() {
             b.finish_and_clear();
@@ -139,6 +148,39 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         report.packages.len()
     ));
     Ok(0)
+}
+
+/// What a failed bootstrap leaves for a post-mortem: the image's bootstrap log copied to the
+/// state directory, and with `--keep-failed` the whole tree as a hidden image. Returns the
+/// words naming them for the error message (empty when there is nothing).
+fn keep_failed(ctx: &Context, args: &BootstrapArgs, name: &ImageName, tree: &Path) -> String {
+    let mut kept = Vec::new();
+    let log = tree.join(crate::bootstrap::paths::LOG.trim_start_matches('/'));
+    if log.exists() {
+        let copy = ctx.global.state_dir.join(format!("bootstrap-{name}.log"));
+        let copied =
+            std::fs::create_dir_all(&ctx.global.state_dir).and_then(|_| std::fs::copy(&log, &copy));
+        if copied.is_ok() {
+            kept.push(format!("its log is {}", copy.display()));
+        }
+    }
+    if args.keep_failed {
+        let failed = tree.with_file_name(format!(".{name}.failed"));
+        if failed.exists() {
+            let _ = std::fs::remove_dir_all(&failed);
+        }
+        if std::fs::rename(tree, &failed).is_ok() {
+            kept.push(format!(
+                "the unfinished tree is kept in {}",
+                failed.display()
+            ));
+        }
+    }
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", kept.join("; "))
+    }
 }
 
 /// The Debian name of the architecture rmach was built for.
