@@ -77,6 +77,7 @@ pub fn resolve_only(
     let fetcher = Fetcher::new();
     progress(Event::Phase("Verifying the Release file"));
     let release = release::fetch(&fetcher, &opts.mirror, &opts.suite, &keyring, &keyring_name)?;
+    release::check_not_rolled_back(&opts.cache_dir, &opts.mirror, &opts.suite, &release)?;
     let codename = match info.as_ref().and_then(|i| i.codename) {
         Some(c) => c.to_string(),
         None if !release.codename.is_empty() => release.codename.clone(),

@@ -59,6 +59,20 @@ pub enum BootstrapError {
     },
     #[error("{url}: Release file expired at {valid_until} (Valid-Until); the mirror is stale, use another one")]
     Expired { url: String, valid_until: String },
+    #[error("{url}: the Release file is for {codename} (Suite {suite}), not {asked}; the mirror serves another suite under that name")]
+    WrongSuite {
+        url: String,
+        asked: String,
+        codename: String,
+        suite: String,
+    },
+    #[error("{url}: Release dated {date} is older than the one verified before ({last}, recorded in {record}); the mirror may be replaying an old Release (remove the record to accept it)")]
+    RolledBack {
+        url: String,
+        date: String,
+        last: String,
+        record: PathBuf,
+    },
     #[error("{url}: malformed Release file: {reason}")]
     BadRelease { url: String, reason: String },
     #[error("{url}: {what} mismatch: expected {expected}, got {actual}; the mirror is inconsistent or tampered with")]
