@@ -72,6 +72,8 @@ fn opts(m: &Mirror, dir: &Path, variant: Variant) -> Options {
         cache_dir: dir.join("cache"),
         hostname: "t".into(),
         jobs: 4,
+        settings: Default::default(),
+        reproducible: Default::default(),
     }
 }
 
@@ -220,6 +222,23 @@ fn verification_failures_leave_no_image() {
     .map(|s| s.to_string())
     .collect();
     run(args, "not found (HTTP 404)");
+    // The same through a file:// mirror: no HTTP involved, and the message says so.
+    let file_mirror = format!("file://{}", m.root.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_rmach"))
+        .arg("--store")
+        .arg(d.join("store"))
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .arg("--cache-dir")
+        .arg(d.join("cache"))
+        .args(["bootstrap", "trixie", "img", "--mirror", &file_mirror])
+        .args(["--keyring", &key])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not found (no such file)"), "{err}");
+    assert!(!err.contains("HTTP"), "{err}");
     // Nobody listens on port 1.
     let start = std::time::Instant::now();
     let args: Vec<String> = [

@@ -32,13 +32,19 @@ fn varies(path: &str) -> bool {
         "var/log/bootstrap.log", // each tool's own log
         "var/log/dpkg.log", // timestamps
         "run/mount",      // debootstrap mounts /proc with the image's mount(8)
+        "var/lib/dbus/machine-id", // random, made by dbus's postinst (Ubuntu's default set)
+        "var/cache/apt/pkgcache.bin", // built from the indices debootstrap leaves in the image
+        "var/cache/apt/srcpkgcache.bin",
     ];
     const UNDER: &[&str] = &[
         "var/cache/apt/archives/", // debootstrap leaves the .debs; rmach leaves none
         "var/lib/apt/lists/",      // debootstrap leaves its indices, named after the mirror
         "run/mount/",
     ];
-    EXACT.contains(&path) || UNDER.iter().any(|u| path.starts_with(u))
+    // Byte-compiled Python keeps sets in the order of a randomly seeded hash (debootstrap's
+    // own runs differ there too); rmach fixes the seed only for reproducible builds.
+    let pyc = path.contains("/__pycache__/") && path.ends_with(".pyc");
+    pyc || EXACT.contains(&path) || UNDER.iter().any(|u| path.starts_with(u))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -81,12 +87,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, Node> {
             let sha256 = ft
                 .is_file()
                 .then(|| hex::encode(Sha256::digest(std::fs::read(&path).unwrap())));
-            // resolv.conf is the host's, copied with its mode by debootstrap: content only.
-            let mode = if rel == "etc/resolv.conf" {
-                0
-            } else {
-                m.mode()
-            };
+            let mode = m.mode();
             out.insert(
                 rel,
                 Node {

@@ -74,10 +74,17 @@ pub fn setup(target: &Path, opts: &Options, components: &[String]) -> Result<()>
     let etc = target.join("etc");
     fs::create_dir_all(&etc).map_err(io_err(&etc))?;
     // The one host file a user expects inside: name resolution for apt.
-    if let Ok(resolv) = fs::read("/etc/resolv.conf") {
+    // Copied as debootstrap's `cp` does: the host file's mode under the usual umask (what a
+    // postinst copies it on to, systemd's stub-resolv.conf, keeps it).
+    if let (Ok(resolv), Ok(meta)) = (
+        fs::read("/etc/resolv.conf"),
+        fs::metadata("/etc/resolv.conf"),
+    ) {
         let dst = target.join("etc/resolv.conf");
         if fs::symlink_metadata(&dst).is_err() {
             fs::write(&dst, resolv).map_err(io_err(&dst))?;
+            let mode = meta.permissions().mode() & 0o755;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(io_err(&dst))?;
         }
     }
     write(

@@ -24,6 +24,8 @@ pub struct Plan {
     pub pkgs: HashMap<String, Pkg>,
     pub deb_dir: PathBuf,
     pub components: Vec<String>,
+    /// SOURCE_DATE_EPOCH for a reproducible image, resolved against the Release file.
+    pub epoch: Option<i64>,
 }
 
 fn load_keyring(
@@ -142,7 +144,13 @@ pub fn resolve_only(
 }
 
 pub fn plan(opts: &Options, progress: Progress<'_>) -> Result<Plan> {
-    let (rules, _release, set, index) = resolve_only(opts, progress)?;
+    let (rules, release, set, index) = resolve_only(opts, progress)?;
+
+    let epoch = match opts.reproducible {
+        super::Reproducible::No => None,
+        super::Reproducible::At(epoch) => Some(epoch),
+        super::Reproducible::ReleaseDate => Some(release.date),
+    };
     let pkgs: HashMap<String, Pkg> = set
         .all()
         .into_iter()
@@ -161,6 +169,7 @@ pub fn plan(opts: &Options, progress: Progress<'_>) -> Result<Plan> {
         pkgs,
         deb_dir: opts.cache_dir.join("bootstrap/debs"),
         components,
+        epoch,
     })
 }
 
@@ -179,6 +188,10 @@ pub fn install(opts: &Options, plan: &Plan, target: &Path, progress: Progress<'_
     progress(Event::Phase("Installing packages in the image"));
     second::run(opts, plan, target, lists, progress)?;
     super::first::finish(target, &opts.hostname)?;
+    super::customize::apply(opts, target, plan.epoch)?;
+    if let Some(epoch) = plan.epoch {
+        super::reproducible::finish(target, epoch)?;
+    }
     Ok(downloaded)
 }
 

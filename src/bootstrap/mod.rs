@@ -4,17 +4,20 @@
 //! debootstrap's package set and install order; it extracts through [`crate::archive`] and runs
 //! the second stage through [`crate::runner`].
 
+mod customize;
 mod deb;
 mod download;
 mod extract;
 mod fetch;
 mod first;
+pub mod foreign;
 mod install;
 mod mirror;
 mod packages;
 pub mod paths;
 mod register;
 mod release;
+mod reproducible;
 mod resolve;
 mod second;
 mod stage_runner;
@@ -23,6 +26,7 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
+pub use customize::Settings;
 pub use mirror::{host_debian_mirror, select_mirror, MirrorSource};
 pub use packages::Index;
 pub use resolve::{resolve_set, PackageSet};
@@ -42,8 +46,8 @@ pub enum BootstrapError {
     Config { path: PathBuf, reason: String },
     #[error("{url}: {reason}; check the mirror URL and the network")]
     Fetch { url: String, reason: String },
-    #[error("{url}: not found (HTTP 404); check that the mirror carries this suite, component and architecture")]
-    NotFound { url: String },
+    #[error("{url}: not found ({how}); check that the mirror carries this suite, component and architecture")]
+    NotFound { url: String, how: &'static str },
     #[error("keyring {path} not found: install the {package} package or give --keyring FILE")]
     NoKeyring {
         path: PathBuf,
@@ -101,17 +105,37 @@ pub enum BootstrapError {
     },
     #[error("extracting {path}: {reason}")]
     Extract { path: PathBuf, reason: String },
-    #[error("second stage: {step} failed: {reason} (the last line of the image's {log}); no image was created")]
-    Stage {
+    #[error("second stage: {step} failed: {reason}; no image was created")]
+    Stage { step: String, reason: String },
+    #[error("second stage: {step}: cannot run inside the image")]
+    Runner {
         step: String,
-        reason: String,
-        log: String,
+        #[source]
+        source: crate::runner::RunnerError,
     },
+    #[error("cannot run {arch} programs on this host: {reason}")]
+    ForeignArch { arch: String, reason: String },
+    #[error("{option}: {reason}; no image was created")]
+    Setting { option: String, reason: String },
+    #[error("hook {command:?} failed: {reason}; no image was created")]
+    Hook { command: String, reason: String },
     #[error("{path}: merged /usr: {reason}")]
     MergeUsr { path: PathBuf, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, BootstrapError>;
+
+/// `url` is not on the mirror: HTTP said 404 (or 410), or a `file://` mirror lacks the file.
+pub(crate) fn not_found(url: &str) -> BootstrapError {
+    BootstrapError::NotFound {
+        url: url.to_string(),
+        how: if url.starts_with("file://") {
+            "no such file"
+        } else {
+            "HTTP 404"
+        },
+    }
+}
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> BootstrapError {
     let path = path.into();
@@ -138,6 +162,22 @@ pub struct Options {
     pub hostname: String,
     /// Parallel downloads.
     pub jobs: usize,
+    /// Root password, locale, time zone and hooks applied before the image is done.
+    pub settings: Settings,
+    /// Whether to make the image reproducible (see `reproducible.rs`).
+    pub reproducible: Reproducible,
+}
+
+/// Reproducible builds: file times clamped to an epoch, logs and caches that vary removed or
+/// fixed, the epoch given to maintainer scripts as SOURCE_DATE_EPOCH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reproducible {
+    #[default]
+    No,
+    /// At this epoch (SOURCE_DATE_EPOCH).
+    At(i64),
+    /// At the Release file's Date, so the same mirror state gives the same image.
+    ReleaseDate,
 }
 
 /// What the library reports while it works; the cli turns it into progress bars.
@@ -168,6 +208,14 @@ pub struct Report {
 /// tree that the caller throws away.
 pub fn bootstrap(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
     let plan = install::plan(opts, progress)?;
+    // Before anything is downloaded: the second stage runs the image's programs.
+    if let Some(entry) = foreign::check(&opts.arch)? {
+        progress(Event::Note(format!(
+            "{} programs run through {}",
+            opts.arch,
+            entry.display()
+        )));
+    }
     let downloaded_bytes = install::install(opts, &plan, target, progress)?;
     Ok(Report {
         codename: plan.rules.codename.clone(),

@@ -150,7 +150,6 @@ pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> 
         return Err(BootstrapError::Stage {
             step: format!("recording {}", control.package),
             reason: "dpkg's journal in /var/lib/dpkg/updates is not empty".into(),
-            log: "/var/log/bootstrap.log".into(),
         });
     }
     let info = admin.join("info");
@@ -226,16 +225,11 @@ pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> 
             "interest-noawait" => "/noawait",
             _ => continue,
         };
+        // dpkg names a Multi-Arch: same package with its architecture here too.
         let (file, line) = if trigger.starts_with('/') {
-            (
-                triggers.join("File"),
-                format!("{trigger} {}{suffix}", control.package),
-            )
+            (triggers.join("File"), format!("{trigger} {name}{suffix}"))
         } else {
-            (
-                triggers.join(&trigger),
-                format!("{}{suffix}", control.package),
-            )
+            (triggers.join(&trigger), format!("{name}{suffix}"))
         };
         let mut text = fs::read_to_string(&file).unwrap_or_default();
         if !text.lines().any(|l| l == line) {

@@ -51,11 +51,9 @@ pub fn fetch(
         }
         None => {
             let url = format!("{dists_url}/Release");
-            let data = fetcher.get_optional(&url, MAX_RELEASE)?.ok_or_else(|| {
-                BootstrapError::NotFound {
-                    url: inrelease_url.clone(),
-                }
-            })?;
+            let data = fetcher
+                .get_optional(&url, MAX_RELEASE)?
+                .ok_or_else(|| super::not_found(&inrelease_url))?;
             let sig_url = format!("{url}.gpg");
             let sig = fetcher.get(&sig_url, 1 << 20)?;
             verify::detached(keyring, &data, &sig).map_err(|r| bad_sig(&sig_url, r))?;

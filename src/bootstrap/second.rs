@@ -25,7 +25,7 @@ use super::resolve::resolve_deps;
 use super::suites::Variant;
 use super::{io_err, BootstrapError, Event, Options, Progress, Result};
 
-const LOG: &str = "/var/log/bootstrap.log";
+use super::paths::LOG;
 
 /// The packages the second stage installs by name must be in the set (`--exclude` can drop
 /// them); checked before anything is downloaded.
@@ -89,7 +89,13 @@ impl Stage<'_> {
         }
         let script = std::mem::take(&mut self.script);
         let started = std::time::Instant::now();
-        let result = in_target(self.target, &self.opts.hostname, step, &script);
+        let result = in_target(
+            self.target,
+            &self.opts.hostname,
+            self.plan.epoch,
+            step,
+            &script,
+        );
         (self.progress)(Event::Note(format!(
             "  {step}: {:.1} s",
             started.elapsed().as_secs_f64()
@@ -424,37 +430,55 @@ fn stage_err(step: &str, reason: String) -> BootstrapError {
     BootstrapError::Stage {
         step: step.to_string(),
         reason,
-        log: LOG.to_string(),
     }
 }
 
 /// Runs `script` with /bin/sh inside the image, its output appended to the image's
 /// bootstrap log, with debootstrap's environment.
-fn in_target(target: &Path, hostname: &str, step: &str, script: &str) -> Result<()> {
+fn in_target(
+    target: &Path,
+    hostname: &str,
+    epoch: Option<i64>,
+    step: &str,
+    script: &str,
+) -> Result<()> {
+    // Maintainer scripts that stamp dates (shadow's last password change, ...) honour it;
+    // Python's byte-compiled files keep sets in hash order, fixed by a fixed seed.
+    let epoch = epoch.map_or(String::new(), |e| {
+        format!(" SOURCE_DATE_EPOCH={e} PYTHONHASHSEED=0")
+    });
     let full = format!(
         "set -e\nexec >>{LOG} 2>&1 </dev/null\n\
          export DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true \
-         PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8\n\
+         PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C{epoch}\n\
+         unset LC_ALL LANGUAGE\n\
          dpkg() {{ command dpkg --force-unsafe-io \"$@\"; }}\n\
          echo '+ {step}'\n{script}\n"
     );
-    super::stage_runner::run_script(target, hostname, &full).map_err(|reason| {
-        // The image is thrown away on failure, so the log's last words go into the error.
-        let log =
-            std::fs::read_to_string(target.join(LOG.trim_start_matches('/'))).unwrap_or_default();
-        let last = log
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        stage_err(
-            step,
-            if last.is_empty() {
-                reason
-            } else {
-                format!("{reason}; {LOG} ends with: {last}")
-            },
-        )
-    })
+    let failure =
+        super::stage_runner::run_script(target, hostname, &[], &full).map_err(|source| {
+            BootstrapError::Runner {
+                step: step.to_string(),
+                source,
+            }
+        })?;
+    let Some(reason) = failure else {
+        return Ok(());
+    };
+    // The image is thrown away on failure, so the log's last words go into the error.
+    let log = std::fs::read_to_string(target.join(LOG.trim_start_matches('/'))).unwrap_or_default();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    Err(stage_err(
+        step,
+        if last.is_empty() {
+            reason
+        } else {
+            format!("{reason}; the image's {LOG} ends with: {last}")
+        },
+    ))
 }

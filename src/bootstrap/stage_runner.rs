@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::runner::{self, Bind, Console, RunSpec};
+use crate::runner::{self, Bind, Console, RunSpec, RunnerError};
 
 /// Where /run and /tmp live during the second stage, under the image.
 const SCRATCH: &str = "debootstrap/stage";
@@ -41,11 +41,23 @@ pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(root.join(SCRATCH))
 }
 
-pub fn run_script(root: &Path, hostname: &str, script: &str) -> Result<(), String> {
+/// Runs `script` with /bin/sh inside the image at `root`, with `env` added. Ok(None) when it
+/// succeeded; Ok(Some(what)) when it failed, `what` saying how (exit status or signal, and the
+/// last line of its error output); Err when the runner could not run it at all.
+pub fn run_script(
+    root: &Path,
+    hostname: &str,
+    env: &[(String, String)],
+    script: &str,
+) -> Result<Option<String>, RunnerError> {
     let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script.into()]);
-    spec.name = format!("rmach-bootstrap-{}", std::process::id());
+    // A name of its own for every script: the cgroup of the one before may still be going.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    spec.name = format!("rmach-bootstrap-{}-{run}", std::process::id());
     spec.hostname = Some(hostname.to_string());
     spec.console = Console::Capture;
+    spec.env.extend(env.iter().cloned());
     for dir in ["run", "tmp"] {
         spec.binds.push(Bind {
             source: root.join(SCRATCH).join(dir),
@@ -53,9 +65,9 @@ pub fn run_script(root: &Path, hostname: &str, script: &str) -> Result<(), Strin
             read_only: false,
         });
     }
-    let out = runner::output(&spec).map_err(|e| e.to_string())?;
+    let out = runner::output(&spec)?;
     if out.status.success() {
-        return Ok(());
+        return Ok(None);
     }
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err
@@ -73,9 +85,9 @@ pub fn run_script(root: &Path, hostname: &str, script: &str) -> Result<(), Strin
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => "failed".to_string(),
     };
-    Err(if last.is_empty() {
+    Ok(Some(if last.is_empty() {
         status
     } else {
         format!("{status}: {last}")
-    })
+    }))
 }
