@@ -129,7 +129,10 @@ fn arm64_bootstrap_through_binfmt_misc_and_qemu() {
         states.iter().all(|s| *s == "install ok installed"),
         "{states:?}"
     );
-    let out = rmach(dir.path(), &["run", "a64", "--", "dpkg", "--print-architecture"]);
+    let out = rmach(
+        dir.path(),
+        &["run", "a64", "--", "dpkg", "--print-architecture"],
+    );
     assert!(
         out.status.success(),
         "{}",

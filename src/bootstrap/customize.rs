@@ -177,3 +177,32 @@ fn set_timezone(target: &Path, zone: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// After the second stage: an empty machine-id for first boot, the hostname, and no packages
+/// or bootstrap scratch left behind.
+pub fn finish(target: &Path, hostname: &str) -> Result<()> {
+    write(&paths::rel(target, paths::MACHINE_ID), "", 0o444)?;
+    write(
+        &paths::rel(target, paths::HOSTNAME),
+        &format!("{hostname}\n"),
+        0o644,
+    )?;
+    let archives = target.join("var/cache/apt/archives");
+    if let Ok(dir) = fs::read_dir(&archives) {
+        for entry in dir.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "deb") {
+                fs::remove_file(entry.path()).map_err(io_err(entry.path()))?;
+            }
+        }
+    }
+    let scratch = target.join("debootstrap");
+    if scratch.exists() {
+        fs::remove_dir_all(&scratch).map_err(io_err(&scratch))?;
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
+    fs::write(path, text).map_err(io_err(path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}

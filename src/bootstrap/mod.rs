@@ -7,15 +7,15 @@
 mod customize;
 mod deb;
 mod download;
+mod dpkg_db;
 mod extract;
 mod fetch;
 mod first;
 pub mod foreign;
-mod install;
 mod mirror;
 mod packages;
 pub mod paths;
-mod register;
+mod plan;
 mod release;
 mod reproducible;
 mod resolve;
@@ -53,13 +53,18 @@ pub enum BootstrapError {
         path: PathBuf,
         package: &'static str,
     },
-    #[error("keyring {path}: {reason}")]
-    BadKeyring { path: PathBuf, reason: String },
-    #[error("{url}: signature does not verify against keyring {keyring}: {reason}; the mirror may be tampered with, or give the right --keyring")]
+    #[error("keyring {path}: not a usable OpenPGP keyring")]
+    BadKeyring {
+        path: PathBuf,
+        #[source]
+        source: verify::VerifyError,
+    },
+    #[error("{url}: signature does not verify against keyring {keyring}; the mirror may be tampered with, or give the right --keyring")]
     BadSignature {
         url: String,
         keyring: String,
-        reason: String,
+        #[source]
+        source: verify::VerifyError,
     },
     #[error("{url}: Release file expired at {valid_until} (Valid-Until); the mirror is stale, use another one")]
     Expired { url: String, valid_until: String },
@@ -96,6 +101,12 @@ pub enum BootstrapError {
         components: String,
         arch: String,
     },
+    #[error("{path}: reading the Debian package failed")]
+    DebRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: not a usable Debian package: {reason}")]
     BadDeb { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
@@ -105,6 +116,12 @@ pub enum BootstrapError {
     },
     #[error("extracting {path}: {reason}")]
     Extract { path: PathBuf, reason: String },
+    #[error("extracting {path}")]
+    Unpack {
+        path: PathBuf,
+        #[source]
+        source: crate::archive::ArchiveError,
+    },
     #[error("second stage: {step} failed: {reason}; no image was created")]
     Stage { step: String, reason: String },
     #[error("second stage: {step}: cannot run inside the image")]
@@ -207,7 +224,7 @@ pub struct Report {
 /// Bootstraps `opts` into `target`, an empty directory. On error the directory holds a partial
 /// tree that the caller throws away.
 pub fn bootstrap(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
-    let plan = install::plan(opts, progress)?;
+    let plan = plan::plan(opts, progress)?;
     // Before anything is downloaded: the second stage runs the image's programs.
     if let Some(entry) = foreign::check(&opts.arch)? {
         progress(Event::Note(format!(
@@ -216,7 +233,14 @@ pub fn bootstrap(opts: &Options, target: &Path, progress: Progress<'_>) -> Resul
             entry.display()
         )));
     }
-    let downloaded_bytes = install::install(opts, &plan, target, progress)?;
+    let (lists, downloaded_bytes) = first::first_stage(opts, &plan, target, progress)?;
+    progress(Event::Phase("Installing packages in the image"));
+    second::run(opts, &plan, target, lists, progress)?;
+    customize::finish(target, &opts.hostname)?;
+    customize::apply(opts, target, plan.epoch)?;
+    if let Some(epoch) = plan.epoch {
+        reproducible::finish(target, epoch)?;
+    }
     Ok(Report {
         codename: plan.rules.codename.clone(),
         distro: format!("{:?}", plan.rules.distro).to_lowercase(),
@@ -229,8 +253,8 @@ pub fn bootstrap(opts: &Options, target: &Path, progress: Progress<'_>) -> Resul
 /// and lay out /etc, /dev and the dpkg database, without running anything inside. For
 /// inspecting a suite's layout (and for tests of foreign-architecture or fixture archives).
 pub fn first_stage(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
-    let plan = install::plan(opts, progress)?;
-    let (_, downloaded_bytes) = install::first_stage(opts, &plan, target, progress)?;
+    let plan = plan::plan(opts, progress)?;
+    let (_, downloaded_bytes) = first::first_stage(opts, &plan, target, progress)?;
     Ok(Report {
         codename: plan.rules.codename.clone(),
         distro: format!("{:?}", plan.rules.distro).to_lowercase(),
@@ -241,6 +265,6 @@ pub fn first_stage(opts: &Options, target: &Path, progress: Progress<'_>) -> Res
 
 /// Resolves the package set without installing (the equivalent of `debootstrap --print-debs`).
 pub fn print_debs(opts: &Options, progress: Progress<'_>) -> Result<Vec<String>> {
-    let (_, _, set, _) = install::resolve_only(opts, progress)?;
+    let (_, _, set, _) = plan::resolve_only(opts, progress)?;
     Ok(set.all())
 }

@@ -39,10 +39,10 @@ pub fn fetch(
 ) -> Result<Release> {
     let dists_url = format!("{mirror}/dists/{suite}");
     let inrelease_url = format!("{dists_url}/InRelease");
-    let bad_sig = |url: &str, reason: String| BootstrapError::BadSignature {
+    let bad_sig = |url: &str, source: verify::VerifyError| BootstrapError::BadSignature {
         url: url.to_string(),
         keyring: keyring_name.to_string(),
-        reason,
+        source,
     };
     let (text, url) = match fetcher.get_optional(&inrelease_url, MAX_RELEASE)? {
         Some(signed) => {

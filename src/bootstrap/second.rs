@@ -7,7 +7,7 @@
 //! the image (`install`, from a directory holding the package's control files, with dpkg's
 //! environment), then the files go in place — the first stage's for the required set, a
 //! parallel extraction for the base set, new conffiles as `NAME.dpkg-new` as dpkg leaves them —
-//! and [`register`] records each package as unpacked; the file triggers the new paths match and
+//! and [`dpkg_db`] records each package as unpacked; the file triggers the new paths match and
 //! the packages' `activate` directives are activated with `dpkg-trigger`. Configuring is dpkg's.
 //! Why not let dpkg unpack the real .debs, as debootstrap does: it decompresses every package a
 //! second time, replaces every file the first stage wrote with a new inode and forks three
@@ -19,51 +19,13 @@ use std::path::Path;
 
 use std::collections::HashMap;
 
-use super::install::{deb_of, extract_packages, FileLists, Plan};
-use super::register::{self, Control};
+use super::dpkg_db::{self, Control};
+use super::extract::{extract_packages, FileLists};
+use super::plan::{core_packages, deb_of, Plan};
 use super::resolve::resolve_deps;
-use super::suites::Variant;
 use super::{io_err, BootstrapError, Event, Options, Progress, Result};
 
-use super::paths::LOG;
-
-/// The packages the second stage installs by name must be in the set (`--exclude` can drop
-/// them); checked before anything is downloaded.
-pub fn check_core(
-    opts: &Options,
-    pkgs: &std::collections::HashMap<String, super::packages::Pkg>,
-) -> Result<()> {
-    let missing: Vec<&str> = core_packages(opts.variant)
-        .into_iter()
-        .filter(|p| !pkgs.contains_key(*p))
-        .collect();
-    if !missing.is_empty() {
-        return Err(stage_err(
-            "checking the core packages",
-            format!(
-                "{} not in the package set (left out with --exclude?)",
-                missing.join(" ")
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// debootstrap's core packages, installed one by one in this order before the rest.
-fn core_packages(variant: Variant) -> Vec<&'static str> {
-    let mut core = vec![
-        "base-passwd",
-        "base-files",
-        "dpkg",
-        "libc6",
-        "perl-base",
-        "mawk",
-    ];
-    if variant == Variant::Default {
-        core.push("debconf");
-    }
-    core
-}
+use super::paths::{self, LOG};
 
 /// The second stage's state: the shell commands waiting to run inside the image and the file
 /// lists of the packages whose files are on disk.
@@ -115,13 +77,13 @@ impl Stage<'_> {
             .map(|n| Control::read(&deb_of(self.plan, n)))
             .collect::<Result<Vec<_>>>()?;
         let ci = self.target.join("debootstrap/ci");
-        let admin = self.target.join("var/lib/dpkg");
+        let admin = paths::rel(self.target, paths::DPKG_ADMIN);
         let dpkg_version = self.plan.pkgs["dpkg"].version.clone();
         for control in &controls {
             // A package configured already (the core packages, unpacked again with the rest
             // of the required set as debootstrap does) is dpkg's upgrade over itself: the old
             // prerm and postrm run around the new preinst, all with `upgrade VERSION`.
-            let old = register::installed_version(&admin, control)?;
+            let old = dpkg_db::installed_version(&admin, control)?;
             let env = |script: &str| {
                 format!(
                     "DPKG_MAINTSCRIPT_PACKAGE={package} DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 \
@@ -221,7 +183,7 @@ impl Stage<'_> {
             self.lists.extend(lists);
         }
         for (name, control) in names.iter().zip(&controls) {
-            register::record(&admin, control, &self.lists[name])?;
+            dpkg_db::record(&admin, control, &self.lists[name])?;
             for (directive, trigger) in control.triggers() {
                 if directive.starts_with("activate") {
                     self.cmd(&format!(
@@ -238,7 +200,7 @@ impl Stage<'_> {
     /// interest path is that file or one of its directories. dpkg drops activations for
     /// packages not yet configured, as it would have.
     fn activate_file_triggers(&mut self, names: &[String]) -> Result<()> {
-        let file = self.target.join("var/lib/dpkg/triggers/File");
+        let file = paths::rel(self.target, paths::DPKG_TRIGGERS).join("File");
         let interests = fs::read_to_string(&file).unwrap_or_default();
         let mut active = std::collections::BTreeSet::new();
         for interest in interests.lines().filter_map(|l| l.split(' ').next()) {
@@ -287,12 +249,8 @@ pub fn run(
     stage.flush("checking the image runs")?;
 
     // debootstrap's x_feign_install dpkg: dpkg must look installed to install itself.
-    let dpkg_version = &plan.pkgs["dpkg"].version;
-    let status = target.join("var/lib/dpkg/status");
-    fs::write(&status, format!("Package: dpkg\nVersion: {dpkg_version}\nMaintainer: unknown\nStatus: install ok installed\n"))
-        .map_err(io_err(&status))?;
-    fs::create_dir_all(target.join("var/lib/dpkg/info")).map_err(io_err(target))?;
-    fs::write(target.join("var/lib/dpkg/info/dpkg.list"), "").map_err(io_err(target))?;
+    let admin = paths::rel(target, paths::DPKG_ADMIN);
+    dpkg_db::feign_installed(&admin, "dpkg", &plan.pkgs["dpkg"].version)?;
 
     // The core packages, each installed (unpacked and configured) on its own.
     let core = core_packages(opts.variant);
@@ -315,15 +273,13 @@ pub fn run(
     stage.unpack("unpacking the required packages", &plan.set.required)?;
 
     block_services(target)?;
-    let cmethopt = target.join("var/lib/dpkg/cmethopt");
-    fs::write(&cmethopt, "apt apt\n").map_err(io_err(&cmethopt))?;
+    dpkg_db::set_access_method(&admin, "apt")?;
     stage.cmd("yes '' | dpkg --configure --pending --force-configure-any --force-depends");
     stage.flush("configuring the required packages")?;
 
     let mut all = plan.set.required.clone();
     all.extend(plan.set.base.iter().cloned());
-    let available = target.join("var/lib/dpkg/available");
-    fs::write(&available, plan.index.stanzas(&all)).map_err(io_err(&available))?;
+    dpkg_db::write_available(&admin, &plan.index.stanzas(&all))?;
     let selections: String = all.iter().map(|p| format!("{p} install\n")).collect();
     let sel = target.join("debootstrap/selections");
     fs::create_dir_all(target.join("debootstrap")).map_err(io_err(target))?;

@@ -1,4 +1,6 @@
-//! What `dpkg --unpack` records for a package that is not installed yet, written in-process:
+//! Every write rmach makes to dpkg's database itself (the rest is dpkg's own, run inside the
+//! image): the empty database of the first stage, debootstrap's feigned dpkg, the access
+//! method, the available file, and above all what `dpkg --unpack` records, written in-process:
 //! the control files in `/var/lib/dpkg/info`, the file list, the status stanza (`install ok
 //! unpacked`, new conffiles), and the trigger interests of the package's `triggers` file. Its
 //! preinst is run by the second stage before this (see `second.rs`), and configuring stays
@@ -37,27 +39,30 @@ impl Control {
             path: deb_path.into(),
             reason,
         };
+        let read_err = |source| BootstrapError::DebRead {
+            path: deb_path.into(),
+            source,
+        };
         let mut archive = tar::Archive::new(deb::control_tar(deb_path)?);
         let mut files = BTreeMap::new();
         let mut stanza = None;
         let mut control_file = (0o644, Vec::new());
-        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        for entry in archive.entries().map_err(read_err)? {
+            let mut entry = entry.map_err(read_err)?;
             if !entry.header().entry_type().is_file() {
                 continue;
             }
-            let path = entry.path().map_err(|e| bad(e.to_string()))?;
+            let path = entry.path().map_err(read_err)?;
             let name = path.to_string_lossy().trim_start_matches("./").to_string();
             if name.is_empty() || name.contains('/') {
                 return Err(bad(format!("control member {name:?} is not a plain name")));
             }
-            let mode = entry.header().mode().map_err(|e| bad(e.to_string()))? & 0o7777;
+            let mode = entry.header().mode().map_err(read_err)? & 0o7777;
             let mut data = Vec::new();
-            entry
-                .read_to_end(&mut data)
-                .map_err(|e| bad(e.to_string()))?;
+            entry.read_to_end(&mut data).map_err(read_err)?;
             if name == "control" {
-                let text = String::from_utf8(data.clone()).map_err(|e| bad(e.to_string()))?;
+                let text = String::from_utf8(data.clone())
+                    .map_err(|_| bad("the control file is not UTF-8".into()))?;
                 stanza = Some(text.trim_end().to_string());
                 control_file = (mode, data);
             } else {
@@ -137,6 +142,43 @@ impl Control {
             })
             .collect()
     }
+}
+
+/// The empty database debootstrap's first stage leaves: `status` and `available`.
+pub fn create_empty(admin: &Path) -> Result<()> {
+    fs::create_dir_all(admin).map_err(io_err(admin))?;
+    for name in ["status", "available"] {
+        let path = admin.join(name);
+        fs::write(&path, "").map_err(io_err(&path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
+/// debootstrap's `x_feign_install`: `package` looks installed (dpkg must, to install itself).
+pub fn feign_installed(admin: &Path, package: &str, version: &str) -> Result<()> {
+    let status = admin.join("status");
+    fs::write(
+        &status,
+        format!("Package: {package}\nVersion: {version}\nMaintainer: unknown\nStatus: install ok installed\n"),
+    )
+    .map_err(io_err(&status))?;
+    let info = admin.join("info");
+    fs::create_dir_all(&info).map_err(io_err(&info))?;
+    let list = info.join(format!("{package}.list"));
+    fs::write(&list, "").map_err(io_err(&list))
+}
+
+/// dselect's access method (`cmethopt`), as debootstrap's `setup_dselect_method` sets it.
+pub fn set_access_method(admin: &Path, method: &str) -> Result<()> {
+    let path = admin.join("cmethopt");
+    fs::write(&path, format!("{method} {method}\n")).map_err(io_err(&path))
+}
+
+/// The available file: the stanzas of the whole set, in the plan's order.
+pub fn write_available(admin: &Path, stanzas: &str) -> Result<()> {
+    let path = admin.join("available");
+    fs::write(&path, stanzas).map_err(io_err(&path))
 }
 
 /// Records `control` as unpacked in the dpkg database under `admin` (the image's
