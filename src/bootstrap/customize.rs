@@ -9,7 +9,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use super::paths::{self, SCRATCH};
-use super::{io_err, stage_runner, BootstrapError, Options, Result};
+use super::stage_runner::{self, Outcome};
+use super::{io_err, BootstrapError, Options, Result};
 
 /// What to set in the image; all optional.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +71,13 @@ fn run(
         }
     });
     stage_runner::keep_run_and_tmp(target).map_err(io_err(target.join("run")))?;
-    result
+    match result? {
+        Outcome::Succeeded => Ok(None),
+        Outcome::Failed(reason) => Ok(Some(reason)),
+        Outcome::Interrupted => Err(BootstrapError::Interrupted {
+            step: step.to_string(),
+        }),
+    }
 }
 
 fn setting(option: &str, value: &str, reason: impl Into<String>) -> BootstrapError {

@@ -124,6 +124,8 @@ pub enum BootstrapError {
     },
     #[error("second stage: {step} failed: {reason}; no image was created")]
     Stage { step: String, reason: String },
+    #[error("interrupted during the second stage ({step}); no image was created")]
+    Interrupted { step: String },
     #[error("second stage: {step}: cannot run inside the image")]
     Runner {
         step: String,

@@ -26,6 +26,7 @@ use super::resolve::resolve_deps;
 use super::{io_err, BootstrapError, Event, Options, Progress, Result};
 
 use super::paths::{self, LOG};
+use super::stage_runner::Outcome;
 
 /// The second stage's state: the shell commands waiting to run inside the image and the file
 /// lists of the packages whose files are on disk.
@@ -418,8 +419,14 @@ fn in_target(
                 source,
             }
         })?;
-    let Some(reason) = failure else {
-        return Ok(());
+    let reason = match failure {
+        Outcome::Succeeded => return Ok(()),
+        Outcome::Interrupted => {
+            return Err(BootstrapError::Interrupted {
+                step: step.to_string(),
+            })
+        }
+        Outcome::Failed(reason) => reason,
     };
     // The image is thrown away on failure, so the log's last words go into the error.
     let log = std::fs::read_to_string(target.join(LOG.trim_start_matches('/'))).unwrap_or_default();

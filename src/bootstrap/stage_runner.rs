@@ -41,15 +41,23 @@ pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(root.join(SCRATCH))
 }
 
-/// Runs `script` with /bin/sh inside the image at `root`, with `env` added. Ok(None) when it
-/// succeeded; Ok(Some(what)) when it failed, `what` saying how (exit status or signal, and the
-/// last line of its error output); Err when the runner could not run it at all.
+/// How a script ended.
+pub enum Outcome {
+    Succeeded,
+    /// It failed: how (exit status or signal) and the last line of its error output.
+    Failed(String),
+    /// It was stopped by SIGINT (Ctrl-C passed on by the runner).
+    Interrupted,
+}
+
+/// Runs `script` with /bin/sh inside the image at `root`, with `env` added; Err when the
+/// runner could not run it at all.
 pub fn run_script(
     root: &Path,
     hostname: &str,
     env: &[(String, String)],
     script: &str,
-) -> Result<Option<String>, RunnerError> {
+) -> Result<Outcome, RunnerError> {
     let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script.into()]);
     // A name of its own for every script: the cgroup of the one before may still be going.
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -66,8 +74,12 @@ pub fn run_script(
         });
     }
     let out = runner::output(&spec)?;
+    use std::os::unix::process::ExitStatusExt;
     if out.status.success() {
-        return Ok(None);
+        return Ok(Outcome::Succeeded);
+    }
+    if out.status.signal() == Some(2) {
+        return Ok(Outcome::Interrupted);
     }
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err
@@ -77,15 +89,13 @@ pub fn run_script(
         .unwrap_or("")
         .trim()
         .to_string();
-    use std::os::unix::process::ExitStatusExt;
     let status = match (out.status.code(), out.status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
-        (None, Some(2)) => "interrupted (SIGINT)".to_string(),
         (None, Some(15)) => "terminated (SIGTERM)".to_string(),
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => "failed".to_string(),
     };
-    Ok(Some(if last.is_empty() {
+    Ok(Outcome::Failed(if last.is_empty() {
         status
     } else {
         format!("{status}: {last}")

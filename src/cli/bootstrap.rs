@@ -178,9 +178,17 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
     let report = match rmach_bootstrap(&opts, staging.path(), &progress) {
         Ok(report) => report,
         Err(err) => {
+            let interrupted = matches!(err, BootstrapError::Interrupted { .. });
             let kept = keep_failed(ctx, &args, &name, staging.path());
-            return Err(anyhow::Error::new(err)
-                .context(format!("cannot bootstrap {} as {name}{kept}", args.suite)));
+            let err = anyhow::Error::new(err)
+                .context(format!("cannot bootstrap {} as {name}{kept}", args.suite));
+            if interrupted {
+                // Ctrl-C: 128 + SIGINT, as every verb exits when interrupted.
+                drop(staging);
+                ctx.out.error(&err);
+                return Ok(130);
+            }
+            return Err(err);
         }
     };
     if let Ok(mut b) = bar.lock() {
