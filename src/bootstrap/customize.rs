@@ -202,7 +202,7 @@ pub fn finish(target: &Path, hostname: &str) -> Result<()> {
             }
         }
     }
-    let scratch = target.join("debootstrap");
+    let scratch = paths::rel(target, SCRATCH);
     if scratch.exists() {
         fs::remove_dir_all(&scratch).map_err(io_err(&scratch))?;
     }

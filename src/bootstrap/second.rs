@@ -25,7 +25,7 @@ use super::plan::{core_packages, deb_of, Plan};
 use super::resolve::resolve_deps;
 use super::{io_err, BootstrapError, Event, Options, Progress, Result};
 
-use super::paths::{self, LOG};
+use super::paths::{self, ISCHROOT, LOG, POLICY_RC_D, SCRATCH, START_STOP_DAEMON};
 use super::stage_runner::Outcome;
 
 /// The second stage's state: the shell commands waiting to run inside the image and the file
@@ -77,7 +77,7 @@ impl Stage<'_> {
             .iter()
             .map(|n| Control::read(&deb_of(self.plan, n)))
             .collect::<Result<Vec<_>>>()?;
-        let ci = self.target.join("debootstrap/ci");
+        let ci = paths::rel(self.target, SCRATCH).join("ci");
         let admin = paths::rel(self.target, paths::DPKG_ADMIN);
         let dpkg_version = self.plan.pkgs["dpkg"].version.clone();
         for control in &controls {
@@ -282,8 +282,8 @@ pub fn run(
     all.extend(plan.set.base.iter().cloned());
     dpkg_db::write_available(&admin, &plan.index.stanzas(&all))?;
     let selections: String = all.iter().map(|p| format!("{p} install\n")).collect();
-    let sel = target.join("debootstrap/selections");
-    fs::create_dir_all(target.join("debootstrap")).map_err(io_err(target))?;
+    let sel = paths::rel(target, SCRATCH).join("selections");
+    fs::create_dir_all(paths::rel(target, SCRATCH)).map_err(io_err(target))?;
     fs::write(&sel, selections).map_err(io_err(&sel))?;
     stage.cmd("dpkg --set-selections < /debootstrap/selections");
     stage.flush("setting selections")?;
@@ -294,7 +294,8 @@ pub fn run(
     loop {
         stage.cmd("dpkg --predep-package > /debootstrap/predep || :");
         stage.flush("asking dpkg for pre-dependencies")?;
-        let stanza = fs::read_to_string(target.join("debootstrap/predep")).unwrap_or_default();
+        let stanza =
+            fs::read_to_string(paths::rel(target, SCRATCH).join("predep")).unwrap_or_default();
         let Some(predep) = stanza
             .lines()
             .find_map(|l| l.strip_prefix("Package:"))
@@ -334,8 +335,9 @@ pub fn run(
     stage.flush("finishing")?;
     restore_services(target)?;
     if ischroot {
-        let path = target.join("usr/bin/ischroot");
-        fs::rename(target.join("usr/bin/ischroot.REAL"), &path).map_err(io_err(&path))?;
+        let path = paths::rel(target, ISCHROOT);
+        fs::rename(paths::rel(target, &format!("{ISCHROOT}.REAL")), &path)
+            .map_err(io_err(&path))?;
     }
     super::stage_runner::keep_run_and_tmp(target).map_err(io_err(target.join("run")))
 }
@@ -346,11 +348,15 @@ fn retry5(cmd: &str) -> String {
 }
 
 fn block_services(target: &Path) -> Result<()> {
-    let policy = target.join("usr/sbin/policy-rc.d");
+    let policy = paths::rel(target, POLICY_RC_D);
     fs::write(&policy, "#!/bin/sh\nexit 101\n").map_err(io_err(&policy))?;
     fs::set_permissions(&policy, fs::Permissions::from_mode(0o755)).map_err(io_err(&policy))?;
-    let ssd = target.join("sbin/start-stop-daemon");
-    fs::rename(&ssd, target.join("sbin/start-stop-daemon.REAL")).map_err(io_err(&ssd))?;
+    let ssd = paths::rel(target, START_STOP_DAEMON);
+    fs::rename(
+        &ssd,
+        paths::rel(target, &format!("{START_STOP_DAEMON}.REAL")),
+    )
+    .map_err(io_err(&ssd))?;
     fs::write(
         &ssd,
         "#!/bin/sh\necho\necho \"Warning: Fake start-stop-daemon called, doing nothing\"\n",
@@ -366,20 +372,24 @@ fn block_services(target: &Path) -> Result<()> {
 /// second stage `ischroot` answers yes, as in debootstrap's chroot; the real one is put back
 /// after. Returns whether the image has one.
 fn fake_ischroot(target: &Path) -> Result<bool> {
-    let path = target.join("usr/bin/ischroot");
+    let path = paths::rel(target, ISCHROOT);
     if fs::symlink_metadata(&path).is_err() {
         return Ok(false);
     }
-    fs::rename(&path, target.join("usr/bin/ischroot.REAL")).map_err(io_err(&path))?;
+    fs::rename(&path, paths::rel(target, &format!("{ISCHROOT}.REAL"))).map_err(io_err(&path))?;
     fs::write(&path, "#!/bin/sh\nexit 0\n").map_err(io_err(&path))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io_err(&path))?;
     Ok(true)
 }
 
 fn restore_services(target: &Path) -> Result<()> {
-    let ssd = target.join("sbin/start-stop-daemon");
-    fs::rename(target.join("sbin/start-stop-daemon.REAL"), &ssd).map_err(io_err(&ssd))?;
-    let policy = target.join("usr/sbin/policy-rc.d");
+    let ssd = paths::rel(target, START_STOP_DAEMON);
+    fs::rename(
+        paths::rel(target, &format!("{START_STOP_DAEMON}.REAL")),
+        &ssd,
+    )
+    .map_err(io_err(&ssd))?;
+    let policy = paths::rel(target, POLICY_RC_D);
     fs::remove_file(&policy).map_err(io_err(&policy))
 }
 

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use crate::runner::{self, Bind, Console, RunSpec, RunnerError};
 
-/// Where /run and /tmp live during the second stage, under the image.
+/// Where /run and /tmp live during the second stage, under the image (in the bootstrap's
+/// scratch area, [`super::paths::SCRATCH`]).
 const SCRATCH: &str = "debootstrap/stage";
 
 /// Creates the stand-ins for /run and /tmp with the image's modes.
