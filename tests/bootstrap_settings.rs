@@ -71,6 +71,11 @@ fn hooks_and_first_boot_settings_are_applied_before_commit() {
             "echo first > /etc/hook-order",
             "--hook",
             "test \"$(hostname)\" = box.example && echo second >> /etc/hook-order",
+            // What people do by hand after debootstrap: an SSH server, with services held
+            // back during the build as in the second stage.
+            "--hook",
+            "test -x /usr/sbin/policy-rc.d && apt-get update -qq && \
+             DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null",
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -97,6 +102,11 @@ fn hooks_and_first_boot_settings_are_applied_before_commit() {
         std::fs::read_to_string(root.join("etc/hook-order")).unwrap(),
         "first\nsecond\n"
     );
+    assert!(root.join("usr/sbin/sshd").exists());
+    assert!(!root.join("usr/sbin/policy-rc.d").exists());
+    assert!(std::fs::read(root.join("sbin/start-stop-daemon"))
+        .unwrap()
+        .starts_with(b"\x7fELF"));
     // A plain password is hashed by the image's own chpasswd.
     std::fs::write(&password, "correct horse\n").unwrap();
     let out = bootstrap(

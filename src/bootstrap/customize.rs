@@ -36,6 +36,12 @@ pub fn apply(opts: &Options, target: &Path, epoch: Option<i64>) -> Result<()> {
     if let Some(zone) = &settings.timezone {
         set_timezone(target, zone)?;
     }
+    if settings.hooks.is_empty() {
+        return Ok(());
+    }
+    // A hook that installs a package (an SSH server, say) must not start its service in the
+    // build, as during the second stage.
+    super::second::block_services(target)?;
     for hook in &settings.hooks {
         let failure = run(opts, target, epoch, &format!("hook {hook:?}"), hook)?;
         if let Some(reason) = failure {
@@ -45,7 +51,7 @@ pub fn apply(opts: &Options, target: &Path, epoch: Option<i64>) -> Result<()> {
             });
         }
     }
-    Ok(())
+    super::second::restore_services(target)
 }
 
 /// Runs `script` inside the image with the scratch /run and /tmp the second stage used.

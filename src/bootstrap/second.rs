@@ -347,7 +347,9 @@ fn retry5(cmd: &str) -> String {
     format!("n=0; until yes '' | {cmd}; do n=$((n+1)); [ $n -lt 5 ] || exit 1; done\n")
 }
 
-fn block_services(target: &Path) -> Result<()> {
+/// Services must not start while packages are installed into the image (debootstrap's
+/// policy-rc.d and fake start-stop-daemon); also around the user's hooks.
+pub fn block_services(target: &Path) -> Result<()> {
     let policy = paths::rel(target, POLICY_RC_D);
     fs::write(&policy, "#!/bin/sh\nexit 101\n").map_err(io_err(&policy))?;
     fs::set_permissions(&policy, fs::Permissions::from_mode(0o755)).map_err(io_err(&policy))?;
@@ -382,7 +384,7 @@ fn fake_ischroot(target: &Path) -> Result<bool> {
     Ok(true)
 }
 
-fn restore_services(target: &Path) -> Result<()> {
+pub fn restore_services(target: &Path) -> Result<()> {
     let ssd = paths::rel(target, START_STOP_DAEMON);
     fs::rename(
         paths::rel(target, &format!("{START_STOP_DAEMON}.REAL")),
