@@ -1,8 +1,9 @@
-//! The settings people make by hand after debootstrap, done before the image is committed:
-//! the root password, the locale, the time zone, then the user's hooks (mmdebstrap's
-//! `--customize-hook`, but run inside the image through the runner). Any failure fails the
-//! bootstrap, so a half-customized image never appears under its name. The host name is
-//! written by [`super::first::finish`].
+//! After the second stage: the finishing touches debootstrap's users rely on ([`finish`]: an
+//! empty machine-id, the host name, no .debs or scratch left), then the settings people make
+//! by hand after debootstrap, done before the image is committed: the root password, the
+//! locale, the time zone, then the user's hooks (mmdebstrap's `--customize-hook`, but run
+//! inside the image through the runner). Any failure fails the bootstrap, so a half-customized
+//! image never appears under its name.
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
