@@ -2,7 +2,11 @@
 //! Release files, package indices, the resolver, .deb reading and the install stages. It does
 //! not know where images are stored; it fills a directory it is given. It reproduces
 //! debootstrap's package set and install order; it extracts through [`crate::archive`] and runs
-//! the second stage through [`crate::runner`].
+//! the second stage through [`crate::runner`]. By stage: `plan.rs` (keyring, Release, indices,
+//! set — nothing touched yet), `first.rs` (download and extract, merged /usr, /etc and /dev),
+//! `second.rs` (dpkg inside the image), `dpkg_db.rs` (every write to dpkg's database),
+//! `customize.rs` (finishing touches, settings, hooks), `reproducible.rs`; `paths.rs` names
+//! the paths inside the image.
 
 mod customize;
 mod deb;
