@@ -122,12 +122,23 @@ impl Control {
 
     /// Conffile paths (absolute); `remove-on-upgrade` ones are not shipped and left out.
     pub fn conffiles(&self) -> Vec<String> {
+        self.conffile_entries()
+            .into_iter()
+            .filter(|(_, remove_on_upgrade)| !remove_on_upgrade)
+            .map(|(path, _)| path)
+            .collect()
+    }
+
+    /// Every entry of the conffiles file in its order, with whether it is `remove-on-upgrade`
+    /// (dpkg lists those in the status too).
+    fn conffile_entries(&self) -> Vec<(String, bool)> {
         let text = String::from_utf8_lossy(self.file("conffiles").unwrap_or_default());
         text.lines()
-            .filter(|l| !l.trim_start().starts_with("remove-on-upgrade"))
-            .filter_map(|l| l.split_whitespace().next_back())
-            .filter(|p| p.starts_with('/'))
-            .map(String::from)
+            .filter_map(|l| {
+                let path = l.split_whitespace().next_back()?;
+                let flag = l.trim_start().starts_with("remove-on-upgrade");
+                path.starts_with('/').then(|| (path.to_string(), flag))
+            })
             .collect()
     }
 
@@ -243,13 +254,20 @@ pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> 
             }
         }
     }
-    let conffiles = control.conffiles();
+    // In the conffiles file's order; `remove-on-upgrade` ones stay `newconffile` with that
+    // flag, as dpkg keeps them.
+    let conffiles = control.conffile_entries();
     if !conffiles.is_empty() {
         let lines: String = conffiles
             .iter()
-            .map(|c| {
+            .map(|(c, remove_on_upgrade)| {
                 let sum = known.get(c).map_or("newconffile", String::as_str);
-                format!("\n {c} {sum}")
+                let flag = if *remove_on_upgrade {
+                    " remove-on-upgrade"
+                } else {
+                    ""
+                };
+                format!("\n {c} {sum}{flag}")
             })
             .collect();
         new.push(("Conffiles".into(), lines));
