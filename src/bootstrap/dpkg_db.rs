@@ -155,6 +155,33 @@ impl Control {
     }
 }
 
+/// One entry of dpkg's diversions file.
+pub struct Diversion {
+    pub from: String,
+    pub to: String,
+    /// The diverting package (`:` for a local diversion).
+    pub package: String,
+}
+
+/// dpkg's diversions (`diversions`: three lines per entry), none when the file is absent.
+pub fn diversions(admin: &Path) -> Result<Vec<Diversion>> {
+    let path = admin.join("diversions");
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(BootstrapError::Io { path, source }),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    Ok(lines
+        .chunks_exact(3)
+        .map(|c| Diversion {
+            from: c[0].to_string(),
+            to: c[1].to_string(),
+            package: c[2].to_string(),
+        })
+        .collect())
+}
+
 /// The empty database debootstrap's first stage leaves: `status` and `available`.
 pub fn create_empty(admin: &Path) -> Result<()> {
     fs::create_dir_all(admin).map_err(io_err(admin))?;

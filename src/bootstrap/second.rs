@@ -155,21 +155,31 @@ impl Stage<'_> {
                 ));
             }
         }
+        // dpkg's diversions apply to what it unpacks: a path another package diverted goes to
+        // the diverted name (noble's base-files diverts /bin to /bin.usr-is-merged, so a
+        // package shipping the directory entry ./bin creates that).
+        let diversions = dpkg_db::diversions(&paths::rel(self.target, paths::DPKG_ADMIN))?;
         let divert: HashMap<String, HashMap<Vec<u8>, Vec<u8>>> = names
             .iter()
             .zip(&controls)
             .filter(|(name, _)| extracted.contains(name))
             .map(|(name, control)| {
-                let map = control
-                    .conffiles()
-                    .into_iter()
-                    .map(|c| {
-                        let rel = c.trim_start_matches('/').as_bytes().to_vec();
-                        let mut new = rel.clone();
-                        new.extend_from_slice(b".dpkg-new");
-                        (rel, new)
+                let mut map: HashMap<Vec<u8>, Vec<u8>> = diversions
+                    .iter()
+                    .filter(|d| d.package != control.package)
+                    .map(|d| {
+                        (
+                            d.from.trim_start_matches('/').as_bytes().to_vec(),
+                            d.to.trim_start_matches('/').as_bytes().to_vec(),
+                        )
                     })
                     .collect();
+                map.extend(control.conffiles().into_iter().map(|c| {
+                    let rel = c.trim_start_matches('/').as_bytes().to_vec();
+                    let mut new = rel.clone();
+                    new.extend_from_slice(b".dpkg-new");
+                    (rel, new)
+                }));
                 (name.clone(), map)
             })
             .collect();
