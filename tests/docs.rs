@@ -3,23 +3,28 @@
 
 use std::path::Path;
 
-fn render(cmd: &clap::Command) -> Vec<u8> {
+/// clap_mangen's page with rmach's EXIT STATUS, EXAMPLES, FILES and SEE ALSO before VERSION.
+fn render(cmd: &clap::Command, verb: Option<&str>) -> Vec<u8> {
     let mut out = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut out).unwrap();
-    out
+    let page = String::from_utf8(out).unwrap();
+    let extra = rmach::cli::man::extra_sections(verb);
+    let at = page.find(".SH VERSION").unwrap_or(page.len());
+    format!("{}{extra}{}", &page[..at], &page[at..]).into_bytes()
 }
 
 /// rmach.1 for the tool and rmach-VERB.1 for each verb.
 fn pages() -> Vec<(String, Vec<u8>)> {
     let cmd = rmach::cli::command();
-    let mut pages = vec![("rmach.1".to_string(), render(&cmd))];
+    let mut pages = vec![("rmach.1".to_string(), render(&cmd, None))];
     for sub in cmd.get_subcommands() {
-        let name = format!("rmach-{}", sub.get_name());
+        let sub_name = sub.get_name().to_string();
+        let name = format!("rmach-{sub_name}");
         let sub = sub
             .clone()
             .name(name.clone())
             .version(cmd.get_version().unwrap_or_default().to_string());
-        pages.push((format!("{name}.1"), render(&sub)));
+        pages.push((format!("{name}.1"), render(&sub, Some(sub_name.as_str()))));
     }
     pages
 }

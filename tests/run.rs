@@ -340,7 +340,8 @@ fn binds_tmpfs_ephemeral_and_read_only() {
     std::fs::write(src.join("in"), "hello\n").unwrap();
     let rw = format!("{}:/mnt/rw", src.display());
     let ro = format!("{}:/mnt/ro", src.display());
-    let (code, out, err) = probe(&ts, &["--bind", &rw, "--bind-ro", &ro, "--tmpfs", "/srv"], "cat /mnt/rw/in; echo out > /mnt/rw/out; echo no > /mnt/ro/x || echo refused; grep ' /srv ' /proc/self/mountinfo | grep -c tmpfs");
+    // Host root's directory: writable through the bind for host root only (--private-users no).
+    let (code, out, err) = probe(&ts, &["--private-users", "no", "--bind", &rw, "--bind-ro", &ro, "--tmpfs", "/srv"], "cat /mnt/rw/in; echo out > /mnt/rw/out; echo no > /mnt/ro/x || echo refused; grep ' /srv ' /proc/self/mountinfo | grep -c tmpfs");
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "hello\nrefused\n1\n");
     assert_eq!(std::fs::read_to_string(src.join("out")).unwrap(), "out\n");
@@ -686,7 +687,7 @@ fn window_size_changes_reach_the_machine() {
     )
     .unwrap();
     let outer = format!(
-        "stty rows 30 cols 100\n{} --store {} --state-dir {} run --console interactive --bind {m}:/m probe12 -- /bin/sh /m/inner.sh < /dev/tty &\n\
+        "stty rows 30 cols 100\n{} --store {} --state-dir {} run --console interactive --private-users no --bind {m}:/m probe12 -- /bin/sh /m/inner.sh < /dev/tty &\n\
          while [ ! -e {m}/first ]; do sleep 0.05; done\nstty rows 40 cols 120\nwait\n",
         env!("CARGO_BIN_EXE_rmach"),
         ts.store().display(),
@@ -734,7 +735,17 @@ fn device_policy_denies_unlisted_devices() {
         "the host may open loop-control: {}",
         stderr(&host)
     );
-    let v1 = ts.run(&["run", "probe13", "--", "/bin/sh", "-c", script]);
+    // Host root's rights inside (mknod needs them): --private-users no.
+    let v1 = ts.run(&[
+        "run",
+        "--private-users",
+        "no",
+        "probe13",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
     assert_eq!(stdout(&v1), "made\nnull-ok\n", "{}", stderr(&v1));
     let mut v2 = std::process::Command::new("unshare");
     v2.args([
@@ -746,7 +757,16 @@ fn device_policy_denies_unlisted_devices() {
         "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
         "sh",
     ]);
-    let inner = ts.cmd(&["run", "probe13", "--", "/bin/sh", "-c", script]);
+    let inner = ts.cmd(&[
+        "run",
+        "--private-users",
+        "no",
+        "probe13",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
     v2.arg(inner.get_program())
         .args(inner.get_args())
         .stdin(Stdio::null());
@@ -797,4 +817,87 @@ fn library_runs_a_directory_and_captures_output() {
     spec.command = vec!["no-such".into()];
     let err = runner::run(&spec).unwrap_err().to_string();
     assert!(err.contains("no-such: no such command"), "{err}");
+}
+
+/// A read-only bind keeps the flags of the mount it binds (relatime, nosuid, nodev, noexec):
+/// they are read with statvfs and mapped to mount flags by name (ST_RELATIME is not
+/// MS_RELATIME).
+#[test]
+fn read_only_binds_keep_relatime_nosuid_nodev_noexec() {
+    let ts = TestStore::new("probe15");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let mut guards = Vec::new();
+    // (mount options on the host, options the machine must see, options it must not)
+    let cases = [
+        (
+            "nosuid,nodev,noexec,relatime",
+            &["ro", "nosuid", "nodev", "noexec", "relatime"][..],
+            "noatime",
+        ),
+        (
+            "nosuid,strictatime,nodiratime",
+            &["ro", "nosuid", "nodiratime"][..],
+            "relatime",
+        ),
+    ];
+    for (i, (host_opts, want, not)) in cases.iter().enumerate() {
+        let src = ts.dir.path().join(format!("flags{i}"));
+        std::fs::create_dir(&src).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", host_opts, "tmpfs"])
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        guards.push(Unmount(src.clone()));
+        let bind = format!("{}:/mnt/flags", src.display());
+        for mode in ["no", "pick"] {
+            let (code, out, err) = probe(
+                &ts,
+                &["--private-users", mode, "--bind-ro", &bind],
+                "grep ' /mnt/flags ' /proc/self/mountinfo",
+            );
+            assert_eq!(code, 0, "{mode}: {err}");
+            let opts: Vec<&str> = out
+                .split_whitespace()
+                .nth(5)
+                .unwrap_or("")
+                .split(',')
+                .collect();
+            for w in *want {
+                assert!(
+                    opts.contains(w),
+                    "{mode} {host_opts}: {w} missing from {out}"
+                );
+            }
+            assert!(!opts.contains(not), "{mode} {host_opts}: {not} in {out}");
+        }
+    }
+}
+
+#[test]
+fn bad_hostnames_and_boot_users_are_refused() {
+    let ts = TestStore::new("probe16");
+    for bad in ["bad host", "", "a..b", "-x!"] {
+        let o = ts.run(&["run", "--hostname", bad, "probe16", "--", "true"]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--hostname"), "{}", stderr(&o));
+    }
+    let o = ts.run(&["boot", "-u", "nobody", "probe16"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--user"), "{}", stderr(&o));
+    let o = ts.run(&[
+        "run",
+        "--hostname",
+        "good.host-1",
+        "probe16",
+        "--",
+        "hostname",
+    ]);
+    assert_eq!(stdout(&o), "good.host-1\n", "{}", stderr(&o));
 }

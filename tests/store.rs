@@ -108,12 +108,16 @@ fn every_invalid_name_rule_is_refused_and_creates_nothing() {
     let cases = [
         ("", "at least one"),
         (long.as_str(), "at most 64"),
-        ("a/b", "only the characters"),
-        ("a b", "only the characters"),
-        ("ünï", "only the characters"),
-        (".hidden", "start with '.'"),
-        ("-dash", "start with '-'"),
-        ("a..b", "'..'"),
+        ("a/b", "only ASCII"),
+        ("a b", "only ASCII"),
+        ("ünï", "only ASCII"),
+        ("web_01", "only ASCII"),
+        (".hidden", "empty part"),
+        ("trailing.", "empty part"),
+        ("a..b", "empty part"),
+        ("-dash", "starts or ends with '-'"),
+        ("dash-", "starts or ends with '-'"),
+        ("a-.b", "starts or ends with '-'"),
     ];
     for (name, rule) in cases {
         // `--` so that a name starting with '-' reaches the name check.
@@ -196,7 +200,10 @@ fn remove_and_rename_of_missing_or_busy_images_fail_cleanly() {
 
     let store = env.library_store();
     let lock = store
-        .lock(&rmach::store::ImageName::parse("dev").unwrap(), "exported")
+        .lock(
+            &rmach::store::ImageName::parse("dev").unwrap(),
+            rmach::store::LockPurpose::Export,
+        )
         .unwrap();
     let pid = std::process::id();
     for args in [
@@ -225,7 +232,10 @@ fn read_only_images_are_immutable_and_keep_the_flag_through_rename() {
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();
     env.ok(&["import-fs", "--read-only", src.to_str().unwrap(), "dev"]);
-    assert_eq!(env.ok(&["read-only", "dev"]).trim(), "yes");
+    assert_eq!(
+        env.ok(&["show", "dev", "-p", "ReadOnly", "--value"]).trim(),
+        "yes"
+    );
     assert!(std::fs::write(env.store.join("dev/new-file"), "x").is_err());
     let err = env.fails(&["remove", "dev"], 1);
     assert!(
@@ -233,7 +243,11 @@ fn read_only_images_are_immutable_and_keep_the_flag_through_rename() {
         "{err}"
     );
     env.ok(&["rename", "dev", "renamed"]);
-    assert_eq!(env.ok(&["read-only", "renamed"]).trim(), "yes");
+    assert_eq!(
+        env.ok(&["show", "renamed", "-p", "ReadOnly", "--value"])
+            .trim(),
+        "yes"
+    );
     env.ok(&["read-only", "renamed", "no"]);
     std::fs::write(env.store.join("renamed/new-file"), "x").unwrap();
     env.ok(&["remove", "renamed"]);
@@ -267,7 +281,11 @@ fn raw_images_are_listed_flagged_cloned_renamed_and_removed() {
         std::fs::metadata(&copy).unwrap().blocks() < 1024,
         "the copy kept its holes"
     );
-    assert_eq!(env.ok(&["read-only", "disk2"]).trim(), "no");
+    assert_eq!(
+        env.ok(&["show", "disk2", "-p", "ReadOnly", "--value"])
+            .trim(),
+        "no"
+    );
     env.ok(&["rename", "disk2", "disk3"]);
     env.ok(&["read-only", "disk", "no"]);
     env.ok(&["remove", "disk", "disk3"]);
@@ -420,6 +438,96 @@ fn clean_all_removes_hidden_entries() {
     assert_eq!(env.store_entries(), vec!["kept"]);
 }
 
+/// `list` and `show` read os-release only as a regular file: a FIFO there (which would block
+/// an open forever) or a device node is skipped for usr/lib/os-release, and an `etc` that is a
+/// symlink to the host's / resolves inside the image. Each call must return promptly.
+#[test]
+fn os_release_is_read_only_from_a_regular_file_inside_the_image() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("usr/lib")).unwrap();
+    std::fs::write(src.join("usr/lib/os-release"), "ID=inside\n").unwrap();
+    env.ok(&["import-fs", src.to_str().unwrap(), "img"]);
+    let image = env.store.join("img");
+    let show_id = || {
+        let mut child = env
+            .command()
+            .args(["show", "img", "--json"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("show blocked on etc/os-release");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["os_release"]["ID"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    std::fs::create_dir(image.join("etc")).unwrap();
+    sh(&format!(
+        "mkfifo {}",
+        image.join("etc/os-release").display()
+    ));
+    assert_eq!(show_id(), "inside", "a FIFO is skipped");
+    assert!(env.ok(&["list"]).contains("img"));
+    std::fs::remove_file(image.join("etc/os-release")).unwrap();
+    sh(&format!(
+        "mknod {} c 1 5",
+        image.join("etc/os-release").display()
+    ));
+    assert_eq!(show_id(), "inside", "a device node (zero) is skipped");
+    std::fs::remove_dir_all(image.join("etc")).unwrap();
+    std::os::unix::fs::symlink("/", image.join("etc")).unwrap();
+    std::fs::remove_file(image.join("usr/lib/os-release")).unwrap();
+    // The host has an /etc/os-release; the image's etc -> / must not reach it.
+    assert_eq!(show_id(), "", "etc -> / resolved outside the image");
+}
+
+/// `clean` removes only directories and regular files named like staging entries: a symlink so
+/// named is neither followed nor has its target's mode changed, and a FIFO is not opened.
+#[test]
+fn clean_never_follows_or_chmods_a_symlink() {
+    let env = Env::new();
+    std::fs::create_dir_all(&env.store).unwrap();
+    let outside = env.path("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("precious"), "x").unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let file = env.path("file");
+    std::fs::write(&file, "x").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::os::unix::fs::symlink(&outside, env.store.join(".#rmach-a.0000000000000001")).unwrap();
+    std::os::unix::fs::symlink(&file, env.store.join(".#rmach-b.0000000000000002.raw")).unwrap();
+    sh(&format!(
+        "mkfifo {}",
+        env.store.join(".#rmach-c.0000000000000003.raw").display()
+    ));
+    std::fs::create_dir(env.store.join(".#rmach-d.0000000000000004")).unwrap();
+    env.ok(&["clean", "--all"]);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&outside), 0o500);
+    assert_eq!(mode(&file), 0o444);
+    assert!(outside.join("precious").exists());
+    assert_eq!(
+        env.store_entries(),
+        [
+            ".#rmach-a.0000000000000001",
+            ".#rmach-b.0000000000000002.raw",
+            ".#rmach-c.0000000000000003.raw"
+        ],
+        "the stale directory goes, the rest stays"
+    );
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
 #[test]
 fn global_options_and_environment_choose_the_store() {
     let env = Env::new();
@@ -440,7 +548,11 @@ fn global_options_and_environment_choose_the_store() {
     assert!(out.status.success());
     assert!(other.join("dev").is_dir());
     assert!(!env.store.join("dev").exists());
-    assert!(env.state.join("locks/dev.lock").exists());
+    assert!(env.state.join("locks").is_dir());
+    assert!(
+        !env.state.join("locks/dev.lock").exists(),
+        "a released lock leaves no file"
+    );
 }
 
 /// A btrfs file system on a loop device, unmounted and detached when dropped.
@@ -539,6 +651,11 @@ fn a_full_disk_fails_cleanly_and_leaves_nothing() {
     let env = Env::with_store_in(Some(small.path()));
     let err = env.fails(&["import-fs", src.to_str().unwrap(), "dev"], 1);
     assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(&format!("the store {} is full", env.store.display())),
+        "said as import-tar says it: {err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
     assert!(env.store_entries().is_empty(), "{:?}", env.store_entries());
     sh(&format!("umount {}", small.path().display()));
 }

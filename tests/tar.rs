@@ -513,7 +513,7 @@ fn ctrl_c_during_export_leaves_no_file() {
     assert!(left.is_empty(), "left beside the output: {left:?}");
 }
 
-/// A running machine holds its image's lock (verb "run" or "booted", taken by `rmach run` and
+/// A running machine holds its image's lock (purpose Run or Boot, taken by `rmach run` and
 /// `rmach boot` for the machine's lifetime), so exporting it fails at once instead of writing a
 /// torn archive; once the lock is gone, the export goes through. The lock is taken here through
 /// the store's API, as the runner does, so that this test does not depend on booting anything.
@@ -533,16 +533,16 @@ fn a_running_machine_is_not_exported() {
             out_file.as_os_str(),
         ])
     };
-    for verb in ["run", "booted"] {
-        let lock = store.lock(&name, verb).unwrap();
+    for purpose in [
+        rmach::store::LockPurpose::Run,
+        rmach::store::LockPurpose::Boot,
+    ] {
+        let lock = store.lock(&name, purpose).unwrap();
         let out = export();
         let msg = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{msg}");
         assert!(
-            msg.contains(&format!(
-                "probe is being {verb} by PID {}",
-                std::process::id()
-            )),
+            msg.contains(&format!("probe is running (PID {})", std::process::id())),
             "{msg}"
         );
         assert!(!out_file.exists());

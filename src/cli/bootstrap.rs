@@ -11,7 +11,7 @@ use crate::bootstrap::{
     bootstrap as rmach_bootstrap, select_mirror, suites, BootstrapError, Distro, Event, Options,
     Reproducible,
 };
-use crate::store::{ImageKind, ImageName};
+use crate::store::ImageName;
 
 use super::{Context, Status};
 
@@ -77,6 +77,8 @@ pub struct BootstrapArgs {
     /// (shown by `list --all`, removed by `clean --all`)
     #[arg(long)]
     pub keep_failed: bool,
+    #[command(flatten)]
+    pub disk: super::raw::DiskArgs,
 }
 
 pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
@@ -146,7 +148,13 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         reproducible,
     };
     let store = ctx.store()?;
-    let staging = store.create(&name, "bootstrapped", ImageKind::Directory, args.force)?;
+    let staging = super::raw::TreeTarget::create(
+        &store,
+        &name,
+        crate::store::LockPurpose::Bootstrap,
+        args.force,
+        &args.disk,
+    )?;
     let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
     let started = std::time::Instant::now();
     let progress = |event: Event<'_>| match event {
@@ -175,11 +183,11 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         }
         Event::Note(note) => ctx.out.verbose(&note),
     };
-    let report = match rmach_bootstrap(&opts, staging.path(), &progress) {
+    let report = match rmach_bootstrap(&opts, staging.tree(), &progress) {
         Ok(report) => report,
         Err(err) => {
             let interrupted = matches!(err, BootstrapError::Interrupted { .. });
-            let kept = keep_failed(ctx, &args, &name, staging.path());
+            let kept = keep_failed(ctx, &args, &name, staging.tree());
             let err = anyhow::Error::new(err)
                 .context(format!("cannot bootstrap {} as {name}{kept}", args.suite));
             if interrupted {
@@ -196,7 +204,7 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
             b.finish_and_clear();
         }
     }
-    staging.commit(false)?;
+    staging.commit(None, false)?;
     ctx.out.info(&format!(
         "Bootstrapped {name}: {} {} ({} packages).",
         report.distro,

@@ -1,12 +1,14 @@
 //! The verbs that look at and rearrange the store: list, show, remove, rename, clone,
 //! read-only, clean and import-fs.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use super::output::UsageError;
 use super::{Context, Status};
-use crate::store::{copy_tree, name_from_path, ImageKind, ImageName};
+use crate::store::{copy_tree, name_from_path, ImageInfo, ImageName, LockPurpose};
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -14,8 +16,14 @@ pub struct ListArgs {
     #[arg(long)]
     pub all: bool,
     /// Print one JSON document
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["names", "no_legend"])]
     pub json: bool,
+    /// Print the names only, one a line
+    #[arg(long)]
+    pub names: bool,
+    /// Print no column headings (and no "No images.")
+    #[arg(long)]
+    pub no_legend: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -23,8 +31,16 @@ pub struct ShowArgs {
     /// The image
     pub name: String,
     /// Print one JSON document
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["property", "value"])]
     pub json: bool,
+    /// Print only these properties as NAME=VALUE (repeat or separate with commas): Name, Type,
+    /// Path, ReadOnly, Usage, Created, Modified, State, LockPID, LockVerb, or an os-release
+    /// field such as PRETTY_NAME or VERSION_ID
+    #[arg(short, long = "property", value_name = "NAME", value_delimiter = ',')]
+    pub property: Vec<String>,
+    /// With --property: print the values only, one a line
+    #[arg(long)]
+    pub value: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,9 +73,20 @@ pub struct CloneArgs {
 pub struct ReadOnlyArgs {
     /// The image
     pub name: String,
-    /// yes or no (without: print the current setting)
-    #[arg(value_parser = clap::builder::BoolishValueParser::new())]
+    /// yes (the default) or no; also true/false, on/off, 1/0, y/n, t/f, as machinectl takes
+    #[arg(value_name = "BOOL", value_parser = parse_boolean)]
     pub value: Option<bool>,
+}
+
+/// systemd's parse_boolean: what machinectl's `read-only NAME BOOL` accepts.
+fn parse_boolean(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "y" | "true" | "t" | "on" => Ok(true),
+        "0" | "no" | "n" | "false" | "f" | "off" => Ok(false),
+        _ => Err(format!(
+            "{text:?} is not a boolean: use yes or no (true/false, on/off, 1/0)"
+        )),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +108,8 @@ pub struct ImportFsArgs {
     /// Mark the new image read-only
     #[arg(long)]
     pub read_only: bool,
+    #[command(flatten)]
+    pub disk: super::raw::DiskArgs,
 }
 
 fn image_name(name: &str) -> anyhow::Result<ImageName> {
@@ -89,26 +118,42 @@ fn image_name(name: &str) -> anyhow::Result<ImageName> {
 
 pub fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
-    let infos = store
-        .images(args.all)?
+    let images = store.images(args.all)?;
+    let mut out = std::io::stdout().lock();
+    if args.names {
+        for image in &images {
+            writeln!(out, "{}", image.name())?;
+        }
+        return Ok(0);
+    }
+    let infos = images
         .iter()
         .map(|image| store.info(image, true))
         .collect::<Result<Vec<_>, _>>()?;
     if args.json {
+        drop(out);
         ctx.out.json(&infos)?;
         return Ok(0);
     }
+    let legend = !args.no_legend;
     if infos.is_empty() {
-        ctx.out.info("No images.");
+        // As machinectl; only on a terminal, so a cron job's mail stays empty.
+        if legend && !ctx.global.quiet && std::io::stdout().is_terminal() {
+            writeln!(out, "No images.")?;
+        }
         return Ok(0);
     }
     let width = infos.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
-    println!(
-        "{:width$}  {:9}  {:2}  {:>9}  {:20}  {:20}  STATE",
-        "NAME", "TYPE", "RO", "USAGE", "CREATED", "MODIFIED"
-    );
+    if legend {
+        writeln!(
+            out,
+            "{:width$}  {:9}  {:2}  {:>9}  {:20}  {:20}  STATE",
+            "NAME", "TYPE", "RO", "USAGE", "CREATED", "MODIFIED"
+        )?;
+    }
     for info in &infos {
-        println!(
+        writeln!(
+            out,
             "{:width$}  {:9}  {:2}  {:>9}  {:20}  {:20}  {}",
             info.name,
             info.kind.as_str(),
@@ -117,50 +162,116 @@ pub fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<Status> {
             info.created.as_deref().unwrap_or("-"),
             info.modified.as_deref().unwrap_or("-"),
             info.state
-        );
+        )?;
     }
     Ok(0)
 }
 
+/// A property of `show -p`: its value, or None when the image has no such property.
+fn property(info: &ImageInfo, name: &str) -> Option<Option<String>> {
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    Some(match name {
+        "Name" => Some(info.name.clone()),
+        "Type" => Some(info.kind.as_str().to_string()),
+        "Path" => Some(info.path.display().to_string()),
+        "ReadOnly" => Some(yes_no(info.read_only)),
+        "Usage" => Some(info.usage.to_string()),
+        "Created" => info.created.clone(),
+        "Modified" => info.modified.clone(),
+        "State" => Some(info.state.to_string()),
+        "LockPID" => info
+            .lock
+            .as_ref()
+            .and_then(|l| l.pid)
+            .map(|p| p.to_string()),
+        "LockVerb" => info.lock.as_ref().map(|l| l.purpose.as_str().to_string()),
+        os if os
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') =>
+        {
+            info.os_release.as_ref().and_then(|r| r.get(os).cloned())
+        }
+        _ => return None,
+    })
+}
+
 pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Status> {
+    if args.value && args.property.is_empty() {
+        return Err(UsageError("--value needs --property NAME".into()).into());
+    }
+    let name = image_name(&args.name)?;
     let store = ctx.store()?;
-    let image = store.image(&image_name(&args.name)?)?;
-    let info = store.info(&image, true)?;
+    let image = store.image(&name)?;
+    let mut info = store.info(&image, true)?;
+    if info.os_release.is_none() && info.state != crate::store::ImageState::Running {
+        info.os_release = super::raw::os_release(ctx, &image);
+    }
     if args.json {
         ctx.out.json(&info)?;
         return Ok(0);
     }
-    println!("Name: {}", info.name);
-    println!("Type: {}", info.kind.as_str());
-    println!("Path: {}", info.path.display());
-    println!("Read-only: {}", if info.read_only { "yes" } else { "no" });
-    println!("Usage: {} ({} bytes)", human_bytes(info.usage), info.usage);
-    println!("Created: {}", info.created.as_deref().unwrap_or("-"));
-    println!("Modified: {}", info.modified.as_deref().unwrap_or("-"));
-    println!("State: {}", info.state);
+    let mut out = std::io::stdout().lock();
+    if !args.property.is_empty() {
+        let mut lines = Vec::new();
+        for name in &args.property {
+            let value = property(&info, name).ok_or_else(|| {
+                UsageError(format!(
+                    "unknown property {name:?}: use Name, Type, Path, ReadOnly, Usage, Created, \
+                     Modified, State, LockPID, LockVerb or an os-release field (PRETTY_NAME)"
+                ))
+            })?;
+            let value = value.unwrap_or_default();
+            lines.push(if args.value {
+                value
+            } else {
+                format!("{name}={value}")
+            });
+        }
+        for line in lines {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(0);
+    }
+    writeln!(out, "Name: {}", info.name)?;
+    writeln!(out, "Type: {}", info.kind.as_str())?;
+    writeln!(out, "Path: {}", info.path.display())?;
+    writeln!(
+        out,
+        "Read-only: {}",
+        if info.read_only { "yes" } else { "no" }
+    )?;
+    writeln!(
+        out,
+        "Usage: {} ({} bytes)",
+        human_bytes(info.usage),
+        info.usage
+    )?;
+    writeln!(out, "Created: {}", info.created.as_deref().unwrap_or("-"))?;
+    writeln!(out, "Modified: {}", info.modified.as_deref().unwrap_or("-"))?;
+    writeln!(out, "State: {}", info.state)?;
     if let Some(lock) = &info.lock {
-        println!("Locked: {} by PID {}", lock.verb, lock.pid);
+        writeln!(out, "Locked: {} is {lock}", info.name)?;
     }
     if let Some(os) = &info.os_release {
         let pretty = os.get("PRETTY_NAME").or_else(|| os.get("NAME"));
         if let Some(pretty) = pretty {
-            println!("OS: {pretty}");
+            writeln!(out, "OS: {pretty}")?;
         }
         for (key, value) in os {
-            println!("  {key}={value}");
+            writeln!(out, "  {key}={value}")?;
         }
     }
     Ok(0)
 }
 
 pub fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<Status> {
-    let store = ctx.store()?;
     // Every name is checked before anything is removed, so a typo removes nothing.
     let names = args
         .names
         .iter()
         .map(|n| image_name(n))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let store = ctx.store()?;
     for name in &names {
         store.image(name)?;
     }
@@ -182,25 +293,19 @@ pub fn clone(ctx: &Context, args: CloneArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let bar = ctx.out.progress(None, &format!("Cloning {source}"));
     let progress = |bytes: u64| bar.set_position(bytes);
-    store.clone_image(&source, &destination, args.read_only, Some(&progress))?;
+    store
+        .clone_image(&source, &destination, args.read_only, Some(&progress))
+        .map_err(|e| store_full(e.into(), &store, format!("cannot clone {source}")))?;
     bar.finish_and_clear();
     Ok(0)
 }
 
+/// As machinectl: `read-only NAME` marks the image read-only, `read-only NAME no` lifts it.
+/// (`show NAME -p ReadOnly --value` prints the setting.)
 pub fn read_only(ctx: &Context, args: ReadOnlyArgs) -> anyhow::Result<Status> {
     let name = image_name(&args.name)?;
-    let store = ctx.store()?;
-    match args.value {
-        Some(value) => store.set_read_only(&name, value)?,
-        None => println!(
-            "{}",
-            if store.is_read_only(&name)? {
-                "yes"
-            } else {
-                "no"
-            }
-        ),
-    }
+    ctx.store()?
+        .set_read_only(&name, args.value.unwrap_or(true))?;
     Ok(0)
 }
 
@@ -227,14 +332,44 @@ pub fn import_fs(ctx: &Context, args: ImportFsArgs) -> anyhow::Result<Status> {
         );
     }
     let store = ctx.store()?;
-    let staging = store.create(&name, "imported", ImageKind::Directory, args.force)?;
+    let staging =
+        super::raw::TreeTarget::create(&store, &name, LockPurpose::Import, args.force, &args.disk)?;
     let bar = ctx.out.progress(None, &format!("Importing {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
-    copy_tree(&args.directory, staging.path(), Some(&progress))?;
-    staging.commit(args.read_only)?;
+    let fail = || {
+        format!(
+            "cannot import {} as {name}; nothing was imported",
+            args.directory.display()
+        )
+    };
+    if staging.is_raw() {
+        // The disk is built straight from the directory: no copy first.
+        staging
+            .commit(Some(&args.directory), args.read_only)
+            .map_err(|e| store_full(e, &store, fail()))?;
+    } else {
+        copy_tree(&args.directory, staging.tree(), Some(&progress))
+            .map_err(|e| store_full(e.into(), &store, fail()))?;
+        staging
+            .commit(None, args.read_only)
+            .map_err(|e| store_full(e, &store, fail()))?;
+    }
     bar.finish_and_clear();
     ctx.out.info(&format!("Imported {name}."));
     Ok(0)
+}
+
+/// A full file system is said the same way by every verb that writes into the store:
+/// `WHAT: the store STORE is full: ...` (as import-tar says it).
+fn store_full(err: anyhow::Error, store: &crate::store::Store, what: String) -> anyhow::Error {
+    if super::output::is_no_space(&err) {
+        err.context(format!(
+            "{what}: the store {} is full",
+            store.root().display()
+        ))
+    } else {
+        err
+    }
 }
 
 fn human_bytes(bytes: u64) -> String {

@@ -3,15 +3,19 @@
 //! argv or decides an exit status; everything below it returns typed errors.
 
 mod bootstrap;
+mod complete;
 mod images;
+pub mod man;
 mod output;
+mod raw;
 mod run;
 mod tar;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use output::Output;
 
@@ -71,7 +75,7 @@ pub enum Command {
     Rename(images::RenameArgs),
     /// Copy an image under a new name
     Clone(images::CloneArgs),
-    /// Show or set an image's read-only flag
+    /// Mark an image read-only (or, with "no", writable)
     ReadOnly(images::ReadOnlyArgs),
     /// Remove what interrupted operations left behind
     Clean(images::CleanArgs),
@@ -81,6 +85,10 @@ pub enum Command {
     ImportTar(tar::ImportTarArgs),
     /// Export an image as a tarball
     ExportTar(tar::ExportTarArgs),
+    /// Import a disk image (raw or qcow2, any compression) as a raw image
+    ImportRaw(raw::ImportRawArgs),
+    /// Export a raw image (raw, compressed or qcow2)
+    ExportRaw(raw::ExportRawArgs),
     /// Build a Debian or Ubuntu image from a mirror
     Bootstrap(bootstrap::BootstrapArgs),
     /// Run a command inside an image
@@ -101,15 +109,31 @@ pub struct CompletionsArgs {
 pub struct Context {
     pub global: GlobalArgs,
     pub out: Output,
+    /// The verb creates images (an import, a pull, bootstrap): a missing store is created.
+    pub creates_images: bool,
 }
 
 impl Context {
+    /// The store; a missing one is an error naming the path, except for verbs that create
+    /// images, which create it.
     pub fn store(&self) -> anyhow::Result<crate::store::Store> {
-        Ok(crate::store::Store::open(
-            &self.global.store,
-            &self.global.state_dir,
-        )?)
+        let (root, state) = (&self.global.store, &self.global.state_dir);
+        Ok(if self.creates_images {
+            crate::store::Store::open(root, state)?
+        } else {
+            crate::store::Store::open_existing(root, state)?
+        })
     }
+}
+
+/// Whether verb `name` only prints information, so a closed stdout is no failure.
+fn prints_a_listing(name: &str) -> bool {
+    matches!(name, "list" | "show" | "completions" | "status")
+}
+
+/// Whether verb `name` creates images (and so may create a missing store).
+fn creates_images(name: &str) -> bool {
+    name.starts_with("import-") || name.starts_with("pull-") || name == "bootstrap"
 }
 
 /// What a verb hands back: success, or a status the payload chose (run, boot).
@@ -121,10 +145,14 @@ pub fn command() -> clap::Command {
 }
 
 /// Parses argv, runs the verb and maps the outcome to an exit status: 0, the payload's status
-/// for run/boot, 1 for a failure, 2 for a usage error.
+/// for run/boot, 1 for a failure, 2 for a usage error. A closed stdout (`| head`) ends a
+/// listing verb quietly with status 0.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(err) if !err.use_stderr() => {
             // --help and --version.
             let _ = err.print();
@@ -142,12 +170,17 @@ pub fn main() -> ExitCode {
         }
     };
     let out = Output::new(cli.global.quiet, cli.global.verbose);
+    let verb = matches.subcommand_name().unwrap_or_default().to_string();
     let ctx = Context {
         global: cli.global,
         out,
+        creates_images: creates_images(&verb),
     };
     match dispatch(&ctx, cli.command) {
         Ok(status) => ExitCode::from(status),
+        // A reader that stopped early (`| head`) got what it wanted from a listing. An export
+        // cut short is not a success: it fails as any other write would.
+        Err(err) if output::is_broken_pipe(&err) && prints_a_listing(&verb) => ExitCode::SUCCESS,
         Err(err) => {
             ctx.out.error(&err);
             ExitCode::from(if output::is_usage_error(&err) { 2 } else { 1 })
@@ -156,12 +189,24 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
+    if let Command::Completions(a) = verb {
+        std::io::stdout().write_all(&complete::script(a.shell))?;
+        return Ok(0);
+    }
+    if !rustix::process::geteuid().is_root() {
+        anyhow::bail!(
+            "rmach needs root: images hold files of every owner, and machines need namespaces \
+             and mounts; run it as root (sudo rmach ...)"
+        );
+    }
     if matches!(
         verb,
         Command::Clone(_)
             | Command::ImportFs(_)
             | Command::ImportTar(_)
             | Command::ExportTar(_)
+            | Command::ImportRaw(_)
+            | Command::ExportRaw(_)
             | Command::Bootstrap(_)
     ) {
         crate::sys::interrupt::exit_on_interrupt(
@@ -179,13 +224,11 @@ fn dispatch(ctx: &Context, verb: Command) -> anyhow::Result<Status> {
         Command::ImportFs(a) => images::import_fs(ctx, a),
         Command::ImportTar(a) => tar::import_tar(ctx, a),
         Command::ExportTar(a) => tar::export_tar(ctx, a),
+        Command::ImportRaw(a) => raw::import_raw(ctx, a),
+        Command::ExportRaw(a) => raw::export_raw(ctx, a),
         Command::Bootstrap(a) => bootstrap::bootstrap(ctx, a),
         Command::Run(a) => run::run(ctx, a),
         Command::Boot(a) => run::boot(ctx, a),
-        Command::Completions(a) => {
-            let mut cmd = self::command();
-            clap_complete::generate(a.shell, &mut cmd, "rmach", &mut std::io::stdout());
-            Ok(0)
-        }
+        Command::Completions(_) => Ok(0),
     }
 }

@@ -13,7 +13,7 @@ use super::{Context, Status};
 use crate::archive::{
     self, Compression, Decoder, Encoder, ExtractOptions, ThreadedWriter, WriteOptions,
 };
-use crate::store::{name_from_path, ImageKind, ImageName};
+use crate::store::{name_from_path, ImageName};
 
 #[derive(Debug, clap::Args)]
 pub struct ImportTarArgs {
@@ -30,6 +30,8 @@ pub struct ImportTarArgs {
     /// Refuse the input unless its SHA-256 is HEX
     #[arg(long, value_name = "HEX")]
     pub sha256: Option<String>,
+    #[command(flatten)]
+    pub disk: super::raw::DiskArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -95,7 +97,13 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
         (Box::new(file), len)
     };
     let store = ctx.store()?;
-    let staging = store.create(&name, "imported", ImageKind::Directory, args.force)?;
+    let staging = super::raw::TreeTarget::create(
+        &store,
+        &name,
+        crate::store::LockPurpose::Import,
+        args.force,
+        &args.disk,
+    )?;
     let bar = ctx.out.progress(total, &format!("Importing {name}"));
     let counted = Counted {
         inner: input,
@@ -109,7 +117,7 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
     ));
     let extracted = archive::extract(
         &mut decoder,
-        staging.path(),
+        staging.tree(),
         &ExtractOptions::default(),
         None,
     );
@@ -146,13 +154,13 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
     for w in &stats.warnings {
         ctx.out.warn(w);
     }
-    if let Some(top) = archive::strip_single_top_dir(staging.path()).with_context(fail)? {
+    if let Some(top) = archive::strip_single_top_dir(staging.tree()).with_context(fail)? {
         ctx.out.verbose(&format!(
             "{shown}: using its single top-level directory {:?} as the root",
             top
         ));
     }
-    staging.commit(args.read_only).with_context(fail)?;
+    staging.commit(None, args.read_only).with_context(fail)?;
     bar.finish_and_clear();
     ctx.out
         .info(&format!("Imported {name} ({} members).", stats.members));
@@ -240,11 +248,11 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let store = ctx.store()?;
     // Held for the whole export: a machine running from this image (lock "run"/"booted"),
     // or any other operation on it, makes the export fail at once instead of tearing.
-    let _lock = store.lock(&name, "exported")?;
+    let _lock = store.lock(&name, crate::store::LockPurpose::Export)?;
     let image = store.image(&name)?;
-    if !image.kind().is_tree() {
-        anyhow::bail!("image {name} is a raw disk image; export it with export-raw");
-    }
+    // A raw image's tree is read from its file systems, mounted read-only for this process.
+    let mounted = super::raw::mount_for_run(ctx, &image, true)?;
+    let tree = mounted.as_ref().map_or(image.path(), |m| m.root());
     let threads = args.threads.unwrap_or(0);
     let mut output = match args.file.as_deref().filter(|_| !to_stdout) {
         Some(path) => Output::File(TempOutput::create(path, args.force)?),
@@ -269,7 +277,7 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let progress = |bytes: u64| bar.set_position(bytes);
     let mut warn = |msg: String| ctx.out.warn(&msg);
     let stats = archive::write_tree(
-        image.path(),
+        tree,
         &mut encoder,
         &WriteOptions::default(),
         &mut warn,

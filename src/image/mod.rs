@@ -1,2 +1,22 @@
-//! Raw disk images: format detection, qcow2 to raw, partition tables and loop devices.
-//! Nothing here is implemented yet; the store already lists and manages `NAME.raw` files.
+//! Raw disk images: import (raw, bare file systems and qcow2, compressed or not, into a sparse
+//! raw file), export (the same bytes sparse, compressed, or as qcow2), partition tables (MBR,
+//! GPT and the Discoverable Partitions Specification), and mounting an image's file systems
+//! through auto-clearing loop devices in a private mount namespace so that a machine can run
+//! from it, and building such a disk from a directory tree. It does not know image names,
+//! locks or staging (the store's), nor how a machine runs (the runner's).
+
+mod disk;
+mod error;
+mod export;
+mod gpt;
+mod import;
+mod mount;
+pub mod partition;
+pub mod qcow2;
+pub mod sparse;
+
+pub use disk::{build_disk, default_size, DiskFs};
+pub use error::ImageError;
+pub use export::{export_raw, ExportFormat, Target};
+pub use import::{import_raw, ImportReport, Source};
+pub use mount::{mount_image, MountedImage};

@@ -28,10 +28,18 @@ pub fn layout() -> Layout {
     }
 }
 
+/// Where the machine's processes live, below the cgroup that carries its limits and device
+/// rules: the machine's cgroup namespace is rooted here, so it can neither see nor write the
+/// limits, and whatever it writes in its own cgroup stays within them (limits and device rules
+/// are hierarchical).
+pub const PAYLOAD: &str = "payload";
+
 /// A machine's cgroup directories (one per hierarchy it lives in).
 #[derive(Debug)]
 pub struct Cgroup {
     pub layout: Layout,
+    /// `rmach/NAME-PID` in each hierarchy: limits and device rules; the machine is in
+    /// [`PAYLOAD`] below each.
     pub dirs: Vec<PathBuf>,
 }
 
@@ -58,6 +66,7 @@ impl Cgroup {
         leaf: &str,
         limits: &Limits,
         device_allow: &[&str],
+        device_policy: bool,
     ) -> Result<Cgroup, RunnerError> {
         remove_stale();
         let mut cg = Cgroup {
@@ -66,8 +75,15 @@ impl Cgroup {
         };
         let result = match cg.layout {
             Layout::Unified => cg.create_v2(leaf, limits, device_allow),
-            Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow),
-        };
+            Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow, device_policy),
+        }
+        .and_then(|_| {
+            // Created after the rules: a v1 devices child starts with its parent's.
+            for d in &cg.dirs {
+                mkdir(&d.join(PAYLOAD))?;
+            }
+            Ok(())
+        });
         match result {
             Ok(()) => Ok(cg),
             Err(e) => {
@@ -110,6 +126,10 @@ impl Cgroup {
         let dir = parent.join(leaf);
         mkdir(&dir)?;
         self.dirs.push(dir.clone());
+        // So the machine's own cgroup (below) has the controllers too.
+        for e in &enable {
+            write(&dir.join("cgroup.subtree_control"), e)?;
+        }
         // The v2 device controller is an eBPF program; it stays attached until rmdir.
         let attach = || -> std::io::Result<()> {
             let prog = crate::sys::bpf::load_device_program(&super::devices::program(allow))?;
@@ -136,6 +156,7 @@ impl Cgroup {
         leaf: &str,
         limits: &Limits,
         allow: &[&str],
+        device_policy: bool,
     ) -> Result<(), RunnerError> {
         let root = Path::new(ROOT);
         let mut hier = |name: &str| -> Result<Option<PathBuf>, RunnerError> {
@@ -175,11 +196,15 @@ impl Cgroup {
                 write(&dir.join("cpu.cfs_quota_us"), &cpu_quota(c).to_string())?;
             }
         }
-        if let Some(dir) = hier("devices")? {
-            write(&dir.join("devices.deny"), "a")?;
-            for rule in allow {
-                write(&dir.join("devices.allow"), rule)?;
+        match hier("devices")? {
+            Some(dir) => {
+                write(&dir.join("devices.deny"), "a")?;
+                for rule in allow {
+                    write(&dir.join("devices.allow"), rule)?;
+                }
             }
+            None if device_policy => return Err(RunnerError::NoDeviceController),
+            None => {}
         }
         Ok(())
     }
@@ -192,7 +217,7 @@ impl Cgroup {
             Layout::Unified => true,
             Layout::Hybrid => d.starts_with(Path::new(ROOT).join("unified")),
         });
-        for d in v2 {
+        for d in v2.map(|d| d.join(PAYLOAD)) {
             for f in [
                 "",
                 "cgroup.procs",
@@ -210,7 +235,7 @@ impl Cgroup {
     /// Moves `pid` into every directory of the machine.
     pub fn add(&self, pid: i32) -> Result<(), RunnerError> {
         for d in &self.dirs {
-            write(&d.join("cgroup.procs"), &pid.to_string())?;
+            write(&d.join(PAYLOAD).join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
     }
@@ -235,8 +260,10 @@ impl Drop for Cgroup {
     }
 }
 
-/// Removes machine cgroups whose rmach was killed before it could clean up: the leaf is named
-/// `NAME-PID`, and a PID that no longer runs rmach leaves an empty cgroup behind.
+/// Cleans up after machines whose rmach was killed before it could: a leaf is named
+/// `NAME-PID` after its rmach's PID. A leaf whose PID still runs (any program: rmach binaries
+/// differ between installs) is never touched. Otherwise any process left in it (an orphaned
+/// machine) is killed, and the leaf removed.
 fn remove_stale() {
     let Ok(hierarchies) = fs::read_dir(ROOT) else {
         return;
@@ -253,13 +280,43 @@ fn remove_stale() {
             else {
                 continue;
             };
-            let alive = fs::read_link(format!("/proc/{pid}/exe"))
-                .is_ok_and(|e| e == std::env::current_exe().unwrap_or_default());
-            if leaf.path().is_dir() && !alive {
-                let _ = remove_tree(&leaf.path());
+            if pid == 0 || Path::new(&format!("/proc/{pid}")).exists() || !leaf.path().is_dir() {
+                continue;
             }
+            kill_all(&leaf.path());
+            let _ = remove_tree(&leaf.path());
         }
     }
+}
+
+/// Kills every process in the cgroup tree at `dir` (cgroup.kill where the kernel has it),
+/// waiting up to a second for them to go.
+fn kill_all(dir: &Path) {
+    let _ = fs::write(dir.join("cgroup.kill"), "1");
+    for _ in 0..100 {
+        let pids = pids_in(dir);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = crate::sys::process::kill(pid, libc::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn pids_in(dir: &Path) -> Vec<i32> {
+    let mut pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(pids_in(&e.path()));
+        }
+    }
+    pids
 }
 
 fn remove_tree(dir: &Path) -> std::io::Result<()> {

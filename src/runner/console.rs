@@ -1,21 +1,34 @@
-//! The host side of the console while the machine runs: relaying a pty in raw mode (with
-//! window size changes and the Ctrl-] Ctrl-] Ctrl-] escape that kills the machine), collecting
-//! captured output, and turning signals into what the machine should receive.
+//! The host side of the console while the machine runs, as systemd-nspawn's: relaying the
+//! machine's pty (both ways for `interactive`, output only for `read-only`, nothing for
+//! `passive`), with window size changes and the Ctrl-] Ctrl-] Ctrl-] escape that kills the
+//! machine; collecting captured output; turning signals into what the machine should receive.
+//!
+//! The relay survives hangups of the pty: when every slave fd is closed or hung up (`vhangup`
+//! by a getty, systemd reopening /dev/console) the master reads EIO and polls POLLHUP until the
+//! slave is opened again. Like systemd's ptyfwd it keeps the master and retries instead of
+//! giving up on it; whatever was written before the hangup is still read out first.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
 use rustix::termios::{tcgetattr, tcsetattr, OptionalActions, Termios};
 
+use super::spec::Console;
 use crate::sys::process as p;
 
 /// Ctrl-]: pressed three times within a second, the machine is killed.
 const ESCAPE: u8 = 0x1d;
 
+/// How often a hung-up master is retried (it polls POLLHUP continuously until reopened).
+const HANGUP_RETRY: Duration = Duration::from_millis(40);
+
 /// What the relay loop watches besides the signal fd.
 pub struct Relay {
+    /// Which directions the pty is relayed in.
+    pub console: Console,
     pub pty: Option<OwnedFd>,
     /// Capture pipes (None once closed) and what came through them.
     pub captured: Vec<(Option<OwnedFd>, Vec<u8>)>,
@@ -25,6 +38,15 @@ pub struct Relay {
 pub struct RawMode(Option<Termios>);
 
 impl RawMode {
+    /// Raw mode for an interactive console whose stdin is a terminal; nothing otherwise (so a
+    /// read-only console on a terminal leaves Ctrl-C to the terminal: SIGINT to rmach).
+    pub fn enter_for(console: Console) -> RawMode {
+        if console != Console::Interactive || !rustix::termios::isatty(std::io::stdin()) {
+            return RawMode(None);
+        }
+        RawMode::enter()
+    }
+
     pub fn enter() -> RawMode {
         let stdin = std::io::stdin();
         let Ok(saved) = tcgetattr(&stdin) else {
@@ -52,6 +74,87 @@ fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<usize> {
     }
 }
 
+/// The state of the master side of the machine's pty.
+struct Master {
+    /// Every slave fd is closed or hung up: not polled, retried every [`HANGUP_RETRY`].
+    hung_up: bool,
+    /// Copied to stdout (interactive, read-only) or discarded (passive).
+    show: bool,
+    /// Input read from stdin and not yet accepted by the pty.
+    pending: Vec<u8>,
+}
+
+impl Master {
+    /// Reads what the machine has written (a bounded amount, so that a flood of output cannot
+    /// starve input, signals and the ^] escape); notes a hangup instead of giving up. True when
+    /// everything written so far was read.
+    fn pump(&mut self, pty: &OwnedFd, buf: &mut [u8]) -> bool {
+        for _ in 0..16 {
+            match rustix::io::read(pty, &mut *buf) {
+                Ok(0) | Err(Errno::IO) => {
+                    self.hung_up = true;
+                    return true;
+                }
+                Ok(n) => {
+                    self.hung_up = false;
+                    if self.show {
+                        let mut out = std::io::stdout();
+                        let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Err(_) => {
+                    // EAGAIN: drained, and the slave side is open.
+                    self.hung_up = false;
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Hands pending input to the pty as far as it takes it.
+    fn push(&mut self, pty: &OwnedFd) {
+        while !self.pending.is_empty() {
+            match rustix::io::write(pty, &self.pending) {
+                Ok(0) => return,
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return,
+                // Hung up: the machine cannot read it; a later getty starts from a clean line.
+                Err(_) => {
+                    self.pending.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Counts Ctrl-] presses; true on the third within a second.
+struct Escape(u8, Instant);
+
+impl Escape {
+    fn feed(&mut self, input: &[u8]) -> bool {
+        for &b in input {
+            if b != ESCAPE {
+                self.0 = 0;
+                continue;
+            }
+            if self.1.elapsed() > Duration::from_secs(1) {
+                *self = Escape(0, Instant::now());
+            }
+            self.0 += 1;
+            if self.0 >= 3 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Runs until the child `wait_pid` exits; returns its raw wait status. `on_signal` maps a
 /// signal rmach received to the signal sent to `pid`, the machine (None: not forwarded).
 pub fn relay(
@@ -62,74 +165,81 @@ pub fn relay(
     on_signal: impl Fn(i32) -> Option<i32>,
 ) -> i32 {
     let stdin = std::io::stdin();
-    let mut stdin_open = relay.pty.is_some();
-    let mut pty_open = relay.pty.is_some();
-    let mut escapes: (u8, Instant) = (0, Instant::now());
+    let interactive = relay.console == Console::Interactive && relay.pty.is_some();
+    let mut stdin_open = interactive;
+    let mut master = Master {
+        hung_up: false,
+        show: relay.console != Console::Passive,
+        pending: Vec::new(),
+    };
+    let mut escape = Escape(0, Instant::now());
     let mut buf = vec![0u8; 64 * 1024];
     if let Some(pty) = &relay.pty {
+        let _ = rustix::fs::fcntl_setfl(pty, rustix::fs::OFlags::NONBLOCK);
         let _ = crate::sys::pty::copy_winsize(&stdin, pty);
     }
     loop {
         let mut fds = vec![PollFd::new(sigfd, PollFlags::IN)];
-        if let (true, Some(pty)) = (pty_open, &relay.pty) {
-            fds.push(PollFd::new(pty, PollFlags::IN));
-        }
-        if stdin_open {
+        let pty_slot = match &relay.pty {
+            Some(pty) if !master.hung_up => {
+                let mut events = PollFlags::IN;
+                if !master.pending.is_empty() {
+                    events |= PollFlags::OUT;
+                }
+                fds.push(PollFd::new(pty, events));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
+        // Input waits while the pty has not taken the last of it.
+        let stdin_slot = (stdin_open && master.pending.is_empty()).then(|| {
             fds.push(PollFd::new(&stdin, PollFlags::IN));
-        }
+            fds.len() - 1
+        });
+        let first_capture = fds.len();
         for fd in relay.captured.iter().filter_map(|c| c.0.as_ref()) {
             fds.push(PollFd::new(fd, PollFlags::IN));
         }
         // A timeout, and the wait below on every round: a SIGCHLD that never reaches the
         // signalfd (seen under load) must not leave rmach waiting forever for a dead machine.
+        let timeout = if master.hung_up && relay.pty.is_some() {
+            HANGUP_RETRY
+        } else {
+            Duration::from_millis(200)
+        };
         let timeout = rustix::fs::Timespec {
             tv_sec: 0,
-            tv_nsec: 200_000_000,
+            tv_nsec: timeout.as_nanos() as i64,
         };
         if poll(&mut fds, Some(&timeout)).is_err() {
             continue;
         }
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
         drop(fds);
-        let mut i = 1;
-        if let (true, Some(pty)) = (pty_open, &relay.pty) {
-            if ready[i] {
-                match read_some(pty.as_fd(), &mut buf) {
-                    Some(n) => {
-                        let mut out = std::io::stdout();
-                        let _ = out.write_all(&buf[..n]).and_then(|_| out.flush());
-                    }
-                    None => pty_open = false,
-                }
+        if let Some(pty) = &relay.pty {
+            // A hung-up master is retried on every round: a reopened slave clears the hangup.
+            if master.hung_up || pty_slot.is_some_and(|i| ready[i]) {
+                let _ = master.pump(pty, &mut buf);
+                master.push(pty);
             }
-            i += 1;
         }
-        if stdin_open {
-            if ready[i] {
-                match stdin.lock().read(&mut buf) {
-                    Ok(0) | Err(_) => stdin_open = false,
-                    Ok(n) => {
-                        for &b in &buf[..n] {
-                            if b == ESCAPE {
-                                if escapes.1.elapsed() > Duration::from_secs(1) {
-                                    escapes = (0, Instant::now());
-                                }
-                                escapes.0 += 1;
-                                if escapes.0 >= 3 {
-                                    let _ = p::kill(pid, libc::SIGKILL);
-                                }
-                            } else {
-                                escapes.0 = 0;
-                            }
-                        }
-                        if let Some(pty) = &relay.pty {
-                            let _ = rustix::io::write(pty, &buf[..n]);
-                        }
+        if stdin_slot.is_some_and(|i| ready[i]) {
+            match stdin.lock().read(&mut buf) {
+                Ok(0) => stdin_open = false,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => stdin_open = false,
+                Ok(n) => {
+                    if escape.feed(&buf[..n]) {
+                        let _ = p::kill(pid, libc::SIGKILL);
+                    }
+                    master.pending.extend_from_slice(&buf[..n]);
+                    if let Some(pty) = &relay.pty {
+                        master.push(pty);
                     }
                 }
             }
-            i += 1;
         }
+        let mut i = first_capture;
         for (slot, data) in relay.captured.iter_mut() {
             let Some(fd) = slot else { continue };
             if ready[i] {
@@ -157,27 +267,57 @@ pub fn relay(
             }
         }
         if let Ok(Some((_, status))) = p::wait_raw(wait_pid, true) {
-            drain(relay, &mut buf);
+            if let Some(pty) = &relay.pty {
+                // The machine is gone: nothing refills the pty, so this ends.
+                while !master.pump(pty, &mut buf) {}
+            }
+            drain_captured(relay, &mut buf);
             return status;
         }
     }
 }
 
-/// After the machine is gone: what is still buffered in the pty and the capture pipes.
-fn drain(relay: &mut Relay, buf: &mut [u8]) {
-    if let Some(pty) = &relay.pty {
-        let _ = rustix::fs::fcntl_setfl(pty, rustix::fs::OFlags::NONBLOCK);
-        let mut out = std::io::stdout();
-        while let Some(n) = read_some(pty.as_fd(), buf) {
-            let _ = out.write_all(&buf[..n]);
-        }
-        let _ = out.flush();
-    }
+/// After the machine is gone: what is still buffered in the capture pipes.
+fn drain_captured(relay: &mut Relay, buf: &mut [u8]) {
     for (slot, data) in relay.captured.iter_mut() {
         if let Some(fd) = slot.take() {
             while let Some(n) = read_some(fd.as_fd(), buf) {
                 data.extend_from_slice(&buf[..n]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_needs_three_in_a_row() {
+        let mut e = Escape(0, Instant::now());
+        assert!(!e.feed(&[ESCAPE, ESCAPE]));
+        assert!(!e.feed(b"x"));
+        assert!(!e.feed(&[ESCAPE, ESCAPE]));
+        assert!(e.feed(&[ESCAPE]));
+    }
+
+    #[test]
+    fn a_hung_up_master_is_read_out_and_then_resumes() {
+        let (master, path) = crate::sys::pty::open_pty().unwrap();
+        rustix::fs::fcntl_setfl(&master, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut m = Master {
+            hung_up: false,
+            show: false,
+            pending: Vec::new(),
+        };
+        let mut buf = [0u8; 4096];
+        let slave = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        (&slave).write_all(b"before hangup").unwrap();
+        drop(slave);
+        assert!(m.pump(&master, &mut buf));
+        assert!(m.hung_up, "every slave fd closed: EIO");
+        let _slave = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        m.pump(&master, &mut buf);
+        assert!(!m.hung_up, "a reopened slave ends the hangup");
     }
 }

@@ -12,7 +12,7 @@ use std::process::ExitStatus;
 use super::cgroup::Cgroup;
 use super::console::{self, RawMode, Relay};
 use super::mounts::{self, ctx, ChildResult};
-use super::plan::Plan;
+use super::plan::{Plan, Stage};
 use super::spec::{Console, Network};
 use super::{init, passwd, userns, RunnerError};
 use crate::sys::{net, ns, process as p};
@@ -68,31 +68,31 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     }
     let me = std::process::id();
     let mut cgroup = Cgroup::create(
-        &format!("{}-{me}", plan.name),
+        &plan.cgroup,
         &plan.limits,
         &plan.device_allow,
+        plan.device_policy,
     )?;
     let scratch = Scratch(match plan.root_mode {
         super::plan::RootMode::Ephemeral => {
             let d = plan.scratch.join(format!(".rmach-{me}-{}", plan.uuid));
-            std::fs::create_dir(&d).map_err(|e| RunnerError::Scratch {
-                path: d.clone(),
-                source: e,
-            })?;
+            std::fs::create_dir_all(&plan.scratch)
+                .and_then(|_| std::fs::create_dir(&d))
+                .map_err(|e| RunnerError::Scratch {
+                    path: d.clone(),
+                    source: e,
+                })?;
             Some(d)
         }
         super::plan::RootMode::Bind => None,
     });
-    let idmap = match plan.user_ns {
-        Some(u) => Some(userns::pick(u, &plan.root)?),
-        None => None,
-    };
+    let idmap = plan.id_map;
     let tree = match idmap {
         Some(map) if map.base != 0 => Some(userns::idmapped_root(&plan.root, map)?),
         _ => None,
     };
     let (pty_master, pty_path) = match plan.console {
-        Console::Interactive => {
+        c if c.has_pty() => {
             let (m, path) = crate::sys::pty::open_pty().map_err(|e| RunnerError::Setup {
                 message: format!("open a pty: {e}"),
             })?;
@@ -110,9 +110,12 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         (None, None, None, None)
     };
     let (sync_r, sync_w) = pipe()?;
+    let (ready_r, ready_w) = pipe()?;
     let (error_r, error_w) = pipe()?;
     let mut error_r = std::fs::File::from(error_r);
-    let (status_r, status_w) = pipe()?;
+    let payload_status = p::shared_word().map_err(|e| RunnerError::Setup {
+        message: format!("shared memory: {e}"),
+    })?;
     let mut blocked = init::FORWARDED.to_vec();
     blocked.push(libc::SIGCHLD);
     // Restored when this run ends: a library caller gets its Ctrl-C back.
@@ -122,7 +125,9 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     let sigfd = p::signalfd(&blocked).map_err(|e| RunnerError::Setup {
         message: format!("signalfd: {e}"),
     })?;
-    let mut flags = ns::CLONE_NEWNS | ns::CLONE_NEWPID | ns::CLONE_NEWUTS | ns::CLONE_NEWIPC;
+    // No new mount namespace yet: the machine copies the helper's once the helper has mounted
+    // what must be locked (see `mounts::prepare_root` and `Stage::Outer`).
+    let mut flags = ns::CLONE_NEWPID | ns::CLONE_NEWUTS | ns::CLONE_NEWIPC;
     if plan.network != Network::Host {
         flags |= ns::CLONE_NEWNET;
     }
@@ -151,20 +156,46 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             let _ = rustix::process::set_parent_process_death_signal(Some(
                 rustix::process::Signal::KILL,
             ));
+            let prepared =
+                isolate_from_caller(plan, &fds, [&error_w, &pid_w, &hstat_w, &sync_w, &ready_r])
+                    .and_then(|_| {
+                        let scratch = scratch.0.as_deref().unwrap_or(Path::new("/"));
+                        mounts::prepare_root(plan, scratch, fds.tree.as_ref())?;
+                        mounts::apply(plan, Stage::Host, fds.pty.as_deref())?;
+                        mounts::pivot()
+                    });
+            if let Err(message) = prepared {
+                let _ = std::fs::File::from(error_w).write_all(message.as_bytes());
+                p::exit_now(1)
+            }
             match ns::clone_fork(flags) {
-                Ok(None) => child(
-                    plan,
-                    fds,
-                    error_w,
-                    status_w,
-                    scratch.0.as_deref(),
-                    idmap.is_some(),
-                ),
+                Ok(None) => {
+                    drop((sync_w, ready_r));
+                    child(plan, fds, error_w, payload_status, idmap.is_some())
+                }
                 Ok(Some(pid)) => {
                     // Only the machine may hold these ends, or rmach would never see EOF.
-                    drop((fds, error_w, status_w));
+                    drop(fds);
                     let _ = std::fs::File::from(pid_w).write_all(&pid.to_ne_bytes());
-                    let raw = p::wait_raw(pid, false).ok().flatten().map_or(0, |r| r.1);
+                    // rmach has written the id maps, moved the machine into its cgroup and
+                    // made its veth: mount what must be locked, then let the machine go.
+                    let mut go = [0u8; 1];
+                    let outer = match rustix::io::read(&ready_r, &mut go) {
+                        Ok(1) => kernel_mounts(plan, pid, &error_w),
+                        _ => false,
+                    };
+                    if !outer {
+                        let _ = p::kill(pid, libc::SIGKILL);
+                        p::exit_now(1)
+                    }
+                    let _ = rustix::io::write(&sync_w, b"1");
+                    drop((sync_w, error_w));
+                    let mut raw = p::wait_raw(pid, false).ok().flatten().map_or(0, |r| r.1);
+                    // With `run`, the payload's status as init left it, if it did.
+                    let word = payload_status.load(std::sync::atomic::Ordering::SeqCst);
+                    if !plan.boot && word & init::REPORTED != 0 {
+                        raw = word as u32 as i32;
+                    }
                     let _ = std::fs::File::from(hstat_w).write_all(&raw.to_ne_bytes());
                     p::exit_now(0)
                 }
@@ -176,7 +207,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             }
         }
         Ok(Some(h)) => {
-            drop((fds, error_w, status_w, pid_w, hstat_w));
+            drop((fds, error_w, pid_w, hstat_w, sync_w, ready_r));
             h
         }
         Err(e) => {
@@ -202,8 +233,16 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             cgroup.delegate(map.base, map.base)?;
         }
         cgroup.add(pid)?;
-        if plan.network == Network::Veth {
-            let host = veth_name(&plan.name);
+        if let Some(host) = plan.veth.clone() {
+            // A killed run's pair goes with its network namespace once the stale-cgroup
+            // clean-up has ended its machine; give the kernel a moment to free it.
+            let link = Path::new("/sys/class/net").join(&host);
+            for _ in 0..200 {
+                if !link.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
             net::create_veth(&host, "host0", pid)
                 .and_then(|_| net::link_up(&host))
                 .map_err(|e| RunnerError::Network {
@@ -214,11 +253,13 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         Ok(())
     })();
     if let Err(e) = setup {
+        // The helper waits for this pipe: closing it ends the helper too.
+        drop(ready_w);
         let _ = p::kill(pid, libc::SIGKILL);
         let _ = p::wait_raw(helper, false);
         return Err(e);
     }
-    let _ = std::fs::File::from(sync_w).write_all(b"1");
+    let _ = std::fs::File::from(ready_w).write_all(b"1");
     let mut message = String::new();
     let _ = error_r.read_to_string(&mut message);
     if !message.is_empty() {
@@ -233,11 +274,9 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
             RunnerError::Setup { message }
         });
     }
-    let _raw = pty_master
-        .as_ref()
-        .filter(|_| rustix::termios::isatty(std::io::stdin()))
-        .map(|_| RawMode::enter());
+    let _raw = RawMode::enter_for(plan.console);
     let mut relay = Relay {
+        console: plan.console,
         pty: pty_master,
         captured: vec![(out_r, Vec::new()), (err_r, Vec::new())],
     };
@@ -259,18 +298,10 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         Ok(()) => i32::from_ne_bytes(b),
         Err(_) => raw,
     };
-    let (status, reboot) = if boot {
-        match (libc::WIFSIGNALED(raw), libc::WTERMSIG(raw)) {
-            (true, libc::SIGHUP) => (ExitStatus::from_raw(0), true),
-            (true, libc::SIGINT) => (ExitStatus::from_raw(0), false),
-            _ => (ExitStatus::from_raw(raw), false),
-        }
-    } else {
-        let mut b = [0u8; 4];
-        let payload = std::fs::File::from(status_r)
-            .read_exact(&mut b)
-            .map(|_| i32::from_ne_bytes(b));
-        (ExitStatus::from_raw(payload.unwrap_or(raw)), false)
+    let (status, reboot) = match (boot, libc::WIFSIGNALED(raw), libc::WTERMSIG(raw)) {
+        (true, true, libc::SIGHUP) => (ExitStatus::from_raw(0), true),
+        (true, true, libc::SIGINT) => (ExitStatus::from_raw(0), false),
+        _ => (ExitStatus::from_raw(raw), false),
     };
     Ok(Ended {
         status,
@@ -278,6 +309,88 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
         stderr,
         reboot,
     })
+}
+
+/// In the helper, before the machine is cloned: closes every descriptor but 0-2 and the
+/// run's own, and replaces the arguments and environment the helper inherited from the caller
+/// with the machine's, so PID 1 (which never execs for `run`) holds nothing of the caller.
+fn isolate_from_caller(plan: &Plan, fds: &ChildFds, pipes: [&OwnedFd; 5]) -> ChildResult<()> {
+    use std::os::fd::AsRawFd;
+    let mut keep: Vec<i32> = pipes.iter().map(|f| f.as_raw_fd()).collect();
+    keep.push(fds.sync.as_raw_fd());
+    for f in [&fds.tree, &fds.stdout, &fds.stderr, &fds.tty]
+        .into_iter()
+        .flatten()
+    {
+        keep.push(f.as_raw_fd());
+    }
+    ctx(p::close_all_except(&keep), "close the caller's descriptors")?;
+    let mut environ = Vec::new();
+    for (k, v) in &plan.env {
+        environ.extend_from_slice(format!("{k}={v}").as_bytes());
+        environ.push(0);
+    }
+    ctx(
+        p::replace_cmdline_and_environ(b"rmach\0", &environ),
+        "replace the environment",
+    )
+}
+
+/// In the helper: mounts the table's kernel stage from a process in the machine's PID
+/// namespace (its /proc must show the machine's processes) and, with a private network, its
+/// network namespace (its /sys shows the machine's interfaces), then detaches the host's root.
+/// False after a failure, which has been written to the error pipe.
+fn kernel_mounts(plan: &Plan, machine: i32, error: &OwnedFd) -> bool {
+    let report = |message: String| {
+        let _ = rustix::io::write(error, message.as_bytes());
+    };
+    let pidfd = match rustix::process::Pid::from_raw(machine)
+        .ok_or(rustix::io::Errno::SRCH)
+        .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()))
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            report(format!("open the machine's pidfd: {e}"));
+            return false;
+        }
+    };
+    if let Err(e) = ns::setns(&pidfd, ns::CLONE_NEWPID) {
+        report(format!("join the machine's PID namespace: {e}"));
+        return false;
+    }
+    let mounted = match ns::fork() {
+        Ok(None) => {
+            let mounted = if plan.network != Network::Host {
+                ctx(
+                    ns::setns(&pidfd, ns::CLONE_NEWNET),
+                    "join the machine's network",
+                )
+            } else {
+                Ok(())
+            }
+            .and_then(|_| mounts::apply(plan, Stage::Kernel, None));
+            // This process took PID 2 in the machine's namespace: hand it back, so the payload
+            // of `run` is PID 2 as with nspawn --as-pid2 (the write counts for the writer's
+            // PID namespace; the host's /proc still hangs beside the old root).
+            let last_pid = Path::new("/")
+                .join(mounts::OLD_ROOT)
+                .join("proc/sys/kernel/ns_last_pid");
+            let _ = std::fs::write(last_pid, "1");
+            match mounted {
+                Ok(()) => p::exit_now(0),
+                Err(m) => {
+                    report(m);
+                    p::exit_now(1)
+                }
+            }
+        }
+        Ok(Some(mounter)) => matches!(p::wait_raw(mounter, false), Ok(Some((_, 0)))),
+        Err(e) => {
+            report(format!("fork: {e}"));
+            false
+        }
+    };
+    mounted && mounts::detach_old_root().map_err(report).is_ok()
 }
 
 /// Opens the pty's slave for the child; with a user namespace it belongs to the machine's root
@@ -299,29 +412,27 @@ fn open_tty(path: &Path, base: Option<u32>) -> Result<OwnedFd, RunnerError> {
     Ok(f.into())
 }
 
-/// `ve-` and as much of the name as fits in an interface name (15 bytes).
-pub fn veth_name(name: &str) -> String {
-    let mut n: String = format!("ve-{name}");
-    n.truncate(15);
-    n
-}
-
 /// The machine side; never returns. Failures go to the error pipe as one line.
 fn child(
     plan: &Plan,
     fds: ChildFds,
     error: OwnedFd,
-    status: OwnedFd,
-    scratch: Option<&Path>,
+    status: &'static std::sync::atomic::AtomicU64,
     user_ns: bool,
 ) -> ! {
-    let (c_exe, c_argv, c_env) = match setup(plan, &fds, scratch, user_ns) {
+    let (c_exe, c_argv, c_env) = match setup(plan, &fds, user_ns) {
         Ok(v) => v,
         Err(message) => {
             let _ = std::fs::File::from(error).write_all(message.as_bytes());
             p::exit_now(1)
         }
     };
+    // Everything the setup needed is done with: from here the machine holds 0-2 and, until
+    // the payload's exec, the error pipe.
+    std::mem::forget(fds);
+    if p::close_all_except(&[std::os::fd::AsRawFd::as_raw_fd(&error)]).is_err() {
+        p::exit_now(1)
+    }
     let exec = move |error: OwnedFd| -> std::convert::Infallible {
         let _ = p::reset_signals();
         let _ = p::cloexec_from(3);
@@ -341,8 +452,7 @@ fn child(
 
 type Exec = (CString, Vec<CString>, Vec<CString>);
 
-fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> ChildResult<Exec> {
-    let (tree, pty) = (fds.tree.as_ref(), fds.pty.as_deref());
+fn setup(plan: &Plan, fds: &ChildFds, user_ns: bool) -> ChildResult<Exec> {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let mut go = [0u8; 1];
     if rustix::io::read(&fds.sync, &mut go) != Ok(1) {
@@ -353,9 +463,20 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
             p::set_identity(0, 0, &[]),
             "become root in the user namespace",
         )?;
+        // A change of ids clears the parent-death signal: set it again, or a killed rmach
+        // would leave this machine running.
+        ctx(
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+            "parent-death signal",
+        )?;
     }
-    // Now that rmach has moved us into the machine's cgroup, make it our cgroup root.
-    ctx(ns::unshare(ns::CLONE_NEWCGROUP), "new cgroup namespace")?;
+    // A copy of the helper's mount namespace, made from inside the user namespace: the kernel
+    // locks the flags of every mount in it. And now that rmach has moved us into the machine's
+    // cgroup, that becomes our cgroup root.
+    ctx(
+        ns::unshare(ns::CLONE_NEWNS | ns::CLONE_NEWCGROUP),
+        "new mount and cgroup namespaces",
+    )?;
     ctx(
         rustix::system::sethostname(plan.hostname.as_bytes()),
         "set the hostname",
@@ -363,20 +484,20 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
     if plan.network != Network::Host {
         ctx(net::link_up("lo"), "bring up lo")?;
     }
-    let root = mounts::prepare_root(plan, scratch.unwrap_or(Path::new("/")), tree)?;
     let tty = fds.tty.as_ref();
-    mounts::apply(plan, &root, pty)?;
-    mounts::pivot(&root)?;
+    ctx(std::env::set_current_dir("/"), "chdir /")?;
+    mounts::apply(plan, Stage::Inner, None)?;
     ctx(rustix::process::setsid(), "setsid")?;
     match plan.console {
-        Console::Interactive => {
+        // Which fds become the machine's 0-2 per mode: docs/console.md.
+        c if c.has_pty() => {
             let tty = tty.ok_or("no pty")?;
             ctx(p::set_controlling_tty(tty), "controlling terminal")?;
             for n in 0..3 {
                 ctx(p::dup2(tty, n), "console")?;
             }
         }
-        Console::Passive | Console::Capture => {
+        Console::Capture => {
             let null: OwnedFd = ctx(
                 std::fs::OpenOptions::new()
                     .read(true)
@@ -389,7 +510,7 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
             ctx(p::dup2(fds.stdout.as_ref().unwrap_or(&null), 1), "stdout")?;
             ctx(p::dup2(fds.stderr.as_ref().unwrap_or(&null), 2), "stderr")?;
         }
-        Console::Pipe => {}
+        _ => {}
     }
     let user = passwd::resolve(plan.user.as_deref())?;
     let argv = command_line(plan, &user);
@@ -399,6 +520,14 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
         .chdir
         .clone()
         .unwrap_or_else(|| PathBuf::from(&user.home));
+    // The filters first: installing one without no_new_privs needs CAP_SYS_ADMIN, which the
+    // bounding set may drop.
+    for filter in &plan.seccomp.filters {
+        ctx(
+            crate::sys::seccomp::install(filter),
+            "install the seccomp filter",
+        )?;
+    }
     ctx(
         p::limit_capabilities(plan.bounding_caps),
         "limit capabilities",
@@ -406,16 +535,14 @@ fn setup(plan: &Plan, fds: &ChildFds, scratch: Option<&Path>, user_ns: bool) -> 
     if plan.no_new_privs {
         ctx(p::set_no_new_privs(), "no_new_privs")?;
     }
-    if plan.seccomp {
-        ctx(
-            crate::sys::seccomp::install(&super::seccomp::program()),
-            "install the seccomp filter",
-        )?;
-    }
     if user.uid != 0 || user.gid != 0 {
         ctx(
             p::set_identity(user.uid, user.gid, &user.groups),
             format!("become {}", user.name),
+        )?;
+        ctx(
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+            "parent-death signal",
         )?;
     }
     if std::env::set_current_dir(&workdir).is_err() {

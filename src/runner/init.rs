@@ -1,9 +1,11 @@
 //! The small init that is PID 1 for `run` (like `systemd-nspawn --as-pid2`): it starts the
-//! payload as PID 2, forwards signals to it, reaps orphans, and reports the payload's raw wait
-//! status to rmach before exiting (which ends every other process in the namespace).
+//! payload as PID 2, forwards signals to it, reaps orphans, and leaves the payload's raw wait
+//! status in a shared word for the helper before exiting (which ends every other process in
+//! the namespace). It holds no descriptor but 0-2 once the payload runs.
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sys::process as p;
 
@@ -19,9 +21,12 @@ pub const FORWARDED: &[i32] = &[
     libc::SIGWINCH,
 ];
 
+/// Set in the shared word above the status bits once the payload's status is there.
+pub const REPORTED: u64 = 1 << 32;
+
 /// Runs the init loop after forking off `exec_payload`; never returns.
 pub fn run(
-    status_pipe: OwnedFd,
+    status: &'static AtomicU64,
     error_pipe: OwnedFd,
     exec_payload: impl FnOnce() -> std::convert::Infallible,
 ) -> ! {
@@ -51,11 +56,15 @@ pub fn run(
             let _ = p::kill(payload, sig);
             continue;
         }
-        while let Ok(Some((pid, status))) = p::wait_raw(-1, true) {
+        while let Ok(Some((pid, raw))) = p::wait_raw(-1, true) {
             if pid == payload {
-                let _ = std::fs::File::from(status_pipe).write_all(&status.to_ne_bytes());
+                status_word_store(status, raw);
                 p::exit_now(0);
             }
         }
     }
+}
+
+fn status_word_store(word: &AtomicU64, raw: i32) {
+    word.store(REPORTED | raw as u32 as u64, Ordering::SeqCst);
 }

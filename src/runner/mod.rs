@@ -25,12 +25,14 @@ mod passwd;
 pub mod plan;
 mod seccomp;
 mod spec;
+mod syscalls;
 mod userns;
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Output};
 
 pub use plan::{plan, Plan};
+pub use seccomp::SeccompProgram;
 pub use spec::{
     parse_private_users, parse_size, Bind, Console, Limits, Network, PrivateUsers, RunSpec,
 };
@@ -55,6 +57,8 @@ pub enum RunnerError {
         "the {name} cgroup controller is not mounted on this host; drop the limit that needs it"
     )]
     NoController { name: String },
+    #[error("this host has no cgroup device controller, so a machine could open any device node; pass --unsafe-no-device-policy to run without one")]
+    NoDeviceController,
     #[error("user namespace map {path}: {source}")]
     UserNamespace {
         path: PathBuf,
@@ -77,13 +81,17 @@ pub enum RunnerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("building the seccomp filter failed: {message}")]
+    Seccomp { message: String },
     #[error("unknown capability {name:?}; use names like CAP_NET_ADMIN or net_admin")]
     BadCapability { name: String },
     #[error("bad bind {arg:?}: expected SRC[:DST] with absolute paths")]
     BadBind { arg: String },
     #[error("bad size {value:?}: expected bytes or a number with K, M, G or T")]
     BadSize { value: String },
-    #[error("bad --private-users value {value:?}: expected no, pick, identity, UID or UID:COUNT")]
+    #[error(
+        "bad --private-users value {value:?}: expected auto, no, pick, identity, UID or UID:COUNT"
+    )]
     BadPrivateUsers { value: String },
 }
 
@@ -96,9 +104,14 @@ pub fn run(spec: &RunSpec) -> Result<ExitStatus, RunnerError> {
 /// Like [`run`], also returning what the payload wrote when `spec.console` is
 /// [`Console::Capture`] (empty otherwise).
 pub fn output(spec: &RunSpec) -> Result<Output, RunnerError> {
-    let plan = plan::plan(spec)?;
+    execute(&plan::plan(spec)?)
+}
+
+/// Carries out a plan made by [`plan()`]: what [`output`] does after planning, for callers
+/// that inspect or report the plan first (the CLI says what `--private-users auto` chose).
+pub fn execute(plan: &Plan) -> Result<Output, RunnerError> {
     loop {
-        let ended = exec::execute_once(&plan)?;
+        let ended = exec::execute_once(plan)?;
         if !ended.reboot {
             return Ok(Output {
                 status: ended.status,

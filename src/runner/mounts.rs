@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
 
-use super::plan::{MountEntry, MountKind, Plan, RootMode};
+use super::plan::{MountEntry, MountKind, Plan, RootMode, Stage};
 use crate::sys::mount::{self as m, mount};
 
 /// Errors inside the child are plain messages: they travel to the parent through a pipe.
@@ -20,7 +20,14 @@ pub fn ctx<T, E: Display>(r: Result<T, E>, what: impl Display) -> ChildResult<T>
 }
 
 fn fd_path(fd: &impl AsRawFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    // Between the helper's pivot and the kernel stage's /proc, the host's /proc is the one
+    // beside the old root.
+    let proc_ = if Path::new("/proc/self/fd").exists() {
+        PathBuf::from("/proc")
+    } else {
+        Path::new("/").join(OLD_ROOT).join("proc")
+    };
+    proc_.join(format!("self/fd/{}", fd.as_raw_fd()))
 }
 
 fn open_in(root: &OwnedFd, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
@@ -77,13 +84,34 @@ fn ensure(root: &OwnedFd, target: &Path, dir: bool, create: bool) -> io::Result<
     open_in(root, &rel, OFlags::empty())
 }
 
+/// The mount flags a statvfs result reports, as mount(2) flags. The two sets differ
+/// (`ST_RELATIME` is 0x1000, `MS_RELATIME` 1 << 21), so each is mapped by name.
+pub fn mount_flags_of(st: rustix::fs::StatVfsMountFlags) -> libc::c_ulong {
+    use rustix::fs::StatVfsMountFlags as St;
+    [
+        (St::RDONLY, m::MS_RDONLY),
+        (St::NOSUID, m::MS_NOSUID),
+        (St::NODEV, m::MS_NODEV),
+        (St::NOEXEC, m::MS_NOEXEC),
+        (St::NOATIME, libc::MS_NOATIME),
+        (St::NODIRATIME, libc::MS_NODIRATIME),
+        (St::RELATIME, libc::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st_flag, _)| st.contains(*st_flag))
+    .fold(0, |acc, (_, ms)| acc | ms)
+        // Neither noatime nor relatime is strictatime, which must be said: a remount naming
+        // any atime flag (nodiratime) otherwise falls back to relatime.
+        | if st.intersects(St::NOATIME | St::RELATIME) {
+            0
+        } else {
+            libc::MS_STRICTATIME
+        }
+}
+
 /// Flags a bind remount must keep (the kernel refuses to clear locked ones in a user namespace).
 fn kept_flags(fd: &impl AsFd) -> libc::c_ulong {
-    let keep = (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)
-        | libc::MS_NOATIME
-        | libc::MS_NODIRATIME
-        | libc::MS_RELATIME;
-    rustix::fs::fstatvfs(fd).map_or(0, |s| s.f_flag.bits() as libc::c_ulong & keep)
+    rustix::fs::fstatvfs(fd).map_or(0, |s| mount_flags_of(s.f_flag))
 }
 
 fn flags_of(e: &MountEntry) -> libc::c_ulong {
@@ -116,10 +144,15 @@ fn remount_bind(root: &OwnedFd, target: &Path, flags: libc::c_ulong) -> ChildRes
     )
 }
 
-/// Mounts the root: a bind of the directory onto itself, or an overlay with a tmpfs upper
-/// layer in `scratch`. Returns the path to pivot into.
-/// With a user namespace, `tree` is the idmapped root to attach instead of a plain bind.
-pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> ChildResult<PathBuf> {
+/// In rmach's helper: gives it a mount namespace of its own (private, so nothing propagates to
+/// the host), mounts the machine's root (a bind of the directory onto itself, the idmapped
+/// `tree`, or an overlay with a tmpfs upper layer in `scratch`) and makes it the current
+/// directory, which the machine inherits: it never walks the host path (a 0700 store).
+pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> ChildResult<()> {
+    ctx(
+        crate::sys::ns::unshare(crate::sys::ns::CLONE_NEWNS),
+        "new mount namespace",
+    )?;
     ctx(
         mount(None, Path::new("/"), None, m::MS_REC | m::MS_PRIVATE, None),
         "make / private",
@@ -131,10 +164,10 @@ pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> Chil
             format!("bind {}", plan.root.display()),
         ),
     };
-    match plan.root_mode {
+    let root = match plan.root_mode {
         RootMode::Bind => {
             attach(&plan.root)?;
-            Ok(plan.root.clone())
+            plan.root.clone()
         }
         RootMode::Ephemeral => {
             ctx(
@@ -151,6 +184,22 @@ pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> Chil
                 ctx(std::fs::create_dir(scratch.join(d)), "scratch directory")?;
             }
             attach(&scratch.join("lower"))?;
+            // The upper layer's root is the machine's "/": it takes the image root's mode,
+            // and belongs to the machine's root.
+            let lower = ctx(std::fs::metadata(scratch.join("lower")), "lower layer")?;
+            let upper = scratch.join("upper");
+            ctx(
+                std::fs::set_permissions(&upper, lower.permissions()),
+                "upper layer",
+            )?;
+            if let Some(map) = plan.id_map {
+                for d in ["upper", "work"] {
+                    ctx(
+                        std::os::unix::fs::chown(scratch.join(d), Some(map.base), Some(map.base)),
+                        "upper layer owner",
+                    )?;
+                }
+            }
             let esc = |p: &Path| {
                 let s = p.to_string_lossy();
                 s.replace('\\', "\\\\")
@@ -160,7 +209,7 @@ pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> Chil
             let data = format!(
                 "lowerdir={},upperdir={},workdir={}",
                 esc(&scratch.join("lower")),
-                esc(&scratch.join("upper")),
+                esc(&upper),
                 esc(&scratch.join("work"))
             );
             let target = scratch.join("root");
@@ -174,58 +223,147 @@ pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> Chil
                 ),
                 "ephemeral overlay",
             )?;
-            Ok(target)
+            target
         }
-    }
+    };
+    ctx(std::env::set_current_dir(&root), root.display())
 }
 
-/// Applies the table under `new_root`, then makes the root read-only if asked.
-pub fn apply(plan: &Plan, new_root: &Path, console: Option<&Path>) -> ChildResult<()> {
+/// Applies the table's entries of `stage` under the current directory (the machine's root).
+/// The kernel stage ends by making the root read-only when asked, so that too is locked.
+pub fn apply(plan: &Plan, stage: Stage, console: Option<&Path>) -> ChildResult<()> {
     let root = ctx(
         openat2(
             CWD,
-            new_root,
+            ".",
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::empty(),
         ),
-        new_root.display(),
+        "the machine's root",
     )?;
-    for e in &plan.mounts {
-        apply_one(&root, e, console)
+    for e in plan.mounts.iter().filter(|e| e.stage == stage) {
+        apply_one(plan, &root, e, console)
             .map_err(|err| format!("mount {}: {err}", e.target.display()))?;
     }
-    if plan.root_read_only {
+    if stage == Stage::Kernel && plan.root_read_only {
         remount_bind(&root, Path::new("/"), m::MS_RDONLY)?;
     }
     Ok(())
 }
 
-fn apply_one(root: &OwnedFd, e: &MountEntry, console: Option<&Path>) -> ChildResult<()> {
+/// `uid=,gid=` for a tmpfs the helper mounts, so the machine's root owns it.
+fn owner_options(plan: &Plan, e: &MountEntry) -> String {
+    match (e.stage, plan.id_map) {
+        (Stage::Host | Stage::Kernel, Some(map)) => format!(",uid={},gid={}", map.base, map.base),
+        _ => String::new(),
+    }
+}
+
+/// Opens a mount point, creating it unless it is a user's bind or tmpfs in a read-only root.
+fn mount_point(plan: &Plan, root: &OwnedFd, e: &MountEntry, dir: bool) -> ChildResult<OwnedFd> {
+    let create = !(e.from_user && plan.root_read_only);
+    // In the helper, host root has no id on an idmapped root: create as the machine's root.
+    let as_machine_root = plan
+        .id_map
+        .filter(|m| m.base != 0 && e.stage != Stage::Inner)
+        .map(|m| crate::sys::process::set_fs_ids(m.base, m.base));
+    let opened = ensure(root, &e.target, dir, create);
+    if let Some((uid, gid)) = as_machine_root {
+        crate::sys::process::set_fs_ids(uid, gid);
+    }
+    opened.map_err(|err| {
+        if create {
+            format!("create mount point: {err}")
+        } else {
+            "no such mount point in the read-only root; create it in the image or use --ephemeral"
+                .to_string()
+        }
+    })
+}
+
+fn apply_one(
+    plan: &Plan,
+    root: &OwnedFd,
+    e: &MountEntry,
+    console: Option<&Path>,
+) -> ChildResult<()> {
     let flags = flags_of(e);
     match &e.kind {
         MountKind::Fs { fstype, data } => {
-            let t = ctx(ensure(root, &e.target, true, true), "create mount point")?;
+            let t = mount_point(plan, root, e, true)?;
             let src = Path::new(fstype);
+            let mut data = data.clone();
+            if *fstype == "tmpfs" {
+                data.push_str(&owner_options(plan, e));
+            }
             ctx(
-                mount(Some(src), &fd_path(&t), Some(fstype), flags, Some(data)),
+                mount(Some(src), &fd_path(&t), Some(fstype), flags, Some(&data)),
                 fstype,
             )
+        }
+        MountKind::Node { major, minor } => {
+            let rel = relative(&e.target);
+            let parent = ctx(
+                ensure(root, rel.parent().unwrap_or(Path::new(".")), true, true),
+                "parent",
+            )?;
+            let name = rel.file_name().unwrap_or_default();
+            let dev = rustix::fs::makedev(*major, *minor);
+            let mode = Mode::from_raw_mode(0o666);
+            ctx(
+                rustix::fs::mknodat(
+                    &parent,
+                    name,
+                    rustix::fs::FileType::CharacterDevice,
+                    mode,
+                    dev,
+                ),
+                "mknod",
+            )?;
+            // mknod obeys the umask: set the mode for real, and give the node to the machine's
+            // root, as a node on a real /dev belongs to root.
+            ctx(
+                rustix::fs::chmodat(&parent, name, mode, rustix::fs::AtFlags::empty()),
+                "chmod",
+            )?;
+            if let Some(map) = plan.id_map {
+                let (uid, gid) = (
+                    rustix::fs::Uid::from_raw(map.base),
+                    rustix::fs::Gid::from_raw(map.base),
+                );
+                ctx(
+                    rustix::fs::chownat(
+                        &parent,
+                        name,
+                        Some(uid),
+                        Some(gid),
+                        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+                    ),
+                    "chown",
+                )?;
+            }
+            Ok(())
         }
         MountKind::BindHost { source, recursive } => {
             let meta = match std::fs::metadata(source) {
                 Err(_) if e.optional => return Ok(()),
                 r => ctx(r, source.display())?,
             };
-            let t = ctx(
-                ensure(root, &e.target, meta.is_dir(), true),
-                "create mount point",
-            )?;
+            let t = mount_point(plan, root, e, meta.is_dir())?;
             let rec = if *recursive { m::MS_REC } else { 0 };
             ctx(
                 mount(Some(source), &fd_path(&t), None, m::MS_BIND | rec, None),
                 source.display(),
             )?;
+            if *recursive && e.read_only {
+                // Every mount below the source too, not only the top one.
+                let top = ctx(
+                    open_in(root, &relative(&e.target), OFlags::empty()),
+                    "reopen",
+                )?;
+                ctx(m::set_read_only_recursive(&top), "read-only below")?;
+            }
             remount_bind(root, &e.target, flags)
         }
         MountKind::BindSelf => {
@@ -289,7 +427,7 @@ fn apply_one(root: &OwnedFd, e: &MountEntry, console: Option<&Path>) -> ChildRes
         }
         MountKind::Console => {
             let Some(pty) = console else { return Ok(()) };
-            let t = ctx(ensure(root, &e.target, false, true), "create mount point")?;
+            let t = mount_point(plan, root, e, false)?;
             ctx(
                 mount(Some(pty), &fd_path(&t), None, m::MS_BIND, None),
                 pty.display(),
@@ -298,10 +436,50 @@ fn apply_one(root: &OwnedFd, e: &MountEntry, console: Option<&Path>) -> ChildRes
     }
 }
 
-/// Makes `new_root` the root and detaches the old one.
-pub fn pivot(new_root: &Path) -> ChildResult<()> {
-    ctx(std::env::set_current_dir(new_root), new_root.display())?;
-    ctx(m::pivot_root(Path::new("."), Path::new(".")), "pivot_root")?;
-    ctx(m::umount_detach(Path::new(".")), "detach the old root")?;
+/// Where the host's root waits, inside the machine's /dev, between the helper's pivot and the
+/// kernel stage (whose /proc and /sys mounts the kernel allows only beside visible ones).
+pub const OLD_ROOT: &str = "dev/.rmach-old-root";
+
+/// In the helper: makes the current directory (the machine's root) the root, keeping the
+/// host's at [`OLD_ROOT`] until [`detach_old_root`].
+pub fn pivot() -> ChildResult<()> {
+    ctx(
+        rustix::fs::mkdir(OLD_ROOT, Mode::from_raw_mode(0o700)),
+        "old root mount point",
+    )?;
+    ctx(
+        m::pivot_root(Path::new("."), Path::new(OLD_ROOT)),
+        "pivot_root",
+    )?;
     ctx(std::env::set_current_dir("/"), "chdir /")
+}
+
+/// Detaches the host's root: nothing of the host's mount tree is left for the machine to copy.
+pub fn detach_old_root() -> ChildResult<()> {
+    let old = Path::new("/").join(OLD_ROOT);
+    ctx(m::umount_detach(&old), "detach the old root")?;
+    ctx(std::fs::remove_dir(&old), "old root mount point")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statvfs_flags_map_by_name() {
+        use rustix::fs::StatVfsMountFlags as St;
+        assert_eq!(mount_flags_of(St::RELATIME), libc::MS_RELATIME);
+        assert_eq!(
+            mount_flags_of(St::NODIRATIME),
+            libc::MS_NODIRATIME | libc::MS_STRICTATIME
+        );
+        assert_eq!(
+            mount_flags_of(St::RDONLY | St::NOSUID | St::NODEV | St::NOEXEC | St::NOATIME),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_NOATIME
+        );
+        assert_eq!(
+            mount_flags_of(St::SYNCHRONOUS | St::MANDLOCK | St::RELATIME),
+            libc::MS_RELATIME
+        );
+    }
 }

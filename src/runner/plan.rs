@@ -1,7 +1,7 @@
 //! The plan: a run specification turned into plain data (namespaces, an ordered mount table,
 //! cgroup settings, capabilities, environment) that tests can inspect and one executor runs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::spec::{Bind, Console, Limits, Network, PrivateUsers, RunSpec};
 use super::{caps, RunnerError};
@@ -24,6 +24,24 @@ pub enum MountKind {
     File { contents: Vec<u8> },
     /// The pty that is the machine's console, bound over /dev/console.
     Console,
+    /// A character device node created with mknod (mode 0666), the machine's own inode.
+    Node { major: u32, minor: u32 },
+}
+
+/// Who carries an entry out, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// rmach's helper, in the machine's mount namespace before the machine's own copy of it is
+    /// made, with host root's rights over host paths (a 0700 store, `--bind` sources). The
+    /// kernel locks these mounts' flags in a user namespace's copy: read-only stays read-only.
+    Host,
+    /// The same, after the helper has pivoted into the machine's root, from a process in the
+    /// machine's PID (and network) namespace: /proc and /sys, whose read-only parts are locked
+    /// the same way.
+    Kernel,
+    /// The machine itself, in its own mount namespace: file systems of its namespaces
+    /// (devpts, mqueue, cgroup2) and its tmpfs mounts.
+    Inner,
 }
 
 /// One row of the mount table.
@@ -37,6 +55,9 @@ pub struct MountEntry {
     pub noexec: bool,
     /// Skip without error when the target (or host source) does not exist.
     pub optional: bool,
+    pub stage: Stage,
+    /// A `--bind`/`--tmpfs` of the user: its mount point is never created in a read-only root.
+    pub from_user: bool,
 }
 
 /// A user namespace's single-extent id map: inside 0..count is outside base..base+count.
@@ -65,14 +86,24 @@ pub struct Plan {
     pub hostname: String,
     /// Mount, PID, UTS, IPC and cgroup namespaces are always new; these are the optional ones.
     pub network: Network,
-    pub user_ns: Option<PrivateUsers>,
+    /// The user namespace's id map (None: no user namespace), resolved from `--private-users`.
+    pub id_map: Option<IdMap>,
+    /// What `--private-users auto` chose and why, in words (None for the other modes).
+    pub private_users_note: Option<String>,
     pub mounts: Vec<MountEntry>,
     pub limits: Limits,
     /// Rules for the cgroup v1 device controller, in `devices.allow` syntax.
     pub device_allow: Vec<&'static str>,
+    /// Refuse a host without a device controller.
+    pub device_policy: bool,
+    /// The machine's cgroup, `NAME-PID` below `rmach/` in each hierarchy.
+    pub cgroup: String,
+    /// The host end of the veth pair (with `--network veth`).
+    pub veth: Option<String>,
     pub bounding_caps: u64,
     pub no_new_privs: bool,
-    pub seccomp: bool,
+    /// The seccomp programs the machine runs under, compiled for its capability set.
+    pub seccomp: super::seccomp::SeccompProgram,
     pub env: Vec<(String, String)>,
     pub command: Vec<String>,
     pub user: Option<String>,
@@ -83,9 +114,15 @@ pub struct Plan {
     pub scratch: PathBuf,
 }
 
-/// Host devices bound into the private /dev (by name under /dev).
-pub const DEVICES: &[&str] = &[
-    "null", "zero", "full", "random", "urandom", "tty", "net/tun",
+/// Device nodes created in the private /dev: name under /dev, major, minor.
+pub const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+    ("net/tun", 10, 200),
 ];
 
 /// The v1 device controller's allow list: the nodes above, ptys, and mknod of anything
@@ -119,7 +156,19 @@ fn entry(target: &str, kind: MountKind) -> MountEntry {
         nodev: true,
         noexec: false,
         optional: false,
+        stage: Stage::Inner,
+        from_user: false,
     }
+}
+
+fn host(mut e: MountEntry) -> MountEntry {
+    e.stage = Stage::Host;
+    e
+}
+
+fn kernel(mut e: MountEntry) -> MountEntry {
+    e.stage = Stage::Kernel;
+    e
 }
 
 fn fs(target: &str, fstype: &'static str, data: &str) -> MountEntry {
@@ -138,6 +187,24 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
     let private_net = spec.network != Network::Host;
     let bounding_caps = caps::bounding_set(&spec.add_caps, &spec.drop_caps, private_net)?;
     let uuid = new_uuid();
+    let (private_users, private_users_note) = match spec.private_users {
+        PrivateUsers::Auto => {
+            let (ok, why) = super::userns::idmap_support(&spec.root);
+            if ok {
+                (
+                    PrivateUsers::Pick,
+                    Some(format!("a private user range ({why})")),
+                )
+            } else {
+                (PrivateUsers::No, Some(format!("no user namespace ({why})")))
+            }
+        }
+        p => (p, None),
+    };
+    let id_map = match private_users {
+        PrivateUsers::No | PrivateUsers::Auto => None,
+        p => Some(super::userns::pick(p, &spec.root)?),
+    };
     Ok(Plan {
         root: spec.root.clone(),
         root_mode: if spec.ephemeral {
@@ -149,13 +216,17 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         name: spec.name.clone(),
         hostname: hostname(spec),
         network: spec.network,
-        user_ns: (spec.private_users != PrivateUsers::No).then_some(spec.private_users),
+        id_map,
+        private_users_note,
         mounts: mount_table(spec, &uuid),
         limits: spec.limits,
         device_allow: DEVICE_ALLOW.to_vec(),
+        device_policy: spec.device_policy,
+        cgroup: format!("{}-{}", spec.name, std::process::id()),
+        veth: (spec.network == Network::Veth).then(|| veth_name(&spec.name)),
         bounding_caps,
         no_new_privs: spec.no_new_privileges,
-        seccomp: true,
+        seccomp: super::seccomp::compile(bounding_caps)?,
         env: environment(spec, &uuid),
         command: spec.command.clone(),
         user: spec.user.clone(),
@@ -165,6 +236,13 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         uuid,
         scratch: spec.scratch.clone(),
     })
+}
+
+/// `ve-` and as much of the name as fits in an interface name (15 bytes).
+pub fn veth_name(name: &str) -> String {
+    let mut n: String = format!("ve-{name}");
+    n.truncate(15);
+    n
 }
 
 /// `--hostname`, or the machine's name cut to the kernel's 64-byte limit.
@@ -178,19 +256,18 @@ fn hostname(spec: &RunSpec) -> String {
 
 fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
     let mut t = Vec::new();
-    let mut dev = fs("/dev", "tmpfs", "mode=755,size=4m,nr_inodes=64k");
+    let mut dev = host(fs("/dev", "tmpfs", "mode=755,size=4m,nr_inodes=64k"));
     dev.nodev = false;
     t.push(dev);
-    for d in DEVICES {
-        let mut e = entry(
-            &format!("/dev/{d}"),
-            MountKind::BindHost {
-                source: Path::new("/dev").join(d),
-                recursive: false,
+    for (name, major, minor) in DEVICES {
+        let mut e = host(entry(
+            &format!("/dev/{name}"),
+            MountKind::Node {
+                major: *major,
+                minor: *minor,
             },
-        );
+        ));
         e.nodev = false;
-        e.optional = d.contains('/');
         t.push(e);
     }
     for (link, to) in [
@@ -214,42 +291,32 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
     let mut mq = fs("/dev/mqueue", "mqueue", "");
     mq.noexec = true;
     t.push(mq);
-    if spec.console == Console::Interactive {
-        let mut c = entry("/dev/console", MountKind::Console);
+    if spec.console.has_pty() {
+        let mut c = host(entry("/dev/console", MountKind::Console));
         c.nodev = false;
         t.push(c);
     }
-    let mut proc_ = fs("/proc", "proc", "");
+    let mut proc_ = kernel(fs("/proc", "proc", ""));
     proc_.noexec = true;
     t.push(proc_);
     for d in PROC_READ_ONLY {
-        let mut e = entry(&format!("/proc/{d}"), MountKind::BindSelf);
+        let mut e = kernel(entry(&format!("/proc/{d}"), MountKind::BindSelf));
         e.read_only = true;
         e.optional = *d != "sys";
         t.push(e);
     }
     if spec.network != Network::Host {
         // The machine's own network stack is its to configure.
-        t.push(entry("/proc/sys/net", MountKind::BindSelf));
+        t.push(kernel(entry("/proc/sys/net", MountKind::BindSelf)));
     }
     for f in PROC_MASKED {
-        let mut e = entry(&format!("/proc/{f}"), MountKind::Mask);
+        let mut e = kernel(entry(&format!("/proc/{f}"), MountKind::Mask));
         e.read_only = true;
         e.optional = true;
         t.push(e);
     }
-    let mut sys = if spec.network == Network::Host && spec.private_users != PrivateUsers::No {
-        // A new sysfs needs a network namespace owned by the user namespace; bind the host's.
-        entry(
-            "/sys",
-            MountKind::BindHost {
-                source: "/sys".into(),
-                recursive: true,
-            },
-        )
-    } else {
-        fs("/sys", "sysfs", "")
-    };
+    // Mounted by the helper in the machine's network namespace: a sysfs of its own network.
+    let mut sys = kernel(fs("/sys", "sysfs", ""));
     sys.read_only = true;
     sys.noexec = true;
     t.push(sys);
@@ -284,12 +351,14 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
         e.read_only = *read_only;
         e.nosuid = false;
         e.nodev = false;
-        t.push(e);
+        e.from_user = true;
+        t.push(host(e));
     }
     for p in &spec.tmpfs {
         let mut e = fs(&p.to_string_lossy(), "tmpfs", "mode=755");
         e.nosuid = false;
-        t.push(e);
+        e.from_user = true;
+        t.push(host(e));
     }
     t
 }
@@ -303,7 +372,7 @@ fn environment(spec: &RunSpec, uuid: &str) -> Vec<(String, String)> {
         ("container".into(), "rmach".into()),
         ("container_uuid".into(), uuid.into()),
     ];
-    if spec.console == Console::Interactive {
+    if spec.console.has_pty() {
         let term = std::env::var("TERM").unwrap_or_else(|_| "vt220".into());
         env.push(("TERM".into(), term));
     }
@@ -336,6 +405,7 @@ fn new_uuid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn find<'a>(p: &'a Plan, t: &str) -> Option<&'a MountEntry> {
         p.mounts.iter().find(|m| m.target == Path::new(t))
@@ -364,7 +434,7 @@ mod tests {
         assert!(find(&p, "/run/host/os-release").is_some());
         assert!(p.env.contains(&("container".into(), "rmach".into())));
         assert_eq!(p.uuid.len(), 36);
-        assert!(p.seccomp && !p.no_new_privs && p.user_ns.is_none());
+        assert!(p.seccomp.filters.len() == 2 && !p.no_new_privs && p.id_map.is_none());
     }
 
     #[test]
@@ -390,6 +460,11 @@ mod tests {
             find(&p, "/sys").unwrap().kind,
             MountKind::Fs { .. }
         ));
+        assert_eq!(
+            b.stage,
+            Stage::Host,
+            "binds are made before the user namespace"
+        );
         assert_eq!(p.root_mode, RootMode::Ephemeral);
         assert_eq!(p.env.iter().filter(|e| e.0 == "PATH").count(), 1);
         assert_ne!(
@@ -397,5 +472,96 @@ mod tests {
             0,
             "net_admin with a private network"
         );
+    }
+
+    #[test]
+    fn every_run_option_reaches_the_plan() {
+        let mut s = RunSpec::new("/nonexistent/dev", vec!["echo".into(), "hi".into()]);
+        s.name = "web".into();
+        s.env.push(("A".into(), "b".into()));
+        s.user = Some("user".into());
+        s.chdir = Some("/srv".into());
+        s.binds.push(Bind::parse("/a:/b", false).unwrap());
+        s.tmpfs.push("/scratch".into());
+        s.read_only = true;
+        s.hostname = Some("h".into());
+        s.network = Network::Veth;
+        s.private_users = PrivateUsers::Range {
+            base: 0x90000,
+            count: 65536,
+        };
+        s.limits = Limits {
+            memory_max: Some(1 << 30),
+            cpus: Some(1.5),
+            pids_max: Some(100),
+        };
+        s.add_caps.push("sys_time".into());
+        s.drop_caps.push("mknod".into());
+        s.no_new_privileges = true;
+        s.console = Console::Interactive;
+        s.boot = true;
+        s.scratch = "/var/run/x".into();
+        s.device_policy = false;
+        let p = plan(&s).unwrap();
+        assert_eq!(p.root, Path::new("/nonexistent/dev"));
+        assert_eq!(p.command, ["echo", "hi"]);
+        assert!(p.env.contains(&("A".into(), "b".into())));
+        assert!(p.env.iter().any(|e| e.0 == "TERM"), "interactive: TERM");
+        assert_eq!(p.user.as_deref(), Some("user"));
+        assert_eq!(p.chdir.as_deref(), Some(Path::new("/srv")));
+        let b = find(&p, "/b").unwrap();
+        assert!(!b.read_only && b.from_user && b.stage == Stage::Host);
+        let t = find(&p, "/scratch").unwrap();
+        assert!(
+            t.from_user
+                && matches!(
+                    &t.kind,
+                    MountKind::Fs {
+                        fstype: "tmpfs",
+                        ..
+                    }
+                )
+        );
+        assert!(p.root_read_only && p.root_mode == RootMode::Bind);
+        assert_eq!(p.hostname, "h");
+        assert_eq!(
+            (p.network, p.veth.as_deref()),
+            (Network::Veth, Some("ve-web"))
+        );
+        assert_eq!(
+            p.id_map,
+            Some(IdMap {
+                base: 0x90000,
+                count: 65536
+            })
+        );
+        assert_eq!(p.limits, s.limits);
+        assert_ne!(p.bounding_caps & (1 << 25), 0, "sys_time added");
+        assert_eq!(p.bounding_caps & (1 << 27), 0, "mknod dropped");
+        assert!(super::super::seccomp::allowed_names(p.bounding_caps).contains(&"settimeofday"));
+        assert!(p.no_new_privs && p.boot && !p.device_policy);
+        assert_eq!(p.console, Console::Interactive);
+        assert!(find(&p, "/dev/console").is_some());
+        assert_eq!(p.scratch, Path::new("/var/run/x"));
+        assert_eq!(p.cgroup, format!("web-{}", std::process::id()));
+        assert!(p.private_users_note.is_none());
+        s.private_users = PrivateUsers::Identity;
+        s.ephemeral = true;
+        let p = plan(&s).unwrap();
+        assert_eq!(p.id_map.map(|m| m.base), Some(0));
+        assert_eq!(p.root_mode, RootMode::Ephemeral);
+        // auto on a root whose file system cannot be told: no user namespace, and why.
+        s.private_users = PrivateUsers::Auto;
+        let p = plan(&s).unwrap();
+        assert!(p.id_map.is_none());
+        assert!(p
+            .private_users_note
+            .as_deref()
+            .unwrap()
+            .starts_with("no user namespace"));
+        let node = find(&p, "/dev/null").unwrap();
+        assert_eq!(node.kind, MountKind::Node { major: 1, minor: 3 });
+        assert_eq!(find(&p, "/proc").unwrap().stage, Stage::Kernel);
+        assert_eq!(find(&p, "/dev/pts").unwrap().stage, Stage::Inner);
     }
 }

@@ -1,155 +1,240 @@
-//! The seccomp filter: a small classic-BPF deny list of calls that reach the host kernel and
-//! that no namespace contains. Everything else is left to capabilities and namespaces.
-//! `reboot` stays allowed: inside a PID namespace the kernel turns it into the namespace's end.
+//! The seccomp filters, compiled with libseccomp from the allow list in `syscalls` for every
+//! architecture whose system calls the kernel accepts (x86_64 with its i386 and x32 entry
+//! points; aarch64 with 32-bit arm). The result is plain classic BPF the child installs with one
+//! `prctl` each, so nothing of libseccomp runs in the forked child.
+//!
+//! Two programs, both inherited by everything the machine runs:
+//! 1. the allow list: calls not in it fail with `EPERM`; other architectures are killed;
+//! 2. refusals inside allowed calls: `ioctl(TIOCSTI)` and `ioctl(TIOCLINUX)` fail with `EPERM`,
+//!    and audit netlink sockets with `EAFNOSUPPORT` (as nspawn: audit does not work in
+//!    containers, and that errno tells audit userspace it is off).
 
+use std::io::Read;
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+
+use super::syscalls::{GROUPS, REFUSED_IOCTLS};
+use super::{caps, RunnerError};
 use crate::sys::seccomp::Insn;
 
-const BPF_LD_W_ABS: u16 = 0x20;
-const BPF_JEQ_K: u16 = 0x15;
-const BPF_JGE_K: u16 = 0x35;
-const BPF_RET_K: u16 = 0x06;
-const RET_ALLOW: u32 = 0x7fff_0000;
-const RET_ERRNO: u32 = 0x0005_0000;
-const RET_KILL_PROCESS: u32 = 0x8000_0000;
-/// Offsets into `struct seccomp_data`.
-const OFF_NR: u32 = 0;
-const OFF_ARCH: u32 = 4;
-
-/// Calls denied with EPERM, by name (for documentation and tests) and native number.
-pub fn denied() -> Vec<(&'static str, u32)> {
-    let mut v = vec![
-        ("init_module", libc::SYS_init_module),
-        ("finit_module", libc::SYS_finit_module),
-        ("delete_module", libc::SYS_delete_module),
-        ("kexec_load", libc::SYS_kexec_load),
-        ("swapon", libc::SYS_swapon),
-        ("swapoff", libc::SYS_swapoff),
-        ("acct", libc::SYS_acct),
-        ("open_by_handle_at", libc::SYS_open_by_handle_at),
-        ("settimeofday", libc::SYS_settimeofday),
-        ("clock_settime", libc::SYS_clock_settime),
-        ("clock_adjtime", libc::SYS_clock_adjtime),
-        ("lookup_dcookie", libc::SYS_lookup_dcookie),
-    ];
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    v.push(("kexec_file_load", libc::SYS_kexec_file_load));
-    #[cfg(target_arch = "x86_64")]
-    v.extend([("iopl", libc::SYS_iopl), ("ioperm", libc::SYS_ioperm)]);
-    v.into_iter().map(|(n, nr)| (n, nr as u32)).collect()
-}
-
 #[cfg(target_arch = "x86_64")]
-const ARCHES: &[(u32, &[u32])] = &[
-    // AUDIT_ARCH_I386 and the same calls' i386 numbers, so 32-bit binaries run but cannot use them.
-    (
-        0x4000_0003,
-        &[
-            128, 129, 350, 283, 87, 115, 51, 342, 79, 264, 343, 404, 405, 253, 110, 101, 25,
-        ],
-    ),
-];
-#[cfg(not(target_arch = "x86_64"))]
-const ARCHES: &[(u32, &[u32])] = &[];
-
-#[cfg(target_arch = "x86_64")]
-const NATIVE_ARCH: u32 = 0xc000_003e;
+const ARCHES: &[ScmpArch] = &[ScmpArch::X8664, ScmpArch::X86, ScmpArch::X32];
 #[cfg(target_arch = "aarch64")]
-const NATIVE_ARCH: u32 = 0xc000_00b7;
+const ARCHES: &[ScmpArch] = &[ScmpArch::Aarch64, ScmpArch::Arm];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-compile_error!("the seccomp filter knows x86_64 and aarch64 only");
+const ARCHES: &[ScmpArch] = &[ScmpArch::Native];
 
-fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
-    Insn { code, jt, jf, k }
+/// The compiled programs, in the order they are installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeccompProgram {
+    pub filters: Vec<Vec<Insn>>,
 }
 
-/// Appends "if nr == each: return EPERM" for every number.
-fn deny_block(p: &mut Vec<Insn>, nrs: &[u32]) {
-    for &nr in nrs {
-        p.push(insn(BPF_JEQ_K, 0, 1, nr));
-        p.push(insn(BPF_RET_K, 0, 0, RET_ERRNO | libc::EPERM as u32));
+fn fail(what: &str, e: impl std::fmt::Display) -> RunnerError {
+    RunnerError::Seccomp {
+        message: format!("{what}: {e}"),
     }
-    p.push(insn(BPF_RET_K, 0, 0, RET_ALLOW));
 }
 
-/// The filter program. Unknown architectures are killed: a call number means nothing without it.
-pub fn program() -> Vec<Insn> {
-    let native: Vec<u32> = denied().iter().map(|d| d.1).collect();
-    let mut p = vec![insn(BPF_LD_W_ABS, 0, 0, OFF_ARCH)];
-    let mut blocks: Vec<(u32, Vec<Insn>)> = Vec::new();
-    let mut body = vec![insn(BPF_LD_W_ABS, 0, 0, OFF_NR)];
-    if cfg!(target_arch = "x86_64") {
-        // x32 calls carry bit 30; refuse them rather than judge them by the x86_64 numbers.
-        body.push(insn(BPF_JGE_K, 0, 1, 0x4000_0000));
-        body.push(insn(BPF_RET_K, 0, 0, RET_ERRNO | libc::ENOSYS as u32));
+fn context(default: ScmpAction, bad_arch: ScmpAction) -> Result<ScmpFilterContext, RunnerError> {
+    let mut ctx = ScmpFilterContext::new(default).map_err(|e| fail("new filter", e))?;
+    for arch in ARCHES {
+        // The native architecture is already present; adding it again is refused.
+        let _ = ctx.add_arch(*arch);
     }
-    deny_block(&mut body, &native);
-    blocks.push((NATIVE_ARCH, body));
-    for (arch, nrs) in ARCHES {
-        let mut b = vec![insn(BPF_LD_W_ABS, 0, 0, OFF_NR)];
-        deny_block(&mut b, nrs);
-        blocks.push((*arch, b));
+    ctx.set_act_badarch(bad_arch)
+        .and_then(|c| c.set_ctl_nnp(false))
+        .map_err(|e| fail("filter attributes", e))?;
+    Ok(ctx)
+}
+
+/// Names allowed with the capability bounding set `caps` (bit N: capability N).
+pub fn allowed_names(bounding_caps: u64) -> Vec<&'static str> {
+    let keeps = |name: &str| caps::number(name).is_ok_and(|n| bounding_caps & (1u64 << n) != 0);
+    let mut names: Vec<&'static str> = GROUPS
+        .iter()
+        .filter(|g| g.capability.is_none_or(keeps))
+        .flat_map(|g| g.calls.iter().copied())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+fn allow_list(bounding_caps: u64) -> Result<ScmpFilterContext, RunnerError> {
+    let mut ctx = context(ScmpAction::Errno(libc::EPERM), ScmpAction::KillProcess)?;
+    for name in allowed_names(bounding_caps) {
+        // A name unknown to libseccomp, or to one architecture, is skipped (as nspawn does).
+        if let Ok(call) = ScmpSyscall::from_name(name) {
+            let _ = ctx.add_rule(ScmpAction::Allow, call);
+        }
     }
-    // Dispatch: one jeq per arch, each jumping over the rest of the dispatch to its block.
-    let n = blocks.len();
-    let mut offset: usize = 1; // the kill instruction after the dispatch
-    let sizes: Vec<usize> = blocks.iter().map(|b| b.1.len()).collect();
-    for (i, (arch, _)) in blocks.iter().enumerate() {
-        let jt = (n - i - 1) + offset;
-        p.push(insn(BPF_JEQ_K, jt as u8, 0, *arch));
-        offset += sizes[i];
+    Ok(ctx)
+}
+
+fn refusals() -> Result<ScmpFilterContext, RunnerError> {
+    let mut ctx = context(ScmpAction::Allow, ScmpAction::Allow)?;
+    let ioctl = ScmpSyscall::from_name("ioctl").map_err(|e| fail("ioctl", e))?;
+    for (name, request) in REFUSED_IOCTLS {
+        // The kernel reads the request as a 32-bit int: compare only those bits.
+        let cmp = ScmpArgCompare::new(1, ScmpCompareOp::MaskedEqual(0xffff_ffff), *request);
+        ctx.add_rule_conditional(ScmpAction::Errno(libc::EPERM), ioctl, &[cmp])
+            .map_err(|e| fail(name, e))?;
     }
-    p.push(insn(BPF_RET_K, 0, 0, RET_KILL_PROCESS));
-    for (_, b) in blocks {
-        p.extend(b);
-    }
-    p
+    let socket = ScmpSyscall::from_name("socket").map_err(|e| fail("socket", e))?;
+    let audit = [
+        ScmpArgCompare::new(0, ScmpCompareOp::Equal, libc::AF_NETLINK as u64),
+        ScmpArgCompare::new(2, ScmpCompareOp::Equal, libc::NETLINK_AUDIT as u64),
+    ];
+    // On i386 socket() may come multiplexed through socketcall, where arguments are in memory:
+    // libseccomp refuses the rule there, and audit stays merely unusable, as nspawn leaves it.
+    let _ = ctx.add_rule_conditional(ScmpAction::Errno(libc::EAFNOSUPPORT), socket, &audit);
+    Ok(ctx)
+}
+
+/// Exports a filter as classic BPF instructions.
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<Insn>, RunnerError> {
+    let fd = rustix::fs::memfd_create("rmach-seccomp", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| fail("memfd", e))?;
+    ctx.export_bpf(&fd).map_err(|e| fail("export", e))?;
+    let mut file = std::fs::File::from(fd);
+    std::io::Seek::rewind(&mut file).map_err(|e| fail("read back", e))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| fail("read back", e))?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|b| Insn {
+            code: u16::from_ne_bytes([b[0], b[1]]),
+            jt: b[2],
+            jf: b[3],
+            k: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        })
+        .collect())
+}
+
+/// Compiles both programs for a machine with the capability bounding set `bounding_caps`.
+pub fn compile(bounding_caps: u64) -> Result<SeccompProgram, RunnerError> {
+    Ok(SeccompProgram {
+        filters: vec![export(&allow_list(bounding_caps)?)?, export(&refusals()?)?],
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A tiny interpreter for the subset the program uses, so the jumps are checked.
-    fn eval(p: &[Insn], arch: u32, nr: u32) -> u32 {
-        let (mut pc, mut acc) = (0usize, 0u32);
-        loop {
-            let i = p[pc];
-            match i.code {
-                BPF_LD_W_ABS => acc = if i.k == OFF_ARCH { arch } else { nr },
-                BPF_JEQ_K => pc += if acc == i.k { i.jt } else { i.jf } as usize,
-                BPF_JGE_K => pc += if acc >= i.k { i.jt } else { i.jf } as usize,
-                BPF_RET_K => return i.k,
-                c => panic!("unexpected opcode {c}"),
+    /// Runs `probe` in a forked child under the filters; returns its exit code.
+    fn under_filters(p: &SeccompProgram, probe: fn() -> i32) -> i32 {
+        match crate::sys::ns::fork_threadsafe().unwrap() {
+            None => {
+                for f in &p.filters {
+                    if crate::sys::seccomp::install(f).is_err() {
+                        crate::sys::process::exit_now(100);
+                    }
+                }
+                crate::sys::process::exit_now(probe())
             }
-            pc += 1;
+            Some(pid) => {
+                let (_, status) = crate::sys::process::wait_raw(pid, false).unwrap().unwrap();
+                libc::WEXITSTATUS(status)
+            }
+        }
+    }
+
+    fn errno_of(r: libc::c_long) -> i32 {
+        if r == -1 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            0
         }
     }
 
     #[test]
-    fn denies_module_loading_and_allows_the_rest() {
-        let p = program();
-        assert!(p.len() < 255);
-        let eperm = RET_ERRNO | libc::EPERM as u32;
-        for (name, nr) in denied() {
-            assert_eq!(eval(&p, NATIVE_ARCH, nr), eperm, "{name}");
-        }
-        for nr in [
-            libc::SYS_read,
-            libc::SYS_reboot,
-            libc::SYS_mount,
-            libc::SYS_clone,
+    fn keyrings_fanotify_and_tiocsti_are_refused_and_ordinary_calls_work() {
+        let p = compile(caps::bounding_set(&[], &[], false).unwrap()).unwrap();
+        // SAFETY: (tests) raw calls with valid or null pointers; failures are what we check.
+        let add_key = || unsafe {
+            errno_of(libc::syscall(
+                libc::SYS_add_key,
+                c"user".as_ptr(),
+                c"rmach-test".as_ptr(),
+                c"x".as_ptr(),
+                1usize,
+                libc::KEY_SPEC_PROCESS_KEYRING,
+            ))
+        };
+        assert_eq!(under_filters(&p, add_key), libc::EPERM);
+        // SAFETY: as above.
+        let fanotify = || unsafe { errno_of(libc::syscall(libc::SYS_fanotify_init, 0, 0)) };
+        assert_eq!(under_filters(&p, fanotify), libc::EPERM);
+        // SAFETY: as above; TIOCSTI on stdin (whatever it is) is refused before the driver.
+        let tiocsti = || unsafe {
+            let c = b'x';
+            errno_of(libc::ioctl(0, libc::TIOCSTI, &c) as libc::c_long)
+        };
+        assert_eq!(under_filters(&p, tiocsti), libc::EPERM);
+        // SAFETY: as above: the upper 32 bits are ignored by the kernel, and by the filter.
+        let tiocsti_high = || unsafe {
+            let c = b'x';
+            let req = libc::TIOCSTI as libc::c_long | (1 << 32);
+            errno_of(libc::syscall(libc::SYS_ioctl, 0, req, &c))
+        };
+        assert_eq!(under_filters(&p, tiocsti_high), libc::EPERM);
+        // SAFETY: as above.
+        let ordinary = || unsafe { errno_of(libc::syscall(libc::SYS_getpid)) };
+        assert_eq!(under_filters(&p, ordinary), 0);
+    }
+
+    #[test]
+    fn capability_gated_groups_follow_the_bounding_set() {
+        let default = allowed_names(caps::bounding_set(&[], &[], false).unwrap());
+        assert!(default.contains(&"reboot") && default.contains(&"ptrace"));
+        for refused in [
+            "add_key",
+            "keyctl",
+            "request_key",
+            "bpf",
+            "fanotify_init",
+            "init_module",
+            "kexec_load",
+            "open_by_handle_at",
+            "perf_event_open",
+            "swapon",
+            "settimeofday",
+            "iopl",
+            "acct",
+            "mlock",
         ] {
-            assert_eq!(eval(&p, NATIVE_ARCH, nr as u32), RET_ALLOW);
+            assert!(!default.contains(&refused), "{refused}");
         }
-        assert_eq!(eval(&p, 0x1234, 0), RET_KILL_PROCESS);
-        #[cfg(target_arch = "x86_64")]
-        {
-            assert_eq!(eval(&p, 0x4000_0003, 128), eperm);
-            assert_eq!(eval(&p, 0x4000_0003, 3), RET_ALLOW);
-            assert_eq!(
-                eval(&p, NATIVE_ARCH, 0x4000_0000 | 175),
-                RET_ERRNO | libc::ENOSYS as u32
+        let more =
+            caps::bounding_set(&[], &[], false).unwrap() | 1 << caps::number("sys_time").unwrap();
+        assert!(allowed_names(more).contains(&"settimeofday"));
+        let less = caps::bounding_set(&[], &[], false).unwrap()
+            & !(1 << caps::number("sys_boot").unwrap());
+        assert!(!allowed_names(less).contains(&"reboot"));
+    }
+
+    #[test]
+    fn docs_list_every_group_and_call() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runner.md"))
+            .unwrap();
+        for g in GROUPS {
+            assert!(
+                doc.contains(&format!("`{}`", g.name)),
+                "docs/runner.md lacks {}",
+                g.name
             );
+            for call in g.calls {
+                assert!(
+                    doc.contains(call),
+                    "docs/runner.md lacks {call} ({})",
+                    g.name
+                );
+            }
         }
     }
 }

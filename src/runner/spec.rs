@@ -20,6 +20,9 @@ pub enum PrivateUsers {
     /// No user namespace: root inside is root outside.
     #[default]
     No,
+    /// `Pick` where the kernel and the root's file system support idmapped mounts, else `No`
+    /// (the CLI's default for run and boot).
+    Auto,
     /// A 65536-id range picked from the image's root directory owner or from a free slot.
     Pick,
     /// A user namespace mapping ids 0..65536 onto themselves.
@@ -28,18 +31,31 @@ pub enum PrivateUsers {
     Range { base: u32, count: u32 },
 }
 
-/// Where the payload's standard input, output and error go.
+/// Where the payload's standard input, output and error go (systemd-nspawn's `--console`;
+/// docs/console.md says exactly which caller fds reach the machine in each mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Console {
-    /// A pseudo terminal relayed to rmach's terminal in raw mode.
+    /// A pty as the machine's 0-2 and /dev/console, relayed both ways (raw mode on a terminal).
     Interactive,
+    /// A pty as the machine's 0-2 and /dev/console; its output is relayed, input is not.
+    ReadOnly,
     /// The caller's stdin, stdout and stderr, passed through unchanged.
     #[default]
     Pipe,
-    /// /dev/null for all three.
+    /// A pty as the machine's 0-2 and /dev/console, connected to nothing (output discarded).
     Passive,
     /// stdin /dev/null, stdout and stderr collected and returned (library callers only).
     Capture,
+}
+
+impl Console {
+    /// Whether the machine gets a pty as its console (and as fds 0-2).
+    pub fn has_pty(self) -> bool {
+        matches!(
+            self,
+            Console::Interactive | Console::ReadOnly | Console::Passive
+        )
+    }
 }
 
 /// A bind mount from the host into the machine.
@@ -113,6 +129,9 @@ pub struct RunSpec {
     pub boot: bool,
     /// A directory on the host for per-run scratch mount points (removed at exit).
     pub scratch: PathBuf,
+    /// Refuse to run where the host has no device controller (v1 `devices`); false runs
+    /// without a device policy.
+    pub device_policy: bool,
 }
 
 impl RunSpec {
@@ -144,6 +163,7 @@ impl RunSpec {
             console: Console::Pipe,
             boot: false,
             scratch: PathBuf::from("/run"),
+            device_policy: true,
         }
     }
 }
@@ -168,10 +188,11 @@ pub fn parse_size(s: &str) -> Result<u64, super::RunnerError> {
     n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(bad)
 }
 
-/// Parses `--private-users`: `no`, `pick`, `identity`, `UID` or `UID:COUNT`.
+/// Parses `--private-users`: `auto`, `no`, `pick`, `identity`, `UID` or `UID:COUNT`.
 pub fn parse_private_users(s: &str) -> Result<PrivateUsers, super::RunnerError> {
     let bad = || super::RunnerError::BadPrivateUsers { value: s.into() };
     Ok(match s {
+        "auto" => PrivateUsers::Auto,
         "no" | "false" => PrivateUsers::No,
         "pick" | "yes" => PrivateUsers::Pick,
         "identity" => PrivateUsers::Identity,
@@ -214,6 +235,7 @@ mod tests {
         );
         assert!(Bind::parse("rel", false).is_err());
         assert_eq!(parse_private_users("pick").unwrap(), PrivateUsers::Pick);
+        assert_eq!(parse_private_users("auto").unwrap(), PrivateUsers::Auto);
         assert_eq!(
             parse_private_users("100000:65536").unwrap(),
             PrivateUsers::Range {

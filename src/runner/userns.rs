@@ -56,13 +56,75 @@ fn pick_free(root: &Path, used: &[(u32, u32)]) -> Option<IdMap> {
 
 pub fn pick(p: PrivateUsers, root: &Path) -> Result<IdMap, RunnerError> {
     Ok(match p {
-        PrivateUsers::No | PrivateUsers::Identity => IdMap {
+        PrivateUsers::No | PrivateUsers::Auto | PrivateUsers::Identity => IdMap {
             base: 0,
             count: 65536,
         },
         PrivateUsers::Range { base, count } => IdMap { base, count },
         PrivateUsers::Pick => pick_free(root, &used_ranges()).ok_or(RunnerError::NoFreeIds)?,
     })
+}
+
+/// Whether the kernel can idmap a mount of the file system holding `root`; the answer and
+/// why, in words (for `-v`). Idmapped mounts came with Linux 5.12 (ext4, btrfs, xfs, fat,
+/// f2fs); tmpfs has them from 6.3.
+pub fn idmap_support(root: &Path) -> (bool, String) {
+    const EXT4: i64 = 0xEF53;
+    const BTRFS: i64 = 0x9123_683E;
+    const XFS: i64 = 0x5846_5342;
+    const F2FS: i64 = 0xF2F5_2010;
+    const FAT: i64 = 0x4d44;
+    const TMPFS: i64 = 0x0102_1994;
+    let uname = rustix::system::uname();
+    let release = uname.release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let version = (
+        parts
+            .next()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0),
+        parts
+            .next()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0),
+    );
+    let Ok(st) = rustix::fs::statfs(root) else {
+        return (
+            false,
+            format!("cannot tell the file system of {}", root.display()),
+        );
+    };
+    // f_type's integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
+    let (name, since) = match magic {
+        EXT4 => ("ext4", (5, 12)),
+        BTRFS => ("btrfs", (5, 12)),
+        XFS => ("xfs", (5, 12)),
+        F2FS => ("f2fs", (5, 12)),
+        FAT => ("fat", (5, 12)),
+        TMPFS => ("tmpfs", (6, 3)),
+        other => {
+            return (
+                false,
+                format!("its file system (magic {other:#x}) has no idmapped mounts"),
+            )
+        }
+    };
+    if version >= since {
+        (
+            true,
+            format!("{name} on Linux {release} has idmapped mounts"),
+        )
+    } else {
+        (
+            false,
+            format!(
+                "{name} has idmapped mounts from Linux {}.{}, this is {release}",
+                since.0, since.1
+            ),
+        )
+    }
 }
 
 /// Writes `0 base count` as the uid and gid maps of `pid`'s user namespace.

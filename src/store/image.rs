@@ -76,29 +76,84 @@ pub struct ImageInfo {
     pub usage: u64,
     pub created: Option<String>,
     pub modified: Option<String>,
-    /// `running`, `stopped`, or `staging` for an unfinished operation's leftovers.
-    pub state: &'static str,
+    pub state: ImageState,
     /// Who holds the image's lock, if anyone.
     pub lock: Option<LockHolder>,
     pub os_release: Option<OsRelease>,
 }
 
+/// Whether an image is in use by a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageState {
+    /// Its lock is held by a machine: rmach's `run`/`boot`, or systemd-nspawn.
+    Running,
+    Stopped,
+    /// An unfinished operation's leftover (hidden entries only).
+    Staging,
+}
+
+impl ImageState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageState::Running => "running",
+            ImageState::Stopped => "stopped",
+            ImageState::Staging => "staging",
+        }
+    }
+}
+
+impl std::fmt::Display for ImageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The fields of the image's os-release file.
 pub type OsRelease = BTreeMap<String, String>;
+
+/// Opens an image's top without following a symlink and checks its type, so a symlink (or a
+/// FIFO, or a device) named like an image is never followed, waited on or changed.
+fn open_top(path: &Path, kind: ImageKind) -> Result<File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+    if kind.is_tree() {
+        flags |= libc::O_DIRECTORY;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .at(path)?;
+    let is_right_type = file.metadata().at(path).map(|m| {
+        if kind.is_tree() {
+            m.is_dir()
+        } else {
+            m.is_file()
+        }
+    })?;
+    if !is_right_type {
+        return Err(StoreError::io(
+            path,
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        ));
+    }
+    Ok(file)
+}
 
 pub(crate) fn is_read_only_path(path: &Path, kind: ImageKind) -> Result<bool, StoreError> {
     match kind {
         ImageKind::Raw => {
-            let meta = std::fs::symlink_metadata(path).at(path)?;
+            let meta = open_top(path, kind)?.metadata().at(path)?;
             Ok(meta.permissions().mode() & 0o222 == 0)
         }
         ImageKind::Subvolume => {
-            let dir = File::open(path).at(path)?;
+            let dir = open_top(path, kind)?;
             let btrfs_ro = btrfs::subvolume_read_only(&dir).at(path)?;
             Ok(btrfs_ro || ioctl_getflags(&dir).is_ok_and(|f| f.contains(IFlags::IMMUTABLE)))
         }
         ImageKind::Directory => {
-            let dir = File::open(path).at(path)?;
+            let dir = open_top(path, kind)?;
             Ok(ioctl_getflags(&dir)
                 .map(|f| f.contains(IFlags::IMMUTABLE))
                 .unwrap_or(false))
@@ -115,24 +170,25 @@ pub(crate) fn set_read_only_path(
 ) -> Result<(), StoreError> {
     match kind {
         ImageKind::Raw => {
-            let meta = std::fs::symlink_metadata(path).at(path)?;
-            let mode = meta.permissions().mode() & 0o7777;
+            let file = open_top(path, kind)?;
+            let mode = file.metadata().at(path)?.permissions().mode() & 0o7777;
             let mode = if read_only {
                 mode & !0o222
             } else {
                 mode | 0o200
             };
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at(path)
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .at(path)
         }
         ImageKind::Subvolume => {
-            let dir = File::open(path).at(path)?;
+            let dir = open_top(path, kind)?;
             if !read_only {
                 set_immutable(&dir, path, false)?;
             }
             btrfs::set_subvolume_read_only(&dir, read_only).at(path)
         }
         ImageKind::Directory => {
-            let dir = File::open(path).at(path)?;
+            let dir = open_top(path, kind)?;
             set_immutable(&dir, path, read_only)
         }
     }
@@ -200,7 +256,7 @@ fn clear_flags_below(path: &Path) {
 }
 
 /// Bytes allocated under `path`, each inode counted once however many links it has.
-pub(crate) fn usage(path: &Path) -> u64 {
+pub fn usage(path: &Path) -> u64 {
     fn walk(path: &Path, seen: &mut HashSet<(u64, u64)>, total: &mut u64) {
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             return;
@@ -234,25 +290,28 @@ pub(crate) fn times(path: &Path) -> (Option<String>, Option<String>) {
 }
 
 /// The image's os-release, read with every path resolved inside the image so a hostile
-/// image's symlinks cannot point the read at the host.
-pub(crate) fn os_release(root: &Path) -> Option<OsRelease> {
+/// image's symlinks cannot point the read at the host. Only a regular file is read: the last
+/// component is never followed (Debian's `etc/os-release` is a symlink, so its
+/// `usr/lib/os-release` is what is read), the open never blocks (a FIFO, a device node), and
+/// the type is checked on the open file before a byte is read.
+pub fn os_release(root: &Path) -> Option<OsRelease> {
     let dir = File::open(root).ok()?;
     for candidate in ["etc/os-release", "usr/lib/os-release"] {
         let Ok(fd) = openat2(
             &dir,
             candidate,
-            OFlags::RDONLY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::NOFOLLOW,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
         ) else {
             continue;
         };
-        let mut text = String::new();
-        use std::io::Read;
         let mut file = File::from(fd);
-        if !file.metadata().ok()?.is_file() {
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
             continue;
         }
+        let mut text = String::new();
+        use std::io::Read;
         (&mut file).take(64 * 1024).read_to_string(&mut text).ok()?;
         return Some(parse_os_release(&text));
     }

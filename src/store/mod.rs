@@ -3,56 +3,82 @@
 //! per-name locks, read-only flags, usage, and full-fidelity tree copies. It does not parse
 //! archives, download anything or run images; those fill a [`Staging`] it hands out.
 //!
-//! Layout: `STORE/NAME` is a directory or subvolume image, `STORE/NAME.raw` a raw image.
-//! `STORE/.#rmach-NAME.TAG` is an image being built or removed; it exists only while its
-//! creator holds the lock of NAME in `STATE/locks/`, so one whose name is not locked is stale.
+//! Layout (`layout.rs` is the one place that spells file names): `STORE/NAME` is a directory
+//! or subvolume image, `STORE/NAME.raw` a raw image. `STORE/.#rmach-NAME.TAG` is an image
+//! being built or removed; it exists only while its creator holds the lock of NAME, so one
+//! whose name is not locked is stale. Locks (`lock.rs`) are rmach's own plus systemd's, so
+//! systemd-nspawn and machinectl see rmach's machines and rmach sees theirs.
 
 mod copy;
 mod error;
 mod image;
+mod layout;
 mod lock;
 mod name;
 mod staging;
 
 pub use copy::{copy_tree, CopyStats};
 pub use error::StoreError;
-pub use image::{Image, ImageInfo, ImageKind, OsRelease};
-pub use lock::{LockHolder, NameLock};
+/// An os-release read with every path resolved inside `root` (raw images: their mounted root).
+pub use image::os_release;
+/// Bytes allocated under a tree, hard links counted once (sizing a disk for it).
+pub use image::usage as tree_usage;
+pub use image::{Image, ImageInfo, ImageKind, ImageState, OsRelease};
+pub use lock::{LockHolder, LockPurpose, NameLock};
 pub use name::{name_from_path, ImageName};
-pub use staging::Staging;
+pub use staging::{Staging, TreeScratch};
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use error::IoContext;
 use image::{remove_image_path, set_read_only_path};
-use staging::{cstr, staging_owner, staging_path, STAGING_PREFIX};
+use layout::{Entry, Layout};
+use staging::cstr;
 
 use crate::sys::btrfs;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// The lock verbs that mean an image is running.
-const RUNNING_VERBS: &[&str] = &["run", "booted"];
-
 /// An opened store: its root and the directory for locks.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    layout: Layout,
     state_dir: PathBuf,
 }
 
 impl Store {
-    /// Opens the store at `root`, creating it (mode 0700, as machinectl does) and the lock
-    /// directory when missing.
+    /// Opens the store at `root`, creating it first (mode 0700, as machinectl does) when
+    /// missing: for library callers and the verbs that create images.
     pub fn open(root: &Path, state_dir: &Path) -> Result<Store> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(root)
             .at(root)?;
+        Store::open_existing(root, state_dir)
+    }
+
+    /// Opens the existing store at `root`; a missing one is an error naming the path (a typo
+    /// in `--store` must not look like an empty store). Creates the lock directory.
+    pub fn open_existing(root: &Path, state_dir: &Path) -> Result<Store> {
+        match std::fs::metadata(root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(StoreError::NoStore {
+                    path: root.to_path_buf(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NoStore {
+                    path: root.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(StoreError::io(root, e)),
+        }
         let locks = state_dir.join("locks");
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -61,6 +87,7 @@ impl Store {
             .at(&locks)?;
         Ok(Store {
             root: root.to_path_buf(),
+            layout: Layout::new(root),
             state_dir: state_dir.to_path_buf(),
         })
     }
@@ -73,10 +100,41 @@ impl Store {
         &self.state_dir
     }
 
-    /// Takes the lock of `name` for `verb` ("exported", "run", ...), failing at once when
-    /// another process holds it.
-    pub fn lock(&self, name: &ImageName, verb: &str) -> Result<NameLock> {
-        NameLock::acquire(&self.state_dir, name, verb)
+    /// Takes the locks of `name` for `purpose`, failing at once when another process (rmach,
+    /// systemd-nspawn, machinectl) holds them. Held until the returned lock is dropped; a
+    /// machine supervisor holds a `Run` or `Boot` lock for as long as the machine runs.
+    pub fn lock(&self, name: &ImageName, purpose: LockPurpose) -> Result<NameLock> {
+        self.lock_with(name, purpose, false)
+    }
+
+    /// Like [`Store::lock`], with systemd's locks taken shared: for a machine that does not
+    /// write to the image (`--read-only`, `--ephemeral`, a read-only image), as
+    /// `systemd-nspawn --read-only` takes them. rmach's own lock stays exclusive.
+    pub fn lock_read_only(&self, name: &ImageName, purpose: LockPurpose) -> Result<NameLock> {
+        self.lock_with(name, purpose, true)
+    }
+
+    fn lock_with(&self, name: &ImageName, purpose: LockPurpose, shared: bool) -> Result<NameLock> {
+        let image = self.find(name);
+        NameLock::acquire(
+            &self.state_dir,
+            &self.layout,
+            name,
+            purpose,
+            image.as_ref().map(|i| i.path.as_path()),
+            shared,
+        )
+    }
+
+    /// Who holds the locks of `name` (an image name or a hidden entry's owner), if anyone.
+    pub fn holder(&self, name: &str) -> Option<LockHolder> {
+        let image = ImageName::parse(name).ok().and_then(|n| self.find(&n));
+        lock::holder(
+            &self.state_dir,
+            &self.layout,
+            name,
+            image.as_ref().map(|i| i.path.as_path()),
+        )
     }
 
     /// Whether the store is on btrfs, where images are subvolumes.
@@ -93,13 +151,13 @@ impl Store {
     }
 
     fn find(&self, name: &ImageName) -> Option<Image> {
-        let dir = self.root.join(name.as_str());
+        let dir = self.layout.image_path(name, ImageKind::Directory);
         if let Ok(meta) = std::fs::symlink_metadata(&dir) {
             if meta.is_dir() {
                 return Some(self.image_at(name.as_str(), dir));
             }
         }
-        let raw = self.root.join(format!("{name}.raw"));
+        let raw = self.layout.image_path(name, ImageKind::Raw);
         match std::fs::symlink_metadata(&raw) {
             Ok(meta) if meta.is_file() => Some(Image {
                 name: name.to_string(),
@@ -135,25 +193,33 @@ impl Store {
             let Ok(file_type) = entry.file_type() else {
                 continue;
             };
-            let hidden = file_name.starts_with('.');
-            if hidden && !all {
-                continue;
-            }
-            if file_type.is_dir() {
-                if hidden || ImageName::parse(&file_name).is_ok() {
-                    images.push(self.image_at(&file_name, entry.path()));
-                }
-            } else if file_type.is_file() {
-                if let Some(stem) = file_name.strip_suffix(".raw") {
-                    if hidden || ImageName::parse(stem).is_ok() {
-                        let name = if hidden { &file_name } else { stem };
+            let raw = match Layout::entry(&file_name) {
+                Entry::Lock => continue,
+                Entry::Image { name, raw } if ImageName::parse(&name).is_ok() => {
+                    if raw && file_type.is_file() {
                         images.push(Image {
-                            name: name.to_string(),
+                            name,
                             kind: ImageKind::Raw,
                             path: entry.path(),
                         });
+                    } else if !raw && file_type.is_dir() {
+                        images.push(self.image_at(&name, entry.path()));
                     }
+                    continue;
                 }
+                Entry::Image { .. } => continue,
+                Entry::Staging { .. } | Entry::Hidden if !all => continue,
+                Entry::Staging { .. } | Entry::Hidden => Layout::names_raw(&file_name),
+            };
+            // Hidden entries are listed under their file name.
+            if file_type.is_dir() {
+                images.push(self.image_at(&file_name, entry.path()));
+            } else if raw && file_type.is_file() {
+                images.push(Image {
+                    name: file_name,
+                    kind: ImageKind::Raw,
+                    path: entry.path(),
+                });
             }
         }
         images.sort_by(|a, b| a.name.cmp(&b.name));
@@ -162,20 +228,21 @@ impl Store {
 
     /// Everything known about an image; `with_usage` walks the whole tree.
     pub fn info(&self, image: &Image, with_usage: bool) -> Result<ImageInfo> {
-        let lock = if image.is_hidden() {
-            staging_owner(&image.name).and_then(|owner| lock::holder(&self.state_dir, owner))
-        } else {
-            lock::holder(&self.state_dir, &image.name)
+        let staging_owner = match Layout::entry(&image.name) {
+            Entry::Staging { owner } => Some(owner),
+            _ => None,
         };
-        let state = if image.name.starts_with(STAGING_PREFIX) {
-            "staging"
-        } else if lock
-            .as_ref()
-            .is_some_and(|l| RUNNING_VERBS.contains(&l.verb.as_str()))
-        {
-            "running"
+        let lock = match (&staging_owner, image.is_hidden()) {
+            (Some(owner), _) => self.holder(owner),
+            (None, true) => None,
+            (None, false) => self.holder(&image.name),
+        };
+        let state = if staging_owner.is_some() {
+            ImageState::Staging
+        } else if lock.as_ref().is_some_and(|l| l.purpose.is_running()) {
+            ImageState::Running
         } else {
-            "stopped"
+            ImageState::Stopped
         };
         let (created, modified) = image::times(&image.path);
         Ok(ImageInfo {
@@ -206,11 +273,32 @@ impl Store {
     pub fn create(
         &self,
         name: &ImageName,
-        verb: &str,
+        purpose: LockPurpose,
         kind: ImageKind,
         force: bool,
     ) -> Result<Staging> {
-        let staging = self.begin(name, verb, kind, force)?;
+        self.make(name, purpose, kind, force, true)
+    }
+
+    /// Like [`Store::create`] for a verb without `--force` (clone): an existing image is refused.
+    fn create_new(
+        &self,
+        name: &ImageName,
+        purpose: LockPurpose,
+        kind: ImageKind,
+    ) -> Result<Staging> {
+        self.make(name, purpose, kind, false, false)
+    }
+
+    fn make(
+        &self,
+        name: &ImageName,
+        purpose: LockPurpose,
+        kind: ImageKind,
+        force: bool,
+        can_force: bool,
+    ) -> Result<Staging> {
+        let staging = self.begin(name, purpose, kind, force, can_force)?;
         match kind {
             ImageKind::Raw => {
                 std::fs::OpenOptions::new()
@@ -237,24 +325,29 @@ impl Store {
         Ok(staging)
     }
 
-    /// Lock, checks and a staging path not yet created.
-    fn begin(&self, name: &ImageName, verb: &str, kind: ImageKind, force: bool) -> Result<Staging> {
-        let lock = self.lock(name, verb)?;
+    /// Lock, checks and a staging path not yet created. `can_force`: the verb has `--force`.
+    fn begin(
+        &self,
+        name: &ImageName,
+        purpose: LockPurpose,
+        kind: ImageKind,
+        force: bool,
+        can_force: bool,
+    ) -> Result<Staging> {
+        let lock = self.lock(name, purpose)?;
         self.remove_stale_staging(Some(name.as_str()), false);
         let kind_on_disk = if kind == ImageKind::Directory && self.on_btrfs() {
             ImageKind::Subvolume
         } else {
             kind
         };
-        let target = match kind {
-            ImageKind::Raw => self.root.join(format!("{name}.raw")),
-            _ => self.root.join(name.as_str()),
-        };
+        let target = self.layout.image_path(name, kind);
         if let Some(existing) = self.find(name) {
             if !force {
                 return Err(StoreError::Exists {
                     name: name.to_string(),
                     store: self.root.clone(),
+                    can_force,
                 });
             }
             if existing.read_only()? {
@@ -264,16 +357,15 @@ impl Store {
             }
             if existing.path != target {
                 // A replacement of another kind (raw for a directory): the old one goes first.
-                self.discard(&existing.path)?;
+                self.discard(&existing)?;
             }
         }
-        let suffix = if kind == ImageKind::Raw { ".raw" } else { "" };
         Ok(Staging {
             _lock: lock,
             name: name.clone(),
             kind: kind_on_disk,
             store: self.root.clone(),
-            path: staging_path(&self.root, name, suffix),
+            path: self.layout.staging_path(name, kind, staging::rand_tag()),
             target,
             force,
             committed: false,
@@ -282,45 +374,40 @@ impl Store {
 
     /// Moves an image out of its name at once, then deletes it; a crash in between leaves a
     /// stale staging entry that `clean` removes.
-    fn discard(&self, path: &Path) -> Result<()> {
-        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-        let (name, suffix) = match file_name.strip_suffix(".raw") {
-            Some(stem) => (stem.to_string(), ".raw"),
-            None => (file_name.to_string(), ""),
-        };
-        let name = ImageName::parse(&name)?;
-        let hidden = staging_path(&self.root, &name, suffix);
-        std::fs::rename(path, &hidden).at(path)?;
+    fn discard(&self, image: &Image) -> Result<()> {
+        let name = ImageName::parse(&image.name)?;
+        let hidden = self
+            .layout
+            .staging_path(&name, image.kind, staging::rand_tag());
+        std::fs::rename(&image.path, &hidden).at(&image.path)?;
         remove_image_path(&hidden)
     }
 
     /// Removes an image. A read-only image is refused.
     pub fn remove(&self, name: &ImageName) -> Result<()> {
-        let _lock = self.lock(name, "removed")?;
+        let _lock = self.lock(name, LockPurpose::Remove)?;
         let image = self.image(name)?;
         if image.read_only()? {
             return Err(StoreError::ReadOnly {
                 name: name.to_string(),
             });
         }
-        self.discard(&image.path)
+        self.discard(&image)
     }
 
     /// Renames an image; it keeps its read-only flag.
     pub fn rename(&self, old: &ImageName, new: &ImageName) -> Result<()> {
-        let _old_lock = self.lock(old, "renamed")?;
-        let _new_lock = self.lock(new, "renamed")?;
+        let _old_lock = self.lock(old, LockPurpose::Rename)?;
+        let _new_lock = self.lock(new, LockPurpose::Rename)?;
         let image = self.image(old)?;
         if self.find(new).is_some() {
             return Err(StoreError::Exists {
                 name: new.to_string(),
                 store: self.root.clone(),
+                can_force: false,
             });
         }
-        let target = match image.kind {
-            ImageKind::Raw => self.root.join(format!("{new}.raw")),
-            _ => self.root.join(new.as_str()),
-        };
+        let target = self.layout.image_path(new, image.kind);
         // An immutable directory cannot be renamed; lift the flag for the rename only.
         let immutable = image.kind == ImageKind::Directory && image.read_only()?;
         if immutable {
@@ -353,7 +440,7 @@ impl Store {
         read_only: bool,
         progress: Option<&(dyn Fn(u64) + Sync)>,
     ) -> Result<()> {
-        let _source_lock = self.lock(source, "cloned")?;
+        let _source_lock = self.lock(source, LockPurpose::Clone)?;
         let image = self.image(source)?;
         let kind = if image.kind == ImageKind::Raw {
             ImageKind::Raw
@@ -361,7 +448,13 @@ impl Store {
             ImageKind::Directory
         };
         if image.kind == ImageKind::Subvolume {
-            let mut staging = self.begin(destination, "created", ImageKind::Subvolume, false)?;
+            let mut staging = self.begin(
+                destination,
+                LockPurpose::Create,
+                ImageKind::Subvolume,
+                false,
+                false,
+            )?;
             let src = File::open(&image.path).at(&image.path)?;
             let root = File::open(&self.root).at(&self.root)?;
             let file_name = staging.path.file_name().unwrap_or_default();
@@ -372,7 +465,7 @@ impl Store {
             // A snapshot of a read-only subvolume is writable; the source's own flag is not copied.
             return staging.commit(read_only);
         }
-        let staging = self.create(destination, "created", kind, false)?;
+        let staging = self.create_new(destination, LockPurpose::Create, kind)?;
         if kind == ImageKind::Raw {
             copy::copy_file(&image.path, &staging.path, progress)?;
             // The copy took the source's mode; its read-only state is chosen below instead.
@@ -390,15 +483,36 @@ impl Store {
 
     /// Sets or clears an image's read-only flag.
     pub fn set_read_only(&self, name: &ImageName, read_only: bool) -> Result<()> {
-        let _lock = self.lock(name, "modified")?;
+        let _lock = self.lock(name, LockPurpose::Modify)?;
         let image = self.image(name)?;
         set_read_only_path(&image.path, image.kind, read_only)
     }
 
     /// Removes what interrupted operations left behind (staging entries whose name is not
     /// locked); with `all`, every other hidden entry too. Returns what was removed.
+    /// Lock files nobody holds (left by killed processes) go too, unreported: in the store, in
+    /// the state directory, and nspawn's global ones of this store's images.
     pub fn clean(&self, all: bool) -> Result<Vec<PathBuf>> {
-        Ok(self.remove_stale_staging(None, all))
+        let removed = self.remove_stale_staging(None, all);
+        let store_locks = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| Layout::entry(&e.file_name().to_string_lossy()) == Entry::Lock);
+        let rmach_locks = std::fs::read_dir(self.state_dir.join("locks"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        for entry in store_locks.chain(rmach_locks) {
+            lock::remove_if_free(&entry.path());
+        }
+        // nspawn's global locks of this store's images, left by a killed rmach or nspawn.
+        for image in self.images(true)? {
+            if let Some(path) = lock::global_lock_path(&image.path) {
+                lock::remove_if_free(&path);
+            }
+        }
+        Ok(removed)
     }
 
     fn remove_stale_staging(&self, only: Option<&str>, all: bool) -> Vec<PathBuf> {
@@ -408,23 +522,23 @@ impl Store {
         };
         for entry in entries.flatten() {
             let file_name = entry.file_name().to_string_lossy().into_owned();
-            let stale = match staging_owner(&file_name) {
-                Some(owner) => {
+            let stale = match Layout::entry(&file_name) {
+                Entry::Staging { owner } => {
                     only.is_none_or(|o| o == owner)
-                        && (only.is_some() || lock::holder(&self.state_dir, owner).is_none())
+                        && (only.is_some() || self.holder(&owner).is_none())
                 }
-                None => all && only.is_none() && file_name.starts_with('.'),
+                Entry::Hidden => all && only.is_none(),
+                Entry::Image { .. } | Entry::Lock => false,
             };
-            let is_image_like = entry
-                .file_type()
-                .is_ok_and(|t| t.is_dir() || t.is_file() || t.is_symlink() || t.is_fifo());
-            if stale && is_image_like {
+            // rmach only ever leaves directories and regular files: anything else named like
+            // them (a symlink, a FIFO, a device) is not followed, not chmodded, not removed.
+            let kind = match entry.file_type() {
+                Ok(t) if t.is_dir() => self.image_at(&file_name, entry.path()).kind,
+                Ok(t) if t.is_file() => ImageKind::Raw,
+                _ => continue,
+            };
+            if stale {
                 let path = entry.path();
-                let kind = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    self.image_at(&file_name, path.clone()).kind
-                } else {
-                    ImageKind::Raw
-                };
                 let _ = set_read_only_path(&path, kind, false);
                 if remove_image_path(&path).is_ok() {
                     removed.push(path);

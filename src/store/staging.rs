@@ -10,9 +10,6 @@ use super::error::IoContext;
 use super::image::{remove_image_path, set_read_only_path};
 use super::{ImageKind, ImageName, NameLock, StoreError};
 
-/// Prefix of every entry an unfinished operation leaves in the store.
-pub(crate) const STAGING_PREFIX: &str = ".#rmach-";
-
 /// An image being built: `path()` is a directory (or, for raw images, a file) under a hidden
 /// name. `commit` renames it into place; dropping it uncommitted removes it.
 #[derive(Debug)]
@@ -28,20 +25,8 @@ pub struct Staging {
     pub(crate) committed: bool,
 }
 
-/// The hidden staging path for `name`; the tag keeps concurrent leftovers apart.
-pub(crate) fn staging_path(store: &Path, name: &ImageName, suffix: &str) -> PathBuf {
-    let tag: u64 = rand_tag();
-    store.join(format!("{STAGING_PREFIX}{name}.{tag:016x}{suffix}"))
-}
-
-/// The image name a staging entry belongs to.
-pub(crate) fn staging_owner(file_name: &str) -> Option<&str> {
-    let rest = file_name.strip_prefix(STAGING_PREFIX)?;
-    let rest = rest.strip_suffix(".raw").unwrap_or(rest);
-    rest.rsplit_once('.').map(|(name, _)| name)
-}
-
-fn rand_tag() -> u64 {
+/// A tag that keeps concurrent staging entries of one name apart.
+pub(crate) fn rand_tag() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
@@ -69,7 +54,12 @@ impl Staging {
     /// the new one under the real name, never a partial one.
     pub fn commit(mut self, read_only: bool) -> Result<(), StoreError> {
         let top = File::open(&self.path).at(&self.path)?;
-        rustix::fs::syncfs(&top).at(&self.path)?;
+        if self.kind == ImageKind::Raw {
+            // One file: its own fsync, not a flush of everything else on the file system.
+            top.sync_all().at(&self.path)?;
+        } else {
+            rustix::fs::syncfs(&top).at(&self.path)?;
+        }
         drop(top);
         let new = cstr(&self.path)?;
         let target = cstr(&self.target)?;
@@ -86,6 +76,7 @@ impl Staging {
                 return Err(StoreError::Exists {
                     name: self.name.to_string(),
                     store: self.store.clone(),
+                    can_force: true,
                 })
             }
             Err(e) => return Err(StoreError::io(&self.target, e)),
@@ -98,6 +89,44 @@ impl Staging {
         let store_dir = File::open(&self.store).at(&self.store)?;
         rustix::fs::fsync(&store_dir).at(&self.store)?;
         Ok(())
+    }
+}
+
+/// A directory beside a raw image being built, for the tree that goes into the image. It has
+/// the same name's hidden staging prefix, so the staging's lock covers it and `clean` removes
+/// it after a crash; it is removed when dropped.
+#[derive(Debug)]
+pub struct TreeScratch {
+    path: PathBuf,
+}
+
+impl TreeScratch {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TreeScratch {
+    fn drop(&mut self) {
+        let _ = set_read_only_path(&self.path, ImageKind::Directory, false);
+        let _ = remove_image_path(&self.path);
+    }
+}
+
+impl Staging {
+    /// Creates a [`TreeScratch`] for this staging.
+    pub fn tree_scratch(&self) -> Result<TreeScratch, StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = super::layout::Layout::new(&self.store).staging_path(
+            &self.name,
+            ImageKind::Directory,
+            rand_tag(),
+        );
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&path)
+            .at(&path)?;
+        Ok(TreeScratch { path })
     }
 }
 

@@ -4,9 +4,11 @@
 pub mod bpf;
 pub mod btrfs;
 pub mod interrupt;
+pub mod loopdev;
 pub mod mount;
 pub mod net;
 pub mod ns;
+pub mod ofd;
 pub mod process;
 pub mod pty;
 pub mod seccomp;

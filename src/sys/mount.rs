@@ -72,47 +72,26 @@ fn check_fd(r: libc::c_long) -> io::Result<std::os::fd::OwnedFd> {
 /// A detached copy of the mount tree at `path` (open_tree with OPEN_TREE_CLONE, recursive).
 pub fn clone_tree(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     let p = cpath(path)?;
-    let flags = 1 /* OPEN_TREE_CLONE */ | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
     // SAFETY: `p` is a NUL-terminated path alive for the call; the result is a new fd.
     check_fd(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, p.as_ptr(), flags) })
 }
+
+/// `MOUNT_ATTR_IDMAP` of <linux/mount.h>.
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 /// Makes the detached tree `tree` an idmapped mount using the maps of the user namespace `userns`.
 pub fn idmap_tree(
     tree: &impl std::os::fd::AsRawFd,
     userns: &impl std::os::fd::AsRawFd,
 ) -> io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        attr_set: 0x0010_0000,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    let empty = c"";
-    let flags = libc::AT_EMPTY_PATH | libc::AT_RECURSIVE;
-    // SAFETY: `attr` is a mount_attr of the size passed; both fds are borrowed and open.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            flags,
-            &attr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_attr(tree, MOUNT_ATTR_IDMAP, userns.as_raw_fd() as u64)
 }
+
+/// `MOVE_MOUNT_F_EMPTY_PATH` of <linux/mount.h>: the source is the descriptor itself.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
 /// Attaches the detached tree `tree` at `target`.
 pub fn attach_tree(tree: &impl std::os::fd::AsRawFd, target: &Path) -> io::Result<()> {
@@ -126,7 +105,48 @@ pub fn attach_tree(tree: &impl std::os::fd::AsRawFd, target: &Path) -> io::Resul
             empty.as_ptr(),
             libc::AT_FDCWD,
             t.as_ptr(),
-            4, /* MOVE_MOUNT_F_EMPTY_PATH */
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `MOUNT_ATTR_RDONLY` of <linux/mount.h>.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Makes the mount open at `mount` and every mount below it read-only (mount_setattr with
+/// AT_RECURSIVE), as a recursive bind's remount alone changes only the top one.
+pub fn set_read_only_recursive(mount: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    set_attr(mount, MOUNT_ATTR_RDONLY, 0)
+}
+
+fn set_attr(tree: &impl std::os::fd::AsRawFd, set: u64, userns_fd: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd,
+    };
+    let flags = libc::AT_EMPTY_PATH | libc::AT_RECURSIVE;
+    // SAFETY: `attr` is a mount_attr of the size passed; the fd is borrowed and open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr,
+            std::mem::size_of::<MountAttr>(),
         )
     };
     if r < 0 {

@@ -254,3 +254,142 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Closes every descriptor from 3 up except those in `keep`, so nothing the caller had open
+/// (an inherited descriptor, a lock file) survives into a forked child.
+pub fn close_all_except(keep: &[i32]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep.iter().filter(|f| **f > 2).map(|f| *f as u32).collect();
+    keep.sort_unstable();
+    let mut first = 3u32;
+    for k in keep.into_iter().chain([u32::MAX]) {
+        if k > first {
+            // SAFETY: close_range closes descriptors in the range; the caller owns no
+            // Rust object for them (those it keeps are in `keep`).
+            let r = unsafe { libc::syscall(libc::SYS_close_range, first, k - 1, 0) };
+            if r == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        first = k.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// Numbered fields of `/proc/self/stat` (1-based, as proc(5) counts them).
+fn stat_fields(numbers: &[usize]) -> io::Result<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name, which may hold spaces, start at field 3.
+    let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    numbers
+        .iter()
+        .map(|n| {
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
+        })
+        .collect()
+}
+
+/// `struct prctl_mm_map` of <linux/prctl.h>.
+#[repr(C)]
+struct MmMap {
+    start_code: u64,
+    end_code: u64,
+    start_data: u64,
+    end_data: u64,
+    start_brk: u64,
+    brk: u64,
+    start_stack: u64,
+    arg_start: u64,
+    arg_end: u64,
+    env_start: u64,
+    env_end: u64,
+    auxv: u64,
+    auxv_size: u32,
+    exe_fd: u32,
+}
+
+/// Replaces what `/proc/PID/cmdline` and `/proc/PID/environ` show for this process (and for
+/// children that do not exec) with `cmdline` and `environ` (NUL-separated), and wipes the
+/// original strings, so a forked process that never execs reveals nothing of its caller's
+/// arguments or environment. Uses `PR_SET_MM_MAP`, which needs no capability.
+pub fn replace_cmdline_and_environ(cmdline: &[u8], environ: &[u8]) -> io::Result<()> {
+    const PR_SET_MM_MAP: libc::c_ulong = 14;
+    let f = stat_fields(&[26, 27, 28, 45, 46, 47, 48, 49, 50, 51])?;
+    let (arg_start, arg_end, env_start, env_end) = (f[6], f[7], f[8], f[9]);
+    for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
+        if end > start {
+            // SAFETY: the kernel reports [start, end) as this process's own argument or
+            // environment strings, mapped and writable (they live on the initial stack); after
+            // this nothing reads them as strings longer than what the zeroes leave.
+            unsafe { std::ptr::write_bytes(start as *mut u8, 0, (end - start) as usize) };
+        }
+    }
+    // Leaked on purpose: the kernel keeps pointing at them for the life of the process.
+    let args: &'static [u8] = Box::leak(cmdline.to_vec().into_boxed_slice());
+    let env: &'static [u8] = Box::leak(environ.to_vec().into_boxed_slice());
+    let span = |b: &[u8]| (b.as_ptr() as u64, b.as_ptr() as u64 + b.len().max(1) as u64);
+    let ((arg_start, arg_end), (env_start, env_end)) = (span(args), span(env));
+    // SAFETY: sbrk(0) only reports the current program break.
+    let brk = unsafe { libc::sbrk(0) } as u64;
+    let map = MmMap {
+        start_code: f[0],
+        end_code: f[1],
+        start_stack: f[2],
+        start_data: f[3],
+        end_data: f[4],
+        start_brk: f[5],
+        brk,
+        arg_start,
+        arg_end,
+        env_start,
+        env_end,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: u32::MAX,
+    };
+    // SAFETY: `map` is a prctl_mm_map of the size passed; the kernel validates every address.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_MM,
+            PR_SET_MM_MAP,
+            &map as *const MmMap as libc::c_ulong,
+            std::mem::size_of::<MmMap>() as libc::c_ulong,
+            0,
+        )
+    };
+    check(r).map(drop)
+}
+
+/// A word of memory shared with every process forked after this call (an anonymous shared
+/// mapping, never unmapped): how the machine's init hands the payload's status to the helper
+/// without holding any descriptor.
+pub fn shared_word() -> io::Result<&'static std::sync::atomic::AtomicU64> {
+    // SAFETY: a fresh anonymous mapping of one page, readable and writable, not aliased by
+    // anything else in this process; it is never unmapped, so the 'static borrow stays valid,
+    // and an AtomicU64 is valid for any (zeroed) bit pattern at this page-aligned address.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(&*(p as *const std::sync::atomic::AtomicU64))
+    }
+}
+
+/// Sets the filesystem uid and gid (the ids files are created with and checked against),
+/// returning the previous ones. Changing them away from 0 also clears the file-system
+/// capabilities from the effective set until they are set back to 0.
+pub fn set_fs_ids(uid: u32, gid: u32) -> (u32, u32) {
+    // SAFETY: setfsgid/setfsuid take plain integers and return the previous id.
+    unsafe { (libc::setfsuid(uid) as u32, libc::setfsgid(gid) as u32) }
+}

@@ -303,3 +303,30 @@ pub fn cgroup_leftovers(name: &str) -> Vec<String> {
     }
     left
 }
+
+/// Compiles `tests/probes/confine.c` (statically, so it runs in any image) into the image at
+/// `root` as `/usr/bin/confine-probe`.
+pub fn install_confine_probe(root: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probes/confine.c");
+    let out = root.join("usr/bin/confine-probe");
+    let st = Command::new("cc")
+        .args(["-static", "-O", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc) is needed for the confinement probes");
+    assert!(st.success(), "compiling {}", src.display());
+}
+
+/// `systemd-nspawn` on `root` running `args`, as the reference for a probe: (stdout, stderr).
+pub fn nspawn(root: &Path, args: &[&str]) -> (String, String) {
+    let o = Command::new("systemd-nspawn")
+        .arg("-D")
+        .arg(root)
+        .args(["--register=no", "--keep-unit", "-q", "--"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("systemd-nspawn (systemd-container) is needed as the reference");
+    (stdout(&o), stderr(&o))
+}
