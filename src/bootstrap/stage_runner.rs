@@ -74,7 +74,15 @@ pub fn run_script(
             read_only: false,
         });
     }
-    let out = runner::output(&spec)?;
+    // When the runner cannot set the machine up (its cgroup vanished under a concurrent
+    // cleanup, say) the script has not started: trying once more is safe.
+    let out = match runner::output(&spec) {
+        Ok(out) => out,
+        Err(_) => {
+            spec.name = format!("{}-again", spec.name);
+            runner::output(&spec)?
+        }
+    };
     use std::os::unix::process::ExitStatusExt;
     if out.status.success() {
         return Ok(Outcome::Succeeded);
