@@ -23,9 +23,13 @@ pub fn prepare_run_and_tmp(root: &Path) -> std::io::Result<()> {
             .map(|m| m.permissions().mode())
             .unwrap_or(0o755);
         std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(mode))?;
+        std::fs::write(stand_in.join(MARK), "")?;
     }
     Ok(())
 }
+
+/// A file in each stand-in: seen in /run inside, it says the bind is in effect.
+const MARK: &str = ".rmach-stand-in";
 
 /// Moves what the second stage left in /run and /tmp into the image's own directories.
 pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
@@ -33,6 +37,9 @@ pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
         let stand_in = root.join(SCRATCH).join(dir);
         for entry in std::fs::read_dir(&stand_in)? {
             let entry = entry?;
+            if entry.file_name() == MARK {
+                continue;
+            }
             let dst = root.join(dir).join(entry.file_name());
             if std::fs::symlink_metadata(&dst).is_err() {
                 std::fs::rename(entry.path(), dst)?;
@@ -59,7 +66,17 @@ pub fn run_script(
     env: &[(String, String)],
     script: &str,
 ) -> Result<Outcome, RunnerError> {
-    let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    // Where the runner mounts its own tmpfs over /run and /tmp after the binds, the stand-ins'
+    // contents are copied in before the script and back after it (its own /run/host aside).
+    let script = format!(
+        "if [ ! -e /run/{MARK} ]; then\n\
+         for d in run tmp; do cp -a /{SCRATCH}/$d/. /$d/; rm -f /$d/{MARK}; done\n\
+         trap 'for d in run tmp; do find /{SCRATCH}/$d -mindepth 1 ! -name {MARK} -delete; \
+         for f in /$d/* /$d/.[!.]* /$d/..?*; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; \
+         [ \"$f\" = /run/host ] && continue; cp -a \"$f\" /{SCRATCH}/$d/; done; done' EXIT\n\
+         fi\n{script}"
+    );
+    let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script]);
     // A name of its own for every script: the cgroup of the one before may still be going.
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
