@@ -72,6 +72,8 @@ fn opts(m: &Mirror, dir: &Path, variant: Variant) -> Options {
         cache_dir: dir.join("cache"),
         hostname: "t".into(),
         jobs: 4,
+        settings: Default::default(),
+        reproducible: Default::default(),
     }
 }
 
@@ -220,6 +222,23 @@ fn verification_failures_leave_no_image() {
     .map(|s| s.to_string())
     .collect();
     run(args, "not found (HTTP 404)");
+    // The same through a file:// mirror: no HTTP involved, and the message says so.
+    let file_mirror = format!("file://{}", m.root.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_rmach"))
+        .arg("--store")
+        .arg(d.join("store"))
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .arg("--cache-dir")
+        .arg(d.join("cache"))
+        .args(["bootstrap", "trixie", "img", "--mirror", &file_mirror])
+        .args(["--keyring", &key])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not found (no such file)"), "{err}");
+    assert!(!err.contains("HTTP"), "{err}");
     // Nobody listens on port 1.
     let start = std::time::Instant::now();
     let args: Vec<String> = [
@@ -549,7 +568,7 @@ fn ubuntu_zstd_debs_and_merged_usr() {
             "--variant",
             "minbase",
         ],
-        "second stage: checking the image runs failed",
+        "second stage: checking the image runs: cannot run inside the image",
     );
     assert!(
         std::fs::read_dir(dir.path().join("cache/bootstrap/debs"))
@@ -650,4 +669,73 @@ fn aliases_and_unknown_suites() {
         "{set:?}"
     );
     assert!(set.contains(&"debianutils".to_string()));
+}
+
+/// A validly signed Release of another suite served under the name asked for is refused; so is
+/// a Release older than the one verified before for that mirror and suite (a replay), while a
+/// newer one is accepted and becomes the new floor. Each refusal names the URL.
+#[test]
+fn release_of_another_suite_or_older_date_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = debian_mirror(dir.path());
+    let o = opts(&m, dir.path(), Variant::Minbase);
+    m.resign(|r| {
+        r.replace(
+            "Suite: bookworm\nCodename: bookworm",
+            "Suite: trixie\nCodename: trixie",
+        )
+    });
+    let err = bootstrap::print_debs(&o, &|_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("is for trixie") && err.contains("not bookworm"),
+        "{err}"
+    );
+    assert!(err.contains(&m.url), "{err}");
+
+    m.resign(|r| r.to_string());
+    bootstrap::print_debs(&o, &|_| {}).unwrap();
+    m.resign(|r| {
+        r.replace(
+            "Sat, 11 Jul 2026 10:16:37 UTC",
+            "Fri, 10 Jul 2026 10:16:37 UTC",
+        )
+    });
+    let err = bootstrap::print_debs(&o, &|_| {}).unwrap_err().to_string();
+    assert!(err.contains("older than the one verified before"), "{err}");
+    assert!(err.contains("Sat, 11 Jul 2026"), "{err}");
+    // The CLI refuses it too and creates nothing.
+    let key = m.keyring.display().to_string();
+    let cache = dir.path().join("cache").display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_rmach"))
+        .args(["--store"])
+        .arg(dir.path().join("store"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(["--cache-dir", &cache])
+        .args([
+            "bootstrap",
+            "bookworm",
+            "img",
+            "--mirror",
+            &m.url,
+            "--keyring",
+            &key,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("older than the one verified before"), "{err}");
+    assert!(!dir.path().join("store/img").exists());
+
+    m.resign(|r| {
+        r.replace(
+            "Sat, 11 Jul 2026 10:16:37 UTC",
+            "Sun, 12 Jul 2026 10:16:37 UTC",
+        )
+    });
+    bootstrap::print_debs(&o, &|_| {}).unwrap();
+    m.resign(|r| r.to_string());
+    let err = bootstrap::print_debs(&o, &|_| {}).unwrap_err().to_string();
+    assert!(err.contains("Sun, 12 Jul 2026"), "{err}");
 }

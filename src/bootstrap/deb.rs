@@ -20,13 +20,17 @@ struct ArMember {
 /// later member until it returns `Some`; the file is positioned at the member's data.
 fn find_member<T>(
     path: &Path,
-    mut visit: impl FnMut(&ArMember, &mut File) -> std::result::Result<Option<T>, String>,
+    mut visit: impl FnMut(&ArMember, &mut File) -> Result<Option<T>>,
 ) -> Result<T> {
     let bad = |reason: String| BootstrapError::BadDeb {
         path: path.into(),
         reason,
     };
-    let mut file = File::open(path).map_err(|e| bad(e.to_string()))?;
+    let read_err = |source| BootstrapError::DebRead {
+        path: path.into(),
+        source,
+    };
+    let mut file = File::open(path).map_err(read_err)?;
     let mut magic = [0u8; 8];
     file.read_exact(&mut magic)
         .map_err(|e| bad(format!("reading ar magic: {e}")))?;
@@ -35,7 +39,7 @@ fn find_member<T>(
     }
     let mut first = true;
     loop {
-        let offset = file.stream_position().map_err(|e| bad(e.to_string()))?;
+        let offset = file.stream_position().map_err(read_err)?;
         let mut header = [0u8; 60];
         if let Err(e) = file.read_exact(&mut header) {
             return Err(bad(format!("member not found (at offset {offset}: {e})")));
@@ -60,7 +64,7 @@ fn find_member<T>(
             (&mut file)
                 .take(size)
                 .read_to_string(&mut version)
-                .map_err(|e| bad(e.to_string()))?;
+                .map_err(read_err)?;
             if !version.starts_with("2.") {
                 return Err(bad(format!(
                     "unsupported format version {:?}",
@@ -74,15 +78,14 @@ fn find_member<T>(
                 offset: offset + 60,
                 size,
             };
-            if let Some(found) = visit(&member, &mut file).map_err(bad)? {
+            if let Some(found) = visit(&member, &mut file)? {
                 return Ok(found);
             }
             file.seek(SeekFrom::Start(member.offset + size))
-                .map_err(|e| bad(e.to_string()))?;
+                .map_err(read_err)?;
         }
         if size % 2 == 1 {
-            file.seek(SeekFrom::Current(1))
-                .map_err(|e| bad(e.to_string()))?;
+            file.seek(SeekFrom::Current(1)).map_err(read_err)?;
         }
     }
 }
@@ -103,24 +106,38 @@ fn tar_member(path: &Path, prefix: &str, buffer: usize) -> Result<Box<dyn Read +
         let Some(ext) = m.name.strip_prefix(prefix) else {
             return Ok(None);
         };
-        let file = file.try_clone().map_err(|e| e.to_string())?;
+        let file = file.try_clone().map_err(|source| BootstrapError::DebRead {
+            path: path.into(),
+            source,
+        })?;
         let member: Take<BufReader<File>> = BufReader::with_capacity(buffer, file).take(m.size);
-        decoder(member, prefix, ext).map(Some)
+        decoder(path, member, prefix, ext).map(Some)
     })
 }
 
 fn decoder(
+    path: &Path,
     member: Take<BufReader<File>>,
     prefix: &str,
     ext: &str,
-) -> std::result::Result<Box<dyn Read + Send>, String> {
+) -> Result<Box<dyn Read + Send>> {
     Ok(match ext {
         "" => Box::new(member),
         ".xz" => Box::new(liblzma::read::XzDecoder::new(member)),
-        ".zst" => Box::new(zstd::stream::read::Decoder::new(member).map_err(|e| e.to_string())?),
+        ".zst" => Box::new(zstd::stream::read::Decoder::new(member).map_err(|source| {
+            BootstrapError::DebRead {
+                path: path.into(),
+                source,
+            }
+        })?),
         ".gz" => Box::new(flate2::read::GzDecoder::new(member)),
         ".bz2" => Box::new(bzip2::read::BzDecoder::new(member)),
-        other => return Err(format!("unsupported member {prefix}{other}")),
+        other => {
+            return Err(BootstrapError::BadDeb {
+                path: path.into(),
+                reason: format!("unsupported member {prefix}{other}"),
+            })
+        }
     })
 }
 

@@ -62,9 +62,7 @@ impl Fetcher {
 
     pub fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>> {
         self.get_optional(url, limit)?
-            .ok_or_else(|| BootstrapError::NotFound {
-                url: url.to_string(),
-            })
+            .ok_or_else(|| super::not_found(url))
     }
 
     /// Downloads `url` into `part`, resuming what an earlier attempt (or run) left there with an
@@ -107,7 +105,7 @@ impl Fetcher {
                     continue;
                 }
                 Ok(false) => {}
-                Err(Failure::NotFound) => return Err(BootstrapError::NotFound { url: url.into() }),
+                Err(Failure::NotFound) => return Err(super::not_found(url)),
                 Err(Failure::Permanent(reason)) => return Err(fetch_err(url, reason)),
                 Err(Failure::Transient(reason)) => {
                     last = reason;

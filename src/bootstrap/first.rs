@@ -1,6 +1,6 @@
-//! The first stage's work outside dpkg, as debootstrap does it: merged /usr (its
-//! `merge_usr`), the empty dpkg database, /etc basics, static device nodes and apt sources;
-//! and the finishing touches after the second stage.
+//! The first stage, as debootstrap does it: download the package set while extracting the
+//! required packages, then merged /usr (its `merge_usr`), the empty dpkg database, /etc basics,
+//! static device nodes and apt sources. Nothing runs inside the image yet.
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -8,8 +8,112 @@ use std::path::Path;
 
 use rustix::fs::{FileType, Mode};
 
+use std::collections::HashMap;
+
+use super::extract::{extract_one, workers, FileLists};
+use super::fetch::Fetcher;
+use super::packages::Pkg;
+use super::plan::{deb_of, Plan};
 use super::suites::Rules;
-use super::{io_err, BootstrapError, Options, Result};
+use super::{download, io_err, BootstrapError, Event, Options, Progress, Result};
+
+/// Downloads the package set and, at the same time, extracts each required package as soon as
+/// it is in the cache and verified; then merges /usr and lays out /etc, /dev and the dpkg
+/// database. Returns the file lists and the bytes downloaded.
+pub fn first_stage(
+    opts: &Options,
+    plan: &Plan,
+    target: &Path,
+    progress: Progress<'_>,
+) -> Result<(FileLists, u64)> {
+    let required: std::collections::HashSet<&str> =
+        plan.set.required.iter().map(String::as_str).collect();
+    let mut list: Vec<Pkg> = plan.pkgs.values().cloned().collect();
+    // The required set first, for the extraction waiting on it; largest first keeps all
+    // download workers busy to the end.
+    list.sort_by_key(|p| {
+        (
+            !required.contains(p.name.as_str()),
+            std::cmp::Reverse(p.size),
+        )
+    });
+    progress(Event::Phase(
+        "Downloading and extracting the required packages",
+    ));
+    // No two required packages ship the same non-directory path (debootstrap extracts them
+    // with `tar -k`, which would fail), so the order of extraction does not change the tree.
+    let (ready, queue) = std::sync::mpsc::channel::<&str>();
+    let queue = std::sync::Mutex::new(queue);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let lists = std::sync::Mutex::new(FileLists::new());
+    let failure = std::sync::Mutex::new(None);
+    let no_divert = HashMap::new();
+    let downloaded = std::thread::scope(|scope| {
+        let download = scope.spawn(|| {
+            let ready = ready;
+            let result = download::fetch_all(
+                &Fetcher::new(),
+                &opts.mirror,
+                &list,
+                &plan.deb_dir,
+                opts.jobs,
+                &stop,
+                &|i| {
+                    if required.contains(list[i].name.as_str()) {
+                        let _ = ready.send(list[i].name.as_str());
+                    }
+                },
+                progress,
+            );
+            if result.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
+        });
+        for _ in 0..workers() {
+            scope.spawn(|| loop {
+                let next = queue.lock().ok().and_then(|q| q.recv().ok());
+                let Some(name) = next else { return };
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
+                match extract_one(plan, name, target, &no_divert) {
+                    Ok(paths) => {
+                        if let Ok(mut l) = lists.lock() {
+                            l.insert(name.to_string(), paths);
+                        }
+                    }
+                    Err(e) => {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+        download.join().unwrap_or_else(|_| {
+            Err(BootstrapError::Extract {
+                path: plan.deb_dir.clone(),
+                reason: "the download thread panicked".into(),
+            })
+        })
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let downloaded = downloaded?;
+    let lists = lists.into_inner().unwrap_or_default();
+    if let Some(missing) = plan.set.required.iter().find(|n| !lists.contains_key(*n)) {
+        return Err(BootstrapError::Extract {
+            path: deb_of(plan, missing),
+            reason: "downloaded but not extracted".into(),
+        });
+    }
+    merge_usr(target, &plan.rules)?;
+    setup(target, opts, &plan.components)?;
+    Ok((lists, downloaded))
+}
 
 /// debootstrap's `merge_usr`: every top-level library or binary directory moves into /usr and
 /// becomes a symlink there.
@@ -69,15 +173,21 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
 
 /// The empty dpkg database, /etc basics, device nodes and sources.list.
 pub fn setup(target: &Path, opts: &Options, components: &[String]) -> Result<()> {
-    write(&target.join("var/lib/dpkg/status"), "", 0o644)?;
-    write(&target.join("var/lib/dpkg/available"), "", 0o644)?;
+    super::dpkg_db::create_empty(&super::paths::rel(target, super::paths::DPKG_ADMIN))?;
     let etc = target.join("etc");
     fs::create_dir_all(&etc).map_err(io_err(&etc))?;
     // The one host file a user expects inside: name resolution for apt.
-    if let Ok(resolv) = fs::read("/etc/resolv.conf") {
+    // Copied as debootstrap's `cp` does: the host file's mode under the usual umask (what a
+    // postinst copies it on to, systemd's stub-resolv.conf, keeps it).
+    if let (Ok(resolv), Ok(meta)) = (
+        fs::read("/etc/resolv.conf"),
+        fs::metadata("/etc/resolv.conf"),
+    ) {
         let dst = target.join("etc/resolv.conf");
         if fs::symlink_metadata(&dst).is_err() {
             fs::write(&dst, resolv).map_err(io_err(&dst))?;
+            let mode = meta.permissions().mode() & 0o755;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(io_err(&dst))?;
         }
     }
     write(
@@ -146,30 +256,6 @@ fn devices(dev: &Path) -> Result<()> {
         let path = dev.join(name);
         let _ = fs::remove_file(&path);
         symlink(to, &path).map_err(io_err(&path))?;
-    }
-    Ok(())
-}
-
-/// After the second stage: an empty machine-id for first boot, the hostname, and no packages
-/// or bootstrap scratch left behind.
-pub fn finish(target: &Path, hostname: &str) -> Result<()> {
-    write(&target.join("etc/machine-id"), "", 0o444)?;
-    write(
-        &target.join("etc/hostname"),
-        &format!("{hostname}\n"),
-        0o644,
-    )?;
-    let archives = target.join("var/cache/apt/archives");
-    if let Ok(dir) = fs::read_dir(&archives) {
-        for entry in dir.flatten() {
-            if entry.path().extension().is_some_and(|e| e == "deb") {
-                fs::remove_file(entry.path()).map_err(io_err(entry.path()))?;
-            }
-        }
-    }
-    let scratch = target.join("debootstrap");
-    if scratch.exists() {
-        fs::remove_dir_all(&scratch).map_err(io_err(&scratch))?;
     }
     Ok(())
 }

@@ -217,7 +217,8 @@ fn fetch_one(
         .iter()
         .find_map(|ext| listed(&format!("{plain}{ext}")).map(|l| (format!("{plain}{ext}"), l)))
         .ok_or_else(|| BootstrapError::NotFound {
-            url: format!("{}/{plain}.xz (not in the Release file)", release.dists_url),
+            url: format!("{}/{plain}.xz", release.dists_url),
+            how: "not listed in the Release file",
         })?;
     let url = if release.by_hash {
         format!(

@@ -6,12 +6,19 @@ use std::collections::HashMap;
 
 use super::fetch::Fetcher;
 use super::verify::{self, Keyring};
-use super::{BootstrapError, Result};
+use super::{io_err, BootstrapError, Result};
+use std::path::Path;
 
 #[derive(Debug, Clone)]
 pub struct Release {
     pub origin: String,
     pub codename: String,
+    /// The Suite field (`stable`, `bookworm-updates` ...).
+    pub suite: String,
+    /// The Date field as Unix time (0 when absent).
+    pub date: i64,
+    /// The Date field as written.
+    pub date_text: String,
     pub by_hash: bool,
     pub components: Vec<String>,
     /// `dists/SUITE` under the mirror, where indices are fetched from.
@@ -32,10 +39,10 @@ pub fn fetch(
 ) -> Result<Release> {
     let dists_url = format!("{mirror}/dists/{suite}");
     let inrelease_url = format!("{dists_url}/InRelease");
-    let bad_sig = |url: &str, reason: String| BootstrapError::BadSignature {
+    let bad_sig = |url: &str, source: verify::VerifyError| BootstrapError::BadSignature {
         url: url.to_string(),
         keyring: keyring_name.to_string(),
-        reason,
+        source,
     };
     let (text, url) = match fetcher.get_optional(&inrelease_url, MAX_RELEASE)? {
         Some(signed) => {
@@ -44,11 +51,9 @@ pub fn fetch(
         }
         None => {
             let url = format!("{dists_url}/Release");
-            let data = fetcher.get_optional(&url, MAX_RELEASE)?.ok_or_else(|| {
-                BootstrapError::NotFound {
-                    url: inrelease_url.clone(),
-                }
-            })?;
+            let data = fetcher
+                .get_optional(&url, MAX_RELEASE)?
+                .ok_or_else(|| super::not_found(&inrelease_url))?;
             let sig_url = format!("{url}.gpg");
             let sig = fetcher.get(&sig_url, 1 << 20)?;
             verify::detached(keyring, &data, &sig).map_err(|r| bad_sig(&sig_url, r))?;
@@ -59,7 +64,57 @@ pub fn fetch(
         url: url.clone(),
         reason: "not UTF-8".into(),
     })?;
-    parse(&text, &url, dists_url, now())
+    let release = parse(&text, &url, dists_url, now())?;
+    // A validly signed Release of another suite (a mirror replaying bookworm's file for
+    // trixie, say) must not pass for the suite asked for: apt refuses it as well.
+    if release.codename != suite && release.suite != suite {
+        return Err(BootstrapError::WrongSuite {
+            url,
+            asked: suite.to_string(),
+            codename: release.codename,
+            suite: release.suite,
+        });
+    }
+    Ok(release)
+}
+
+/// Refuses a Release older than the one last verified for the same mirror and suite (a
+/// mirror replaying an old, validly signed file to hold back security updates), and records
+/// this one's date under `cache_dir`.
+pub fn check_not_rolled_back(
+    cache_dir: &Path,
+    mirror: &str,
+    suite: &str,
+    release: &Release,
+) -> Result<()> {
+    use sha2::Digest;
+    let dir = cache_dir.join("bootstrap/release-dates");
+    let key = hex::encode(sha2::Sha256::digest(format!("{mirror} {suite}")));
+    let record = dir.join(key);
+    // The record: the Unix time, the date as written, and what it is for.
+    let last = std::fs::read_to_string(&record).ok().and_then(|text| {
+        let mut fields = text.splitn(2, ' ');
+        let secs: i64 = fields.next()?.trim().parse().ok()?;
+        Some((secs, fields.next()?.lines().next()?.to_string()))
+    });
+    if let Some((secs, text)) = last {
+        if release.date < secs {
+            return Err(BootstrapError::RolledBack {
+                url: format!("{}/InRelease", release.dists_url),
+                date: release.date_text.clone(),
+                last: text,
+                record,
+            });
+        }
+        if release.date == secs {
+            return Ok(());
+        }
+    }
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let tmp = record.with_extension("tmp");
+    let body = format!("{} {}\n{mirror} {suite}\n", release.date, release.date_text);
+    std::fs::write(&tmp, body).map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, &record).map_err(io_err(&record))
 }
 
 fn now() -> i64 {
@@ -95,6 +150,12 @@ pub fn parse(text: &str, url: &str, dists_url: String, now: i64) -> Result<Relea
             });
         }
     }
+    let date_text = single("Date");
+    let date = if date_text.is_empty() {
+        0
+    } else {
+        parse_date(&date_text).ok_or_else(|| bad(format!("bad Date {date_text:?}")))?
+    };
     let mut files = HashMap::new();
     let lines = stanza
         .get("SHA256")
@@ -116,6 +177,9 @@ pub fn parse(text: &str, url: &str, dists_url: String, now: i64) -> Result<Relea
     Ok(Release {
         origin: single("Origin"),
         codename: single("Codename"),
+        suite: single("Suite"),
+        date,
+        date_text,
         by_hash: single("Acquire-By-Hash").eq_ignore_ascii_case("yes"),
         components: single("Components")
             .split_whitespace()

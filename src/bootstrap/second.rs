@@ -7,7 +7,7 @@
 //! the image (`install`, from a directory holding the package's control files, with dpkg's
 //! environment), then the files go in place — the first stage's for the required set, a
 //! parallel extraction for the base set, new conffiles as `NAME.dpkg-new` as dpkg leaves them —
-//! and [`register`] records each package as unpacked; the file triggers the new paths match and
+//! and [`dpkg_db`] records each package as unpacked; the file triggers the new paths match and
 //! the packages' `activate` directives are activated with `dpkg-trigger`. Configuring is dpkg's.
 //! Why not let dpkg unpack the real .debs, as debootstrap does: it decompresses every package a
 //! second time, replaces every file the first stage wrote with a new inode and forks three
@@ -19,51 +19,14 @@ use std::path::Path;
 
 use std::collections::HashMap;
 
-use super::install::{deb_of, extract_packages, FileLists, Plan};
-use super::register::{self, Control};
+use super::dpkg_db::{self, Control};
+use super::extract::{extract_packages, FileLists};
+use super::plan::{core_packages, deb_of, Plan};
 use super::resolve::resolve_deps;
-use super::suites::Variant;
 use super::{io_err, BootstrapError, Event, Options, Progress, Result};
 
-const LOG: &str = "/var/log/bootstrap.log";
-
-/// The packages the second stage installs by name must be in the set (`--exclude` can drop
-/// them); checked before anything is downloaded.
-pub fn check_core(
-    opts: &Options,
-    pkgs: &std::collections::HashMap<String, super::packages::Pkg>,
-) -> Result<()> {
-    let missing: Vec<&str> = core_packages(opts.variant)
-        .into_iter()
-        .filter(|p| !pkgs.contains_key(*p))
-        .collect();
-    if !missing.is_empty() {
-        return Err(stage_err(
-            "checking the core packages",
-            format!(
-                "{} not in the package set (left out with --exclude?)",
-                missing.join(" ")
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// debootstrap's core packages, installed one by one in this order before the rest.
-fn core_packages(variant: Variant) -> Vec<&'static str> {
-    let mut core = vec![
-        "base-passwd",
-        "base-files",
-        "dpkg",
-        "libc6",
-        "perl-base",
-        "mawk",
-    ];
-    if variant == Variant::Default {
-        core.push("debconf");
-    }
-    core
-}
+use super::paths::{self, ISCHROOT, LOG, POLICY_RC_D, SCRATCH, START_STOP_DAEMON};
+use super::stage_runner::Outcome;
 
 /// The second stage's state: the shell commands waiting to run inside the image and the file
 /// lists of the packages whose files are on disk.
@@ -89,7 +52,13 @@ impl Stage<'_> {
         }
         let script = std::mem::take(&mut self.script);
         let started = std::time::Instant::now();
-        let result = in_target(self.target, &self.opts.hostname, step, &script);
+        let result = in_target(
+            self.target,
+            &self.opts.hostname,
+            self.plan.epoch,
+            step,
+            &script,
+        );
         (self.progress)(Event::Note(format!(
             "  {step}: {:.1} s",
             started.elapsed().as_secs_f64()
@@ -108,30 +77,62 @@ impl Stage<'_> {
             .iter()
             .map(|n| Control::read(&deb_of(self.plan, n)))
             .collect::<Result<Vec<_>>>()?;
-        let ci = self.target.join("debootstrap/ci");
+        let ci = paths::rel(self.target, SCRATCH).join("ci");
+        let admin = paths::rel(self.target, paths::DPKG_ADMIN);
         let dpkg_version = self.plan.pkgs["dpkg"].version.clone();
-        for control in controls.iter().filter(|c| c.file("preinst").is_some()) {
-            // dpkg runs a new preinst from /var/lib/dpkg/tmp.ci, where it unpacked the control
-            // member: debconf reads the package's name from tmp.ci/control and its templates
-            // beside the script. Each package's member is staged and moved there in turn.
-            let dir = ci.join(&control.package);
-            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            for (name, mode, data) in control.control_member() {
-                let path = dir.join(name);
-                fs::write(&path, data).map_err(io_err(&path))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                    .map_err(io_err(&path))?;
+        for control in &controls {
+            // A package configured already (the core packages, unpacked again with the rest
+            // of the required set as debootstrap does) is dpkg's upgrade over itself: the old
+            // prerm and postrm run around the new preinst, all with `upgrade VERSION`.
+            let old = dpkg_db::installed_version(&admin, control)?;
+            let env = |script: &str| {
+                format!(
+                    "DPKG_MAINTSCRIPT_PACKAGE={package} DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 \
+                     DPKG_MAINTSCRIPT_ARCH={arch} DPKG_MAINTSCRIPT_NAME={script} \
+                     DPKG_RUNNING_VERSION={dpkg_version} DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT=",
+                    package = control.package,
+                    arch = control.architecture,
+                )
+            };
+            let old_script = |script: &str| {
+                let path = format!("/var/lib/dpkg/info/{}.{script}", control.info_name());
+                format!(
+                    "if [ -x {path} ]; then {} {path} upgrade {}; fi",
+                    env(script),
+                    shell_quote(&control.version)
+                )
+            };
+            if old.is_some() {
+                self.cmd(&old_script("prerm"));
             }
-            self.cmd(&format!(
-                "rm -rf /var/lib/dpkg/tmp.ci; mv /debootstrap/ci/{package} /var/lib/dpkg/tmp.ci\n\
-                 DPKG_MAINTSCRIPT_PACKAGE={package} DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 \
-                 DPKG_MAINTSCRIPT_ARCH={arch} DPKG_MAINTSCRIPT_NAME=preinst \
-                 DPKG_RUNNING_VERSION={dpkg_version} DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT= \
-                 /var/lib/dpkg/tmp.ci/preinst install\n\
-                 rm -rf /var/lib/dpkg/tmp.ci",
-                package = control.package,
-                arch = control.architecture,
-            ));
+            if control.file("preinst").is_some() {
+                // dpkg runs a new preinst from /var/lib/dpkg/tmp.ci, where it unpacked the
+                // control member: debconf reads the package's name from tmp.ci/control and
+                // its templates beside the script. Each package's member is staged and moved
+                // there in turn.
+                let dir = ci.join(&control.package);
+                fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                for (name, mode, data) in control.control_member() {
+                    let path = dir.join(name);
+                    fs::write(&path, data).map_err(io_err(&path))?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                        .map_err(io_err(&path))?;
+                }
+                let args = match &old {
+                    Some(version) => format!("upgrade {}", shell_quote(version)),
+                    None => "install".to_string(),
+                };
+                self.cmd(&format!(
+                    "rm -rf /var/lib/dpkg/tmp.ci; mv /debootstrap/ci/{package} /var/lib/dpkg/tmp.ci\n\
+                     {env} /var/lib/dpkg/tmp.ci/preinst {args}\n\
+                     rm -rf /var/lib/dpkg/tmp.ci",
+                    package = control.package,
+                    env = env("preinst"),
+                ));
+            }
+            if old.is_some() {
+                self.cmd(&old_script("postrm"));
+            }
         }
         self.flush(step)?;
         let _ = fs::remove_dir_all(&ci);
@@ -154,21 +155,31 @@ impl Stage<'_> {
                 ));
             }
         }
+        // dpkg's diversions apply to what it unpacks: a path another package diverted goes to
+        // the diverted name (noble's base-files diverts /bin to /bin.usr-is-merged, so a
+        // package shipping the directory entry ./bin creates that).
+        let diversions = dpkg_db::diversions(&paths::rel(self.target, paths::DPKG_ADMIN))?;
         let divert: HashMap<String, HashMap<Vec<u8>, Vec<u8>>> = names
             .iter()
             .zip(&controls)
             .filter(|(name, _)| extracted.contains(name))
             .map(|(name, control)| {
-                let map = control
-                    .conffiles()
-                    .into_iter()
-                    .map(|c| {
-                        let rel = c.trim_start_matches('/').as_bytes().to_vec();
-                        let mut new = rel.clone();
-                        new.extend_from_slice(b".dpkg-new");
-                        (rel, new)
+                let mut map: HashMap<Vec<u8>, Vec<u8>> = diversions
+                    .iter()
+                    .filter(|d| d.package != control.package)
+                    .map(|d| {
+                        (
+                            d.from.trim_start_matches('/').as_bytes().to_vec(),
+                            d.to.trim_start_matches('/').as_bytes().to_vec(),
+                        )
                     })
                     .collect();
+                map.extend(control.conffiles().into_iter().map(|c| {
+                    let rel = c.trim_start_matches('/').as_bytes().to_vec();
+                    let mut new = rel.clone();
+                    new.extend_from_slice(b".dpkg-new");
+                    (rel, new)
+                }));
                 (name.clone(), map)
             })
             .collect();
@@ -182,9 +193,8 @@ impl Stage<'_> {
             )));
             self.lists.extend(lists);
         }
-        let admin = self.target.join("var/lib/dpkg");
         for (name, control) in names.iter().zip(&controls) {
-            register::record(&admin, control, &self.lists[name])?;
+            dpkg_db::record(&admin, control, &self.lists[name])?;
             for (directive, trigger) in control.triggers() {
                 if directive.starts_with("activate") {
                     self.cmd(&format!(
@@ -201,7 +211,7 @@ impl Stage<'_> {
     /// interest path is that file or one of its directories. dpkg drops activations for
     /// packages not yet configured, as it would have.
     fn activate_file_triggers(&mut self, names: &[String]) -> Result<()> {
-        let file = self.target.join("var/lib/dpkg/triggers/File");
+        let file = paths::rel(self.target, paths::DPKG_TRIGGERS).join("File");
         let interests = fs::read_to_string(&file).unwrap_or_default();
         let mut active = std::collections::BTreeSet::new();
         for interest in interests.lines().filter_map(|l| l.split(' ').next()) {
@@ -250,12 +260,8 @@ pub fn run(
     stage.flush("checking the image runs")?;
 
     // debootstrap's x_feign_install dpkg: dpkg must look installed to install itself.
-    let dpkg_version = &plan.pkgs["dpkg"].version;
-    let status = target.join("var/lib/dpkg/status");
-    fs::write(&status, format!("Package: dpkg\nVersion: {dpkg_version}\nMaintainer: unknown\nStatus: install ok installed\n"))
-        .map_err(io_err(&status))?;
-    fs::create_dir_all(target.join("var/lib/dpkg/info")).map_err(io_err(target))?;
-    fs::write(target.join("var/lib/dpkg/info/dpkg.list"), "").map_err(io_err(target))?;
+    let admin = paths::rel(target, paths::DPKG_ADMIN);
+    dpkg_db::feign_installed(&admin, "dpkg", &plan.pkgs["dpkg"].version)?;
 
     // The core packages, each installed (unpacked and configured) on its own.
     let core = core_packages(opts.variant);
@@ -270,29 +276,24 @@ pub fn run(
             stage.cmd("[ -e /etc/localtime ] || ln -sf /usr/share/zoneinfo/UTC /etc/localtime");
         }
     }
-    // The rest of the required set; the core packages are installed already.
-    let rest: Vec<String> = plan
-        .set
-        .required
-        .iter()
-        .filter(|p| !core.contains(&p.as_str()))
-        .cloned()
-        .collect();
-    stage.unpack("unpacking the required packages", &rest)?;
+    // The whole required set, the core packages again with it: debootstrap's `dpkg --unpack`
+    // of every required package unpacks the core ones over themselves, so they are pending
+    // again and dpkg's --configure --pending defers everything that depends on them (libc6,
+    // perl-base ...) until they are configured once more. Without that the order differs and
+    // real maintainer scripts break (jammy's usrmerge ran before debianutils made /etc/shells).
+    stage.unpack("unpacking the required packages", &plan.set.required)?;
 
     block_services(target)?;
-    let cmethopt = target.join("var/lib/dpkg/cmethopt");
-    fs::write(&cmethopt, "apt apt\n").map_err(io_err(&cmethopt))?;
+    dpkg_db::set_access_method(&admin, "apt")?;
     stage.cmd("yes '' | dpkg --configure --pending --force-configure-any --force-depends");
     stage.flush("configuring the required packages")?;
 
     let mut all = plan.set.required.clone();
     all.extend(plan.set.base.iter().cloned());
-    let available = target.join("var/lib/dpkg/available");
-    fs::write(&available, plan.index.stanzas(&all)).map_err(io_err(&available))?;
+    dpkg_db::write_available(&admin, &plan.index.stanzas(&all))?;
     let selections: String = all.iter().map(|p| format!("{p} install\n")).collect();
-    let sel = target.join("debootstrap/selections");
-    fs::create_dir_all(target.join("debootstrap")).map_err(io_err(target))?;
+    let sel = paths::rel(target, SCRATCH).join("selections");
+    fs::create_dir_all(paths::rel(target, SCRATCH)).map_err(io_err(target))?;
     fs::write(&sel, selections).map_err(io_err(&sel))?;
     stage.cmd("dpkg --set-selections < /debootstrap/selections");
     stage.flush("setting selections")?;
@@ -303,7 +304,8 @@ pub fn run(
     loop {
         stage.cmd("dpkg --predep-package > /debootstrap/predep || :");
         stage.flush("asking dpkg for pre-dependencies")?;
-        let stanza = fs::read_to_string(target.join("debootstrap/predep")).unwrap_or_default();
+        let stanza =
+            fs::read_to_string(paths::rel(target, SCRATCH).join("predep")).unwrap_or_default();
         let Some(predep) = stanza
             .lines()
             .find_map(|l| l.strip_prefix("Package:"))
@@ -343,8 +345,9 @@ pub fn run(
     stage.flush("finishing")?;
     restore_services(target)?;
     if ischroot {
-        let path = target.join("usr/bin/ischroot");
-        fs::rename(target.join("usr/bin/ischroot.REAL"), &path).map_err(io_err(&path))?;
+        let path = paths::rel(target, ISCHROOT);
+        fs::rename(paths::rel(target, &format!("{ISCHROOT}.REAL")), &path)
+            .map_err(io_err(&path))?;
     }
     super::stage_runner::keep_run_and_tmp(target).map_err(io_err(target.join("run")))
 }
@@ -354,12 +357,18 @@ fn retry5(cmd: &str) -> String {
     format!("n=0; until yes '' | {cmd}; do n=$((n+1)); [ $n -lt 5 ] || exit 1; done\n")
 }
 
-fn block_services(target: &Path) -> Result<()> {
-    let policy = target.join("usr/sbin/policy-rc.d");
+/// Services must not start while packages are installed into the image (debootstrap's
+/// policy-rc.d and fake start-stop-daemon); also around the user's hooks.
+pub fn block_services(target: &Path) -> Result<()> {
+    let policy = paths::rel(target, POLICY_RC_D);
     fs::write(&policy, "#!/bin/sh\nexit 101\n").map_err(io_err(&policy))?;
     fs::set_permissions(&policy, fs::Permissions::from_mode(0o755)).map_err(io_err(&policy))?;
-    let ssd = target.join("sbin/start-stop-daemon");
-    fs::rename(&ssd, target.join("sbin/start-stop-daemon.REAL")).map_err(io_err(&ssd))?;
+    let ssd = paths::rel(target, START_STOP_DAEMON);
+    fs::rename(
+        &ssd,
+        paths::rel(target, &format!("{START_STOP_DAEMON}.REAL")),
+    )
+    .map_err(io_err(&ssd))?;
     fs::write(
         &ssd,
         "#!/bin/sh\necho\necho \"Warning: Fake start-stop-daemon called, doing nothing\"\n",
@@ -375,20 +384,24 @@ fn block_services(target: &Path) -> Result<()> {
 /// second stage `ischroot` answers yes, as in debootstrap's chroot; the real one is put back
 /// after. Returns whether the image has one.
 fn fake_ischroot(target: &Path) -> Result<bool> {
-    let path = target.join("usr/bin/ischroot");
+    let path = paths::rel(target, ISCHROOT);
     if fs::symlink_metadata(&path).is_err() {
         return Ok(false);
     }
-    fs::rename(&path, target.join("usr/bin/ischroot.REAL")).map_err(io_err(&path))?;
+    fs::rename(&path, paths::rel(target, &format!("{ISCHROOT}.REAL"))).map_err(io_err(&path))?;
     fs::write(&path, "#!/bin/sh\nexit 0\n").map_err(io_err(&path))?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io_err(&path))?;
     Ok(true)
 }
 
-fn restore_services(target: &Path) -> Result<()> {
-    let ssd = target.join("sbin/start-stop-daemon");
-    fs::rename(target.join("sbin/start-stop-daemon.REAL"), &ssd).map_err(io_err(&ssd))?;
-    let policy = target.join("usr/sbin/policy-rc.d");
+pub fn restore_services(target: &Path) -> Result<()> {
+    let ssd = paths::rel(target, START_STOP_DAEMON);
+    fs::rename(
+        paths::rel(target, &format!("{START_STOP_DAEMON}.REAL")),
+        &ssd,
+    )
+    .map_err(io_err(&ssd))?;
+    let policy = paths::rel(target, POLICY_RC_D);
     fs::remove_file(&policy).map_err(io_err(&policy))
 }
 
@@ -396,37 +409,61 @@ fn stage_err(step: &str, reason: String) -> BootstrapError {
     BootstrapError::Stage {
         step: step.to_string(),
         reason,
-        log: LOG.to_string(),
     }
 }
 
 /// Runs `script` with /bin/sh inside the image, its output appended to the image's
 /// bootstrap log, with debootstrap's environment.
-fn in_target(target: &Path, hostname: &str, step: &str, script: &str) -> Result<()> {
+fn in_target(
+    target: &Path,
+    hostname: &str,
+    epoch: Option<i64>,
+    step: &str,
+    script: &str,
+) -> Result<()> {
+    // Maintainer scripts that stamp dates (shadow's last password change, ...) honour it;
+    // Python's byte-compiled files keep sets in hash order, fixed by a fixed seed.
+    let epoch = epoch.map_or(String::new(), |e| {
+        format!(" SOURCE_DATE_EPOCH={e} PYTHONHASHSEED=0")
+    });
     let full = format!(
         "set -e\nexec >>{LOG} 2>&1 </dev/null\n\
          export DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true \
-         PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8\n\
+         PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C{epoch}\n\
+         unset LC_ALL LANGUAGE\n\
          dpkg() {{ command dpkg --force-unsafe-io \"$@\"; }}\n\
          echo '+ {step}'\n{script}\n"
     );
-    super::stage_runner::run_script(target, hostname, &full).map_err(|reason| {
-        // The image is thrown away on failure, so the log's last words go into the error.
-        let log =
-            std::fs::read_to_string(target.join(LOG.trim_start_matches('/'))).unwrap_or_default();
-        let last = log
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
-        stage_err(
-            step,
-            if last.is_empty() {
-                reason
-            } else {
-                format!("{reason}; {LOG} ends with: {last}")
-            },
-        )
-    })
+    let failure =
+        super::stage_runner::run_script(target, hostname, &[], &full).map_err(|source| {
+            BootstrapError::Runner {
+                step: step.to_string(),
+                source,
+            }
+        })?;
+    let reason = match failure {
+        Outcome::Succeeded => return Ok(()),
+        Outcome::Interrupted => {
+            return Err(BootstrapError::Interrupted {
+                step: step.to_string(),
+            })
+        }
+        Outcome::Failed(reason) => reason,
+    };
+    // The image is thrown away on failure, so the log's last words go into the error.
+    let log = std::fs::read_to_string(target.join(LOG.trim_start_matches('/'))).unwrap_or_default();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    Err(stage_err(
+        step,
+        if last.is_empty() {
+            reason
+        } else {
+            format!("{reason}; the image's {LOG} ends with: {last}")
+        },
+    ))
 }

@@ -7,9 +7,10 @@
 
 use std::path::Path;
 
-use crate::runner::{self, Bind, Console, RunSpec};
+use crate::runner::{self, Bind, Console, RunSpec, RunnerError};
 
-/// Where /run and /tmp live during the second stage, under the image.
+/// Where /run and /tmp live during the second stage, under the image (in the bootstrap's
+/// scratch area, [`super::paths::SCRATCH`]).
 const SCRATCH: &str = "debootstrap/stage";
 
 /// Creates the stand-ins for /run and /tmp with the image's modes.
@@ -22,9 +23,13 @@ pub fn prepare_run_and_tmp(root: &Path) -> std::io::Result<()> {
             .map(|m| m.permissions().mode())
             .unwrap_or(0o755);
         std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(mode))?;
+        std::fs::write(stand_in.join(MARK), "")?;
     }
     Ok(())
 }
+
+/// A file in each stand-in: seen in /run inside, it says the bind is in effect.
+const MARK: &str = ".rmach-stand-in";
 
 /// Moves what the second stage left in /run and /tmp into the image's own directories.
 pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
@@ -32,6 +37,9 @@ pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
         let stand_in = root.join(SCRATCH).join(dir);
         for entry in std::fs::read_dir(&stand_in)? {
             let entry = entry?;
+            if entry.file_name() == MARK {
+                continue;
+            }
             let dst = root.join(dir).join(entry.file_name());
             if std::fs::symlink_metadata(&dst).is_err() {
                 std::fs::rename(entry.path(), dst)?;
@@ -41,11 +49,41 @@ pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(root.join(SCRATCH))
 }
 
-pub fn run_script(root: &Path, hostname: &str, script: &str) -> Result<(), String> {
-    let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script.into()]);
-    spec.name = format!("rmach-bootstrap-{}", std::process::id());
+/// How a script ended.
+pub enum Outcome {
+    Succeeded,
+    /// It failed: how (exit status or signal) and the last line of its error output.
+    Failed(String),
+    /// It was stopped by SIGINT (Ctrl-C passed on by the runner).
+    Interrupted,
+}
+
+/// Runs `script` with /bin/sh inside the image at `root`, with `env` added; Err when the
+/// runner could not run it at all.
+pub fn run_script(
+    root: &Path,
+    hostname: &str,
+    env: &[(String, String)],
+    script: &str,
+) -> Result<Outcome, RunnerError> {
+    // Where the runner mounts its own tmpfs over /run and /tmp after the binds, the stand-ins'
+    // contents are copied in before the script and back after it (its own /run/host aside).
+    let script = format!(
+        "if [ ! -e /run/{MARK} ]; then\n\
+         for d in run tmp; do cp -a /{SCRATCH}/$d/. /$d/; rm -f /$d/{MARK}; done\n\
+         trap 'for d in run tmp; do find /{SCRATCH}/$d -mindepth 1 ! -name {MARK} -delete; \
+         for f in /$d/* /$d/.[!.]* /$d/..?*; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; \
+         [ \"$f\" = /run/host ] && continue; cp -a \"$f\" /{SCRATCH}/$d/; done; done' EXIT\n\
+         fi\n{script}"
+    );
+    let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script]);
+    // A name of its own for every script: the cgroup of the one before may still be going.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    spec.name = format!("rmach-bootstrap-{}-{run}", std::process::id());
     spec.hostname = Some(hostname.to_string());
     spec.console = Console::Capture;
+    spec.env.extend(env.iter().cloned());
     for dir in ["run", "tmp"] {
         spec.binds.push(Bind {
             source: root.join(SCRATCH).join(dir),
@@ -53,9 +91,21 @@ pub fn run_script(root: &Path, hostname: &str, script: &str) -> Result<(), Strin
             read_only: false,
         });
     }
-    let out = runner::output(&spec).map_err(|e| e.to_string())?;
+    // When the runner cannot set the machine up (its cgroup vanished under a concurrent
+    // cleanup, say) the script has not started: trying once more is safe.
+    let out = match runner::output(&spec) {
+        Ok(out) => out,
+        Err(_) => {
+            spec.name = format!("{}-again", spec.name);
+            runner::output(&spec)?
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
     if out.status.success() {
-        return Ok(());
+        return Ok(Outcome::Succeeded);
+    }
+    if out.status.signal() == Some(2) {
+        return Ok(Outcome::Interrupted);
     }
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err
@@ -65,17 +115,15 @@ pub fn run_script(root: &Path, hostname: &str, script: &str) -> Result<(), Strin
         .unwrap_or("")
         .trim()
         .to_string();
-    use std::os::unix::process::ExitStatusExt;
     let status = match (out.status.code(), out.status.signal()) {
         (Some(code), _) => format!("exit status {code}"),
-        (None, Some(2)) => "interrupted (SIGINT)".to_string(),
         (None, Some(15)) => "terminated (SIGTERM)".to_string(),
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => "failed".to_string(),
     };
-    Err(if last.is_empty() {
+    Ok(Outcome::Failed(if last.is_empty() {
         status
     } else {
         format!("{status}: {last}")
-    })
+    }))
 }

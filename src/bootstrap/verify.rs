@@ -13,16 +13,20 @@ use openpgp::policy::StandardPolicy;
 use openpgp::KeyHandle;
 use sequoia_openpgp as openpgp;
 
+/// Why a keyring could not be read or a signature did not verify: sequoia's own error, kept as
+/// the cause.
+pub type VerifyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Certificates read from a keyring file (binary or armored, one or many).
 pub struct Keyring {
     certs: Vec<Cert>,
 }
 
 impl Keyring {
-    pub fn from_bytes(bytes: &[u8]) -> Result<Keyring, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Keyring, VerifyError> {
         let mut certs = Vec::new();
-        for cert in CertParser::from_bytes(bytes).map_err(|e| e.to_string())? {
-            certs.push(cert.map_err(|e| e.to_string())?);
+        for cert in CertParser::from_bytes(bytes)? {
+            certs.push(cert?);
         }
         if certs.is_empty() {
             return Err("holds no OpenPGP certificate".into());
@@ -60,14 +64,12 @@ impl VerificationHelper for Helper<'_> {
 }
 
 /// Verifies an InRelease file (a cleartext-signed message) and returns the signed text.
-pub fn inline(keyring: &Keyring, signed: &[u8]) -> Result<Vec<u8>, String> {
+pub fn inline(keyring: &Keyring, signed: &[u8]) -> Result<Vec<u8>, VerifyError> {
     let policy = StandardPolicy::new();
-    let mut verifier = VerifierBuilder::from_bytes(signed)
-        .map_err(|e| e.to_string())?
-        .with_policy(&policy, None, Helper { keyring })
-        .map_err(|e| e.to_string())?;
+    let mut verifier =
+        VerifierBuilder::from_bytes(signed)?.with_policy(&policy, None, Helper { keyring })?;
     let mut text = Vec::new();
-    verifier.read_to_end(&mut text).map_err(|e| e.to_string())?;
+    verifier.read_to_end(&mut text)?;
     if !verifier.message_processed() {
         return Err("signature not fully processed".into());
     }
@@ -75,11 +77,12 @@ pub fn inline(keyring: &Keyring, signed: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Verifies a Release file against its detached Release.gpg.
-pub fn detached(keyring: &Keyring, data: &[u8], signature: &[u8]) -> Result<(), String> {
+pub fn detached(keyring: &Keyring, data: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
     let policy = StandardPolicy::new();
-    let mut verifier = DetachedVerifierBuilder::from_bytes(signature)
-        .map_err(|e| e.to_string())?
-        .with_policy(&policy, None, Helper { keyring })
-        .map_err(|e| e.to_string())?;
-    verifier.verify_bytes(data).map_err(|e| e.to_string())
+    let mut verifier = DetachedVerifierBuilder::from_bytes(signature)?.with_policy(
+        &policy,
+        None,
+        Helper { keyring },
+    )?;
+    Ok(verifier.verify_bytes(data)?)
 }

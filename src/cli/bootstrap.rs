@@ -9,6 +9,7 @@ use indicatif::ProgressBar;
 
 use crate::bootstrap::{
     bootstrap as rmach_bootstrap, select_mirror, suites, BootstrapError, Distro, Event, Options,
+    Reproducible,
 };
 use crate::store::ImageName;
 
@@ -51,6 +52,31 @@ pub struct BootstrapArgs {
     /// Replace an existing image of that name
     #[arg(long)]
     pub force: bool,
+    /// Run CMD with /bin/sh inside the finished image before it is committed (repeatable, in
+    /// order); a failing hook means no image
+    #[arg(long = "hook", value_name = "CMD")]
+    pub hooks: Vec<String>,
+    /// Set root's password from the first line of FILE (a crypt(3) hash starting with `$` is
+    /// used as it is)
+    #[arg(long, value_name = "FILE")]
+    pub root_password_file: Option<PathBuf>,
+    /// The image's host name (default: the image name)
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// The image's LANG, e.g. C.UTF-8 or de_DE.UTF-8 (needs --include locales)
+    #[arg(long)]
+    pub locale: Option<String>,
+    /// The image's time zone, e.g. Europe/Berlin
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Build a reproducible image: as if SOURCE_DATE_EPOCH were set to the Release file's date
+    /// (SOURCE_DATE_EPOCH, when set, is used instead)
+    #[arg(long)]
+    pub reproducible: bool,
+    /// On failure, keep the unfinished tree in the store as the hidden image .NAME.failed
+    /// (shown by `list --all`, removed by `clean --all`)
+    #[arg(long)]
+    pub keep_failed: bool,
     #[command(flatten)]
     pub disk: super::raw::DiskArgs,
 }
@@ -79,6 +105,24 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         Path::new("/etc/apt"),
     )?;
     ctx.out.verbose(&format!("mirror {mirror} ({source:?})"));
+    // Everything the user gave is checked before anything is created.
+    let hostname = match &args.hostname {
+        Some(h) => ImageName::parse(h)
+            .map_err(|_| anyhow::anyhow!("--hostname {h:?}: not a valid host name (letters, digits, '-' and '.', 1-64 characters)"))?
+            .to_string(),
+        None => name.to_string(),
+    };
+    let root_password = match &args.root_password_file {
+        Some(path) => Some(read_password(path)?),
+        None => None,
+    };
+    let reproducible = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Reproducible::At(v.trim().parse::<i64>().map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?}: not a number of seconds since 1970")
+        })?),
+        _ if args.reproducible => Reproducible::ReleaseDate,
+        _ => Reproducible::No,
+    };
     let opts = Options {
         suite: args.suite.clone(),
         mirror,
@@ -93,8 +137,15 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         exclude: args.exclude.clone(),
         keyring: args.keyring.clone(),
         cache_dir: ctx.global.cache_dir.clone(),
-        hostname: name.to_string(),
+        hostname,
         jobs: 8,
+        settings: crate::bootstrap::Settings {
+            root_password,
+            locale: args.locale.clone(),
+            timezone: args.timezone.clone(),
+            hooks: args.hooks.clone(),
+        },
+        reproducible,
     };
     let store = ctx.store()?;
     let staging = super::raw::TreeTarget::create(
@@ -132,8 +183,22 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         }
         Event::Note(note) => ctx.out.verbose(&note),
     };
-    let report = rmach_bootstrap(&opts, staging.tree(), &progress)
-        .with_context(|| format!("cannot bootstrap {} as {name}", args.suite))?;
+    let report = match rmach_bootstrap(&opts, staging.tree(), &progress) {
+        Ok(report) => report,
+        Err(err) => {
+            let interrupted = matches!(err, BootstrapError::Interrupted { .. });
+            let kept = keep_failed(ctx, &args, &name, staging.tree());
+            let err = anyhow::Error::new(err)
+                .context(format!("cannot bootstrap {} as {name}{kept}", args.suite));
+            if interrupted {
+                // Ctrl-C: 128 + SIGINT, as every verb exits when interrupted.
+                drop(staging);
+                ctx.out.error(&err);
+                return Ok(130);
+            }
+            return Err(err);
+        }
+    };
     if let Ok(mut b) = bar.lock() {
         if let Some(b) = b.take() {
             b.finish_and_clear();
@@ -147,6 +212,55 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         report.packages.len()
     ));
     Ok(0)
+}
+
+/// The first line of a root password file; refused when unreadable, empty or not text.
+fn read_password(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read(path)
+        .with_context(|| format!("--root-password-file {}: cannot read it", path.display()))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| anyhow::anyhow!("--root-password-file {}: not UTF-8 text", path.display()))?;
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() || line.contains(':') {
+        anyhow::bail!(
+            "--root-password-file {}: the first line must hold the password (not empty, no ':')",
+            path.display()
+        );
+    }
+    Ok(line.to_string())
+}
+
+/// What a failed bootstrap leaves for a post-mortem: the image's bootstrap log copied to the
+/// state directory, and with `--keep-failed` the whole tree as a hidden image. Returns the
+/// words naming them for the error message (empty when there is nothing).
+fn keep_failed(ctx: &Context, args: &BootstrapArgs, name: &ImageName, tree: &Path) -> String {
+    let mut kept = Vec::new();
+    let log = tree.join(crate::bootstrap::paths::LOG.trim_start_matches('/'));
+    if log.exists() {
+        let copy = ctx.global.state_dir.join(format!("bootstrap-{name}.log"));
+        let copied =
+            std::fs::create_dir_all(&ctx.global.state_dir).and_then(|_| std::fs::copy(&log, &copy));
+        if copied.is_ok() {
+            kept.push(format!("its log is {}", copy.display()));
+        }
+    }
+    if args.keep_failed {
+        let failed = tree.with_file_name(format!(".{name}.failed"));
+        if failed.exists() {
+            let _ = std::fs::remove_dir_all(&failed);
+        }
+        if std::fs::rename(tree, &failed).is_ok() {
+            kept.push(format!(
+                "the unfinished tree is kept in {}",
+                failed.display()
+            ));
+        }
+    }
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", kept.join("; "))
+    }
 }
 
 /// The Debian name of the architecture rmach was built for.

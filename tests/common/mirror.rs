@@ -46,6 +46,21 @@ pub struct Mirror {
     pub keyring: PathBuf,
     pub other_keyring: PathBuf,
     pub suite: String,
+    /// The Release text as signed, and the key that signed it.
+    pub release: String,
+    cert: Cert,
+}
+
+impl Mirror {
+    /// Signs `edit`'s version of the Release text with the mirror's key and serves it in
+    /// place of the current one (an attacker holding a validly signed file, or the archive
+    /// moving on).
+    pub fn resign(&self, edit: impl Fn(&str) -> String) {
+        let release = edit(&self.release);
+        let dists = self.root.join("dists").join(&self.suite);
+        std::fs::write(dists.join("Release"), &release).unwrap();
+        std::fs::write(dists.join("InRelease"), clearsign(&self.cert, &release)).unwrap();
+    }
 }
 
 pub struct Spec<'a> {
@@ -178,6 +193,8 @@ pub fn build(dir: &Path, spec: Spec<'_>) -> Mirror {
         keyring,
         other_keyring,
         suite: spec.suite.into(),
+        release,
+        cert,
     }
 }
 

@@ -1,4 +1,6 @@
-//! What `dpkg --unpack` records for a package that is not installed yet, written in-process:
+//! Every write rmach makes to dpkg's database itself (the rest is dpkg's own, run inside the
+//! image): the empty database of the first stage, debootstrap's feigned dpkg, the access
+//! method, the available file, and above all what `dpkg --unpack` records, written in-process:
 //! the control files in `/var/lib/dpkg/info`, the file list, the status stanza (`install ok
 //! unpacked`, new conffiles), and the trigger interests of the package's `triggers` file. Its
 //! preinst is run by the second stage before this (see `second.rs`), and configuring stays
@@ -22,6 +24,7 @@ use super::{deb, io_err, BootstrapError, Result};
 /// md5sums, triggers, templates ...) with its mode.
 pub struct Control {
     pub package: String,
+    pub version: String,
     pub architecture: String,
     multi_arch_same: bool,
     stanza: String,
@@ -36,27 +39,30 @@ impl Control {
             path: deb_path.into(),
             reason,
         };
+        let read_err = |source| BootstrapError::DebRead {
+            path: deb_path.into(),
+            source,
+        };
         let mut archive = tar::Archive::new(deb::control_tar(deb_path)?);
         let mut files = BTreeMap::new();
         let mut stanza = None;
         let mut control_file = (0o644, Vec::new());
-        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        for entry in archive.entries().map_err(read_err)? {
+            let mut entry = entry.map_err(read_err)?;
             if !entry.header().entry_type().is_file() {
                 continue;
             }
-            let path = entry.path().map_err(|e| bad(e.to_string()))?;
+            let path = entry.path().map_err(read_err)?;
             let name = path.to_string_lossy().trim_start_matches("./").to_string();
             if name.is_empty() || name.contains('/') {
                 return Err(bad(format!("control member {name:?} is not a plain name")));
             }
-            let mode = entry.header().mode().map_err(|e| bad(e.to_string()))? & 0o7777;
+            let mode = entry.header().mode().map_err(read_err)? & 0o7777;
             let mut data = Vec::new();
-            entry
-                .read_to_end(&mut data)
-                .map_err(|e| bad(e.to_string()))?;
+            entry.read_to_end(&mut data).map_err(read_err)?;
             if name == "control" {
-                let text = String::from_utf8(data.clone()).map_err(|e| bad(e.to_string()))?;
+                let text = String::from_utf8(data.clone())
+                    .map_err(|_| bad("the control file is not UTF-8".into()))?;
                 stanza = Some(text.trim_end().to_string());
                 control_file = (mode, data);
             } else {
@@ -76,6 +82,7 @@ impl Control {
             return Err(bad("the control file names no package".into()));
         }
         Ok(Control {
+            version: field("Version"),
             architecture: field("Architecture"),
             multi_arch_same: field("Multi-Arch") == "same",
             package,
@@ -115,12 +122,23 @@ impl Control {
 
     /// Conffile paths (absolute); `remove-on-upgrade` ones are not shipped and left out.
     pub fn conffiles(&self) -> Vec<String> {
+        self.conffile_entries()
+            .into_iter()
+            .filter(|(_, remove_on_upgrade)| !remove_on_upgrade)
+            .map(|(path, _)| path)
+            .collect()
+    }
+
+    /// Every entry of the conffiles file in its order, with whether it is `remove-on-upgrade`
+    /// (dpkg lists those in the status too).
+    fn conffile_entries(&self) -> Vec<(String, bool)> {
         let text = String::from_utf8_lossy(self.file("conffiles").unwrap_or_default());
         text.lines()
-            .filter(|l| !l.trim_start().starts_with("remove-on-upgrade"))
-            .filter_map(|l| l.split_whitespace().next_back())
-            .filter(|p| p.starts_with('/'))
-            .map(String::from)
+            .filter_map(|l| {
+                let path = l.split_whitespace().next_back()?;
+                let flag = l.trim_start().starts_with("remove-on-upgrade");
+                path.starts_with('/').then(|| (path.to_string(), flag))
+            })
             .collect()
     }
 
@@ -137,6 +155,70 @@ impl Control {
     }
 }
 
+/// One entry of dpkg's diversions file.
+pub struct Diversion {
+    pub from: String,
+    pub to: String,
+    /// The diverting package (`:` for a local diversion).
+    pub package: String,
+}
+
+/// dpkg's diversions (`diversions`: three lines per entry), none when the file is absent.
+pub fn diversions(admin: &Path) -> Result<Vec<Diversion>> {
+    let path = admin.join("diversions");
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(BootstrapError::Io { path, source }),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    Ok(lines
+        .chunks_exact(3)
+        .map(|c| Diversion {
+            from: c[0].to_string(),
+            to: c[1].to_string(),
+            package: c[2].to_string(),
+        })
+        .collect())
+}
+
+/// The empty database debootstrap's first stage leaves: `status` and `available`.
+pub fn create_empty(admin: &Path) -> Result<()> {
+    fs::create_dir_all(admin).map_err(io_err(admin))?;
+    for name in ["status", "available"] {
+        let path = admin.join(name);
+        fs::write(&path, "").map_err(io_err(&path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
+/// debootstrap's `x_feign_install`: `package` looks installed (dpkg must, to install itself).
+pub fn feign_installed(admin: &Path, package: &str, version: &str) -> Result<()> {
+    let status = admin.join("status");
+    fs::write(
+        &status,
+        format!("Package: {package}\nVersion: {version}\nMaintainer: unknown\nStatus: install ok installed\n"),
+    )
+    .map_err(io_err(&status))?;
+    let info = admin.join("info");
+    fs::create_dir_all(&info).map_err(io_err(&info))?;
+    let list = info.join(format!("{package}.list"));
+    fs::write(&list, "").map_err(io_err(&list))
+}
+
+/// dselect's access method (`cmethopt`), as debootstrap's `setup_dselect_method` sets it.
+pub fn set_access_method(admin: &Path, method: &str) -> Result<()> {
+    let path = admin.join("cmethopt");
+    fs::write(&path, format!("{method} {method}\n")).map_err(io_err(&path))
+}
+
+/// The available file: the stanzas of the whole set, in the plan's order.
+pub fn write_available(admin: &Path, stanzas: &str) -> Result<()> {
+    let path = admin.join("available");
+    fs::write(&path, stanzas).map_err(io_err(&path))
+}
+
 /// Records `control` as unpacked in the dpkg database under `admin` (the image's
 /// `/var/lib/dpkg`), with `paths` (relative, in archive order) as its file list.
 pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> {
@@ -148,7 +230,6 @@ pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> 
         return Err(BootstrapError::Stage {
             step: format!("recording {}", control.package),
             reason: "dpkg's journal in /var/lib/dpkg/updates is not empty".into(),
-            log: "/var/log/bootstrap.log".into(),
         });
     }
     let info = admin.join("info");
@@ -174,19 +255,47 @@ pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> 
     // dpkg writes it, since dpkg keeps it as status-old at its next checkpoint.
     let status_path = admin.join("status");
     let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
-    let mut stanzas: Vec<Vec<(String, String)>> = status
+    let (previous, mut stanzas): (Vec<_>, Vec<_>) = status
         .split("\n\n")
         .map(parse_stanza)
         .filter(|f| !f.is_empty())
-        .filter(|f| field(f, "Package") != Some(control.package.as_str()))
-        .collect();
+        .partition(|f| is_stanza_of(f, control));
     let mut new = parse_stanza(&control.stanza);
     new.push(("Status".into(), "install ok unpacked".into()));
-    let conffiles = control.conffiles();
+    // Unpacked over a configured version (debootstrap unpacks the core packages again with
+    // the rest of the required set): dpkg keeps that version as Config-Version, for the
+    // postinst's `configure VERSION`, and the checksums it knew for the conffiles.
+    let previous = previous
+        .into_iter()
+        .next()
+        .filter(|f| field(f, "Status") == Some("install ok installed"));
+    let mut known = BTreeMap::new();
+    if let Some(old) = &previous {
+        if let Some(version) = field(old, "Version") {
+            new.push(("Config-Version".into(), version.to_string()));
+        }
+        for line in field(old, "Conffiles").unwrap_or("").lines() {
+            let mut words = line.split_whitespace();
+            if let (Some(path), Some(sum)) = (words.next(), words.next()) {
+                known.insert(path.to_string(), sum.to_string());
+            }
+        }
+    }
+    // In the conffiles file's order; `remove-on-upgrade` ones stay `newconffile` with that
+    // flag, as dpkg keeps them.
+    let conffiles = control.conffile_entries();
     if !conffiles.is_empty() {
         let lines: String = conffiles
             .iter()
-            .map(|c| format!("\n {c} newconffile"))
+            .map(|(c, remove_on_upgrade)| {
+                let sum = known.get(c).map_or("newconffile", String::as_str);
+                let flag = if *remove_on_upgrade {
+                    " remove-on-upgrade"
+                } else {
+                    ""
+                };
+                format!("\n {c} {sum}{flag}")
+            })
             .collect();
         new.push(("Conffiles".into(), lines));
     }
@@ -203,16 +312,11 @@ pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> 
             "interest-noawait" => "/noawait",
             _ => continue,
         };
+        // dpkg names a Multi-Arch: same package with its architecture here too.
         let (file, line) = if trigger.starts_with('/') {
-            (
-                triggers.join("File"),
-                format!("{trigger} {}{suffix}", control.package),
-            )
+            (triggers.join("File"), format!("{trigger} {name}{suffix}"))
         } else {
-            (
-                triggers.join(&trigger),
-                format!("{}{suffix}", control.package),
-            )
+            (triggers.join(&trigger), format!("{name}{suffix}"))
         };
         let mut text = fs::read_to_string(&file).unwrap_or_default();
         if !text.lines().any(|l| l == line) {
@@ -222,6 +326,28 @@ pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Whether `fields` is the status stanza of the package `control` describes (for Multi-Arch:
+/// same, of its architecture).
+fn is_stanza_of(fields: &[(String, String)], control: &Control) -> bool {
+    field(fields, "Package") == Some(control.package.as_str())
+        && (!control.multi_arch_same
+            || field(fields, "Architecture") == Some(control.architecture.as_str()))
+}
+
+/// The version of `package` (for Multi-Arch: same, of `arch`) that dpkg's database under
+/// `admin` has configured (`install ok installed`), if any: unpacking it again is then dpkg's
+/// upgrade over that version.
+pub fn installed_version(admin: &Path, control: &Control) -> Result<Option<String>> {
+    let status_path = admin.join("status");
+    let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
+    Ok(status
+        .split("\n\n")
+        .map(parse_stanza)
+        .find(|f| is_stanza_of(f, control))
+        .filter(|f| field(f, "Status") == Some("install ok installed"))
+        .and_then(|f| field(&f, "Version").map(String::from)))
 }
 
 /// A deb822 stanza as (field, value) pairs; a value keeps its continuation lines ("\n ...")

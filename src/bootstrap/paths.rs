@@ -1,0 +1,37 @@
+//! Paths inside the image that the bootstrap reads or writes, named once. Absolute ones are
+//! as the image sees them (for scripts run inside); the `rel` helper turns one into a path
+//! under the target directory.
+
+use std::path::{Path, PathBuf};
+
+/// The second stage's log, kept in the image as debootstrap keeps its own.
+pub const LOG: &str = "/var/log/bootstrap.log";
+/// dpkg's administrative directory.
+pub const DPKG_ADMIN: &str = "/var/lib/dpkg";
+/// dpkg's status file.
+pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+/// dpkg's available file.
+pub const DPKG_AVAILABLE: &str = "/var/lib/dpkg/available";
+/// dpkg's per-package control files.
+pub const DPKG_INFO: &str = "/var/lib/dpkg/info";
+/// dpkg's trigger interests.
+pub const DPKG_TRIGGERS: &str = "/var/lib/dpkg/triggers";
+/// The bootstrap's scratch area in the image (debootstrap's own name), removed at the end.
+pub const SCRATCH: &str = "/debootstrap";
+/// Where preinsts find their package's control member, as dpkg unpacks it.
+pub const DPKG_TMP_CI: &str = "/var/lib/dpkg/tmp.ci";
+/// The invoke-rc.d policy that keeps services from starting during the second stage.
+pub const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+/// start-stop-daemon, replaced by a stub during the second stage.
+pub const START_STOP_DAEMON: &str = "/sbin/start-stop-daemon";
+/// ischroot, answering yes during the second stage.
+pub const ISCHROOT: &str = "/usr/bin/ischroot";
+/// The machine id, left empty for first boot.
+pub const MACHINE_ID: &str = "/etc/machine-id";
+/// The host name.
+pub const HOSTNAME: &str = "/etc/hostname";
+
+/// `inside` (an absolute path in the image) under `target`.
+pub fn rel(target: &Path, inside: &str) -> PathBuf {
+    target.join(inside.trim_start_matches('/'))
+}
