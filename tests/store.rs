@@ -273,6 +273,9 @@ fn raw_images_are_listed_flagged_cloned_renamed_and_removed() {
         std::fs::metadata(&raw).unwrap().permissions().mode() & 0o222,
         0
     );
+    // Onto itself: a usage error naming the mistake, not a lock held by rmach itself.
+    let err = env.fails(&["clone", "disk", "disk"], 2);
+    assert!(err.contains("onto itself"), "{err}");
     env.ok(&["clone", "disk", "disk2"]);
     let copy = env.store.join("disk2.raw");
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&raw).unwrap());

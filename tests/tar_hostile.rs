@@ -318,6 +318,9 @@ fn broken_inputs_fail_cleanly() {
     let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
     assert!(refused(&env, &garbage, &[]).contains("not a tar archive"));
     assert!(refused(&env, b"", &[]).contains("empty"));
+    // A short text file is not a tar archive, not a cut one; a cut first header still is.
+    assert!(refused(&env, b"hello, not a tarball\n", &[]).contains("not a tar archive"));
+    assert!(refused(&env, &good[..300], &[]).contains("truncated"));
     // Corrupt and truncated compression, every format.
     for tool in ["gzip -c", "zstd -q -c", "xz -c", "bzip2 -c"] {
         let raw = env.path("good.tar");

@@ -199,6 +199,14 @@ impl<R: Read> TarReader<R> {
                 self.ended = true;
                 return Ok(None);
             }
+            // A first block shorter than a header that does not even carry ustar's magic is
+            // some other file (a text file given by mistake), not a cut archive.
+            if got < 512 && offset == 0 && got > 0 && block.get(257..262) != Some(b"ustar") {
+                return Err(ArchiveError::Corrupt {
+                    offset,
+                    fault: Fault::NotTar,
+                });
+            }
             if got < 512 {
                 let cut = if got == 0 && offset == 0 {
                     Cut::NoHeader

@@ -37,7 +37,9 @@ pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
         let stand_in = root.join(SCRATCH).join(dir);
         for entry in std::fs::read_dir(&stand_in)? {
             let entry = entry?;
-            if entry.file_name() == MARK {
+            // /run/host is what the runner tells every machine about its host (os-release,
+            // container manager): the runner's, not the image's, whichever mount it landed on.
+            if entry.file_name() == MARK || (dir == "run" && entry.file_name() == "host") {
                 continue;
             }
             let dst = root.join(dir).join(entry.file_name());

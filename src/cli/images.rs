@@ -295,6 +295,12 @@ pub fn rename(ctx: &Context, args: RenameArgs) -> anyhow::Result<Status> {
 
 pub fn clone(ctx: &Context, args: CloneArgs) -> anyhow::Result<Status> {
     let (source, destination) = (image_name(&args.source)?, image_name(&args.destination)?);
+    if source == destination {
+        return Err(UsageError(format!(
+            "cannot clone {source} onto itself; give a new name"
+        ))
+        .into());
+    }
     let store = ctx.store()?;
     let bar = ctx.out.progress(None, &format!("Cloning {source}"));
     let progress = |bytes: u64| bar.set_position(bytes);
