@@ -1,5 +1,5 @@
 //! qcow2 to raw. A qcow2 file is attacker-controlled input full of offsets, so this is a
-//! reader of our own rather than a crate: the ones on crates.io either read lazily through a
+//! reader of our own rather than a crate: the published ones either read lazily through a
 //! cache with no bound tied to the file's size, or trust the header's sizes. Here every table is
 //! checked against the file's length before it is read, every host cluster is owned by at most
 //! one thing (header, L1, refcount table or block, L2 table, data), so refcount loops and
