@@ -26,7 +26,7 @@ impl Nspawn {
 
     /// `options`: more nspawn options, as one word (`--read-only`) or empty.
     fn command_with(dir: &std::path::Path, script: &str, options: &str) -> Command {
-        let mut c = Command::new("unshare");
+        let mut c = common_run::in_own_cgroup("unshare");
         c.args(["-m", "sh", "-c"])
             .arg(
                 "mount -t tmpfs tmpfs /run && exec systemd-nspawn -D \"$0\" --register=no \
@@ -96,7 +96,19 @@ fn a_machine_nspawn_runs_is_running_and_busy_for_rmach() {
     assert_eq!(json["state"], "running", "{json}");
     assert_eq!(json["lock"]["verb"], "foreign", "{json}");
     assert_eq!(json["lock"]["program"], "systemd-nspawn", "{json}");
-    assert_eq!(json["lock"]["pid"], nspawn.0.id(), "{json}");
+    // nspawn runs as the child of the wrapper that keeps it in a cgroup of its own.
+    let nspawn_pid = json["lock"]["pid"].as_u64().expect("the holder's PID") as u32;
+    let stat = std::fs::read_to_string(format!("/proc/{nspawn_pid}/stat")).unwrap();
+    let parent: u32 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(parent, nspawn.0.id(), "{json}");
 
     let out_file = ts.dir.path().join("nsp-a.tar");
     for args in [
@@ -111,10 +123,7 @@ fn a_machine_nspawn_runs_is_running_and_busy_for_rmach() {
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
         assert_eq!(
             err.trim(),
-            format!(
-                "rmach: nsp-a is in use by systemd-nspawn (PID {})",
-                nspawn.0.id()
-            ),
+            format!("rmach: nsp-a is in use by systemd-nspawn (PID {nspawn_pid})"),
             "{args:?}"
         );
     }

@@ -320,7 +320,7 @@ pub fn install_confine_probe(root: &Path) {
 
 /// `systemd-nspawn` on `root` running `args`, as the reference for a probe: (stdout, stderr).
 pub fn nspawn(root: &Path, args: &[&str]) -> (String, String) {
-    let o = Command::new("systemd-nspawn")
+    let o = in_own_cgroup("systemd-nspawn")
         .arg("-D")
         .arg(root)
         .args(["--register=no", "--keep-unit", "-q", "--"])
@@ -329,4 +329,30 @@ pub fn nspawn(root: &Path, args: &[&str]) -> (String, String) {
         .output()
         .expect("systemd-nspawn (systemd-container) is needed as the reference");
     (stdout(&o), stderr(&o))
+}
+
+/// A command for `program` that runs in a cgroup of its own, removed when it ends. Without a
+/// systemd PID 1, nspawn makes its `payload` and `supervisor` cgroups below the cgroup it starts
+/// in, which for a test would be the root of every hierarchy: they would outlive the test.
+/// SIGTERM to the returned command's process is passed on to `program`.
+pub fn in_own_cgroup(program: &str) -> Command {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(
+            r#"cg=$1; shift
+roots=; for h in /sys/fs/cgroup/unified /sys/fs/cgroup/systemd /sys/fs/cgroup; do
+  [ -e "$h/cgroup.procs" ] && mkdir "$h/$cg" && echo $$ > "$h/$cg/cgroup.procs" && roots="$roots $h"
+done
+"$@" <&0 & child=$!
+trap 'kill -TERM $child 2>/dev/null' TERM INT
+rc=0; while kill -0 $child 2>/dev/null; do wait $child; rc=$?; done
+for h in $roots; do echo $$ > "$h/cgroup.procs"; find "$h/$cg" -depth -type d -exec rmdir {} + 2>/dev/null; done
+exit $rc"#,
+        )
+        .arg("in-own-cgroup")
+        .arg(format!("rmach-test-nspawn-{}-{run}", std::process::id()))
+        .arg(program);
+    c
 }
