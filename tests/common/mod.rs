@@ -24,6 +24,17 @@ pub struct Env {
     pub cache: PathBuf,
 }
 
+/// A killed rmach (or supervisor) cannot remove the lock files it holds for systemd's sake
+/// (nspawn's `/run/systemd/nspawn/locks/inode-*`, as a killed nspawn cannot): `clean` removes
+/// the unheld ones of the store's images, so no test leaves them on the host.
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.store.is_dir() {
+            let _ = self.command().arg("-q").arg("clean").output();
+        }
+    }
+}
+
 impl Env {
     pub fn new() -> Env {
         Env::with_store_in(None)
