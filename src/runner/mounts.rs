@@ -271,6 +271,11 @@ fn mount_point(plan: &Plan, root: &OwnedFd, e: &MountEntry, dir: bool) -> ChildR
     let opened = ensure(root, &e.target, dir, create);
     if let Some((uid, gid)) = as_machine_root {
         crate::sys::process::set_fs_ids(uid, gid);
+        // The kernel clears the parent-death signal on any change of the file-system ids:
+        // arm it again, or a killed rmach would leave the helper, and so the machine, running.
+        // (Should rmach die in between, the helper sees its setup pipe close and gives up.)
+        let _ =
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     }
     opened.map_err(|err| {
         if create {
