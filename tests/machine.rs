@@ -8,14 +8,40 @@ mod common;
 mod common_machine;
 #[path = "common/run.rs"]
 mod common_run;
+#[path = "common/terminal.rs"]
+mod terminal;
 
 use std::time::{Duration, Instant};
 
 use common::Env;
 use common_machine::{env_with_bookworm, leftovers, supervisor_of, Started};
+use terminal::Terminal;
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The machine's record, as its supervisor wrote it.
+fn record(env: &Env, name: &str) -> serde_json::Value {
+    json(&std::fs::read_to_string(env.state.join(format!("machines/{name}.json"))).unwrap())
+}
+
+/// The first of `(hierarchy, file)` that exists in the machine's cgroup below `rmach/`
+/// (hierarchy "" is the v2 root of a pure v2 host).
+fn cgroup_file(env: &Env, name: &str, candidates: &[(&str, &str)]) -> std::path::PathBuf {
+    let rec = record(env, name);
+    let leaf = rec["cgroup"].as_str().unwrap();
+    candidates
+        .iter()
+        .map(|(h, f)| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join("rmach")
+                .join(leaf)
+                .join(f)
+        })
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("none of {candidates:?} in {leaf}'s cgroup"))
 }
 
 fn state_in_list(env: &Env, name: &str) -> String {
@@ -76,6 +102,9 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines.contains(&"Seccomp:\t2"), "{out}");
     assert_eq!(lines[0], lines[2], "bounding set: {out}");
+    // Started without --no-new-privileges, a session may gain privileges (su, sudo).
+    let (_, out, _) = m.sh("grep NoNewPrivs: /proc/self/status /proc/1/status");
+    assert_eq!(out.matches("NoNewPrivs:\t0").count(), 2, "{out}");
     common::sh(&format!(
         "chroot {} useradd -m -s /bin/bash alice",
         env.store.join(name).display()
@@ -104,19 +133,20 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no user nosuchuser"));
     // On a terminal (script gives one) the session gets a pty of the machine's devpts.
-    let cmd = format!(
-        "{} --store {} --state-dir {} shell {name} -- sh -c 'tty; test -t 0 && echo on-a-tty; exit 3'",
-        env!("CARGO_BIN_EXE_rmach"),
-        env.store.display(),
-        env.state.display()
-    );
-    let o = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(3), "{out}");
+    let mut term = Terminal::spawn(&on_terminal(
+        &env,
+        &[
+            "shell",
+            name,
+            "--",
+            "sh",
+            "-c",
+            "tty; test -t 0 && echo on-a-tty; exit 3",
+        ],
+    ));
+    let status = term.wait(Duration::from_secs(60));
+    let out = term.text();
+    assert_eq!(status.code(), Some(3), "{out}");
     assert!(
         out.contains("/dev/pts/") && out.contains("on-a-tty"),
         "{out}"
@@ -145,6 +175,26 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
     assert!(!tail.is_empty(), "{v}");
     let text = env.ok(&["status", name]);
     assert!(text.starts_with(&format!("{name}: running")), "{text}");
+    // The leader is the machine's init (machinectl's Leader), in status and show alike, not
+    // the supervisor holding the lock.
+    let leader = v["leader"].as_u64().unwrap();
+    assert_ne!(Some(leader as i32), supervisor_of(&env, name));
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{leader}/comm")).unwrap(),
+        "systemd\n"
+    );
+    assert!(
+        text.contains(&format!("Leader: {leader} (systemd)")),
+        "{text}"
+    );
+    assert_eq!(
+        env.ok(&["show", name, "-p", "Leader", "--value"]).trim(),
+        leader.to_string()
+    );
+    assert_eq!(json(&env.ok(&["show", name, "--json"]))["leader"], leader);
+    assert!(env
+        .ok(&["show", name])
+        .contains(&format!("\nLeader: {leader}\n")));
     // An address configured inside shows up in status.
     assert_eq!(
         m.sh("ip addr add 10.231.7.2/24 dev host0 && ip link set host0 up")
@@ -184,19 +234,11 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
     assert_eq!(code, 137, "memory-max 96M did not stop a 400M process");
     // A CPU quota, written at once where the host keeps it.
     env.ok(&["set", name, "--cpus", "0.5"]);
-    let leaf =
-        json(&std::fs::read_to_string(env.state.join(format!("machines/{name}.json"))).unwrap())
-            ["cgroup"]
-            .as_str()
-            .unwrap()
-            .to_string();
-    let quota = [
-        format!("/sys/fs/cgroup/cpu/rmach/{leaf}/cpu.cfs_quota_us"),
-        format!("/sys/fs/cgroup/rmach/{leaf}/cpu.max"),
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .map(|p| std::fs::read_to_string(p).unwrap())
+    let quota = std::fs::read_to_string(cgroup_file(
+        &env,
+        name,
+        &[("cpu", "cpu.cfs_quota_us"), ("", "cpu.max")],
+    ))
     .unwrap();
     assert!(quota.starts_with("50000"), "{quota}");
     env.ok(&["set", name, "--memory-max", "1G"]);
@@ -323,10 +365,26 @@ fn kill_9_of_the_supervisor_leaves_list_truthful_and_reboot_works() {
         drop(m);
     }
     // And it starts again, and `kill` reaches its init.
-    let _m = Started::start(
+    let m = Started::start(
         &env,
         name,
-        &["--network", "private", "--private-users", "no"],
+        &[
+            "--network",
+            "private",
+            "--private-users",
+            "no",
+            "--no-new-privileges",
+        ],
+    );
+    // A session takes on the machine's no_new_privs, as its init's children have it.
+    let (code, out, err) = m.sh("grep NoNewPrivs: /proc/1/status /proc/self/status");
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "/proc/1/status:NoNewPrivs:\t1\n/proc/self/status:NoNewPrivs:\t1\n"
+        ),
+        "{err}"
     );
     env.ok(&["kill", name, "--signal", "KILL"]);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -351,14 +409,11 @@ fn export_of_a_running_machine_matches_a_stopped_export() {
         "-v says how"
     );
     // Still running, and thawed (seen from the host: a session inside would change the state).
-    let rec =
-        json(&std::fs::read_to_string(env.state.join(format!("machines/{name}.json"))).unwrap());
-    let leaf = rec["cgroup"].as_str().unwrap();
-    let events = ["/sys/fs/cgroup/unified/rmach", "/sys/fs/cgroup/rmach"]
-        .iter()
-        .map(|d| std::path::Path::new(d).join(leaf).join("cgroup.events"))
-        .find(|p| p.exists())
-        .unwrap();
+    let events = cgroup_file(
+        &env,
+        name,
+        &[("unified", "cgroup.events"), ("", "cgroup.events")],
+    );
     assert!(std::fs::read_to_string(events)
         .unwrap()
         .contains("frozen 0"));
@@ -422,16 +477,9 @@ fn a_non_systemd_init_is_up_once_started_and_stops_on_sigterm() {
     // Settings recorded while stopped are what the next start uses.
     env.ok(&["set", name, "--pids-max", "77", "--private-users", "no"]);
     let m = Started::start(&env, name, &["--network", "private"]);
-    let rec =
-        json(&std::fs::read_to_string(env.state.join(format!("machines/{name}.json"))).unwrap());
-    let leaf = rec["cgroup"].as_str().unwrap();
-    let pids_max = ["/sys/fs/cgroup/pids/rmach", "/sys/fs/cgroup/rmach"]
-        .iter()
-        .map(|d| std::path::Path::new(d).join(leaf).join("pids.max"))
-        .find(|p| p.exists())
-        .unwrap();
+    let pids_max = cgroup_file(&env, name, &[("pids", "pids.max"), ("", "pids.max")]);
     assert_eq!(std::fs::read_to_string(pids_max).unwrap().trim(), "77");
-    assert_eq!(rec["settings"]["private-users"], "no");
+    assert_eq!(record(&env, name)["settings"]["private-users"], "no");
     assert_eq!(
         m.sh("cat /proc/self/uid_map").1.split_whitespace().nth(2),
         Some("4294967295")
@@ -682,72 +730,38 @@ fn ssh_scp_sftp_and_rsync_reach_the_machine_through_a_force_command() {
     drop(m);
 }
 
-/// Drives `rmach login NAME` through `script` (a terminal) like a person: user, password, a
-/// command, then Ctrl-] three times.
+/// rmach's command line with `env`'s store and state, for a [`Terminal`].
+fn on_terminal(env: &Env, args: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        env!("CARGO_BIN_EXE_rmach").to_string(),
+        "--store".into(),
+        env.store.display().to_string(),
+        "--state-dir".into(),
+        env.state.display().to_string(),
+    ];
+    v.extend(args.iter().map(|a| a.to_string()));
+    v
+}
+
+/// Drives `rmach login NAME` on a terminal like a person: user, password, a command, then
+/// Ctrl-] three times.
 fn login_and_run(env: &Env, name: &str, password: &str) {
-    use std::io::{Read, Write};
-    use std::sync::{Arc, Mutex};
-    common::require("script");
-    let cmd = format!(
-        "{} --store {} --state-dir {} login {name}",
-        env!("CARGO_BIN_EXE_rmach"),
-        env.store.display(),
-        env.state.display()
+    let mut term = Terminal::spawn(&on_terminal(env, &["login", name]));
+    let limit = Duration::from_secs(60);
+    let mut at = 0;
+    for (text, then) in [
+        ("login:", "root\n".to_string()),
+        ("Password:", format!("{password}\n")),
+        ("# ", "echo LOGIN-$((6*7))\n".to_string()),
+        ("LOGIN-42", "\x1d\x1d\x1d".to_string()),
+    ] {
+        at = term.wait_for_after(at, text, limit);
+        term.type_keys(then.as_bytes());
+    }
+    assert!(
+        term.wait(Duration::from_secs(20)).success(),
+        "login did not end on Ctrl-] x3"
     );
-    let child = std::process::Command::new("script")
-        .args(["-qfec", &cmd, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Killed if the test fails half way.
-    let mut child = common_run::KillOnDrop(child);
-    let seen = Arc::new(Mutex::new(String::new()));
-    let mut out = child.0.stdout.take().unwrap();
-    let reader = {
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = out.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
-    let mut input = child.0.stdin.take().unwrap();
-    let mut wait_for = |text: &str, then: &[u8]| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !seen.lock().unwrap().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "no {text:?} from login: {}",
-                seen.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        seen.lock().unwrap().clear();
-        input.write_all(then).unwrap();
-        input.flush().unwrap();
-    };
-    wait_for("login:", b"root\n");
-    wait_for("Password:", format!("{password}\n").as_bytes());
-    wait_for("# ", b"echo LOGIN-$((6*7))\n");
-    wait_for("LOGIN-42", b"\x1d\x1d\x1d");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "login did not end on Ctrl-] x3");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success());
-    let _ = reader.join();
 }
 
 #[test]
@@ -788,6 +802,12 @@ fn the_unit_under_a_real_systemd_starts_and_stops_a_machine() {
         systemctl is-enabled rmach@ninner
         systemctl is-active rmach@ninner
         rmach status ninner | head -1
+        L=$(rmach show ninner -p Leader --value)
+        grep '^0::' /proc/$L/cgroup | grep -q 'rmach@ninner.service/ninner-[0-9]*/payload$' &&
+            echo machine below the unit
+        P=$(systemctl show -p MainPID --value rmach@ninner)
+        grep '^0::' /proc/$P/cgroup | grep -q 'rmach@ninner.service/supervisor$' &&
+            echo supervisor beside it
         systemctl stop rmach@ninner
         systemctl is-active rmach@ninner || true
         rmach list --json | grep -c '\"state\": \"stopped\"'
@@ -800,6 +820,8 @@ fn the_unit_under_a_real_systemd_starts_and_stops_a_machine() {
             "enabled",
             "active",
             "ninner: running",
+            "machine below the unit",
+            "supervisor beside it",
             "inactive",
             "1",
             "inner up",
@@ -829,13 +851,26 @@ fn tar_listing(t: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn on_btrfs_a_running_machine_is_exported_from_a_snapshot() {
-    common::require("mkfs.btrfs");
+    exported_from_a_copy("mbtrfs", "mkfs.btrfs -q", "300M", "a btrfs snapshot");
+}
+
+#[test]
+fn on_xfs_a_running_machine_is_exported_from_a_reflink_copy() {
+    exported_from_a_copy("mxfs", "mkfs.xfs -q -m reflink=1", "512M", "a reflink copy");
+}
+
+/// A store on a loop-mounted file system made by `mkfs` (unmounted at the end, which frees the
+/// loop device): a running machine's export freezes it only while `copy` is taken (`-v` says
+/// so, with the milliseconds), the copy is gone afterwards, the machine runs on, and the
+/// archive equals a stopped export but for a file its init rewrites every second.
+fn exported_from_a_copy(name: &str, mkfs: &str, size: &str, copy: &str) {
+    common::require(mkfs.split(' ').next().unwrap());
     let scratch = Env::new();
-    let img = scratch.path("btrfs.img");
+    let img = scratch.path("fs.img");
     let mount = scratch.path("mnt");
     std::fs::create_dir(&mount).unwrap();
     common::sh(&format!(
-        "truncate -s 300M {i}; mkfs.btrfs -q {i}; mount -o loop {i} {m}",
+        "truncate -s {size} {i}; {mkfs} {i}; mount -o loop {i} {m}",
         i = img.display(),
         m = mount.display()
     ));
@@ -847,7 +882,6 @@ fn on_btrfs_a_running_machine_is_exported_from_a_snapshot() {
     }
     let _unmount = Unmount(mount.clone());
     let env = Env::with_store_in(Some(&mount));
-    let name = "mbtrfs";
     let src = env.path("src");
     common_run::make_rootfs(&src);
     std::fs::write(
@@ -871,7 +905,11 @@ fn on_btrfs_a_running_machine_is_exported_from_a_snapshot() {
     let o = env.run(&["-v", "export-tar", name, running.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("btrfs snapshot"), "{err}");
+    let said = format!(" ms to take {copy}, which is exported");
+    assert!(
+        err.contains("is running: frozen for ") && err.contains(&said),
+        "{err}"
+    );
     // The snapshot is gone and the machine runs on.
     assert_eq!(
         env.store_entries()

@@ -195,6 +195,25 @@ fn property(info: &ImageInfo, name: &str) -> Option<Option<String>> {
     })
 }
 
+/// `show --json`: the image, and the leader of the machine running from it.
+#[derive(serde::Serialize)]
+struct ShowDoc<'a> {
+    #[serde(flatten)]
+    info: &'a ImageInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leader: Option<u32>,
+}
+
+/// The host PID of the init of the machine rmach runs from the image (machinectl's Leader),
+/// not the PID of the rmach process holding its lock.
+fn machine_leader(ctx: &Context, info: &ImageInfo) -> Option<u32> {
+    let lock = info.lock.as_ref()?;
+    if !matches!(lock.purpose, LockPurpose::Run | LockPurpose::Boot) {
+        return None;
+    }
+    crate::machine::record::leader_of(&ctx.global.state_dir, &info.name, lock.pid)
+}
+
 pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Status> {
     if args.value && args.property.is_empty() {
         return Err(UsageError("--value needs --property NAME".into()).into());
@@ -206,18 +225,27 @@ pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Status> {
     if info.os_release.is_none() && info.state != crate::store::ImageState::Running {
         info.os_release = super::raw::os_release(ctx, &image);
     }
+    let leader = machine_leader(ctx, &info);
     if args.json {
-        ctx.out.json(&info)?;
+        ctx.out.json(&ShowDoc {
+            info: &info,
+            leader,
+        })?;
         return Ok(0);
     }
     let mut out = std::io::stdout().lock();
     if !args.property.is_empty() {
         let mut lines = Vec::new();
         for name in &args.property {
-            let value = property(&info, name).ok_or_else(|| {
+            let value = match name.as_str() {
+                "Leader" => Some(leader.map(|l| l.to_string())),
+                _ => property(&info, name),
+            };
+            let value = value.ok_or_else(|| {
                 UsageError(format!(
                     "unknown property {name:?}: use Name, Type, Path, ReadOnly, Usage, Created, \
-                     Modified, State, LockPID, LockVerb or an os-release field (PRETTY_NAME)"
+                     Modified, State, LockPID, LockVerb, Leader or an os-release field \
+                     (PRETTY_NAME)"
                 ))
             })?;
             let value = value.unwrap_or_default();
@@ -251,6 +279,9 @@ pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Status> {
     writeln!(out, "State: {}", info.state)?;
     if let Some(lock) = &info.lock {
         writeln!(out, "Locked: {} is {lock}", info.name)?;
+    }
+    if let Some(leader) = leader {
+        writeln!(out, "Leader: {leader}")?;
     }
     if let Some(os) = &info.os_release {
         let pretty = os.get("PRETTY_NAME").or_else(|| os.get("NAME"));

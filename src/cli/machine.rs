@@ -8,85 +8,35 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::output::UsageError;
-use super::run::{self, RunOptions};
+use super::run::{self, PersistentOptions};
 use super::{Context, Status};
-use crate::machine::{self, cgroup::MachineCgroup, control, record, shell, supervisor, Settings};
+use crate::machine::{self, control, record, shell, supervisor, Settings};
 use crate::store::{ImageName, ImageState, LockPurpose};
 
-/// Run options that persist (`start`, `set`, the unit); any not given comes from the
-/// machine's settings file, then from the defaults for started machines.
+/// Run options that persist (`start`, `set`, the unit): the run options a settings file
+/// records, worded for a started machine; any not given comes from the machine's settings
+/// file, then from the defaults for started machines.
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(
+    mut_arg("setenv", |a| a.help("An environment variable K=V for init")),
+    mut_arg("ephemeral", |a| a.help("Run on a throw-away copy; changes vanish when it stops")),
+    mut_arg("network", |a| a.help("host, private or veth (default for started machines: veth)")),
+    mut_arg("private_users", |a| {
+        a.help("no, pick, identity or UID[:COUNT] (default for started machines: pick)")
+    }),
+    mut_arg("no_new_privileges", |a| a.help("Set no_new_privs for init")),
+    mut_arg("unsafe_no_device_policy", |a| {
+        a.help("Run even where no cgroup device policy can be set (inside another machine)")
+    })
+)]
 pub struct MachineOptions {
-    /// An environment variable K=V for init
-    #[arg(short = 'E', long)]
-    pub setenv: Vec<String>,
-    /// Bind SRC to DST (default: the same path) read-write
-    #[arg(long, value_name = "SRC[:DST]")]
-    pub bind: Vec<String>,
-    /// Bind SRC to DST (default: the same path) read-only
-    #[arg(long, value_name = "SRC[:DST]")]
-    pub bind_ro: Vec<String>,
-    /// Mount a tmpfs at PATH
-    #[arg(long, value_name = "PATH")]
-    pub tmpfs: Vec<PathBuf>,
-    /// Run on a throw-away copy; changes vanish when it stops
-    #[arg(short = 'x', long)]
-    pub ephemeral: bool,
-    /// Mount the root read-only
-    #[arg(long)]
-    pub read_only: bool,
-    /// The hostname inside (default: the image name)
-    #[arg(long)]
-    pub hostname: Option<String>,
-    /// host, private or veth (default for started machines: veth)
-    #[arg(long, value_parser = ["host", "private", "veth"])]
-    pub network: Option<String>,
-    /// no, pick, identity or UID[:COUNT] (default for started machines: pick)
-    #[arg(long)]
-    pub private_users: Option<String>,
-    /// Memory limit (bytes, or with K, M, G suffix)
-    #[arg(long)]
-    pub memory_max: Option<String>,
-    /// CPU limit in cores (may be fractional)
-    #[arg(long)]
-    pub cpus: Option<f64>,
-    /// Process count limit
-    #[arg(long)]
-    pub pids_max: Option<u64>,
-    /// A capability to keep beyond the default set
-    #[arg(long)]
-    pub capability: Vec<String>,
-    /// A capability to drop from the default set
-    #[arg(long)]
-    pub drop_capability: Vec<String>,
-    /// Set no_new_privs for init
-    #[arg(long)]
-    pub no_new_privileges: bool,
-    /// Run even where no cgroup device policy can be set (inside another machine)
-    #[arg(long)]
-    pub unsafe_no_device_policy: bool,
+    #[command(flatten)]
+    pub persistent: PersistentOptions,
 }
 
 impl From<MachineOptions> for Settings {
     fn from(o: MachineOptions) -> Settings {
-        Settings {
-            setenv: o.setenv,
-            bind: o.bind,
-            bind_ro: o.bind_ro,
-            tmpfs: o.tmpfs,
-            ephemeral: o.ephemeral.then_some(true),
-            read_only: o.read_only.then_some(true),
-            hostname: o.hostname,
-            network: o.network,
-            private_users: o.private_users,
-            memory_max: o.memory_max,
-            cpus: o.cpus,
-            pids_max: o.pids_max,
-            capability: o.capability,
-            drop_capability: o.drop_capability,
-            no_new_privileges: o.no_new_privileges.then_some(true),
-            unsafe_no_device_policy: o.unsafe_no_device_policy.then_some(true),
-        }
+        o.persistent.into()
     }
 }
 
@@ -277,45 +227,22 @@ fn supervise(
     Ok(crate::runner::exit_code(status))
 }
 
-/// The run specification a started machine boots with.
+/// The run specification a started machine boots with: a private network and user range
+/// unless its settings say otherwise, and its console (a pty relayed into the log: systemd
+/// gets a /dev/console and a getty).
 fn spec(ctx: &Context, name: &ImageName, s: &Settings) -> anyhow::Result<crate::runner::RunSpec> {
     let store = ctx.store()?;
     let image = store.image(name)?;
-    let network = match s.network.as_deref().unwrap_or("veth") {
-        "host" => run::Network::Host,
-        "private" => run::Network::Private,
-        "veth" => run::Network::Veth,
-        other => {
-            return Err(UsageError(format!(
-                "bad network {other:?}: expected host, private or veth"
-            ))
-            .into())
-        }
-    };
-    let o = RunOptions {
-        user: None,
-        chdir: None,
-        setenv: s.setenv.clone(),
-        bind: s.bind.clone(),
-        bind_ro: s.bind_ro.clone(),
-        tmpfs: s.tmpfs.clone(),
-        ephemeral: s.ephemeral.unwrap_or(false),
-        read_only: s.read_only.unwrap_or(false),
-        hostname: s.hostname.clone(),
-        network,
-        private_users: s.private_users.clone().unwrap_or_else(|| "pick".into()),
-        memory_max: s.memory_max.clone(),
-        cpus: s.cpus,
-        pids_max: s.pids_max,
-        capability: s.capability.clone(),
-        drop_capability: s.drop_capability.clone(),
-        no_new_privileges: s.no_new_privileges.unwrap_or(false),
-        unsafe_no_device_policy: s.unsafe_no_device_policy.unwrap_or(false),
-        // The console is a pty relayed into the log: systemd gets a /dev/console and a getty.
+    let mut s = s.clone();
+    s.network.get_or_insert_with(|| "veth".into());
+    s.private_users.get_or_insert_with(|| "pick".into());
+    let payload = run::Payload {
+        boot: true,
         console: Some(run::Console::Interactive),
+        ..Default::default()
     };
     let read_only = store.is_read_only(name)?;
-    run::spec_from(image.path(), name.as_str(), o, Vec::new(), true, read_only)
+    run::spec_from(image.path(), name.as_str(), s, payload, read_only)
 }
 
 /// The machine's root user is an unprivileged user of the host: the runner attaches its
@@ -414,7 +341,7 @@ struct StatusDoc {
 pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<Status> {
     let state = &ctx.global.state_dir;
     let rec = control::running(state, &a.name)?;
-    let cg = MachineCgroup::of(&rec.cgroup);
+    let cg = rec.machine_cgroup();
     let leader = rec.live_leader();
     let log = record::console_log(state, &rec.name);
     let doc = StatusDoc {
@@ -550,7 +477,7 @@ pub fn set(ctx: &Context, a: SetArgs) -> anyhow::Result<Status> {
             cpus: given.cpus,
             pids_max: given.pids_max,
         };
-        MachineCgroup::of(&rec.cgroup).set_limits(&limits)?;
+        rec.machine_cgroup().set_limits(&limits)?;
         ctx.out.verbose(&format!(
             "{name} is running: its limits changed now; other options apply at its next start"
         ));

@@ -5,15 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::output::UsageError;
 use super::{Context, Status};
+use crate::machine::Settings;
 use crate::runner::{self, Bind, RunSpec};
 use crate::store::ImageName;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Network {
-    Host,
-    Private,
-    Veth,
-}
 
 /// systemd-nspawn's console modes (docs/console.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,15 +24,11 @@ pub enum Console {
     Autopipe,
 }
 
-/// Options shared by run and boot.
-#[derive(Debug, clap::Args)]
-pub struct RunOptions {
-    /// The user to run as
-    #[arg(short, long)]
-    pub user: Option<String>,
-    /// The working directory inside
-    #[arg(long)]
-    pub chdir: Option<PathBuf>,
+/// The run options a settings file can record, in one declaration for every verb that takes
+/// them: `run` and `boot` ([`RunOptions`]), `start` and `set` (`machine::MachineOptions`, which
+/// words a few of them for a started machine). Each becomes one field of [`Settings`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PersistentOptions {
     /// An environment variable K=V
     #[arg(short = 'E', long)]
     pub setenv: Vec<String>,
@@ -61,12 +51,12 @@ pub struct RunOptions {
     #[arg(long)]
     pub hostname: Option<String>,
     /// host, private (loopback only) or veth
-    #[arg(long, value_enum, default_value = "host")]
-    pub network: Network,
+    #[arg(long, value_parser = ["host", "private", "veth"])]
+    pub network: Option<String>,
     /// auto, no, pick, identity or UID[:COUNT] (auto: a private range where the file system
     /// has idmapped mounts, else no)
-    #[arg(long, default_value = "auto")]
-    pub private_users: String,
+    #[arg(long)]
+    pub private_users: Option<String>,
     /// Memory limit (bytes, or with K, M, G suffix)
     #[arg(long)]
     pub memory_max: Option<String>,
@@ -89,6 +79,46 @@ pub struct RunOptions {
     /// any device node it can create
     #[arg(long)]
     pub unsafe_no_device_policy: bool,
+}
+
+impl From<PersistentOptions> for Settings {
+    fn from(o: PersistentOptions) -> Settings {
+        Settings {
+            setenv: o.setenv,
+            bind: o.bind,
+            bind_ro: o.bind_ro,
+            tmpfs: o.tmpfs,
+            ephemeral: o.ephemeral.then_some(true),
+            read_only: o.read_only.then_some(true),
+            hostname: o.hostname,
+            network: o.network,
+            private_users: o.private_users,
+            memory_max: o.memory_max,
+            cpus: o.cpus,
+            pids_max: o.pids_max,
+            capability: o.capability,
+            drop_capability: o.drop_capability,
+            no_new_privileges: o.no_new_privileges.then_some(true),
+            unsafe_no_device_policy: o.unsafe_no_device_policy.then_some(true),
+        }
+    }
+}
+
+/// Options shared by run and boot.
+#[derive(Debug, clap::Args)]
+#[command(
+    mut_arg("network", |a| a.default_value("host")),
+    mut_arg("private_users", |a| a.default_value("auto"))
+)]
+pub struct RunOptions {
+    /// The user to run as
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// The working directory inside
+    #[arg(long)]
+    pub chdir: Option<PathBuf>,
+    #[command(flatten)]
+    pub persistent: PersistentOptions,
     /// The console (default: interactive on a terminal; else read-only for boot, pipe for run)
     #[arg(long, value_enum)]
     pub console: Option<Console>,
@@ -140,22 +170,30 @@ fn execute(
         crate::store::LockPurpose::Run
     };
     // A machine that cannot write to the image shares it, as nspawn --read-only does.
-    let read_only = o.read_only || o.ephemeral || store.is_read_only(&name)?;
+    let read_only =
+        o.persistent.read_only || o.persistent.ephemeral || store.is_read_only(&name)?;
     let _lock = if read_only {
         store.lock_read_only(&name, purpose)?
     } else {
         store.lock(&name, purpose)?
     };
-    let (mut o, mut command) = (o, command);
+    let mut settings = Settings::from(o.persistent);
+    let mut payload = Payload {
+        user: o.user,
+        chdir: o.chdir,
+        command,
+        boot,
+        console: o.console,
+    };
     if !boot {
         // An image pulled from an OCI registry runs what its config says (see docs/oci.md).
         super::oci::apply_run_settings(
             &store,
             &name,
-            &mut command,
-            &mut o.user,
-            &mut o.chdir,
-            &mut o.setenv,
+            &mut payload.command,
+            &mut payload.user,
+            &mut payload.chdir,
+            &mut settings.setenv,
         );
     }
     // A raw image runs from its file systems, mounted in this process's own mount namespace.
@@ -163,9 +201,8 @@ fn execute(
     let mut spec = spec_from(
         mounted.as_ref().map_or(image.path(), |m| m.root()),
         name.as_str(),
-        o,
-        command,
-        boot,
+        settings,
+        payload,
         store.is_read_only(&name)?,
     )?;
     // Per-run scratch directories (the ephemeral overlay's) go under the state directory.
@@ -213,72 +250,91 @@ fn usage(e: runner::RunnerError) -> anyhow::Error {
     UsageError(e.to_string()).into()
 }
 
-/// Turns the options into a run specification; bad values are usage errors (exit 2).
+/// What a machine runs, beyond its persistent options: `run`'s and `boot`'s own options.
+#[derive(Debug, Default)]
+pub(super) struct Payload {
+    pub(super) user: Option<String>,
+    pub(super) chdir: Option<PathBuf>,
+    /// The command (`run`) or init's arguments (`boot`).
+    pub(super) command: Vec<String>,
+    pub(super) boot: bool,
+    pub(super) console: Option<Console>,
+}
+
+/// Turns the options into a run specification, the one place for every verb that runs a
+/// machine (run, boot, start, set, the unit); a network or user range not given is `host` and
+/// `auto`. Bad values are usage errors (exit 2).
 pub(super) fn spec_from(
     root: &Path,
     name: &str,
-    o: RunOptions,
-    command: Vec<String>,
-    boot: bool,
+    s: Settings,
+    p: Payload,
     image_read_only: bool,
 ) -> anyhow::Result<RunSpec> {
-    let mut spec = RunSpec::new(root, command);
+    let mut spec = RunSpec::new(root, p.command);
     spec.name = name.into();
-    spec.boot = boot;
-    if boot && o.user.is_some() {
+    spec.boot = p.boot;
+    if p.boot && p.user.is_some() {
         return Err(UsageError(
             "boot runs the image's init as root: --user applies to run only (log in, or use run -u)"
                 .into(),
         )
         .into());
     }
-    if let Some(h) = &o.hostname {
+    if let Some(h) = &s.hostname {
         ImageName::parse(h).map_err(|_| {
             UsageError(format!(
                 "bad --hostname {h:?}: expected 1-64 ASCII letters, digits, '-' and '.', no empty label"
             ))
         })?;
     }
-    spec.user = o.user;
-    spec.chdir = o.chdir;
-    for kv in o.setenv {
+    spec.user = p.user;
+    spec.chdir = p.chdir;
+    for kv in s.setenv {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| UsageError(format!("bad --setenv {kv:?}: expected K=V")))?;
         spec.env.push((k.into(), v.into()));
     }
-    for b in &o.bind {
+    for b in &s.bind {
         spec.binds.push(Bind::parse(b, false).map_err(usage)?);
     }
-    for b in &o.bind_ro {
+    for b in &s.bind_ro {
         spec.binds.push(Bind::parse(b, true).map_err(usage)?);
     }
-    if let Some(t) = o.tmpfs.iter().find(|t| !t.is_absolute()) {
+    if let Some(t) = s.tmpfs.iter().find(|t| !t.is_absolute()) {
         return Err(UsageError(format!(
             "bad --tmpfs {}: expected an absolute path",
             t.display()
         ))
         .into());
     }
-    spec.tmpfs = o.tmpfs;
-    spec.ephemeral = o.ephemeral;
+    spec.tmpfs = s.tmpfs;
+    spec.ephemeral = s.ephemeral.unwrap_or(false);
     // A read-only image runs read-only unless its changes go to a throw-away layer.
-    spec.read_only = o.read_only || (image_read_only && !o.ephemeral);
-    spec.hostname = o.hostname;
-    spec.network = match o.network {
-        Network::Host => runner::Network::Host,
-        Network::Private => runner::Network::Private,
-        Network::Veth => runner::Network::Veth,
+    spec.read_only = s.read_only.unwrap_or(false) || (image_read_only && !spec.ephemeral);
+    spec.hostname = s.hostname;
+    spec.network = match s.network.as_deref().unwrap_or("host") {
+        "host" => runner::Network::Host,
+        "private" => runner::Network::Private,
+        "veth" => runner::Network::Veth,
+        other => {
+            return Err(UsageError(format!(
+                "bad network {other:?}: expected host, private or veth"
+            ))
+            .into())
+        }
     };
-    spec.private_users = runner::parse_private_users(&o.private_users).map_err(usage)?;
+    spec.private_users =
+        runner::parse_private_users(s.private_users.as_deref().unwrap_or("auto")).map_err(usage)?;
     spec.limits = runner::Limits {
-        memory_max: o
+        memory_max: s
             .memory_max
             .as_deref()
             .map(runner::parse_size)
             .transpose()
             .map_err(usage)?,
-        cpus: match o.cpus {
+        cpus: match s.cpus {
             Some(c) if !(c > 0.0 && c.is_finite()) => {
                 return Err(
                     UsageError(format!("bad --cpus {c}: expected a positive number")).into(),
@@ -286,13 +342,13 @@ pub(super) fn spec_from(
             }
             c => c,
         },
-        pids_max: o.pids_max,
+        pids_max: s.pids_max,
     };
-    spec.add_caps = o.capability;
-    spec.drop_caps = o.drop_capability;
-    spec.no_new_privileges = o.no_new_privileges;
-    spec.device_policy = !o.unsafe_no_device_policy;
-    spec.console = console_mode(o.console, boot);
+    spec.add_caps = s.capability;
+    spec.drop_caps = s.drop_capability;
+    spec.no_new_privileges = s.no_new_privileges.unwrap_or(false);
+    spec.device_policy = !s.unsafe_no_device_policy.unwrap_or(false);
+    spec.console = console_mode(p.console, p.boot);
     Ok(spec)
 }
 

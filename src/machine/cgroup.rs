@@ -1,6 +1,8 @@
 //! A running machine's cgroup seen from the host: usage for `status`, limits changed while it
 //! runs (`set`), freezing for live backups, and joining it (`shell`). The runner creates
-//! `rmach/NAME-SUPERVISORPID` in each hierarchy; this module finds the same directories.
+//! `rmach/NAME-SUPERVISORPID` in each hierarchy (in the v2 one below the cgroup systemd
+//! delegated to the supervisor, when it runs as `rmach@.service`); this module finds the same
+//! directories.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,11 +22,14 @@ pub struct MachineCgroup {
 }
 
 impl MachineCgroup {
-    pub fn of(leaf: &str) -> MachineCgroup {
+    /// The directories of the machine whose cgroup leaf is `leaf`: below `rmach/` in each
+    /// hierarchy, or below `v2_parent` (a delegated cgroup) in the v2 one.
+    pub fn of(leaf: &str, v2_parent: Option<&Path>) -> MachineCgroup {
         let root = Path::new(ROOT);
+        let v2_parent = v2_parent.unwrap_or(Path::new("rmach"));
         if root.join("cgroup.controllers").exists() {
             return MachineCgroup {
-                v2: root.join("rmach").join(leaf),
+                v2: root.join(v2_parent).join(leaf),
                 v1: Vec::new(),
             };
         }
@@ -34,7 +39,7 @@ impl MachineCgroup {
             .filter(|(_, d)| d.is_dir())
             .collect();
         MachineCgroup {
-            v2: root.join("unified").join("rmach").join(leaf),
+            v2: root.join("unified").join(v2_parent).join(leaf),
             v1,
         }
     }
@@ -168,16 +173,53 @@ impl MachineCgroup {
     }
 }
 
-/// The v2 cgroup directory a process is in.
-pub fn v2_dir_of(pid: u32) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let base = if Path::new(ROOT).join("cgroup.controllers").exists() {
+/// The root of the v2 hierarchy: the unified one on a hybrid host.
+fn v2_root() -> PathBuf {
+    if Path::new(ROOT).join("cgroup.controllers").exists() {
         PathBuf::from(ROOT)
     } else {
         Path::new(ROOT).join("unified")
+    }
+}
+
+/// A process's v2 cgroup, relative to the hierarchy's root.
+fn v2_path_of(pid: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(PathBuf::from(rel.trim_start_matches('/')))
+}
+
+/// The v2 cgroup directory a process is in.
+pub fn v2_dir_of(pid: u32) -> Option<PathBuf> {
+    Some(v2_root().join(v2_path_of(&pid.to_string())?))
+}
+
+/// Where the cgroup of whoever delegated one to us is left to this process, as
+/// systemd-nspawn@.service's is to nspawn: the cgroup this process is in (relative to the v2
+/// root) when its manager delegated it (systemd marks a `Delegate=yes` unit's cgroup with the
+/// `trusted.delegate` or `user.delegate` attribute). This process moves into `supervisor`
+/// below it, since a cgroup that hands controllers to children may hold no processes itself;
+/// the machine's cgroup is to go beside it. None, and nothing moved, outside such a cgroup.
+pub fn enter_delegated() -> Result<Option<PathBuf>> {
+    let Some(rel) = v2_path_of("self").filter(|r| !r.as_os_str().is_empty()) else {
+        return Ok(None);
     };
-    Some(base.join(rel.trim_start_matches('/')))
+    let dir = v2_root().join(&rel);
+    let delegated = ["trusted.delegate", "user.delegate"].iter().any(|attr| {
+        let mut value = [0u8; 8];
+        rustix::fs::getxattr(&dir, *attr, &mut value).is_ok_and(|n| &value[..n] == b"1")
+    });
+    if !delegated {
+        return Ok(None);
+    }
+    let own = dir.join("supervisor");
+    match std::fs::create_dir(&own) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e).at(own),
+        _ => {}
+    }
+    let procs = own.join("cgroup.procs");
+    std::fs::write(&procs, std::process::id().to_string()).at(procs)?;
+    Ok(Some(rel))
 }
 
 fn remove_tree(dir: &Path) -> std::io::Result<()> {

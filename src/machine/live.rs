@@ -1,8 +1,10 @@
 //! Live backups: exporting a machine's image while it runs. Its processes are frozen
-//! (`cgroup.freeze`) so the tree is read as one moment of the machine's life. Where the image
-//! is a btrfs subvolume the freeze lasts only as long as a snapshot takes, and the snapshot is
-//! exported; elsewhere the machine stays frozen for the whole export and [`LiveExport::how`]
-//! says so. Thawing happens on drop, also when the export fails.
+//! (`cgroup.freeze`) so the tree is read as one moment of the machine's life. Where the store
+//! can, the freeze lasts only as long as taking a copy of that moment does, and the copy is
+//! exported and removed: a btrfs snapshot of a subvolume image, else a reflink copy (every
+//! file cloned with FICLONE, on xfs with reflink or btrfs directories). Elsewhere the machine
+//! stays frozen for the whole export. [`LiveExport::how`] says which. Thawing happens on drop,
+//! also when the export fails.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,7 @@ use crate::store::{ImageName, LockPurpose, NameLock, Store, StoreError};
 pub struct LiveExport {
     cgroup: MachineCgroup,
     frozen: bool,
+    /// The btrfs snapshot or reflink copy exported instead of the image.
     snapshot: Option<PathBuf>,
     /// One sentence on what was done, for `-v`.
     pub how: String,
@@ -61,7 +64,7 @@ pub fn lock_or_freeze(store: &Store, name: &ImageName, purpose: LockPurpose) -> 
 
 fn freeze(store: &Store, rec: &Record) -> Result<LiveExport> {
     let mut live = LiveExport {
-        cgroup: MachineCgroup::of(&rec.cgroup),
+        cgroup: rec.machine_cgroup(),
         frozen: false,
         snapshot: None,
         how: String::new(),
@@ -70,26 +73,48 @@ fn freeze(store: &Store, rec: &Record) -> Result<LiveExport> {
     live.cgroup.freeze(true)?;
     live.frozen = true;
     let image = store.image(&ImageName::parse(&rec.name)?)?;
-    if image.kind() == crate::store::ImageKind::Subvolume {
-        let snap = store
-            .root()
-            .join(format!(".#export-{}-{}", rec.name, std::process::id()));
-        snapshot(image.path(), &snap)?;
-        live.snapshot = Some(snap);
-        live.cgroup.freeze(false)?;
-        live.frozen = false;
-        live.how = format!(
-            "{} is running: frozen for {} ms to take a btrfs snapshot, which is exported",
-            rec.name,
-            started.elapsed().as_millis()
-        );
+    let copy = store
+        .root()
+        .join(format!(".#export-{}-{}", rec.name, std::process::id()));
+    let what = if image.kind() == crate::store::ImageKind::Subvolume {
+        snapshot(image.path(), &copy)?;
+        live.snapshot = Some(copy);
+        "a btrfs snapshot"
+    } else if reflinks(store.root()) {
+        // Every file a clone of the image's (FICLONE): its data is shared, not copied, so the
+        // copy costs metadata only; removed with the rest of the copy on drop.
+        std::fs::create_dir(&copy).at(&copy)?;
+        live.snapshot = Some(copy.clone());
+        crate::store::copy_tree(image.path(), &copy, None)?;
+        "a reflink copy"
     } else {
         live.how = format!(
-            "{} is running: frozen for the whole export (its image is not a btrfs subvolume, so no snapshot)",
+            "{} is running: frozen for the whole export (its store can neither snapshot nor reflink)",
             rec.name
         );
-    }
+        return Ok(live);
+    };
+    live.cgroup.freeze(false)?;
+    live.frozen = false;
+    live.how = format!(
+        "{} is running: frozen for {} ms to take {what}, which is exported",
+        rec.name,
+        started.elapsed().as_millis()
+    );
     Ok(live)
+}
+
+/// Whether files in `dir`'s file system can share their data (FICLONE: xfs with reflink,
+/// btrfs): tried on two scratch files there, removed again.
+fn reflinks(dir: &Path) -> bool {
+    let probe = |end: &str| dir.join(format!(".#reflink-probe-{}-{end}", std::process::id()));
+    let (a, b) = (probe("a"), probe("b"));
+    let cloned = std::fs::write(&a, b"x")
+        .and_then(|_| Ok((std::fs::File::open(&a)?, std::fs::File::create(&b)?)))
+        .is_ok_and(|(a, b)| rustix::fs::ioctl_ficlone(&b, &a).is_ok());
+    let _ = std::fs::remove_file(a);
+    let _ = std::fs::remove_file(b);
+    cloned
 }
 
 fn snapshot(source: &Path, target: &Path) -> Result<()> {

@@ -27,6 +27,10 @@ pub struct Record {
     pub ready: bool,
     /// The leaf of the machine's cgroup in every hierarchy: `NAME-SUPERVISORPID`.
     pub cgroup: String,
+    /// Where that leaf is in the v2 hierarchy when not below `rmach/`: the cgroup systemd
+    /// delegated to the supervisor (`rmach@.service`), relative to the hierarchy's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<PathBuf>,
     /// The veth's host side, when the machine has one.
     pub veth: Option<String>,
     /// The run options it was started with, as a settings document.
@@ -85,6 +89,16 @@ pub fn find_leader(supervisor: u32) -> Option<u32> {
     first_child(first_child(supervisor)?)
 }
 
+/// The host PID of the leader (PID 1, the init) of the machine running from image `name`:
+/// from a started machine's record, else below the `rmach run` or `boot` holding the image's
+/// lock (`holder`: rmach → namespace helper → leader).
+pub fn leader_of(state: &Path, name: &str, holder: Option<u32>) -> Option<u32> {
+    match load(state, name) {
+        Some(rec) => rec.live_leader(),
+        None => find_leader(holder?),
+    }
+}
+
 impl Record {
     /// Writes the record atomically (a reader sees the old or the new one).
     pub fn save(&self, state: &Path) -> Result<()> {
@@ -111,6 +125,11 @@ impl Record {
             .then_some(pid)
     }
 
+    /// The machine's cgroup directories.
+    pub fn machine_cgroup(&self) -> super::cgroup::MachineCgroup {
+        super::cgroup::MachineCgroup::of(&self.cgroup, self.cgroup_parent.as_deref())
+    }
+
     /// Seconds since the machine's current leader started.
     pub fn uptime(&self) -> u64 {
         now().saturating_sub(self.since)
@@ -133,7 +152,7 @@ pub fn load(state: &Path, name: &str) -> Option<Record> {
             // Its supervisor was killed before it could clean up. The machine's init dies
             // with it (parent-death signal); whatever might still run there is killed, and
             // the cgroups are removed.
-            let cg = super::cgroup::MachineCgroup::of(&r.cgroup);
+            let cg = r.machine_cgroup();
             cg.kill_all();
             cg.remove();
             remove(state, name);
@@ -191,6 +210,7 @@ mod tests {
             systemd: false,
             ready: false,
             cgroup: "m-1".into(),
+            cgroup_parent: None,
             veth: None,
             settings: Default::default(),
         };

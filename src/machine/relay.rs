@@ -6,33 +6,9 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::event::{poll, PollFd, PollFlags};
-use rustix::termios::{tcgetattr, tcsetattr, OptionalActions, Termios};
 
+use crate::runner::console::{Escape, RawMode};
 use crate::sys::process as p;
-
-/// The terminal on stdin in raw mode until dropped.
-struct RawMode(Option<Termios>);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        let stdin = std::io::stdin();
-        let Ok(saved) = tcgetattr(&stdin) else {
-            return RawMode(None);
-        };
-        let mut raw = saved.clone();
-        raw.make_raw();
-        let _ = tcsetattr(&stdin, OptionalActions::Now, &raw);
-        RawMode(Some(saved))
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            let _ = tcsetattr(std::io::stdin(), OptionalActions::Now, t);
-        }
-    }
-}
 
 /// Waits for `child`, forwarding signals and relaying `pty` if given; returns its raw status.
 pub fn wait(child: i32, sigfd: &OwnedFd, pty: Option<OwnedFd>) -> i32 {
@@ -115,9 +91,6 @@ pub fn wait(child: i32, sigfd: &OwnedFd, pty: Option<OwnedFd>) -> i32 {
     }
 }
 
-/// Ctrl-]: pressed three times within a second, `login` lets go of the getty.
-const ESCAPE: u8 = 0x1d;
-
 /// Relays this terminal to `master` until the escape (or the end of input). `slave` is held
 /// until the getty has opened the pty; reads from a master nobody holds fail, and a getty
 /// that restarts after a logout leaves such gaps, so those are waited out, not fatal.
@@ -127,7 +100,8 @@ pub fn attach(master: OwnedFd, slave: std::fs::File) {
     let _ = crate::sys::pty::copy_winsize(&stdin, &master);
     let mut slave = Some(slave);
     let started = std::time::Instant::now();
-    let mut escapes = (0u8, std::time::Instant::now());
+    // Ctrl-] pressed three times within a second lets go of the getty.
+    let mut escape = Escape::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if slave.is_some() && started.elapsed() > std::time::Duration::from_secs(5) {
@@ -157,18 +131,8 @@ pub fn attach(master: OwnedFd, slave: std::fs::File) {
                 Ok(n) if n > 0 => n,
                 _ => return,
             };
-            for &b in &buf[..n] {
-                if b != ESCAPE {
-                    escapes.0 = 0;
-                    continue;
-                }
-                if escapes.1.elapsed() > std::time::Duration::from_secs(1) {
-                    escapes = (0, std::time::Instant::now());
-                }
-                escapes.0 += 1;
-                if escapes.0 >= 3 {
-                    return;
-                }
+            if escape.feed(&buf[..n]) {
+                return;
             }
             let _ = rustix::io::write(&master, &buf[..n]);
         }

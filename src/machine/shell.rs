@@ -1,7 +1,8 @@
 //! `shell`: a session inside a running machine. rmach joins the machine's cgroups, then all of
 //! its namespaces at once through a pidfd of its leader (`setns(pidfd, ...)`), becomes root of
 //! its user namespace, and forks the session's process (the fork puts it in the machine's PID
-//! namespace). That process takes the leader's capability bounding set, the user's identity,
+//! namespace). That process takes the leader's confinement (capability bounding set and with
+//! it the seccomp filter, `no_new_privs`), the user's identity,
 //! groups, home and login environment, and execs the command, the user's login shell, or
 //! `SHELL -c "$SSH_ORIGINAL_COMMAND"` (what sshd runs, so scp, sftp and rsync work through a
 //! `ForceCommand`). A pty from the machine's own devpts is used when rmach is on a terminal,
@@ -11,7 +12,7 @@ use std::ffi::CString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use super::cgroup::{self, MachineCgroup};
+use super::cgroup;
 use super::record::{self, Record};
 use super::user::{self, User};
 use super::{MachineError, Result};
@@ -57,16 +58,41 @@ fn enter_err(rec: &Record, what: impl Into<String>) -> impl FnOnce(std::io::Erro
     move |source| MachineError::Enter { name, what, source }
 }
 
-/// The capability bounding set of a process, from /proc/PID/status.
-fn bounding_set(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
+/// What of the machine's confinement a process entering it takes on from its leader, as a
+/// child of the machine's init would inherit it (the seccomp filter follows from the bounding
+/// set, as the runner compiles it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confinement {
+    /// The capability bounding set.
+    pub bounding: u64,
+    /// The machine runs with `--no-new-privileges`.
+    pub no_new_privs: bool,
+}
+
+impl Confinement {
+    /// The leader's, from /proc/PID/status.
+    fn of(pid: u32) -> Option<Confinement> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        Confinement::parse(&status)
+    }
+
+    fn parse(status: &str) -> Option<Confinement> {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        Some(Confinement {
+            bounding: u64::from_str_radix(field("CapBnd")?, 16).ok()?,
+            no_new_privs: field("NoNewPrivs")? == "1",
+        })
+    }
 }
 
 /// Joins the machine (cgroups, namespaces, root of its user namespace) in this process.
-/// Returns the leader's bounding set, which the session process takes on.
-pub fn join(rec: &Record) -> Result<u64> {
+/// Returns the leader's confinement, which the session process takes on.
+pub fn join(rec: &Record) -> Result<Confinement> {
     let not_running = || MachineError::NotRunning {
         name: rec.name.clone(),
     };
@@ -75,8 +101,8 @@ pub fn join(rec: &Record) -> Result<u64> {
     if !rec.is_live() || record::find_leader(rec.supervisor) != Some(leader) {
         return Err(not_running());
     }
-    let caps = bounding_set(leader).ok_or_else(not_running)?;
-    MachineCgroup::of(&rec.cgroup).join(cgroup::v2_dir_of(leader))?;
+    let confinement = Confinement::of(leader).ok_or_else(not_running)?;
+    rec.machine_cgroup().join(cgroup::v2_dir_of(leader))?;
     let mut flags = 0;
     for (ns, flag) in NAMESPACES {
         let mine = std::fs::read_link(format!("/proc/self/ns/{ns}")).ok();
@@ -91,13 +117,13 @@ pub fn join(rec: &Record) -> Result<u64> {
         p::set_identity(0, 0, &[]).map_err(enter_err(rec, "become root in its user namespace"))?;
     }
     std::env::set_current_dir("/").map_err(enter_err(rec, "change to its root"))?;
-    Ok(caps)
+    Ok(confinement)
 }
 
 /// Runs the session; returns its status as a shell reports it (128+N for signal N).
 pub fn run(rec: &Record, session: &Session) -> Result<u8> {
-    let caps = join(rec)?;
-    run_joined(rec, session, caps)
+    let confinement = join(rec)?;
+    run_joined(rec, session, confinement)
 }
 
 /// `login`: a getty inside on a new pty of the machine's devpts, attached to this terminal,
@@ -111,7 +137,7 @@ pub fn login(rec: &Record) -> Result<()> {
             source: std::io::ErrorKind::Unsupported.into(),
         });
     }
-    let caps = join(rec)?;
+    let confinement = join(rec)?;
     let (master, path) = crate::sys::pty::open_pty().map_err(enter_err(rec, "open a pty in it"))?;
     // Held until the getty has it: reads from a master nobody else holds fail with EIO.
     let slave = std::fs::OpenOptions::new()
@@ -127,7 +153,7 @@ pub fn login(rec: &Record) -> Result<()> {
         command: vec!["systemctl".into(), "start".into(), unit.clone()],
         ..Default::default()
     };
-    if run_joined(rec, &start, caps)? != 0 {
+    if run_joined(rec, &start, confinement)? != 0 {
         return Err(MachineError::Enter {
             name: rec.name.clone(),
             what: format!("systemctl start {unit} failed"),
@@ -138,13 +164,13 @@ pub fn login(rec: &Record) -> Result<()> {
     Ok(())
 }
 
-fn run_joined(rec: &Record, session: &Session, caps: u64) -> Result<u8> {
+fn run_joined(rec: &Record, session: &Session, confinement: Confinement) -> Result<u8> {
     let want = session.user.as_deref().unwrap_or("root");
     let user = user::resolve(want).ok_or_else(|| MachineError::NoUser {
         name: rec.name.clone(),
         user: want.into(),
     })?;
-    let exec = prepare(rec, session, user, caps)?;
+    let exec = prepare(rec, session, user, confinement.bounding)?;
     let pty = match session.pty {
         true => Some(crate::sys::pty::open_pty().map_err(enter_err(rec, "open a pty in it"))?),
         false => None,
@@ -165,7 +191,12 @@ fn run_joined(rec: &Record, session: &Session, caps: u64) -> Result<u8> {
     let child = match ns::fork_threadsafe().map_err(enter_err(rec, "fork"))? {
         None => {
             drop(err_r);
-            session_process(&exec, caps, pty.as_ref().map(|p| p.1.as_path()), err_w)
+            session_process(
+                &exec,
+                confinement,
+                pty.as_ref().map(|p| p.1.as_path()),
+                err_w,
+            )
         }
         Some(pid) => pid,
     };
@@ -258,7 +289,7 @@ fn find_executable(cmd: &str, path: &str) -> Option<PathBuf> {
 }
 
 /// The forked session process (in the machine's PID namespace); never returns.
-fn session_process(exec: &Exec, caps: u64, tty: Option<&Path>, error: OwnedFd) -> ! {
+fn session_process(exec: &Exec, confined: Confinement, tty: Option<&Path>, error: OwnedFd) -> ! {
     let error = std::cell::RefCell::new(std::fs::File::from(error));
     let fail = |what: &str, e: std::io::Error| -> ! {
         let code = e.raw_os_error().unwrap_or(libc::EIO);
@@ -288,8 +319,14 @@ fn session_process(exec: &Exec, caps: u64, tty: Option<&Path>, error: OwnedFd) -
             }
         }
     }
-    if let Err(e) = p::limit_capabilities(caps) {
+    if let Err(e) = p::limit_capabilities(confined.bounding) {
         fail("limit capabilities", e);
+    }
+    // As every process of a machine started with --no-new-privileges has it from its init.
+    if confined.no_new_privs {
+        if let Err(e) = p::set_no_new_privs() {
+            fail("no_new_privs", e);
+        }
     }
     // The same system call filters the machine's own processes run under.
     for filter in &exec.seccomp.filters {
@@ -308,4 +345,24 @@ fn session_process(exec: &Exec, caps: u64, tty: Option<&Path>, error: OwnedFd) -
     let _ = p::cloexec_from(3);
     let e = p::execve(&exec.exe, &exec.argv, &exec.env);
     fail(&format!("execute {}", exec.exe.to_string_lossy()), e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Confinement;
+
+    #[test]
+    fn confinement_from_proc_status() {
+        let status = "Name:\tsystemd\nCapBnd:\t000001ffffffffff\nNoNewPrivs:\t1\nSeccomp:\t2\n";
+        assert_eq!(
+            Confinement::parse(status),
+            Some(Confinement {
+                bounding: 0x1ff_ffff_ffff,
+                no_new_privs: true
+            })
+        );
+        let status = status.replace("NoNewPrivs:\t1", "NoNewPrivs:\t0");
+        assert!(!Confinement::parse(&status).unwrap().no_new_privs);
+        assert_eq!(Confinement::parse("CapBnd:\t0\n"), None);
+    }
 }

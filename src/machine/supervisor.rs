@@ -21,20 +21,14 @@ use crate::runner::{self, Bind, RunSpec};
 /// Where init finds the notify socket inside the machine.
 const NOTIFY_INSIDE: &str = "/run/host/notify";
 
-/// Signals the watcher thread must never take: the runner waits for them on a signalfd in the
-/// main thread, and an unblocked thread would get the default action (death) instead.
-const SHIELDED: &[i32] = &[
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGCONT,
-    libc::SIGCHLD,
-    libc::SIGWINCH,
-    libc::SIGPIPE,
-];
+/// Signals the watcher thread must never take: those the runner forwards to the machine (it
+/// waits for them and SIGCHLD on a signalfd in the main thread), and SIGPIPE; an unblocked
+/// thread would get the default action (death) instead.
+fn shielded() -> Vec<i32> {
+    let mut set = crate::runner::init::FORWARDED.to_vec();
+    set.extend([libc::SIGCHLD, libc::SIGPIPE]);
+    set
+}
 
 /// Whether the runner will exec systemd as the image's init.
 pub fn has_systemd(root: &Path) -> bool {
@@ -64,6 +58,9 @@ pub fn supervise(mut spec: RunSpec, state: &Path, settings: Settings) -> Result<
     });
     spec.env
         .push(("NOTIFY_SOCKET".into(), NOTIFY_INSIDE.into()));
+    // Under rmach@.service: the machine's cgroup goes below the unit's, so that systemd's
+    // KillMode reaches it, as systemd-nspawn@.service's payload does.
+    spec.cgroup_parent = super::cgroup::enter_delegated()?;
     let me = std::process::id();
     let rec = Record {
         name: name.clone(),
@@ -77,6 +74,7 @@ pub fn supervise(mut spec: RunSpec, state: &Path, settings: Settings) -> Result<
         systemd: has_systemd(&spec.root),
         ready: false,
         cgroup: format!("{name}-{me}"),
+        cgroup_parent: spec.cgroup_parent.clone(),
         veth: (spec.network == runner::Network::Veth).then(|| veth_name(&name)),
         settings,
     };
@@ -121,7 +119,7 @@ fn watch(
     host_notify: Option<std::ffi::OsString>,
     stop: &AtomicBool,
 ) {
-    let _mask = crate::sys::process::block_signals(SHIELDED);
+    let _mask = crate::sys::process::block_signals(&shielded());
     let my_comm = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
     let mut told_host = false;
     let mut ready_sent = false;

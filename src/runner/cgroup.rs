@@ -61,9 +61,11 @@ fn mkdir(path: &Path) -> Result<(), RunnerError> {
 }
 
 impl Cgroup {
-    /// Creates `rmach/<leaf>` in every hierarchy needed and writes the limits.
+    /// Creates `rmach/<leaf>` in every hierarchy needed (`v2_parent/<leaf>` in the v2 one
+    /// when given: a delegated cgroup) and writes the limits.
     pub fn create(
         leaf: &str,
+        v2_parent: Option<&Path>,
         limits: &Limits,
         device_allow: &[&str],
         device_policy: bool,
@@ -74,8 +76,10 @@ impl Cgroup {
             dirs: Vec::new(),
         };
         let result = match cg.layout {
-            Layout::Unified => cg.create_v2(leaf, limits, device_allow, device_policy),
-            Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow, device_policy),
+            Layout::Unified => cg.create_v2(leaf, v2_parent, limits, device_allow, device_policy),
+            Layout::Hybrid => {
+                cg.create_hybrid(leaf, v2_parent, limits, device_allow, device_policy)
+            }
         }
         .and_then(|_| {
             // Created after the rules: a v1 devices child starts with its parent's.
@@ -96,12 +100,13 @@ impl Cgroup {
     fn create_v2(
         &mut self,
         leaf: &str,
+        v2_parent: Option<&Path>,
         limits: &Limits,
         allow: &[&str],
         device_policy: bool,
     ) -> Result<(), RunnerError> {
         let root = Path::new(ROOT);
-        let parent = root.join(PARENT);
+        let parent = root.join(v2_parent.unwrap_or(Path::new(PARENT)));
         mkdir(&parent)?;
         // Delegate the controllers the host offers, so both limits and systemd inside work.
         let offered = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
@@ -119,7 +124,12 @@ impl Cgroup {
             .filter(|c| offered.split_whitespace().any(|o| o == **c))
             .map(|c| format!("+{c}"))
             .collect();
-        for dir in [root, parent.as_path()] {
+        // A delegated parent has the controllers its manager gave it; the root is not ours.
+        let enable_in = match v2_parent {
+            Some(_) => vec![parent.as_path()],
+            None => vec![root, parent.as_path()],
+        };
+        for dir in enable_in {
             for e in &enable {
                 write(&dir.join("cgroup.subtree_control"), e)?;
             }
@@ -158,6 +168,7 @@ impl Cgroup {
     fn create_hybrid(
         &mut self,
         leaf: &str,
+        v2_parent: Option<&Path>,
         limits: &Limits,
         allow: &[&str],
         device_policy: bool,
@@ -168,8 +179,12 @@ impl Cgroup {
             if !h.join("cgroup.procs").exists() {
                 return Ok(None);
             }
-            mkdir(&h.join(PARENT))?;
-            let dir = h.join(PARENT).join(leaf);
+            let parent = match v2_parent {
+                Some(p) if name == "unified" => h.join(p),
+                _ => h.join(PARENT),
+            };
+            mkdir(&parent)?;
+            let dir = parent.join(leaf);
             mkdir(&dir)?;
             self.dirs.push(dir.clone());
             Ok(Some(dir))

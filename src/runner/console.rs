@@ -133,11 +133,16 @@ impl Master {
     }
 }
 
-/// Counts Ctrl-] presses; true on the third within a second.
-struct Escape(u8, Instant);
+/// Counts Ctrl-] presses; true on the third within a second (the console's escape, and
+/// `login`'s).
+pub(crate) struct Escape(u8, Instant);
 
 impl Escape {
-    fn feed(&mut self, input: &[u8]) -> bool {
+    pub(crate) fn new() -> Escape {
+        Escape(0, Instant::now())
+    }
+
+    pub(crate) fn feed(&mut self, input: &[u8]) -> bool {
         for &b in input {
             if b != ESCAPE {
                 self.0 = 0;
@@ -172,7 +177,7 @@ pub fn relay(
         show: relay.console != Console::Passive,
         pending: Vec::new(),
     };
-    let mut escape = Escape(0, Instant::now());
+    let mut escape = Escape::new();
     let mut buf = vec![0u8; 64 * 1024];
     if let Some(pty) = &relay.pty {
         let _ = rustix::fs::fcntl_setfl(pty, rustix::fs::OFlags::NONBLOCK);
@@ -294,7 +299,7 @@ mod tests {
 
     #[test]
     fn escape_needs_three_in_a_row() {
-        let mut e = Escape(0, Instant::now());
+        let mut e = Escape::new();
         assert!(!e.feed(&[ESCAPE, ESCAPE]));
         assert!(!e.feed(b"x"));
         assert!(!e.feed(&[ESCAPE, ESCAPE]));

@@ -57,6 +57,7 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     let me = std::process::id();
     let mut cgroup = Cgroup::create(
         &plan.cgroup,
+        plan.cgroup_parent.as_deref(),
         &plan.limits,
         &plan.device_allow,
         plan.device_policy,

@@ -17,14 +17,14 @@
 mod caps;
 mod cgroup;
 mod channel;
-mod console;
+pub(crate) mod console;
 mod devices;
 mod exec;
 mod helper;
-mod init;
+pub(crate) mod init;
 mod machine;
 mod mounts;
-mod passwd;
+pub(crate) mod passwd;
 pub mod plan;
 pub mod seccomp;
 mod spec;

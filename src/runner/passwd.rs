@@ -15,19 +15,8 @@ pub struct User {
 /// Finds `user` (a name or a number; None: root) in the passwd text.
 pub fn lookup(passwd: &str, group: &str, user: Option<&str>) -> Option<User> {
     let want = user.unwrap_or("root");
-    let entry = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 7 && (f[0] == want || f[2] == want));
-    let mut u = match entry {
-        Some(f) => User {
-            name: f[0].into(),
-            uid: f[2].parse().ok()?,
-            gid: f[3].parse().ok()?,
-            home: f[5].into(),
-            shell: f[6].into(),
-            groups: Vec::new(),
-        },
+    let u = match entry(passwd, want) {
+        Some(u) => u,
         None if user.is_none() || want == "0" => root(),
         None => {
             // A bare number not in passwd is still a valid identity, as with nspawn.
@@ -42,6 +31,28 @@ pub fn lookup(passwd: &str, group: &str, user: Option<&str>) -> Option<User> {
             }
         }
     };
+    Some(with_groups(u, group))
+}
+
+/// The user `want` (a name or a uid) as passwd lists it, home and shell as written (possibly
+/// empty), no groups yet; None for a user passwd does not list.
+pub(crate) fn entry(passwd: &str, want: &str) -> Option<User> {
+    let f = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 7 && (f[0] == want || f[2] == want))?;
+    Some(User {
+        name: f[0].into(),
+        uid: f[2].parse().ok()?,
+        gid: f[3].parse().ok()?,
+        home: f[5].into(),
+        shell: f[6].into(),
+        groups: Vec::new(),
+    })
+}
+
+/// The user's groups: those the group text lists it in, and its own.
+pub(crate) fn with_groups(mut u: User, group: &str) -> User {
     u.groups = group
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
@@ -51,10 +62,10 @@ pub fn lookup(passwd: &str, group: &str, user: Option<&str>) -> Option<User> {
     u.groups.push(u.gid);
     u.groups.sort_unstable();
     u.groups.dedup();
-    Some(u)
+    u
 }
 
-fn root() -> User {
+pub(crate) fn root() -> User {
     User {
         name: "root".into(),
         uid: 0,

@@ -98,6 +98,8 @@ pub struct Plan {
     pub device_policy: bool,
     /// The machine's cgroup, `NAME-PID` below `rmach/` in each hierarchy.
     pub cgroup: String,
+    /// In the v2 hierarchy, the delegated cgroup the machine's goes below instead of `rmach/`.
+    pub cgroup_parent: Option<PathBuf>,
     /// The host end of the veth pair (with `--network veth`).
     pub veth: Option<String>,
     pub bounding_caps: u64,
@@ -223,6 +225,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         device_allow: DEVICE_ALLOW.to_vec(),
         device_policy: spec.device_policy,
         cgroup: format!("{}-{}", spec.name, std::process::id()),
+        cgroup_parent: spec.cgroup_parent.clone(),
         veth: (spec.network == Network::Veth).then(|| veth_name(&spec.name)),
         bounding_caps,
         no_new_privs: spec.no_new_privileges,

@@ -135,6 +135,10 @@ pub struct RunSpec {
     /// A directory where compiled seccomp programs are kept between runs (None: compile each
     /// time).
     pub seccomp_cache: Option<PathBuf>,
+    /// Where in the v2 hierarchy (relative to its root) the machine's cgroup goes instead of
+    /// `rmach/`: a cgroup systemd delegated to the caller (a unit with `Delegate=yes`), so the
+    /// unit's KillMode reaches the machine. v1 controller hierarchies keep `rmach/`.
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 impl RunSpec {
@@ -168,6 +172,7 @@ impl RunSpec {
             scratch: PathBuf::from("/run"),
             device_policy: true,
             seccomp_cache: None,
+            cgroup_parent: None,
         }
     }
 }

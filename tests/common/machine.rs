@@ -10,37 +10,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::Env;
+use crate::common_run::host_mirror;
 
 const PACKAGES: &str =
     "systemd,systemd-sysv,dbus,openssh-client,openssh-sftp-server,rsync,iproute2";
-
-/// The host's Debian mirror, from its apt sources (never written into the tests).
-fn host_mirror() -> String {
-    let mut text = String::new();
-    for e in std::fs::read_dir("/etc/apt/sources.list.d")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if e.path().extension().is_some_and(|x| x == "sources") {
-            text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-        }
-    }
-    for line in text.lines() {
-        if let Some(u) = line.strip_prefix("URIs:") {
-            if let Some(u) = u.split_whitespace().find(|u| !u.contains("security")) {
-                return u.to_string();
-            }
-        }
-    }
-    let list = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-    list.lines()
-        .filter(|l| l.starts_with("deb "))
-        .flat_map(|l| l.split_whitespace())
-        .find(|w| w.starts_with("http") && !w.contains("security"))
-        .expect("no Debian mirror in the apt sources")
-        .to_string()
-}
 
 /// The cached bookworm image for machine tests, built with debootstrap on first use.
 pub fn bookworm_image() -> PathBuf {
