@@ -1,5 +1,5 @@
 //! Started machines (`start`, `stop`, `kill`, `reboot`, `status`, `shell`, `set`, `copy-to`,
-//! `copy-from`, `enable`, `disable`, live `export-tar`) on a debootstrap'd bookworm with
+//! `copy-from`, `enable`, `disable`; live `export-tar` is in machine_export.rs) on a debootstrap'd bookworm with
 //! systemd, and a small non-systemd image. Every machine is stopped by a guard at the end of
 //! its test, which also checks that no cgroup, veth or record of it is left. Needs root.
 
@@ -14,45 +14,11 @@ mod terminal;
 use std::time::{Duration, Instant};
 
 use common::Env;
-use common_machine::{env_with_bookworm, leftovers, supervisor_of, Started};
+use common_machine::{
+    cgroup_file, env_with_bookworm, json, leftovers, record, state_in_list, supervisor_of,
+    wait_stopped, Started,
+};
 use terminal::Terminal;
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-/// The machine's record, as its supervisor wrote it.
-fn record(env: &Env, name: &str) -> serde_json::Value {
-    json(&std::fs::read_to_string(env.state.join(format!("machines/{name}.json"))).unwrap())
-}
-
-/// The first of `(hierarchy, file)` that exists in the machine's cgroup below `rmach/`
-/// (hierarchy "" is the v2 root of a pure v2 host).
-fn cgroup_file(env: &Env, name: &str, candidates: &[(&str, &str)]) -> std::path::PathBuf {
-    let rec = record(env, name);
-    let leaf = rec["cgroup"].as_str().unwrap();
-    candidates
-        .iter()
-        .map(|(h, f)| {
-            std::path::Path::new("/sys/fs/cgroup")
-                .join(h)
-                .join("rmach")
-                .join(leaf)
-                .join(f)
-        })
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("none of {candidates:?} in {leaf}'s cgroup"))
-}
-
-fn state_in_list(env: &Env, name: &str) -> String {
-    let v = json(&env.ok(&["list", "--json"]));
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == name)
-        .map(|i| i["state"].as_str().unwrap().to_string())
-        .unwrap_or_default()
-}
 
 #[test]
 fn start_shell_status_limits_copies_refusals_and_stop() {
@@ -352,11 +318,7 @@ fn kill_9_of_the_supervisor_leaves_list_truthful_and_reboot_works() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while state_in_list(&env, name) != "stopped" {
-            assert!(Instant::now() < deadline, "list still says running");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_stopped(&env, name, "list still says running");
         let e = env.fails(&["status", name], 1);
         assert!(e.contains("not running"), "{e}");
         assert_eq!(leftovers(&env, name), Vec::<String>::new());
@@ -387,80 +349,8 @@ fn kill_9_of_the_supervisor_leaves_list_truthful_and_reboot_works() {
         "{err}"
     );
     env.ok(&["kill", name, "--signal", "KILL"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while state_in_list(&env, name) != "stopped" {
-        assert!(Instant::now() < deadline, "kill -s KILL did not end it");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_stopped(&env, name, "kill -s KILL did not end it");
     env.fails(&["kill", name, "--signal", "NOPE"], 2);
-}
-
-#[test]
-fn export_of_a_running_machine_matches_a_stopped_export() {
-    let name = "mexport";
-    let env = env_with_bookworm(name);
-    let m = Started::start(&env, name, &[]);
-    m.sh("mkdir -p /srv/data && seq 100000 > /srv/data/numbers && sync");
-    let running = env.path("running.tar");
-    let o = env.run(&["-v", "export-tar", name, running.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("frozen"),
-        "-v says how"
-    );
-    // Still running, and thawed (seen from the host: a session inside would change the state).
-    let events = cgroup_file(
-        &env,
-        name,
-        &[("unified", "cgroup.events"), ("", "cgroup.events")],
-    );
-    assert!(std::fs::read_to_string(events)
-        .unwrap()
-        .contains("frozen 0"));
-    // The same state, stopped without a shutdown writing anything more.
-    env.ok(&["kill", name, "--signal", "KILL"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while state_in_list(&env, name) != "stopped" {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let stopped = env.path("stopped.tar");
-    env.ok(&["export-tar", name, stopped.to_str().unwrap()]);
-    let listing = |t: &std::path::Path| {
-        let o = std::process::Command::new("tar")
-            .args(["--full-time", "-tvf"])
-            .arg(t)
-            .output()
-            .unwrap();
-        // journald writes its journal whenever it likes (its own sync timer): the one file
-        // whose changes after the export the test cannot hold still.
-        let mut lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter(|l| !l.contains("./var/log/journal/"))
-            .map(String::from)
-            .collect();
-        lines.sort();
-        lines
-    };
-    let (a, b) = (listing(&running), listing(&stopped));
-    let only_a: Vec<_> = a.iter().filter(|l| !b.contains(l)).collect();
-    let only_b: Vec<_> = b.iter().filter(|l| !a.contains(l)).collect();
-    assert!(
-        only_a.is_empty() && only_b.is_empty(),
-        "running: {only_a:#?}\nstopped: {only_b:#?}"
-    );
-    assert!(a.iter().any(|l| l.ends_with("./srv/data/numbers")));
-    let data = |t: &std::path::Path| {
-        std::process::Command::new("tar")
-            .args(["-xOf"])
-            .arg(t)
-            .arg("./srv/data/numbers")
-            .output()
-            .unwrap()
-            .stdout
-    };
-    assert_eq!(data(&running), data(&stopped));
-    drop(m);
 }
 
 #[test]
@@ -829,126 +719,5 @@ fn the_unit_under_a_real_systemd_starts_and_stops_a_machine() {
         ],
         "{err}"
     );
-    drop(m);
-}
-
-/// `tar --full-time -tvf`, sorted, without journald's files (see the export test).
-fn tar_listing(t: &std::path::Path) -> Vec<String> {
-    let o = std::process::Command::new("tar")
-        .args(["--full-time", "-tvf"])
-        .arg(t)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let mut lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter(|l| !l.contains("./var/log/journal/"))
-        .map(String::from)
-        .collect();
-    lines.sort();
-    lines
-}
-
-#[test]
-fn on_btrfs_a_running_machine_is_exported_from_a_snapshot() {
-    exported_from_a_copy("mbtrfs", "mkfs.btrfs -q", "300M", "a btrfs snapshot");
-}
-
-#[test]
-fn on_xfs_a_running_machine_is_exported_from_a_reflink_copy() {
-    exported_from_a_copy("mxfs", "mkfs.xfs -q -m reflink=1", "512M", "a reflink copy");
-}
-
-/// A store on a loop-mounted file system made by `mkfs` (unmounted at the end, which frees the
-/// loop device): a running machine's export freezes it only while `copy` is taken (`-v` says
-/// so, with the milliseconds), the copy is gone afterwards, the machine runs on, and the
-/// archive equals a stopped export but for a file its init rewrites every second.
-fn exported_from_a_copy(name: &str, mkfs: &str, size: &str, copy: &str) {
-    common::require(mkfs.split(' ').next().unwrap());
-    let scratch = Env::new();
-    let img = scratch.path("fs.img");
-    let mount = scratch.path("mnt");
-    std::fs::create_dir(&mount).unwrap();
-    common::sh(&format!(
-        "truncate -s {size} {i}; {mkfs} {i}; mount -o loop {i} {m}",
-        i = img.display(),
-        m = mount.display()
-    ));
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mount.clone());
-    let env = Env::with_store_in(Some(&mount));
-    let src = env.path("src");
-    common_run::make_rootfs(&src);
-    std::fs::write(
-        src.join("usr/bin/init"),
-        "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do date > /root/clock; sleep 1 & wait; done\n",
-    )
-    .unwrap();
-    common::sh(&format!("chmod 755 {}/usr/bin/init", src.display()));
-    env.ok(&["import-fs", src.to_str().unwrap(), name]);
-    let m = Started::start(
-        &env,
-        name,
-        &["--private-users", "no", "--network", "private"],
-    );
-    assert_eq!(
-        m.sh("head -c 100000 /dev/zero | tr '\\0' x > /root/numbers")
-            .0,
-        0
-    );
-    let running = env.path("running.tar");
-    let o = env.run(&["-v", "export-tar", name, running.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    let said = format!(" ms to take {copy}, which is exported");
-    assert!(
-        err.contains("is running: frozen for ") && err.contains(&said),
-        "{err}"
-    );
-    // The snapshot is gone and the machine runs on.
-    assert_eq!(
-        env.store_entries()
-            .iter()
-            .filter(|e| e.contains("export"))
-            .count(),
-        0,
-        "{:?}",
-        env.store_entries()
-    );
-    assert_eq!(m.sh("wc -c < /root/numbers").1.trim(), "100000");
-    // As a cron job runs it, of the running machine: nothing at all on success.
-    let o = env.run(&[
-        "-q",
-        "export-tar",
-        name,
-        env.path("cron.tar").to_str().unwrap(),
-    ]);
-    assert!(o.status.success() && o.stdout.is_empty() && o.stderr.is_empty());
-    env.ok(&["kill", name, "--signal", "KILL"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while state_in_list(&env, name) != "stopped" {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let stopped = env.path("stopped.tar");
-    env.ok(&["export-tar", name, stopped.to_str().unwrap()]);
-    // The init rewrites /root/clock every second: the snapshot holds one moment of it.
-    let (a, b): (Vec<String>, Vec<String>) = (
-        tar_listing(&running)
-            .into_iter()
-            .filter(|l| !l.ends_with("./root/clock"))
-            .collect(),
-        tar_listing(&stopped)
-            .into_iter()
-            .filter(|l| !l.ends_with("./root/clock"))
-            .collect(),
-    );
-    assert_eq!(a, b);
-    assert!(a.iter().any(|l| l.ends_with("./root/numbers")));
     drop(m);
 }

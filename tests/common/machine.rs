@@ -91,6 +91,52 @@ pub fn supervisor_of(env: &Env, name: &str) -> Option<i32> {
     v["supervisor"].as_i64().map(|p| p as i32)
 }
 
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The machine's record, as its supervisor wrote it.
+pub fn record(env: &Env, name: &str) -> serde_json::Value {
+    json(&std::fs::read_to_string(env.state.join(format!("machines/{name}.json"))).unwrap())
+}
+
+/// The first of `(hierarchy, file)` that exists in the machine's cgroup below `rmach/`
+/// (hierarchy "" is the v2 root of a pure v2 host).
+pub fn cgroup_file(env: &Env, name: &str, candidates: &[(&str, &str)]) -> std::path::PathBuf {
+    let rec = record(env, name);
+    let leaf = rec["cgroup"].as_str().unwrap();
+    candidates
+        .iter()
+        .map(|(h, f)| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join("rmach")
+                .join(leaf)
+                .join(f)
+        })
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("none of {candidates:?} in {leaf}'s cgroup"))
+}
+
+pub fn state_in_list(env: &Env, name: &str) -> String {
+    let v = json(&env.ok(&["list", "--json"]));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .map(|i| i["state"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Waits until `list` says the machine stopped (20 s at most, else fails saying `what`).
+pub fn wait_stopped(env: &Env, name: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state_in_list(env, name) != "stopped" {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A started machine: stopped when dropped (killed if it will not stop), and the host checked.
 pub struct Started<'a> {
     pub env: &'a Env,
