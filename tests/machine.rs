@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::Env;
 use common_machine::{
-    cgroup_file, env_with_bookworm, json, leftovers, record, state_in_list, supervisor_of,
-    wait_stopped, Started,
+    cgroup_file, env_with_bookworm, json, leftovers, record, rootfs_with_init, state_in_list,
+    supervisor_of, wait_stopped, Started,
 };
 use terminal::Terminal;
 
@@ -359,11 +359,10 @@ fn a_non_systemd_init_is_up_once_started_and_stops_on_sigterm() {
     std::fs::create_dir_all(&env.store).unwrap();
     let name = "mplain";
     let root = env.store.join(name);
-    common_run::make_rootfs(&root);
-    std::fs::create_dir_all(root.join("sbin")).ok();
-    let init = root.join("usr/bin/init");
-    std::fs::write(&init, "#!/bin/sh\ntrap 'echo halting; exit 0' TERM\necho plain init up\nwhile :; do sleep 1 & wait; done\n").unwrap();
-    common::sh(&format!("chmod 755 {}", init.display()));
+    rootfs_with_init(
+        &root,
+        "#!/bin/sh\ntrap 'echo halting; exit 0' TERM\necho plain init up\nwhile :; do sleep 1 & wait; done\n",
+    );
     // Settings recorded while stopped are what the next start uses.
     env.ok(&["set", name, "--pids-max", "77", "--private-users", "no"]);
     let m = Started::start(&env, name, &["--network", "private"]);
@@ -665,13 +664,10 @@ fn the_unit_under_a_real_systemd_starts_and_stops_a_machine() {
     let name = "mnest";
     let env = env_with_bookworm(name);
     let inner = env.store.join(name).join("var/lib/machines/ninner");
-    common_run::make_rootfs(&inner);
-    std::fs::write(
-        inner.join("usr/bin/init"),
+    rootfs_with_init(
+        &inner,
         "#!/bin/bash\ntrap 'echo inner halting; exit 0' TERM SIGRTMIN+3\necho inner up\nwhile :; do sleep 1 & wait; done\n",
-    )
-    .unwrap();
-    common::sh(&format!("chmod 755 {}/usr/bin/init", inner.display()));
+    );
     let bind = format!("{}:/usr/local/bin/rmach", env!("CARGO_BIN_EXE_rmach"));
     let m = Started::start(
         &env,

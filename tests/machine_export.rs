@@ -10,7 +10,7 @@ mod common_machine;
 mod common_run;
 
 use common::Env;
-use common_machine::{cgroup_file, env_with_bookworm, wait_stopped, Started};
+use common_machine::{cgroup_file, env_with_bookworm, rootfs_with_init, wait_stopped, Started};
 
 #[test]
 fn export_of_a_running_machine_matches_a_stopped_export() {
@@ -113,13 +113,10 @@ fn exported_from_a_copy(name: &str, mkfs: &str, size: &str, copy: &str) {
     let _unmount = Unmount(mount.clone());
     let env = Env::with_store_in(Some(&mount));
     let src = env.path("src");
-    common_run::make_rootfs(&src);
-    std::fs::write(
-        src.join("usr/bin/init"),
+    rootfs_with_init(
+        &src,
         "#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do date > /root/clock; sleep 1 & wait; done\n",
-    )
-    .unwrap();
-    common::sh(&format!("chmod 755 {}/usr/bin/init", src.display()));
+    );
     env.ok(&["import-fs", src.to_str().unwrap(), name]);
     let m = Started::start(
         &env,

@@ -128,6 +128,15 @@ pub fn state_in_list(env: &Env, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A small root (common/run.rs's) whose init, /usr/bin/init (where /sbin/init points), is
+/// `script`.
+pub fn rootfs_with_init(root: &Path, script: &str) {
+    crate::common_run::make_rootfs(root);
+    let init = root.join("usr/bin/init");
+    std::fs::write(&init, script).unwrap();
+    crate::common::sh(&format!("chmod 755 {}", init.display()));
+}
+
 /// Waits until `list` says the machine stopped (20 s at most, else fails saying `what`).
 pub fn wait_stopped(env: &Env, name: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
