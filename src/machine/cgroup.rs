@@ -199,7 +199,8 @@ pub fn v2_dir_of(pid: u32) -> Option<PathBuf> {
 /// root) when its manager delegated it (systemd marks a `Delegate=yes` unit's cgroup with the
 /// `trusted.delegate` or `user.delegate` attribute). This process moves into `supervisor`
 /// below it, since a cgroup that hands controllers to children may hold no processes itself;
-/// the machine's cgroup is to go beside it. None, and nothing moved, outside such a cgroup.
+/// the machine's cgroup is to go beside it. None, and nothing moved, outside such a cgroup or
+/// when other processes share it.
 pub fn enter_delegated() -> Result<Option<PathBuf>> {
     let Some(rel) = v2_path_of("self").filter(|r| !r.as_os_str().is_empty()) else {
         return Ok(None);
@@ -209,7 +210,12 @@ pub fn enter_delegated() -> Result<Option<PathBuf>> {
         let mut value = [0u8; 8];
         rustix::fs::getxattr(&dir, *attr, &mut value).is_ok_and(|n| &value[..n] == b"1")
     });
-    if !delegated {
+    // Only a supervisor alone there (the unit's main process) takes it over: a parent left
+    // in it (`rmach start` run from a unit's script) would keep controllers from children.
+    let me = std::process::id().to_string();
+    let alone = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .is_ok_and(|procs| procs.lines().all(|p| p.trim() == me));
+    if !delegated || !alone {
         return Ok(None);
     }
     let own = dir.join("supervisor");
@@ -218,7 +224,7 @@ pub fn enter_delegated() -> Result<Option<PathBuf>> {
         _ => {}
     }
     let procs = own.join("cgroup.procs");
-    std::fs::write(&procs, std::process::id().to_string()).at(procs)?;
+    std::fs::write(&procs, &me).at(procs)?;
     Ok(Some(rel))
 }
 
