@@ -442,6 +442,7 @@ pub fn shell(ctx: &Context, a: ShellArgs) -> anyhow::Result<Status> {
         shell_command: std::env::var("SSH_ORIGINAL_COMMAND").ok(),
         pty,
         env,
+        seccomp_cache: Some(ctx.global.cache_dir.join("runner")),
     };
     Ok(shell::run(&rec, &session)?)
 }

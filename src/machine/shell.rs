@@ -31,6 +31,8 @@ pub struct Session {
     pub pty: bool,
     /// Variables over the login environment (TERM, ...).
     pub env: Vec<(String, String)>,
+    /// Where compiled seccomp programs are kept (the runner's cache; None compiles afresh).
+    pub seccomp_cache: Option<PathBuf>,
 }
 
 const NAMESPACES: &[(&str, i32)] = &[
@@ -49,7 +51,7 @@ struct Exec {
     argv: Vec<CString>,
     env: Vec<CString>,
     user: User,
-    /// Compiled before the fork for the leader's bounding set, as the runner does.
+    /// Compiled before joining, for the leader's bounding set, as the runner does.
     seccomp: crate::runner::seccomp::SeccompProgram,
 }
 
@@ -122,8 +124,22 @@ pub fn join(rec: &Record) -> Result<Confinement> {
 
 /// Runs the session; returns its status as a shell reports it (128+N for signal N).
 pub fn run(rec: &Record, session: &Session) -> Result<u8> {
+    // The filter is compiled, or found in the cache, while the host's file system is still
+    // this process's: compiling costs more than all the rest of a session.
+    let early = rec
+        .live_leader()
+        .and_then(Confinement::of)
+        .map(|c| {
+            crate::runner::seccomp::compile_cached(c.bounding, session.seccomp_cache.as_deref())
+                .map(|program| (c.bounding, program))
+        })
+        .transpose()?;
     let confinement = join(rec)?;
-    run_joined(rec, session, confinement)
+    let seccomp = match early {
+        Some((bounding, program)) if bounding == confinement.bounding => program,
+        _ => crate::runner::seccomp::compile(confinement.bounding)?,
+    };
+    run_joined(rec, session, confinement, seccomp)
 }
 
 /// `login`: a getty inside on a new pty of the machine's devpts, attached to this terminal,
@@ -153,7 +169,8 @@ pub fn login(rec: &Record) -> Result<()> {
         command: vec!["systemctl".into(), "start".into(), unit.clone()],
         ..Default::default()
     };
-    if run_joined(rec, &start, confinement)? != 0 {
+    let seccomp = crate::runner::seccomp::compile(confinement.bounding)?;
+    if run_joined(rec, &start, confinement, seccomp)? != 0 {
         return Err(MachineError::Enter {
             name: rec.name.clone(),
             what: format!("systemctl start {unit} failed"),
@@ -164,13 +181,18 @@ pub fn login(rec: &Record) -> Result<()> {
     Ok(())
 }
 
-fn run_joined(rec: &Record, session: &Session, confinement: Confinement) -> Result<u8> {
+fn run_joined(
+    rec: &Record,
+    session: &Session,
+    confinement: Confinement,
+    seccomp: crate::runner::seccomp::SeccompProgram,
+) -> Result<u8> {
     let want = session.user.as_deref().unwrap_or("root");
     let user = user::resolve(want).ok_or_else(|| MachineError::NoUser {
         name: rec.name.clone(),
         user: want.into(),
     })?;
-    let exec = prepare(rec, session, user, confinement.bounding)?;
+    let exec = prepare(rec, session, user, seccomp)?;
     let pty = match session.pty {
         true => Some(crate::sys::pty::open_pty().map_err(enter_err(rec, "open a pty in it"))?),
         false => None,
@@ -217,7 +239,12 @@ fn run_joined(rec: &Record, session: &Session, confinement: Confinement) -> Resu
 }
 
 /// Argv and environment for the session, resolved inside the machine.
-fn prepare(rec: &Record, s: &Session, user: User, caps: u64) -> Result<Exec> {
+fn prepare(
+    rec: &Record,
+    s: &Session,
+    user: User,
+    seccomp: crate::runner::seccomp::SeccompProgram,
+) -> Result<Exec> {
     let path = if user.uid == 0 {
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     } else {
@@ -271,7 +298,7 @@ fn prepare(rec: &Record, s: &Session, user: User, caps: u64) -> Result<Exec> {
             .map(|(k, v)| c(format!("{k}={v}").as_bytes()))
             .collect::<Result<_>>()?,
         user,
-        seccomp: crate::runner::seccomp::compile(caps)?,
+        seccomp,
     })
 }
 
