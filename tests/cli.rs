@@ -9,7 +9,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::Env;
+use common::{command_line, on_terminal, wrapped, Env, RMACH};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -28,14 +28,19 @@ fn with_dev() -> Env {
 fn rmach_needs_root_and_says_so() {
     let env = with_dev();
     for args in [vec!["list"], vec!["show", "dev"], vec!["remove", "dev"]] {
-        let o = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_rmach"))
-            .arg("--store")
-            .arg(&env.store)
-            .args(&args)
-            .output()
-            .unwrap();
+        let mut rmach = env.command();
+        rmach.args(&args);
+        let o = wrapped(
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ],
+            &rmach,
+        )
+        .output()
+        .unwrap();
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         assert!(
             stderr(&o).starts_with("rmach: rmach needs root"),
@@ -132,11 +137,13 @@ fn a_closed_stdout_ends_quietly() {
         assert_eq!(stderr(&o), "", "{args:?}");
     }
     // As people type it.
+    let mut rmach = env.command();
+    rmach.args(["completions", "zsh"]);
     let o = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "{} completions zsh | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
-            env!("CARGO_BIN_EXE_rmach")
+            "{} | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            command_line(&rmach)
         ))
         .output()
         .unwrap();
@@ -191,20 +198,11 @@ fn list_legend_names_and_no_images() {
         "",
         "off a terminal an empty list prints nothing"
     );
-    let on_terminal = Command::new("script")
-        .args(["-qec"])
-        .arg(format!(
-            "{} --store {} --state-dir {} list",
-            env!("CARGO_BIN_EXE_rmach"),
-            env.store.display(),
-            env.state.display()
-        ))
-        .arg("/dev/null")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut list = env.command();
+    list.arg("list");
+    let shown = on_terminal("", &list).output().unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&on_terminal.stdout).replace('\r', ""),
+        String::from_utf8_lossy(&shown.stdout).replace('\r', ""),
         "No images.\n"
     );
     let src = env.path("src");
@@ -268,7 +266,7 @@ fn errors_carry_no_os_error_numbers() {
 /// Runs `script` in `shell` with the completion script of rmach sourced, RMACH_STORE and PATH
 /// pointing at this store and binary.
 fn complete_in(env: &Env, shell: &str, script: &str) -> String {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_rmach"));
+    let bin = std::path::Path::new(RMACH);
     let path = format!(
         "{}:{}",
         bin.parent().unwrap().display(),
@@ -278,8 +276,7 @@ fn complete_in(env: &Env, shell: &str, script: &str) -> String {
         .arg("-c")
         .arg(script)
         .env("PATH", path)
-        .env("RMACH_STORE", &env.store)
-        .env("RMACH_STATE_DIR", &env.state)
+        .envs(env.vars())
         .output()
         .unwrap();
     assert!(o.status.success(), "{shell}: {}", stderr(&o));
@@ -337,7 +334,7 @@ fn scripts_install_puts_everything_under_destdir() {
     let o = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install"))
         .env("DESTDIR", dest.path())
         .env("PREFIX", "/usr")
-        .env("RMACH", env!("CARGO_BIN_EXE_rmach"))
+        .env("RMACH", RMACH)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

@@ -5,18 +5,17 @@
 //! Needs root and the cached bookworm image (built from the host's mirror on first use).
 
 mod common;
-#[path = "common/raw.rs"]
-mod common_raw;
-#[path = "common/run.rs"]
-mod common_run;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::raw::{assert_no_loops, gpt_disk, ROOT_X86_64};
+use common::run::{
+    bookworm_with_systemd, in_own_cgroup, signal_and_wait, system_state, wait_for_leader,
+    KillOnDrop,
+};
 use common::tree::{assert_same, make_full_tree, FULL};
 use common::{require, sh, Env};
-use common_raw::*;
-use common_run::{bookworm_with_systemd, system_state, wait_for_leader, KillOnDrop};
 
 fn stored(env: &Env, name: &str) -> std::path::PathBuf {
     env.store.join(format!("{name}.raw"))
@@ -163,8 +162,11 @@ fn boot_to_running(env: &Env, name: &str) {
         root_fs.lines().any(|l| l.contains(" / ext4 ")),
         "{name}: the root is not the disk's ext4: {root_fs}"
     );
-    sh(&format!("kill -TERM {}", child.0.id()));
-    let status = child.0.wait().unwrap();
+    let status = signal_and_wait(
+        &mut child.0,
+        rustix::process::Signal::TERM,
+        std::time::Duration::from_secs(60),
+    );
     assert!(status.success(), "{name}: {status:?}");
     assert_no_loops(&stored(env, name));
 }
@@ -199,7 +201,7 @@ fn bookworm_disks_boot_mkosi_style_and_rmach_made() {
     assert_discoverable_gpt(&stored(&env, "made"));
     boot_to_running(&env, "made");
     if Path::new("/run/udev/control").exists() {
-        let o = Command::new("systemd-nspawn")
+        let o = in_own_cgroup("systemd-nspawn")
             .args(["--register=no", "-q", "--pipe", "-i"])
             .arg(stored(&env, "made"))
             .args(["cat", "/etc/debian_version"])

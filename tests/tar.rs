@@ -109,7 +109,7 @@ fn old_gnu_format_and_old_sparse_import() {
         Compare {
             subsec: false,
             xattrs: false,
-            holes: true,
+            ..FULL
         },
     );
 }

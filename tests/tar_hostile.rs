@@ -369,18 +369,14 @@ fn full_disk_fails_cleanly() {
 fn import_peak_mib(env: &Env, file: &std::path::Path, name: &str) -> (std::process::Output, u64) {
     common::require("time");
     let report = env.path(&format!("{name}.rss"));
-    let out = std::process::Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&report)
-        .arg(env!("CARGO_BIN_EXE_rmach"))
-        .args(["--store", env.store.to_str().unwrap()])
-        .args(["--state-dir", env.state.to_str().unwrap()])
-        .args(["--cache-dir", env.cache.to_str().unwrap()])
-        .args(["import-tar", file.to_str().unwrap(), name, "--force"])
-        .output()
-        .unwrap();
+    let mut rmach = env.command();
+    rmach.args(["import-tar", file.to_str().unwrap(), name, "--force"]);
+    let out = common::wrapped(
+        &["/usr/bin/time", "-f", "%M", "-o", report.to_str().unwrap()],
+        &rmach,
+    )
+    .output()
+    .unwrap();
     let kib: u64 = std::fs::read_to_string(&report)
         .unwrap()
         .lines()
