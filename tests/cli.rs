@@ -18,8 +18,7 @@ fn stderr(o: &std::process::Output) -> String {
 /// An Env with one empty directory image `dev`.
 fn with_dev() -> Env {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     env.ok(&["import-fs", src.to_str().unwrap(), "dev"]);
     env
 }
@@ -83,8 +82,7 @@ fn a_missing_store_is_an_error_except_for_verbs_that_create_images() {
         );
         assert!(!typo.exists(), "{args:?} created the store");
     }
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     env.ok(&["--store", t, "import-fs", src.to_str().unwrap(), "dev"]);
     assert!(typo.join("dev").is_dir());
 }
@@ -205,8 +203,7 @@ fn list_legend_names_and_no_images() {
         String::from_utf8_lossy(&shown.stdout).replace('\r', ""),
         "No images.\n"
     );
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     env.ok(&["import-fs", src.to_str().unwrap(), "b-img"]);
     env.ok(&["import-fs", src.to_str().unwrap(), "a-img"]);
     let list = env.ok(&["list"]);

@@ -13,19 +13,19 @@ use rustix::process::Signal;
 
 use common::run::{
     bookworm_with_systemd, cgroup_leftovers, failed_units, in_machine, probe, probe_command,
-    signal_and_wait, stderr, stdout, system_state, wait_for_leader, KillOnDrop, ProbeStore,
+    probe_ok, signal_and_wait, stderr, stdout, system_state, wait_for_leader, KillOnDrop,
+    ProbeStore,
 };
 use common::{command_line, on_terminal, wrapped, Env};
 
 #[test]
 fn pid1_hostname_environment_and_identity() {
     let ts = ProbeStore::new("probe1");
-    let (code, out, err) = probe(
+    let out = probe_ok(
         &ts,
         &["--hostname", "inner", "-E", "FOO=bar"],
         "cat /proc/1/comm; echo pid=$$; hostname; echo $container $FOO $HOME; id -u; test -n \"$container_uuid\" && echo uuid",
     );
-    assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,
@@ -46,8 +46,7 @@ fn mounts_and_their_flags() {
         .unwrap()
         .lines()
         .count();
-    let (code, out, err) = probe(&ts, &[], "cat /proc/self/mountinfo; cat /run/host/os-release | head -1; cat /run/host/container-manager");
-    assert_eq!(code, 0, "{err}");
+    let out = probe_ok(&ts, &[], "cat /proc/self/mountinfo; cat /run/host/os-release | head -1; cat /run/host/container-manager");
     let find = |target: &str| -> Vec<String> {
         out.lines()
             .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
@@ -98,12 +97,11 @@ fn mounts_and_their_flags() {
 #[test]
 fn dev_contents() {
     let ts = ProbeStore::new("probe3");
-    let (code, out, err) = probe(
+    let out = probe_ok(
         &ts,
         &[],
         "ls /dev; readlink /dev/ptmx /dev/fd; echo x > /dev/null && head -c 4 /dev/urandom | wc -c",
     );
-    assert_eq!(code, 0, "{err}");
     for d in [
         "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd", "net",
     ] {
@@ -117,25 +115,24 @@ fn dev_contents() {
     assert!(out.contains("pts/ptmx\n/proc/self/fd\n4\n"), "{out}");
 }
 
+/// The capability bounding set in the lines of /proc/PID/status `status`.
+fn bounding_set(status: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap_or_else(|| panic!("no CapBnd in {status}"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
 #[test]
 fn capabilities_and_seccomp() {
     let ts = ProbeStore::new("probe4");
-    let (code, out, err) = probe(
+    let out = probe_ok(
         &ts,
         &[],
         "grep -E '^(CapBnd|Seccomp|NoNewPrivs):' /proc/self/status",
     );
-    assert_eq!(code, 0, "{err}");
-    let bnd = u64::from_str_radix(
-        out.lines()
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap(),
-        16,
-    )
-    .unwrap();
+    let bnd = bounding_set(&out);
     for (cap, n) in [
         ("sys_module", 16),
         ("sys_rawio", 17),
@@ -163,16 +160,7 @@ fn capabilities_and_seccomp() {
         ],
         "grep -E '^(CapBnd|NoNewPrivs):' /proc/self/status",
     );
-    let bnd = u64::from_str_radix(
-        out.lines()
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap(),
-        16,
-    )
-    .unwrap();
+    let bnd = bounding_set(&out);
     assert_eq!(bnd & 1, 0);
     assert_ne!(bnd & (1 << 25), 0);
     assert!(out.contains("NoNewPrivs:\t1"));
@@ -209,12 +197,11 @@ fn cgroup_limits_are_enforced_and_removed() {
         "{code} {out} {err}"
     );
     // CPU time over two seconds of busy loop with a fifth of a CPU: well under one second.
-    let (code, out, err) = probe(
+    let out = probe_ok(
         &ts,
         &["--cpus", "0.2"],
         "exec bash -c 'end=$((SECONDS+2)); while ((SECONDS<end)); do :; done; times'",
     );
-    assert_eq!(code, 0, "{err}");
     let user = out
         .lines()
         .next()
@@ -238,12 +225,11 @@ fn cgroup_limits_are_enforced_and_removed() {
 #[test]
 fn user_namespace_maps_and_ownership() {
     let ts = ProbeStore::new("probe6");
-    let (code, out, err) = probe(
+    let out = probe_ok(
         &ts,
         &["--private-users", "pick"],
         "cat /proc/self/uid_map; stat -c %u /etc/passwd; touch /root/new; stat -c %u /root/new",
     );
-    assert_eq!(code, 0, "{err}");
     let map: Vec<u64> = out
         .lines()
         .next()
@@ -347,8 +333,7 @@ fn binds_tmpfs_ephemeral_and_read_only() {
     let rw = format!("{}:/mnt/rw", src.display());
     let ro = format!("{}:/mnt/ro", src.display());
     // Host root's directory: writable through the bind for host root only (--private-users no).
-    let (code, out, err) = probe(&ts, &["--private-users", "no", "--bind", &rw, "--bind-ro", &ro, "--tmpfs", "/srv"], "cat /mnt/rw/in; echo out > /mnt/rw/out; echo no > /mnt/ro/x || echo refused; grep ' /srv ' /proc/self/mountinfo | grep -c tmpfs");
-    assert_eq!(code, 0, "{err}");
+    let out = probe_ok(&ts, &["--private-users", "no", "--bind", &rw, "--bind-ro", &ro, "--tmpfs", "/srv"], "cat /mnt/rw/in; echo out > /mnt/rw/out; echo no > /mnt/ro/x || echo refused; grep ' /srv ' /proc/self/mountinfo | grep -c tmpfs");
     assert_eq!(out, "hello\nrefused\n1\n");
     assert_eq!(std::fs::read_to_string(src.join("out")).unwrap(), "out\n");
     let (code, out, _) = probe(
@@ -651,28 +636,9 @@ fn device_policy_denies_unlisted_devices() {
         stderr(&host)
     );
     // Host root's rights inside (mknod needs them): --private-users no.
-    let v1 = ts.run(&[
-        "run",
-        "--private-users",
-        "no",
-        "probe13",
-        "--",
-        "/bin/sh",
-        "-c",
-        script,
-    ]);
-    assert_eq!(stdout(&v1), "made\nnull-ok\n", "{}", stderr(&v1));
-    let mut inner = ts.command();
-    inner.args([
-        "run",
-        "--private-users",
-        "no",
-        "probe13",
-        "--",
-        "/bin/sh",
-        "-c",
-        script,
-    ]);
+    let (_, out, err) = probe(&ts, &["--private-users", "no"], script);
+    assert_eq!(out, "made\nnull-ok\n", "{err}");
+    let inner = probe_command(&ts, &["--private-users", "no"], script);
     let o = wrapped(
         &[
             "unshare",

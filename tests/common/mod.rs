@@ -74,6 +74,13 @@ impl Env {
         self.dir.path().join(rel)
     }
 
+    /// A new empty directory `rel` inside the temporary directory.
+    pub fn empty_dir(&self, rel: &str) -> PathBuf {
+        let dir = self.path(rel);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
     /// The directory image `name` in the store.
     pub fn image(&self, name: &str) -> PathBuf {
         self.store.join(name)

@@ -258,6 +258,13 @@ pub fn probe_command(ts: &ProbeStore, opts: &[&str], script: &str) -> Command {
     rmach
 }
 
+/// Runs `sh -c SCRIPT` in the store's image with `opts`, which must succeed; its stdout.
+pub fn probe_ok(ts: &ProbeStore, opts: &[&str], script: &str) -> String {
+    let (code, out, err) = probe(ts, opts, script);
+    assert_eq!(code, 0, "{opts:?} {script}: {out}{err}");
+    out
+}
+
 /// Runs `sh -c SCRIPT` in the store's image with `opts`: (status, stdout, stderr).
 pub fn probe(ts: &ProbeStore, opts: &[&str], script: &str) -> (i32, String, String) {
     let o = probe_command(ts, opts, script)
