@@ -300,6 +300,9 @@ fn clean_removes_the_lock_files_of_a_killed_rmach() {
     assert!(lck.exists() && state.exists());
     if let Some(g) = &global {
         assert!(g.exists());
+        // The host check of every test's Env sees it.
+        let named = format!("{} of {}", g.display(), image.display());
+        assert_eq!(ts.host_leftovers(), [named]);
     }
     // The machine dies with rmach (parent-death signals), and with it the last copy of the
     // lock descriptors: then the image is stopped.

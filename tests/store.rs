@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::tree::{assert_same, make_full_tree, snapshot, FULL};
-use common::{sh, Env};
+use common::{sh, Env, Tmpfs};
 
 #[test]
 fn import_fs_and_clone_keep_every_attribute() {
@@ -641,10 +641,7 @@ fn a_full_disk_fails_cleanly_and_leaves_nothing() {
     let scratch = Env::new();
     let src = big_tree(&scratch);
     let small = tempfile::tempdir().unwrap();
-    sh(&format!(
-        "mount -t tmpfs -o size=16m rmach-test {}",
-        small.path().display()
-    ));
+    let _tmpfs = Tmpfs::mount(small.path(), "16m");
     let env = Env::with_store_in(Some(small.path()));
     let err = env.fails(&["import-fs", src.to_str().unwrap(), "dev"], 1);
     assert!(err.contains("No space left on device"), "{err}");
@@ -654,5 +651,4 @@ fn a_full_disk_fails_cleanly_and_leaves_nothing() {
     );
     assert!(!err.contains("os error"), "{err}");
     assert!(env.store_entries().is_empty(), "{:?}", env.store_entries());
-    sh(&format!("umount {}", small.path().display()));
 }

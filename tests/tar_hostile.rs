@@ -337,10 +337,14 @@ fn broken_inputs_fail_cleanly() {
 #[test]
 fn full_disk_fails_cleanly() {
     let env = Env::new();
-    let _tmpfs = Tmpfs::mount(&env.store, "2m");
+    let tmpfs = Tmpfs::mount(&env.store, "2m");
     let big = RawTar::default().file("a", &vec![1u8; 3 << 20]).finish();
     let msg = refused(&env, &big);
     assert!(msg.contains("full"), "{msg}");
+    // The host check of every test's Env sees a mount left in it.
+    let mount = format!("mount on {}", env.store.display());
+    assert_eq!(env.host_leftovers(), [mount]);
+    drop(tmpfs);
 }
 
 /// Runs `rmach import-tar FILE NAME` under GNU time; returns its output and peak RSS in MiB.

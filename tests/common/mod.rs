@@ -38,11 +38,17 @@ pub struct Env {
 
 /// A killed rmach (or supervisor) cannot remove the lock files it holds for systemd's sake
 /// (nspawn's `/run/systemd/nspawn/locks/inode-*`, as a killed nspawn cannot): `clean` removes
-/// the unheld ones of the store's images, so no test leaves them on the host.
+/// the unheld ones of the store's images, so no test leaves them on the host. Then what is
+/// left of this environment on the host fails the test ([`Env::host_leftovers`]), unless it
+/// is failing already.
 impl Drop for Env {
     fn drop(&mut self) {
         if self.store.is_dir() {
             let _ = self.command().arg("-q").arg("clean").output();
+        }
+        if !std::thread::panicking() {
+            let left = self.host_leftovers();
+            assert!(left.is_empty(), "left on the host: {left:?}");
         }
     }
 }
@@ -160,6 +166,64 @@ impl Env {
         assert!(!stderr.contains("panicked"), "panic: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
         stderr
+    }
+
+    /// What of this environment outlives it on the host, each said in a line: nspawn's lock
+    /// file of an image in the store (held: its machine still runs), a mount below the
+    /// temporary directory, a loop device on a file in it or in the store (waiting up to 20 s
+    /// for loop devices, which the kernel detaches asynchronously). Only things this
+    /// environment owns are looked at, so tests running beside it cannot make it fail.
+    pub fn host_leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let locks = Path::new("/run/systemd/nspawn/locks");
+        for entry in std::fs::read_dir(&self.store)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(meta) = std::fs::metadata(entry.path()) {
+                let lock = locks.join(format!("inode-{}:{}", meta.dev(), meta.ino()));
+                if lock.exists() {
+                    left.push(format!("{} of {}", lock.display(), entry.path().display()));
+                }
+            }
+        }
+        let mine = |path: &Path| path.starts_with(self.dir.path()) || path.starts_with(&self.store);
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mountinfo.lines() {
+            let target = line.split(' ').nth(4).unwrap_or("").replace("\\040", " ");
+            if Path::new(&target).starts_with(self.dir.path()) {
+                left.push(format!("mount on {target}"));
+            }
+        }
+        let loops = || -> Vec<String> {
+            let mut found = Vec::new();
+            for dev in std::fs::read_dir("/sys/block")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let backing = std::fs::read_to_string(dev.path().join("loop/backing_file"));
+                let backing = backing.unwrap_or_default();
+                let file = backing.trim_end().trim_end_matches(" (deleted)");
+                if !file.is_empty() && mine(Path::new(file)) {
+                    found.push(format!("{} on {file}", dev.file_name().to_string_lossy()));
+                }
+            }
+            found
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut loop_devices = loops();
+        while !loop_devices.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            loop_devices = loops();
+        }
+        left.extend(loop_devices);
+        left
     }
 
     /// The store through the library, as the binary opens it.
