@@ -14,7 +14,7 @@ use common::run::{
     bookworm_with_systemd, in_own_cgroup, signal_and_wait, system_state, wait_for_leader,
     KillOnDrop,
 };
-use common::tree::{assert_same, make_full_tree, FULL};
+use common::tree::{assert_same, differences, make_full_tree, snapshot, FULL};
 use common::{require, sh, Env};
 
 fn stored(env: &Env, name: &str) -> std::path::PathBuf {
@@ -89,20 +89,36 @@ fn tarball_to_disk_and_back_keeps_every_attribute() {
         env.ok(&["export-tar", &name, back.to_str().unwrap()]);
         let dir = format!("back-{fs}");
         env.ok(&["import-tar", back.to_str().unwrap(), &dir]);
-        let listing = |p: &Path| {
-            let o = Command::new("find")
-                .arg(".")
-                .current_dir(p)
-                .output()
-                .unwrap();
-            let mut l: Vec<String> = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(String::from)
-                .collect();
-            l.sort();
-            l
-        };
-        assert_eq!(listing(&tree), listing(&env.store.join(&dir)), "{fs}");
+        // Attribute by attribute, but for what these file systems' tools do not keep (found
+        // by this comparison; not rmach's to fix):
+        let mut want = snapshot(&tree);
+        let mut got = snapshot(&env.store.join(&dir));
+        let mut how = FULL;
+        match fs {
+            // mkfs.btrfs --rootdir (btrfs-progs 6.2) writes holes as data and device nodes
+            // as 0:0.
+            "btrfs" => {
+                how.holes = false;
+                for entry in want.entries.values_mut().chain(got.entries.values_mut()) {
+                    if entry.kind == "char" || entry.kind == "block" {
+                        entry.rdev = 0;
+                    }
+                }
+            }
+            // mkfs.erofs 1.5 writes holes as data.
+            "erofs" => how.holes = false,
+            // xfs lists a file's ACLs once more as trusted.SGI_ACL_FILE and _DEFAULT, and
+            // export-tar carries those along.
+            _ => {
+                for entry in got.entries.values_mut() {
+                    entry
+                        .xattrs
+                        .retain(|k, _| !k.starts_with(b"trusted.SGI_ACL_"));
+                }
+            }
+        }
+        let d = differences(&want, &got, how);
+        assert!(d.is_empty(), "{fs}:\n{}", d.join("\n"));
         assert_no_loops(&stored(&env, &name));
     }
     env.ok(&[
