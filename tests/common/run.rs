@@ -122,32 +122,11 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The host's Debian mirror, from its apt sources (never written into the tests).
+/// The host's Debian mirror, from its apt sources as rmach reads them (never written into the
+/// tests).
 pub fn host_mirror() -> String {
-    let mut texts = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        for e in dir.flatten() {
-            if e.path().extension().is_some_and(|x| x == "sources") {
-                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    for t in &texts {
-        for line in t.lines() {
-            if let Some(u) = line.strip_prefix("URIs:") {
-                if let Some(u) = u.split_whitespace().find(|u| !u.contains("security")) {
-                    return u.to_string();
-                }
-            }
-        }
-    }
-    let list = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-    list.lines()
-        .filter(|l| l.starts_with("deb "))
-        .flat_map(|l| l.split_whitespace())
-        .find(|w| w.starts_with("http") && !w.contains("security"))
-        .expect("no Debian mirror in the apt sources")
-        .to_string()
+    rmach::bootstrap::host_debian_mirror(Path::new("/etc/apt"))
+        .expect("no Debian mirror in the host's apt sources")
 }
 
 /// The bookworm image with systemd, built once with debootstrap from the host's mirror and
