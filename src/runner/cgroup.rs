@@ -11,7 +11,7 @@ use super::RunnerError;
 
 const ROOT: &str = "/sys/fs/cgroup";
 /// Parent of every machine's cgroup, in each hierarchy.
-const PARENT: &str = "rmach";
+pub const PARENT: &str = "rmach";
 
 /// Which layout the host uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +61,9 @@ fn mkdir(path: &Path) -> Result<(), RunnerError> {
 }
 
 impl Cgroup {
-    /// Creates `rmach/<leaf>` in every hierarchy needed and writes the limits.
+    /// Creates `path` (`rmach/NAME-PID`) in every hierarchy needed and writes the limits.
     pub fn create(
-        leaf: &str,
+        leaf: &Path,
         limits: &Limits,
         device_allow: &[&str],
         device_policy: bool,
@@ -95,13 +95,13 @@ impl Cgroup {
 
     fn create_v2(
         &mut self,
-        leaf: &str,
+        leaf: &Path,
         limits: &Limits,
         allow: &[&str],
         device_policy: bool,
     ) -> Result<(), RunnerError> {
         let root = Path::new(ROOT);
-        let parent = root.join(PARENT);
+        let parent = root.join(leaf.parent().unwrap_or(Path::new(PARENT)));
         mkdir(&parent)?;
         // Delegate the controllers the host offers, so both limits and systemd inside work.
         let offered = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
@@ -124,7 +124,7 @@ impl Cgroup {
                 write(&dir.join("cgroup.subtree_control"), e)?;
             }
         }
-        let dir = parent.join(leaf);
+        let dir = root.join(leaf);
         mkdir(&dir)?;
         self.dirs.push(dir.clone());
         // So the machine's own cgroup (below) has the controllers too.
@@ -157,7 +157,7 @@ impl Cgroup {
 
     fn create_hybrid(
         &mut self,
-        leaf: &str,
+        leaf: &Path,
         limits: &Limits,
         allow: &[&str],
         device_policy: bool,
@@ -168,8 +168,8 @@ impl Cgroup {
             if !h.join("cgroup.procs").exists() {
                 return Ok(None);
             }
-            mkdir(&h.join(PARENT))?;
-            let dir = h.join(PARENT).join(leaf);
+            mkdir(&h.join(leaf.parent().unwrap_or(Path::new(PARENT))))?;
+            let dir = h.join(leaf);
             mkdir(&dir)?;
             self.dirs.push(dir.clone());
             Ok(Some(dir))

@@ -2,22 +2,15 @@
 //! resolved beneath the new root with `RESOLVE_IN_ROOT` and mounted through its
 //! `/proc/self/fd` link, so symlinks in an image cannot redirect a mount onto the host.
 
-use std::fmt::Display;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
 
+use super::channel::{ctx, SetupError, Step};
 use super::plan::{MountEntry, MountKind, Plan, RootMode, Stage};
 use crate::sys::mount::{self as m, mount};
-
-/// Errors inside the child are plain messages: they travel to the parent through a pipe.
-pub type ChildResult<T> = Result<T, String>;
-
-pub fn ctx<T, E: Display>(r: Result<T, E>, what: impl Display) -> ChildResult<T> {
-    r.map_err(|e| format!("{what}: {e}"))
-}
 
 fn fd_path(fd: &impl AsRawFd) -> PathBuf {
     // Between the helper's pivot and the kernel stage's /proc, the host's /proc is the one
@@ -132,7 +125,7 @@ fn flags_of(e: &MountEntry) -> libc::c_ulong {
 }
 
 /// Re-applies flags to the bind mount now on top of `target`.
-fn remount_bind(root: &OwnedFd, target: &Path, flags: libc::c_ulong) -> ChildResult<()> {
+fn remount_bind(root: &OwnedFd, target: &Path, flags: libc::c_ulong) -> Step<()> {
     let top = ctx(
         open_in(root, &relative(target), OFlags::empty()),
         target.display(),
@@ -148,9 +141,9 @@ fn remount_bind(root: &OwnedFd, target: &Path, flags: libc::c_ulong) -> ChildRes
 /// the host), mounts the machine's root (a bind of the directory onto itself, the idmapped
 /// `tree`, or an overlay with a tmpfs upper layer in `scratch`) and makes it the current
 /// directory, which the machine inherits: it never walks the host path (a 0700 store).
-pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> ChildResult<()> {
+pub fn prepare_root(plan: &Plan, tree: Option<&OwnedFd>) -> Step<()> {
     ctx(
-        crate::sys::ns::unshare(crate::sys::ns::CLONE_NEWNS),
+        crate::sys::ns::unshare(crate::sys::ns::Namespaces::NEWNS),
         "new mount namespace",
     )?;
     ctx(
@@ -170,6 +163,7 @@ pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> Chil
             plan.root.clone()
         }
         RootMode::Ephemeral => {
+            let scratch = plan.scratch_dir.as_deref().unwrap_or(Path::new("/"));
             ctx(
                 mount(
                     Some(Path::new("tmpfs")),
@@ -231,7 +225,7 @@ pub fn prepare_root(plan: &Plan, scratch: &Path, tree: Option<&OwnedFd>) -> Chil
 
 /// Applies the table's entries of `stage` under the current directory (the machine's root).
 /// The kernel stage ends by making the root read-only when asked, so that too is locked.
-pub fn apply(plan: &Plan, stage: Stage, console: Option<&Path>) -> ChildResult<()> {
+pub fn apply(plan: &Plan, stage: Stage, console: Option<&Path>) -> Step<()> {
     let root = ctx(
         openat2(
             CWD,
@@ -244,7 +238,7 @@ pub fn apply(plan: &Plan, stage: Stage, console: Option<&Path>) -> ChildResult<(
     )?;
     for e in plan.mounts.iter().filter(|e| e.stage == stage) {
         apply_one(plan, &root, e, console)
-            .map_err(|err| format!("mount {}: {err}", e.target.display()))?;
+            .map_err(|err| err.within(format_args!("mount {}", e.target.display())))?;
     }
     if stage == Stage::Kernel && plan.root_read_only {
         remount_bind(&root, Path::new("/"), m::MS_RDONLY)?;
@@ -261,7 +255,7 @@ fn owner_options(plan: &Plan, e: &MountEntry) -> String {
 }
 
 /// Opens a mount point, creating it unless it is a user's bind or tmpfs in a read-only root.
-fn mount_point(plan: &Plan, root: &OwnedFd, e: &MountEntry, dir: bool) -> ChildResult<OwnedFd> {
+fn mount_point(plan: &Plan, root: &OwnedFd, e: &MountEntry, dir: bool) -> Step<OwnedFd> {
     let create = !(e.from_user && plan.root_read_only);
     // In the helper, host root has no id on an idmapped root: create as the machine's root.
     let as_machine_root = plan
@@ -274,20 +268,15 @@ fn mount_point(plan: &Plan, root: &OwnedFd, e: &MountEntry, dir: bool) -> ChildR
     }
     opened.map_err(|err| {
         if create {
-            format!("create mount point: {err}")
+            SetupError::new("create mount point", err)
         } else {
-            "no such mount point in the read-only root; create it in the image or use --ephemeral"
-                .to_string()
+            let what = "no such mount point in the read-only root (create it in the image or use --ephemeral)";
+            SetupError::new(what, err)
         }
     })
 }
 
-fn apply_one(
-    plan: &Plan,
-    root: &OwnedFd,
-    e: &MountEntry,
-    console: Option<&Path>,
-) -> ChildResult<()> {
+fn apply_one(plan: &Plan, root: &OwnedFd, e: &MountEntry, console: Option<&Path>) -> Step<()> {
     let flags = flags_of(e);
     match &e.kind {
         MountKind::Fs { fstype, data } => {
@@ -401,7 +390,7 @@ fn apply_one(
             let name = rel.file_name().unwrap_or_default();
             match rustix::fs::symlinkat(to, &parent, name) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
-                Err(err) => Err(err.to_string()),
+                Err(err) => Err(SetupError::new("symlink", err)),
             }
         }
         MountKind::File { contents } => {
@@ -442,7 +431,7 @@ pub const OLD_ROOT: &str = "dev/.rmach-old-root";
 
 /// In the helper: makes the current directory (the machine's root) the root, keeping the
 /// host's at [`OLD_ROOT`] until [`detach_old_root`].
-pub fn pivot() -> ChildResult<()> {
+pub fn pivot() -> Step<()> {
     ctx(
         rustix::fs::mkdir(OLD_ROOT, Mode::from_raw_mode(0o700)),
         "old root mount point",
@@ -455,7 +444,7 @@ pub fn pivot() -> ChildResult<()> {
 }
 
 /// Detaches the host's root: nothing of the host's mount tree is left for the machine to copy.
-pub fn detach_old_root() -> ChildResult<()> {
+pub fn detach_old_root() -> Step<()> {
     let old = Path::new("/").join(OLD_ROOT);
     ctx(m::umount_detach(&old), "detach the old root")?;
     ctx(std::fs::remove_dir(&old), "old root mount point")
