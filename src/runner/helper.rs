@@ -11,8 +11,8 @@ use std::sync::atomic::AtomicU64;
 use super::channel::{self, ctx, Message, SetupError, Step};
 use super::init;
 use super::machine::{self, ChildFds};
-use super::mounts;
 use super::plan::{Plan, Stage};
+use super::{mounts, rootfs};
 use crate::sys::ns::Namespaces;
 use crate::sys::{ns, pidfd, process as p};
 
@@ -37,9 +37,9 @@ pub(super) fn run(plan: &Plan, fds: ChildFds, ends: Ends, payload_status: &'stat
         [&ends.error, &ends.report, &ends.sync, &ends.ready],
     )
     .and_then(|_| {
-        mounts::prepare_root(plan, fds.tree.as_ref())?;
+        rootfs::prepare(plan, fds.tree.as_ref())?;
         mounts::apply(plan, Stage::Host, fds.pty.as_deref())?;
-        mounts::pivot()
+        rootfs::pivot()
     });
     if let Err(e) = prepared {
         channel::send(&ends.error, &e.into());
@@ -135,7 +135,7 @@ fn kernel_mounts(plan: &Plan, machine: i32, error: &OwnedFd) -> bool {
             // of `run` is PID 2 as with nspawn --as-pid2 (the write counts for the writer's
             // PID namespace; the host's /proc still hangs beside the old root).
             let last_pid = Path::new("/")
-                .join(mounts::OLD_ROOT)
+                .join(rootfs::OLD_ROOT)
                 .join("proc/sys/kernel/ns_last_pid");
             let _ = std::fs::write(last_pid, "1");
             match mounted {
@@ -152,5 +152,5 @@ fn kernel_mounts(plan: &Plan, machine: i32, error: &OwnedFd) -> bool {
             false
         }
     };
-    mounted && mounts::detach_old_root().map_err(report).is_ok()
+    mounted && rootfs::detach_old_root().map_err(report).is_ok()
 }

@@ -26,6 +26,7 @@ mod machine;
 mod mounts;
 mod passwd;
 pub mod plan;
+mod rootfs;
 pub mod seccomp;
 mod spec;
 mod syscalls;

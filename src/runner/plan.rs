@@ -17,6 +17,9 @@ pub enum MountKind {
     BindHost { source: PathBuf, recursive: bool },
     /// A path inside the machine bound over itself (to change its flags).
     BindSelf,
+    /// The mount already at the target gets the entry's flags (a remount of that mount only);
+    /// skipped when something else now covers the target.
+    Remount,
     /// The machine's /dev/null bound over the target, hiding it.
     Mask,
     /// A symlink created at the target.
