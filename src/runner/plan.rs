@@ -355,6 +355,13 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
         "mode=755,size=20%,nr_inodes=800k",
     )));
     t.push(host(fs("/tmp", "tmpfs", "mode=1777,size=50%")));
+    // What the machine is told about its host, on a small tmpfs of its own (as nspawn's): a
+    // user's bind over /run (the bootstrap's second stage) neither receives nor hides it.
+    t.push(host(fs(
+        "/run/host",
+        "tmpfs",
+        "mode=755,size=1m,nr_inodes=64",
+    )));
     let os_release = std::fs::read("/etc/os-release")
         .or_else(|_| std::fs::read("/usr/lib/os-release"))
         .unwrap_or_default();
@@ -363,7 +370,7 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
         ("/run/host/container-manager", b"rmach\n".to_vec()),
         ("/run/host/container-uuid", format!("{uuid}\n").into_bytes()),
     ] {
-        t.push(entry(path, MountKind::File { contents }));
+        t.push(host(entry(path, MountKind::File { contents })));
     }
     for Bind {
         source,
@@ -390,6 +397,11 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
         e.from_user = true;
         t.push(host(e));
     }
+    // Read-only once the binds below it (the supervisor's /run/host/notify) have their
+    // mount points; locked, as a host-stage mount.
+    let mut host_ro = host(entry("/run/host", MountKind::Remount));
+    host_ro.read_only = true;
+    t.push(host_ro);
     t
 }
 
