@@ -29,12 +29,7 @@ pub struct Ended {
 
 pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     check_root(&plan.root)?;
-    let cgroup = Cgroup::create(
-        &plan.cgroup,
-        &plan.limits,
-        &plan.device_allow,
-        plan.device_policy,
-    )?;
+    let cgroup = Cgroup::create(plan)?;
     let scratch = ScratchDir::create(plan.scratch_dir.as_deref())?;
     let tree = match plan.id_map.filter(|_| plan.idmapped_root) {
         Some(map) => Some(userns::idmapped_root(&plan.root, map)?),
@@ -44,9 +39,18 @@ pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     let mut capture = Capture::open(plan.console)?;
     let signals = Signals::block()?;
     let mut helper = Helper::start(plan, tree, &pty, &mut capture)?;
+    // The helper goes into the machine's cgroup while it prepares the root, and the machine
+    // it clones is born there: the migration's wait for an RCU grace period (milliseconds)
+    // overlaps the helper's work instead of following the clone.
+    if let Err(e) = cgroup.add(helper.pid) {
+        return Err(helper.failure_if_ended(plan).unwrap_or(e));
+    }
+    helper.send_go();
     let pid = helper.machine_pid(plan)?;
+    cgroup.release(helper.pid)?;
     host_setup(plan, &cgroup, pid)?;
-    helper.go(plan)?;
+    helper.send_go();
+    helper.wait_exec(plan)?;
     let (raw, stdout, stderr) = relay(plan, &mut helper, &signals, pty, capture);
     drop((cgroup, scratch));
     // The helper's own status says nothing; the machine's comes through the report channel.
@@ -142,8 +146,11 @@ impl Pty {
     }
 }
 
+/// The tty group of Debian and Ubuntu images (and systemd's default), which owns terminals.
+const TTY_GID: u32 = 5;
+
 /// Opens the pty's slave for the machine; with a user namespace it belongs to the machine's
-/// root and tty group (5), as a terminal's owner inside expects.
+/// root and tty group, as a terminal's owner inside expects.
 fn open_tty(path: &Path, base: Option<u32>) -> Result<OwnedFd, RunnerError> {
     use std::os::unix::fs::OpenOptionsExt;
     let what = format!("open {}", path.display());
@@ -154,7 +161,7 @@ fn open_tty(path: &Path, base: Option<u32>) -> Result<OwnedFd, RunnerError> {
         .open(path)
         .map_err(failed(&what))?;
     if let Some(b) = base.filter(|b| *b != 0) {
-        std::os::unix::fs::fchown(&f, Some(b), Some(b + 5)).map_err(failed(&what))?;
+        std::os::unix::fs::fchown(&f, Some(b), Some(b + TTY_GID)).map_err(failed(&what))?;
     }
     Ok(f.into())
 }
@@ -211,7 +218,8 @@ struct Helper {
     report: OwnedFd,
     /// The setup channel: a failure, or end of file once the payload's exec went through.
     setup: OwnedFd,
-    /// The helper's go pipe: rmach's host-side setup is done (closed: give up).
+    /// The helper's go pipe: it is in the machine's cgroup; then, rmach's host-side setup is
+    /// done (closed: give up).
     go: Option<OwnedFd>,
 }
 
@@ -274,11 +282,22 @@ impl Helper {
         }
     }
 
-    /// Lets the helper go on, then waits until the payload's exec went through.
-    fn go(&mut self, plan: &Plan) -> Result<(), RunnerError> {
-        if let Some(go) = self.go.take() {
-            channel::send(&go, &Message::Go);
+    /// The failure the helper reported, if it has ended (a failed step ends it).
+    fn failure_if_ended(&mut self, plan: &Plan) -> Option<RunnerError> {
+        self.reaped = matches!(p::wait_raw(self.pid, true), Ok(Some(_)));
+        self.reaped
+            .then(|| failure(plan, channel::receive(&self.setup)))
+    }
+
+    /// Lets the helper go on to its next step.
+    fn send_go(&self) {
+        if let Some(go) = &self.go {
+            channel::send(go, &Message::Go);
         }
+    }
+
+    /// Waits until the payload's exec went through.
+    fn wait_exec(&mut self, plan: &Plan) -> Result<(), RunnerError> {
         match channel::receive(&self.setup) {
             None => Ok(()),
             message => Err(failure(plan, message)),
@@ -321,13 +340,12 @@ fn failure(plan: &Plan, message: Option<Message>) -> RunnerError {
 }
 
 /// Between the clone and the machine's start, what only host root can do: the user
-/// namespace's maps and the cgroup's delegation, the machine into its cgroup, its veth.
+/// namespace's maps and the cgroup's delegation, the machine's veth.
 fn host_setup(plan: &Plan, cgroup: &Cgroup, pid: i32) -> Result<(), RunnerError> {
     if let Some(map) = plan.id_map {
         userns::write_maps(pid, map)?;
         cgroup.delegate(map.base, map.base)?;
     }
-    cgroup.add(pid)?;
     let Some(host) = plan.veth.clone() else {
         return Ok(());
     };

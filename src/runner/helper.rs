@@ -24,7 +24,8 @@ pub(super) struct Ends {
     pub(super) report: OwnedFd,
     /// The machine's go pipe, write end.
     pub(super) sync: OwnedFd,
-    /// The helper's go pipe, read end: rmach's host-side setup is done.
+    /// The helper's go pipe, read end: the helper is in the machine's cgroup; then, rmach's
+    /// host-side setup is done.
     pub(super) ready: OwnedFd,
 }
 
@@ -43,6 +44,10 @@ pub(super) fn run(plan: &Plan, fds: ChildFds, ends: Ends, payload_status: &'stat
     });
     if let Err(e) = prepared {
         channel::send(&ends.error, &e.into());
+        p::exit_now(1)
+    }
+    // rmach has moved this helper into the machine's cgroup: the machine is born there.
+    if !channel::wait_go(&ends.ready) {
         p::exit_now(1)
     }
     // SAFETY: the helper is single-threaded (forked from rmach with glibc's fork).
