@@ -77,6 +77,17 @@ fn mounts_and_their_flags() {
     assert!(opts("/dev/pts").contains("ptmxmode=666"));
     assert!(opts("/dev/shm").contains(" - tmpfs "));
     assert!(opts("/run").contains(" - tmpfs ") && opts("/tmp").contains(" - tmpfs "));
+    // /run/host is a small read-only tmpfs of its own, as systemd-nspawn's.
+    let run_host = opts("/run/host");
+    assert!(run_host.contains(" - tmpfs "), "{run_host}");
+    assert!(
+        run_host
+            .split_whitespace()
+            .nth(5)
+            .unwrap()
+            .starts_with("ro"),
+        "{run_host}"
+    );
     assert!(opts("/proc/keys").contains("/null"), "masked by /dev/null");
     assert!(opts("/proc/timer_list").contains("/null"));
     // The host's mounts are not visible: only the machine's root and what rmach put on it.
@@ -336,6 +347,23 @@ fn binds_tmpfs_ephemeral_and_read_only() {
     let out = probe_ok(&ts, &["--private-users", "no", "--bind", &rw, "--bind-ro", &ro, "--tmpfs", "/srv"], "cat /mnt/rw/in; echo out > /mnt/rw/out; echo no > /mnt/ro/x || echo refused; grep ' /srv ' /proc/self/mountinfo | grep -c tmpfs");
     assert_eq!(out, "hello\nrefused\n1\n");
     assert_eq!(std::fs::read_to_string(src.join("out")).unwrap(), "out\n");
+    // A bind over /run (as the bootstrap's second stage makes) receives nothing of the
+    // runner's /run/host.
+    let run = ts.dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let run_bind = format!("{}:/run", run.display());
+    let (code, out, err) = probe(
+        &ts,
+        &["--private-users", "no", "--bind", &run_bind],
+        "touch /run/mine; ls -A /run",
+    );
+    assert_eq!((code, out.as_str()), (0, "mine\n"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["mine"]);
     let (code, out, _) = probe(
         &ts,
         &["--ephemeral"],
