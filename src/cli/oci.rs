@@ -135,10 +135,6 @@ fn identity(path: &Path) -> Option<String> {
     Some(format!("{} {born}", st.stx_ino))
 }
 
-fn settings_path(store: &Store, name: &ImageName) -> PathBuf {
-    store.root().join(format!("{name}.nspawn"))
-}
-
 /// Unpacks `image` into a new store image and writes its settings beside it.
 fn unpack_into_store(
     ctx: &Context,
@@ -153,8 +149,8 @@ fn unpack_into_store(
     let staging = store.create(name, purpose, ImageKind::Directory, force)?;
     let members = image::unpack(image, staging.path())?;
     let settings = RunSettings::from_config(&image.config.config);
-    let target = settings_path(&store, name);
-    let tmp = store.root().join(format!(".#rmach-{name}.settings"));
+    let target = store.nspawn_settings_path(name);
+    let tmp = store.temp_path(name, "settings");
     let text = format!(
         "{}{IDENTITY}{}\n",
         settings.to_nspawn(origin),
@@ -278,7 +274,7 @@ fn build(ctx: &Context, name: &ImageName, format: LayerFormat) -> anyhow::Result
     if !image.kind().is_tree() {
         anyhow::bail!("image {name} is a raw disk image; only directory images become OCI images");
     }
-    let settings = std::fs::read_to_string(settings_path(&store, name))
+    let settings = std::fs::read_to_string(store.nspawn_settings_path(name))
         .map(|t| RunSettings::from_nspawn(&t))
         .unwrap_or_default();
     let cache = BlobCache::open(&ctx.global.cache_dir)?;
@@ -383,7 +379,7 @@ pub fn apply_run_settings(
     chdir: &mut Option<PathBuf>,
     setenv: &mut Vec<String>,
 ) {
-    let Ok(text) = std::fs::read_to_string(settings_path(store, name)) else {
+    let Ok(text) = std::fs::read_to_string(store.nspawn_settings_path(name)) else {
         return;
     };
     // Settings left behind by an image that was removed or replaced (by a verb that does not
