@@ -30,6 +30,7 @@ pub mod archive;
 pub mod bootstrap;
 pub mod cli;
 pub mod fs;
+pub mod http;
 pub mod image;
 pub mod machine;
 pub mod oci;
