@@ -198,7 +198,7 @@ pub fn disk_spec(args: &DiskArgs) -> anyhow::Result<Option<DiskSpec>> {
         .as_deref()
         .map(crate::runner::parse_size)
         .transpose()
-        .map_err(|e| UsageError(e.to_string()))?;
+        .map_err(super::output::invalid)?;
     let fs = match args.fs.unwrap_or(FsArg::Ext4) {
         FsArg::Ext4 => DiskFs::Ext4,
         FsArg::Btrfs => DiskFs::Btrfs,

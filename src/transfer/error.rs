@@ -19,6 +19,8 @@ pub enum TransferError {
     Archive(ArchiveError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Oci(#[from] crate::oci::OciError),
     #[error("the store {} is full", store.display())]
     StoreFull {
         store: PathBuf,
@@ -27,8 +29,6 @@ pub enum TransferError {
     },
     #[error("its SHA-256 is {got} but {want} was expected")]
     Digest { got: String, want: String },
-    #[error("image {name} is a raw disk image; export it with export-raw")]
-    NotATree { name: String },
     #[error("image {name} is a directory tree; export it with export-tar")]
     NotRaw { name: String },
     #[error("cannot build a {fs} disk of {size} bytes for {name}")]

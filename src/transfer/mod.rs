@@ -12,6 +12,7 @@ mod error;
 mod export;
 mod import;
 mod layout;
+pub mod oci;
 mod output;
 pub mod pull;
 mod tree;
