@@ -4,21 +4,16 @@
 //! its test, which also checks that no cgroup, veth or record of it is left. Needs root.
 
 mod common;
-#[path = "common/machine.rs"]
-mod common_machine;
-#[path = "common/run.rs"]
-mod common_run;
-#[path = "common/terminal.rs"]
-mod terminal;
+use common::machine as common_machine;
 
 use std::time::{Duration, Instant};
 
+use common::terminal::Terminal;
 use common::Env;
 use common_machine::{
     cgroup_file, env_with_bookworm, json, leftovers, record, rootfs_with_init, state_in_list,
     supervisor_of, wait_stopped, Started,
 };
-use terminal::Terminal;
 
 #[test]
 fn start_shell_status_limits_copies_refusals_and_stop() {
@@ -99,17 +94,14 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no user nosuchuser"));
     // On a terminal (script gives one) the session gets a pty of the machine's devpts.
-    let mut term = Terminal::spawn(&on_terminal(
-        &env,
-        &[
-            "shell",
-            name,
-            "--",
-            "sh",
-            "-c",
-            "tty; test -t 0 && echo on-a-tty; exit 3",
-        ],
-    ));
+    let mut term = Terminal::spawn(env.command().args([
+        "shell",
+        name,
+        "--",
+        "sh",
+        "-c",
+        "tty; test -t 0 && echo on-a-tty; exit 3",
+    ]));
     let status = term.wait(Duration::from_secs(60));
     let out = term.text();
     assert_eq!(status.code(), Some(3), "{out}");
@@ -619,23 +611,10 @@ fn ssh_scp_sftp_and_rsync_reach_the_machine_through_a_force_command() {
     drop(m);
 }
 
-/// rmach's command line with `env`'s store and state, for a [`Terminal`].
-fn on_terminal(env: &Env, args: &[&str]) -> Vec<String> {
-    let mut v = vec![
-        env!("CARGO_BIN_EXE_rmach").to_string(),
-        "--store".into(),
-        env.store.display().to_string(),
-        "--state-dir".into(),
-        env.state.display().to_string(),
-    ];
-    v.extend(args.iter().map(|a| a.to_string()));
-    v
-}
-
 /// Drives `rmach login NAME` on a terminal like a person: user, password, a command, then
 /// Ctrl-] three times.
 fn login_and_run(env: &Env, name: &str, password: &str) {
-    let mut term = Terminal::spawn(&on_terminal(env, &["login", name]));
+    let mut term = Terminal::spawn(env.command().args(["login", name]));
     let limit = Duration::from_secs(60);
     let mut at = 0;
     for (text, then) in [

@@ -4,13 +4,9 @@
 //! loop-mounted and unmounted again.
 
 mod common;
-#[path = "common/machine.rs"]
-mod common_machine;
-#[path = "common/run.rs"]
-mod common_run;
 
+use common::machine::{cgroup_file, env_with_bookworm, rootfs_with_init, wait_stopped, Started};
 use common::Env;
-use common_machine::{cgroup_file, env_with_bookworm, rootfs_with_init, wait_stopped, Started};
 
 #[test]
 fn export_of_a_running_machine_matches_a_stopped_export() {

@@ -6,12 +6,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::spec::Limits;
+use super::plan::Plan;
 use super::RunnerError;
 
 const ROOT: &str = "/sys/fs/cgroup";
 /// Parent of every machine's cgroup, in each hierarchy.
-const PARENT: &str = "rmach";
+pub const PARENT: &str = "rmach";
 
 /// Which layout the host uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,25 +61,17 @@ fn mkdir(path: &Path) -> Result<(), RunnerError> {
 }
 
 impl Cgroup {
-    /// Creates `rmach/<leaf>` in every hierarchy needed (`v2_parent/<leaf>` in the v2 one
-    /// when given: a delegated cgroup) and writes the limits.
-    pub fn create(
-        leaf: &str,
-        v2_parent: Option<&Path>,
-        limits: &Limits,
-        device_allow: &[&str],
-        device_policy: bool,
-    ) -> Result<Cgroup, RunnerError> {
+    /// Creates the plan's cgroup (`rmach/NAME-PID`) in every hierarchy needed and writes its
+    /// limits and device rules.
+    pub fn create(plan: &Plan) -> Result<Cgroup, RunnerError> {
         remove_stale();
         let mut cg = Cgroup {
             layout: layout(),
             dirs: Vec::new(),
         };
         let result = match cg.layout {
-            Layout::Unified => cg.create_v2(leaf, v2_parent, limits, device_allow, device_policy),
-            Layout::Hybrid => {
-                cg.create_hybrid(leaf, v2_parent, limits, device_allow, device_policy)
-            }
+            Layout::Unified => cg.create_v2(plan),
+            Layout::Hybrid => cg.create_hybrid(plan),
         }
         .and_then(|_| {
             // Created after the rules: a v1 devices child starts with its parent's.
@@ -97,16 +89,11 @@ impl Cgroup {
         }
     }
 
-    fn create_v2(
-        &mut self,
-        leaf: &str,
-        v2_parent: Option<&Path>,
-        limits: &Limits,
-        allow: &[&str],
-        device_policy: bool,
-    ) -> Result<(), RunnerError> {
+    fn create_v2(&mut self, plan: &Plan) -> Result<(), RunnerError> {
+        let (limits, allow) = (&plan.limits, &plan.device_allow);
+        let leaf = v2_path(plan);
         let root = Path::new(ROOT);
-        let parent = root.join(v2_parent.unwrap_or(Path::new(PARENT)));
+        let parent = root.join(leaf.parent().unwrap_or(Path::new(PARENT)));
         mkdir(&parent)?;
         // Delegate the controllers the host offers, so both limits and systemd inside work.
         let offered = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
@@ -125,7 +112,7 @@ impl Cgroup {
             .map(|c| format!("+{c}"))
             .collect();
         // A delegated parent has the controllers its manager gave it; the root is not ours.
-        let enable_in = match v2_parent {
+        let enable_in = match plan.cgroup_parent {
             Some(_) => vec![parent.as_path()],
             None => vec![root, parent.as_path()],
         };
@@ -134,7 +121,7 @@ impl Cgroup {
                 write(&dir.join("cgroup.subtree_control"), e)?;
             }
         }
-        let dir = parent.join(leaf);
+        let dir = root.join(leaf);
         mkdir(&dir)?;
         self.dirs.push(dir.clone());
         // So the machine's own cgroup (below) has the controllers too.
@@ -147,7 +134,7 @@ impl Cgroup {
             crate::sys::bpf::attach_device_program(&fs::File::open(&dir)?, &prog)
         };
         // --unsafe-no-device-policy: none (inside another machine, bpf itself is refused).
-        if device_policy {
+        if plan.device_policy {
             attach().map_err(|e| RunnerError::Cgroup {
                 path: dir.clone(),
                 source: e,
@@ -165,26 +152,21 @@ impl Cgroup {
         Ok(())
     }
 
-    fn create_hybrid(
-        &mut self,
-        leaf: &str,
-        v2_parent: Option<&Path>,
-        limits: &Limits,
-        allow: &[&str],
-        device_policy: bool,
-    ) -> Result<(), RunnerError> {
+    fn create_hybrid(&mut self, plan: &Plan) -> Result<(), RunnerError> {
+        let (limits, allow) = (&plan.limits, &plan.device_allow);
         let root = Path::new(ROOT);
         let mut hier = |name: &str| -> Result<Option<PathBuf>, RunnerError> {
             let h = root.join(name);
             if !h.join("cgroup.procs").exists() {
                 return Ok(None);
             }
-            let parent = match v2_parent {
-                Some(p) if name == "unified" => h.join(p),
-                _ => h.join(PARENT),
+            // The v2 hierarchy's may be below a delegated cgroup; v1 controllers keep rmach/.
+            let leaf = match name {
+                "unified" => v2_path(plan),
+                _ => plan.cgroup.clone(),
             };
-            mkdir(&parent)?;
-            let dir = parent.join(leaf);
+            mkdir(&h.join(leaf.parent().unwrap_or(Path::new(PARENT))))?;
+            let dir = h.join(leaf);
             mkdir(&dir)?;
             self.dirs.push(dir.clone());
             Ok(Some(dir))
@@ -222,7 +204,7 @@ impl Cgroup {
                     write(&dir.join("devices.allow"), rule)?;
                 }
             }
-            None if device_policy => return Err(RunnerError::NoDeviceController),
+            None if plan.device_policy => return Err(RunnerError::NoDeviceController),
             None => {}
         }
         Ok(())
@@ -259,6 +241,24 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Moves `pid` back into rmach's own cgroup in every hierarchy of the machine.
+    pub fn release(&self, pid: i32) -> Result<(), RunnerError> {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        for d in &self.dirs {
+            // Which hierarchy: /sys/fs/cgroup itself (pure v2) or the one mounted below it.
+            let name = match self.layout {
+                Layout::Unified => None,
+                Layout::Hybrid => d.strip_prefix(ROOT).ok().and_then(|h| h.iter().next()),
+            };
+            let mount = Path::new(ROOT).join(name.unwrap_or_default());
+            let name = name.map_or("unified".into(), |n| n.to_string_lossy());
+            if let Some(path) = own_path(&own, &name) {
+                write(&mount.join(path).join("cgroup.procs"), &pid.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the directories, deepest first (systemd inside creates its own), retrying while
     /// the kernel still frees the last processes.
     pub fn remove(&mut self) {
@@ -270,6 +270,15 @@ impl Cgroup {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
+    }
+}
+
+/// The machine's cgroup in the v2 hierarchy: its leaf below the cgroup delegated to the caller
+/// when the plan has one (`rmach@.service`), else the same as in every hierarchy.
+fn v2_path(plan: &Plan) -> PathBuf {
+    match (&plan.cgroup_parent, plan.cgroup.file_name()) {
+        (Some(parent), Some(leaf)) => parent.join(leaf),
+        _ => plan.cgroup.clone(),
     }
 }
 
@@ -348,6 +357,21 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
     fs::remove_dir(dir)
 }
 
+/// The path (relative) of the cgroup in /proc/self/cgroup's text `own` for the hierarchy
+/// mounted at /sys/fs/cgroup/`name` (`unified`: the v2 line; else the v1 line naming it).
+fn own_path<'a>(own: &'a str, name: &str) -> Option<&'a str> {
+    own.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let v2 = id == "0" && controllers.is_empty();
+        let ours = match name {
+            "unified" => v2,
+            _ => controllers.split(',').any(|c| c == name),
+        };
+        ours.then(|| path.trim_start_matches('/'))
+    })
+}
+
 /// Microseconds of CPU per 100 ms period; at least 1 ms (the kernel's minimum).
 fn cpu_quota(cpus: f64) -> u64 {
     ((cpus * 100_000.0) as u64).max(1000)
@@ -355,6 +379,15 @@ fn cpu_quota(cpus: f64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn own_cgroup_per_hierarchy() {
+        let own = "9:name=systemd:/\n5:devices:/a\n4:memory:/m/x\n1:cpu,cpuacct:/c\n0::/u/v\n";
+        assert_eq!(super::own_path(own, "unified"), Some("u/v"));
+        assert_eq!(super::own_path(own, "memory"), Some("m/x"));
+        assert_eq!(super::own_path(own, "cpu"), Some("c"));
+        assert_eq!(super::own_path(own, "pids"), None);
+    }
+
     #[test]
     fn quota() {
         assert_eq!(super::cpu_quota(0.5), 50_000);

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::run::host_mirror;
 use crate::common::Env;
-use crate::common_run::host_mirror;
 
 const PACKAGES: &str =
     "systemd,systemd-sysv,dbus,openssh-client,openssh-sftp-server,rsync,iproute2";
@@ -131,10 +131,10 @@ pub fn state_in_list(env: &Env, name: &str) -> String {
 /// A small root (common/run.rs's) whose init, /usr/bin/init (where /sbin/init points), is
 /// `script`.
 pub fn rootfs_with_init(root: &Path, script: &str) {
-    crate::common_run::make_rootfs(root);
+    super::run::make_rootfs(root);
     let init = root.join("usr/bin/init");
     std::fs::write(&init, script).unwrap();
-    crate::common::sh(&format!("chmod 755 {}", init.display()));
+    super::sh(&format!("chmod 755 {}", init.display()));
 }
 
 /// Waits until `list` says the machine stopped (20 s at most, else fails saying `what`).
