@@ -200,8 +200,18 @@ impl Cgroup {
         match hier("devices")? {
             Some(dir) => {
                 write(&dir.join("devices.deny"), "a")?;
-                for rule in allow {
-                    write(&dir.join("devices.allow"), rule)?;
+                // One rule per write, through one descriptor.
+                let path = dir.join("devices.allow");
+                let fail = |source| RunnerError::Cgroup {
+                    path: path.clone(),
+                    source,
+                };
+                let mut rules = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(fail)?;
+                for rule in allow.iter() {
+                    std::io::Write::write_all(&mut rules, rule.as_bytes()).map_err(fail)?;
                 }
             }
             None if plan.device_policy => return Err(RunnerError::NoDeviceController),

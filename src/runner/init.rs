@@ -29,12 +29,26 @@ pub fn run(
     error_pipe: OwnedFd,
     exec_payload: impl FnOnce() -> std::convert::Infallible,
 ) -> ! {
+    // The payload waits for the end of this pipe before it execs, so that init has closed
+    // its copies of the setup channel by then: nothing but 0-2 is ever seen in PID 1.
+    let (hold_r, hold_w) = match p::pipe() {
+        Ok(ends) => ends,
+        Err(e) => {
+            let e = super::channel::SetupError::new("a pipe for the payload", e);
+            super::channel::send(&error_pipe, &e.into());
+            p::exit_now(1)
+        }
+    };
     // SAFETY: init is single-threaded (cloned by the single-threaded helper).
     let payload = match unsafe { crate::sys::ns::fork() } {
-        Ok(None) => match exec_payload() {},
+        Ok(None) => {
+            drop(hold_w);
+            let _ = rustix::io::read(&hold_r, &mut [0u8; 1]);
+            match exec_payload() {}
+        }
         Ok(Some(pid)) => {
             // The closure owns the payload's copy of the error pipe: close it here.
-            drop(exec_payload);
+            drop((exec_payload, hold_r));
             pid
         }
         Err(e) => {
@@ -44,7 +58,7 @@ pub fn run(
         }
     };
     // rmach waits for this pipe to close as a sign that the payload's exec went through.
-    drop(error_pipe);
+    drop((error_pipe, hold_w));
     let mut set = FORWARDED.to_vec();
     set.push(libc::SIGCHLD);
     loop {

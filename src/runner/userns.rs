@@ -13,27 +13,44 @@ use super::RunnerError;
 const FIRST_SLOT: u32 = 0x8;
 const LAST_SLOT: u32 = 0x6fff;
 
-/// Ranges in use by any process's user namespace on the host (outside ids, length).
+/// Ranges in use by any process's user namespace on the host (outside ids, length). A
+/// process in rmach's own user namespace has rmach's map: one `readlink` tells, instead of
+/// reading its map (this scan is a good part of a short run's time on a busy host).
 fn used_ranges() -> Vec<(u32, u32)> {
     let mut v = Vec::new();
+    let own = std::fs::read_link("/proc/self/ns/user").ok();
+    ranges_in_map("/proc/self/uid_map", &mut v);
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return v;
     };
     for e in dir.flatten() {
-        let Ok(map) = std::fs::read_to_string(e.path().join("uid_map")) else {
+        let name = e.file_name();
+        if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
             continue;
-        };
-        for line in map.lines() {
-            let f: Vec<u32> = line
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            if f.len() == 3 && f[1] != 0 {
-                v.push((f[1], f[2]));
-            }
+        }
+        let path = e.path();
+        match std::fs::read_link(path.join("ns/user")) {
+            Ok(ns) if Some(&ns) == own.as_ref() => {}
+            _ => ranges_in_map(path.join("uid_map"), &mut v),
         }
     }
     v
+}
+
+/// Adds the outside ranges (outside id not 0) of the uid map file at `path` to `v`.
+fn ranges_in_map(path: impl AsRef<Path>, v: &mut Vec<(u32, u32)>) {
+    let Ok(map) = std::fs::read_to_string(path) else {
+        return;
+    };
+    for line in map.lines() {
+        let f: Vec<u32> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if f.len() == 3 && f[1] != 0 {
+            v.push((f[1], f[2]));
+        }
+    }
 }
 
 /// A slot picked from the machine's name, moved on while it overlaps a range in use.
