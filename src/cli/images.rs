@@ -8,7 +8,8 @@ use anyhow::Context as _;
 
 use super::output::UsageError;
 use super::{Context, Status};
-use crate::store::{copy_tree, name_from_path, ImageInfo, ImageName, LockPurpose};
+use crate::store::{name_from_path, ImageInfo, ImageName};
+use crate::transfer::{self, TransferError};
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -377,28 +378,24 @@ pub fn import_fs(ctx: &Context, args: ImportFsArgs) -> anyhow::Result<Status> {
         );
     }
     let store = ctx.store()?;
-    let staging =
-        super::raw::tree_target(&store, &name, LockPurpose::Import, args.force, &args.disk)?;
+    let disk = super::raw::disk_spec(&args.disk)?;
     let bar = ctx.out.progress(None, &format!("Importing {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
-    let fail = || {
-        format!(
-            "cannot import {} as {name}; nothing was imported",
-            args.directory.display()
-        )
+    let req = transfer::ImportRequest {
+        name: name.clone(),
+        force: args.force,
+        read_only: args.read_only,
+        sha256: None,
     };
-    if staging.is_raw() {
-        // The disk is built straight from the directory: no copy first.
-        staging
-            .commit(Some(&args.directory), args.read_only)
-            .map_err(|e| store_full(e.into(), &store, fail()))?;
-    } else {
-        copy_tree(&args.directory, staging.tree(), Some(&progress))
-            .map_err(|e| store_full(e.into(), &store, fail()))?;
-        staging
-            .commit(None, args.read_only)
-            .map_err(|e| store_full(e.into(), &store, fail()))?;
-    }
+    transfer::import_fs(&store, &args.directory, &req, disk, Some(&progress)).map_err(
+        |e| match e {
+            e @ TransferError::StoreFull { .. } => anyhow::Error::new(e).context(format!(
+                "cannot import {} as {name}; nothing was imported",
+                args.directory.display()
+            )),
+            e => e.into(),
+        },
+    )?;
     bar.finish_and_clear();
     ctx.out.info(&format!("Imported {name}."));
     Ok(0)

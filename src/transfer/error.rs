@@ -15,6 +15,9 @@ pub enum TransferError {
     /// Committing the finished image.
     #[error(transparent)]
     Commit(StoreError),
+    /// Copying a tree into the image.
+    #[error(transparent)]
+    Copy(StoreError),
     #[error(transparent)]
     Archive(ArchiveError),
     #[error(transparent)]
@@ -53,6 +56,27 @@ pub enum TransferError {
 }
 
 impl TransferError {
+    /// This error, said as "the store is full" when the disk ran out (ENOSPC, EDQUOT) under it.
+    pub(crate) fn or_store_full(self, store: &std::path::Path) -> TransferError {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&self);
+        let mut full = false;
+        while let Some(e) = cause {
+            let errno = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.raw_os_error());
+            full |= matches!(errno, Some(libc::ENOSPC) | Some(libc::EDQUOT));
+            cause = e.source();
+        }
+        if full {
+            TransferError::StoreFull {
+                store: store.to_path_buf(),
+                source: Box::new(self),
+            }
+        } else {
+            self
+        }
+    }
+
     /// An archive error, told apart as "the store is full" when the disk ran out.
     pub(crate) fn archive(e: ArchiveError, store: &std::path::Path) -> TransferError {
         if e.is_no_space() {

@@ -10,7 +10,7 @@ use std::path::Path;
 use super::{layout, DiskSpec, TransferError, TreeTarget};
 use crate::archive::{self, Compression, Decoder, ExtractOptions};
 use crate::image::{self, ImportReport, Source};
-use crate::store::{ImageKind, ImageName, LockPurpose, Staging, Store};
+use crate::store::{copy_tree, ImageKind, ImageName, LockPurpose, Staging, Store};
 
 /// What to import and how.
 #[derive(Debug, Clone)]
@@ -164,4 +164,23 @@ pub fn write_raw(
     })?;
     dest.sync_all().map_err(|e| fs_err("write", e))?;
     Ok(report)
+}
+
+/// import-fs: the directory `dir` copied (file data reflinked where the file system can) into
+/// a new image, or with `disk` built straight into a raw disk with no copy first; committed
+/// only when complete. A full store is said as such.
+pub fn import_fs(
+    store: &Store,
+    dir: &Path,
+    req: &ImportRequest,
+    disk: Option<DiskSpec>,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+) -> Result<(), TransferError> {
+    let target = TreeTarget::create(store, &req.name, LockPurpose::Import, req.force, disk)?;
+    let full = |e: TransferError| e.or_store_full(store.root());
+    if target.is_raw() {
+        return target.commit(Some(dir), req.read_only).map_err(full);
+    }
+    copy_tree(dir, target.tree(), progress).map_err(|e| full(TransferError::Copy(e)))?;
+    target.commit(None, req.read_only).map_err(full)
 }

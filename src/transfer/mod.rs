@@ -20,7 +20,8 @@ mod tree;
 pub use error::TransferError;
 pub use export::{export_raw, export_tar, ExportRequest, ExportTarget, Exported};
 pub use import::{
-    check_sha256, extract_tar, import_raw, import_tar, write_raw, ImportRequest, Imported,
+    check_sha256, extract_tar, import_fs, import_raw, import_tar, write_raw, ImportRequest,
+    Imported,
 };
 pub use layout::{is_os_tree, strip_single_top_dir};
 pub use output::TempOutput;
