@@ -9,11 +9,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{command_line, on_terminal, wrapped, Env, RMACH};
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{command_line, on_terminal, stderr, wrapped, Env, RMACH};
 
 /// An Env with one empty directory image `dev`.
 fn with_dev() -> Env {

@@ -8,10 +8,8 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::on_terminal;
-use common::run::{
-    install_confine_probe, nspawn, probe, probe_command, stderr, stdout, ProbeStore,
-};
+use common::run::{install_confine_probe, nspawn, probe, probe_command, ProbeStore};
+use common::{on_terminal, stderr, stdout};
 
 const MODES: &[&str] = &["no", "identity", "pick"];
 

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use common::run::{bookworm_with_systemd, signal_and_wait, stderr, stdout, KillOnDrop, ProbeStore};
+use common::run::{bookworm_with_systemd, signal_and_wait, KillOnDrop, ProbeStore};
 use common::terminal::Terminal;
-use common::Env;
+use common::{stderr, stdout, Env};
 
 const BOOT: Duration = Duration::from_secs(120);
 

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 
 use common::run::{
-    cgroup_leftovers, in_own_cgroup, probe, probe_command, signal_and_wait, stderr, stdout,
-    KillOnDrop, ProbeStore,
+    cgroup_leftovers, in_own_cgroup, probe, probe_command, signal_and_wait, KillOnDrop, ProbeStore,
 };
+use common::{stderr, stdout};
 
 /// systemd-nspawn running `script` in `dir`, ended (TERM, then KILL) when dropped.
 struct Nspawn(Child);

@@ -13,10 +13,9 @@ use rustix::process::Signal;
 
 use common::run::{
     bookworm_with_systemd, cgroup_leftovers, failed_units, in_machine, probe, probe_command,
-    probe_ok, signal_and_wait, stderr, stdout, system_state, wait_for_leader, KillOnDrop,
-    ProbeStore,
+    probe_ok, signal_and_wait, system_state, wait_for_leader, KillOnDrop, ProbeStore,
 };
-use common::{command_line, on_terminal, wrapped, Env};
+use common::{command_line, on_terminal, stderr, stdout, wrapped, Env};
 
 #[test]
 fn pid1_hostname_environment_and_identity() {

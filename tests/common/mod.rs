@@ -245,6 +245,16 @@ impl Env {
     }
 }
 
+/// A command's stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 fn shown<S: AsRef<OsStr>>(args: &[S]) -> Vec<&OsStr> {
     args.iter().map(AsRef::as_ref).collect()
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::Env;
+use crate::common::{stderr, stdout, Env};
 
 /// Host programs copied into the probe image (with their libraries).
 const PROGRAMS: &[&str] = &[
@@ -112,14 +112,6 @@ impl std::ops::Deref for ProbeStore {
     fn deref(&self) -> &Env {
         &self.env
     }
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The host's Debian mirror, from its apt sources as rmach reads them (never written into the
