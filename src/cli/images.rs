@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use super::output::UsageError;
 use super::{Context, Status};
-use crate::store::{name_from_path, ImageInfo, ImageName};
+use crate::store::{name_from_path, ImageInfo, ImageName, LockPurpose};
 use crate::transfer::{self, TransferError};
 
 #[derive(Debug, clap::Args)]
