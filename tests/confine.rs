@@ -8,7 +8,9 @@ mod common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::run::{install_confine_probe, nspawn, probe, probe_command, ProbeStore};
+use common::run::{
+    install_confine_probe, install_confine_probe_32, nspawn, probe, probe_command, ProbeStore,
+};
 use common::{on_terminal, stderr, stdout};
 
 const MODES: &[&str] = &["no", "identity", "pick"];
@@ -56,6 +58,39 @@ fn seccomp_refuses_keyrings_fanotify_and_terminal_injection_in_every_mode() {
             "TIOCSTI/TIOCLINUX with --private-users {mode}: {out} {}",
             stderr(&o)
         );
+    }
+}
+
+/// The same calls made by a 32-bit program enter the kernel through the i386 entry point with
+/// other syscall numbers: the filter (built for every architecture the kernel runs, as nspawn's)
+/// refuses them there too.
+#[test]
+fn seccomp_refuses_the_same_calls_from_32_bit_programs() {
+    let ts = store_with_probe("confine32");
+    if !install_confine_probe_32(&ts.image("confine32")) {
+        return;
+    }
+    let calls = ["add_key", "keyctl", "request_key", "fanotify_init"];
+    for call in calls {
+        let (out, err) = nspawn(&ts.image("confine32"), &["/usr/bin/confine-probe32", call]);
+        assert_eq!(out.trim(), "EPERM", "nspawn refuses i386 {call}: {err}");
+    }
+    // Not refused by the filter: the 32-bit program runs at all and makes allowed calls.
+    let (_, out, err) = probe(&ts, &[], "confine-probe32 getpid");
+    assert_eq!(out.trim(), "ok", "an allowed i386 call: {err}");
+    for mode in MODES {
+        for call in calls {
+            let (_, out, err) = probe(
+                &ts,
+                &["--private-users", mode],
+                &format!("confine-probe32 {call}"),
+            );
+            assert_eq!(
+                out.trim(),
+                "EPERM",
+                "i386 {call} with --private-users {mode}: {err}"
+            );
+        }
     }
 }
 

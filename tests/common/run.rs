@@ -277,6 +277,28 @@ pub fn install_confine_probe(root: &Path) {
     assert!(st.success(), "compiling {}", src.display());
 }
 
+/// Compiles the same probe as a 32-bit i386 program (`cc -m32`, gcc-multilib), installed as
+/// `/usr/bin/confine-probe32`: its system calls enter through the i386 entry point, which the
+/// seccomp filter must cover as well as the native one. False, with the reason printed, when
+/// the host cannot build 32-bit programs.
+pub fn install_confine_probe_32(root: &Path) -> bool {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probes/confine.c");
+    let out = root.join("usr/bin/confine-probe32");
+    let o = Command::new("cc")
+        .args(["-m32", "-static", "-O", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("a C compiler (cc) is needed for the confinement probes");
+    if !o.status.success() {
+        eprintln!(
+            "skipped: cc -m32 cannot build a 32-bit probe (install gcc-multilib): {}",
+            stderr(&o)
+        );
+    }
+    o.status.success()
+}
+
 /// `systemd-nspawn` on `root` running `args`, as the reference for a probe: (stdout, stderr).
 pub fn nspawn(root: &Path, args: &[&str]) -> (String, String) {
     let o = in_own_cgroup("systemd-nspawn")
