@@ -22,6 +22,7 @@
 //!   with whiteouts, the shared blob cache.
 //! - [`transfer`] moves images between hosts: pull-tar and pull-raw over HTTP with checksums
 //!   and signatures.
+//! - [`openpgp`] verifies OpenPGP signatures (Release files, checksum lists) against a keyring.
 //! - [`bootstrap`] builds a root filesystem from a Debian or Ubuntu mirror.
 //! - [`cli`] parses the command line, prints, and maps errors to exit statuses. Nothing in the
 //!   library calls it; the library never prints and never exits.
@@ -33,6 +34,7 @@ pub mod fs;
 pub mod image;
 pub mod machine;
 pub mod oci;
+pub mod openpgp;
 pub mod runner;
 pub mod store;
 pub mod sys;

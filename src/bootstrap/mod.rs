@@ -26,7 +26,6 @@ mod resolve;
 mod second;
 mod stage_runner;
 pub mod suites;
-mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -57,18 +56,14 @@ pub enum BootstrapError {
         path: PathBuf,
         package: &'static str,
     },
-    #[error("keyring {path}: not a usable OpenPGP keyring")]
-    BadKeyring {
-        path: PathBuf,
-        #[source]
-        source: verify::VerifyError,
-    },
+    #[error(transparent)]
+    BadKeyring(crate::openpgp::OpenPgpError),
     #[error("{url}: signature does not verify against keyring {keyring}; the mirror may be tampered with, or give the right --keyring")]
     BadSignature {
         url: String,
         keyring: String,
         #[source]
-        source: verify::VerifyError,
+        source: crate::openpgp::OpenPgpError,
     },
     #[error("{url}: Release file expired at {valid_until} (Valid-Until); the mirror is stale, use another one")]
     Expired { url: String, valid_until: String },
