@@ -47,8 +47,32 @@ pub enum BootstrapError {
     BadMirror { url: String, reason: String },
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
-    #[error("{url}: {reason}; check the mirror URL and the network")]
-    Fetch { url: String, reason: String },
+    #[error("{path}: not valid TOML")]
+    ConfigSyntax {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("cannot fetch {url} (check the mirror URL and the network)")]
+    Fetch {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("reading {url} failed")]
+    FetchRead {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: HTTP {status}; check the mirror URL and the network")]
+    HttpStatus { url: String, status: u16 },
+    #[error("{url}: larger than {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{url}: the server does not resume downloads")]
+    NoResume { url: String },
+    #[error("{url}: got {got} bytes of {size}")]
+    ShortDownload { url: String, got: u64, size: u64 },
     #[error("{url}: not found ({how}); check that the mirror carries this suite, component and architecture")]
     NotFound { url: String, how: &'static str },
     #[error("keyring {path} not found: install the {package} package or give --keyring FILE")]
@@ -83,6 +107,13 @@ pub enum BootstrapError {
     },
     #[error("{url}: malformed Release file: {reason}")]
     BadRelease { url: String, reason: String },
+    #[error("{url}: malformed {what}")]
+    Deb822 {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: deb822_fast::Error,
+    },
     #[error("{url}: {what} mismatch: expected {expected}, got {actual}; the mirror is inconsistent or tampered with")]
     Checksum {
         url: String,
@@ -92,6 +123,12 @@ pub enum BootstrapError {
     },
     #[error("{url}: malformed Packages index: {reason}")]
     BadIndex { url: String, reason: String },
+    #[error("{url}: decompressing the index failed")]
+    Decompress {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what} {names} not found in {suite} ({components}) for {arch}")]
     MissingPackages {
         what: &'static str,
@@ -108,7 +145,7 @@ pub enum BootstrapError {
     },
     #[error("{path}: not a usable Debian package: {reason}")]
     BadDeb { path: PathBuf, reason: String },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

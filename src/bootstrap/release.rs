@@ -134,7 +134,11 @@ pub fn parse(text: &str, url: &str, dists_url: String, now: i64) -> Result<Relea
     let stanza = deb822_fast::borrowed::iter_paragraphs_borrowed(text)
         .next()
         .ok_or_else(|| bad("empty".into()))?
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|source| BootstrapError::Deb822 {
+            url: url.into(),
+            what: "Release file",
+            source,
+        })?;
     let single = |n: &str| {
         stanza
             .get_single(n)
