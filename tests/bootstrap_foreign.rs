@@ -6,25 +6,14 @@
 //! only when they were not there, and undoes exactly that (also when it fails). Needs root,
 //! the network to the mirror, qemu-user-static and binfmt-support.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-const CACHE: &str = "/var/cache/rmach-test";
+use common::bootstrap::{assert_store_empty, package_states, run, shared_cache_env, stderr};
+
 const BINFMT: &str = "/proc/sys/fs/binfmt_misc";
-
-fn rmach(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rmach"))
-        .arg("--store")
-        .arg(dir.join("store"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--cache-dir")
-        .arg(CACHE)
-        .args(args)
-        .env_remove("RMACH_MIRROR")
-        .output()
-        .unwrap()
-}
 
 /// What the test changed in the host's binfmt_misc, undone on drop.
 struct BinfmtGuard {
@@ -79,7 +68,7 @@ fn arm64_bootstrap_through_binfmt_misc_and_qemu() {
         Path::new("/usr/bin/qemu-aarch64-static").exists(),
         "qemu-user-static is not installed (scripts/test installs it)"
     );
-    let dir = tempfile::tempdir().unwrap();
+    let env = shared_cache_env();
     let args = [
         "bootstrap",
         "bookworm",
@@ -90,8 +79,8 @@ fn arm64_bootstrap_through_binfmt_misc_and_qemu() {
         "arm64",
     ];
     if !Path::new(BINFMT).join("qemu-aarch64").exists() {
-        let out = rmach(dir.path(), &args);
-        let err = String::from_utf8_lossy(&out.stderr);
+        let out = run(&env, &args);
+        let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("cannot run arm64 programs"), "{err}");
         assert!(
@@ -99,46 +88,28 @@ fn arm64_bootstrap_through_binfmt_misc_and_qemu() {
             "{err}"
         );
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("store"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(left.is_empty(), "left in the store: {left:?}");
+        assert_store_empty(&env, "after the refusal");
     } else {
         eprintln!("the refusal without a qemu-aarch64 entry is not tested: the host has one");
     }
 
     let _binfmt = BinfmtGuard::setup();
-    let out = rmach(dir.path(), &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let root = dir.path().join("store/a64");
+    let out = run(&env, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let root = env.store.join("a64");
     // The image's programs are arm64 ELF files (e_machine 183).
     let dpkg = std::fs::read(root.join("usr/bin/dpkg")).unwrap();
     assert_eq!(&dpkg[..4], b"\x7fELF");
     assert_eq!(u16::from_le_bytes([dpkg[18], dpkg[19]]), 183);
-    let status = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
-    let states: Vec<&str> = status
-        .lines()
-        .filter_map(|l| l.strip_prefix("Status: "))
-        .collect();
+    let states = package_states(&root);
     assert!(states.len() > 50, "{} packages", states.len());
     assert!(
-        states.iter().all(|s| *s == "install ok installed"),
+        states.values().all(|s| s == "install ok installed"),
         "{states:?}"
     );
-    let out = rmach(
-        dir.path(),
-        &["run", "a64", "--", "dpkg", "--print-architecture"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(&env, &["run", "a64", "--", "dpkg", "--print-architecture"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "arm64");
-    let out = rmach(dir.path(), &["run", "a64", "--", "uname", "-m"]);
+    let out = run(&env, &["run", "a64", "--", "uname", "-m"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "aarch64");
 }

@@ -4,7 +4,9 @@
 //! Each test binary takes it with `mod common;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod bootstrap;
 pub mod http;
+pub mod mirror;
 pub mod oci;
 pub mod registry;
 pub mod tar;
