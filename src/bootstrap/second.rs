@@ -55,13 +55,7 @@ impl Stage<'_> {
         }
         let script = std::mem::take(&mut self.script);
         let started = std::time::Instant::now();
-        let result = in_target(
-            self.target,
-            &self.opts.hostname,
-            self.plan.epoch,
-            step,
-            &script,
-        );
+        let result = in_target(self.opts, self.target, self.plan.epoch, step, &script);
         (self.progress)(Event::Note(format!(
             "  {step}: {:.1} s",
             started.elapsed().as_secs_f64()
@@ -299,14 +293,17 @@ pub fn run(
     fs::create_dir_all(paths::rel(target, SCRATCH)).map_err(io_err(target))?;
     fs::write(&sel, selections).map_err(io_err(&sel))?;
     stage.cmd(&format!("dpkg --set-selections < {SELECTIONS}"));
-    stage.flush("setting selections")?;
 
     let mut base = plan.set.base.clone();
     let required: std::collections::BTreeSet<String> = plan.set.required.iter().cloned().collect();
     let mut done = std::collections::BTreeSet::new();
+    // What waits in the script before each question to dpkg: the selections, then the last
+    // pre-dependency's configuring. Both run in the same step as the question (one start of
+    // the runner fewer each), in the same order as on their own.
+    let mut waiting = "setting selections".to_string();
     loop {
         stage.cmd(&format!("dpkg --predep-package > {PREDEP} || :"));
-        stage.flush("asking dpkg for pre-dependencies")?;
+        stage.flush(&format!("{waiting}, asking dpkg for pre-dependencies"))?;
         let stanza = fs::read_to_string(paths::rel(target, PREDEP)).unwrap_or_default();
         let Some(predep) = stanza
             .lines()
@@ -332,7 +329,7 @@ pub fn run(
             "yes '' | dpkg --force-confold --configure {}",
             closure.join(" ")
         ));
-        stage.flush(&format!("configuring pre-dependency {predep}"))?;
+        waiting = format!("configuring pre-dependency {predep}");
         base.retain(|p| !closure.contains(p));
         done.extend(closure);
         done.insert(predep);
@@ -417,8 +414,8 @@ fn stage_err(step: &str, reason: String) -> BootstrapError {
 /// Runs `script` with /bin/sh inside the image, its output appended to the image's
 /// bootstrap log, with debootstrap's environment.
 fn in_target(
+    opts: &Options,
     target: &Path,
-    hostname: &str,
     epoch: Option<i64>,
     step: &str,
     script: &str,
@@ -436,13 +433,12 @@ fn in_target(
          dpkg() {{ command dpkg --force-unsafe-io \"$@\"; }}\n\
          echo '+ {step}'\n{script}\n"
     );
-    let failure =
-        super::stage_runner::run_script(target, hostname, &[], &full).map_err(|source| {
-            BootstrapError::Runner {
-                step: step.to_string(),
-                source,
-            }
-        })?;
+    let failure = super::stage_runner::run_script(target, opts, &[], &full).map_err(|source| {
+        BootstrapError::Runner {
+            step: step.to_string(),
+            source,
+        }
+    })?;
     let reason = match failure {
         Outcome::Succeeded => return Ok(()),
         Outcome::Interrupted => {

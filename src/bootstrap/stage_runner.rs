@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::runner::{self, Bind, Console, RunSpec, RunnerError};
 
 use super::paths::{self, STAND_INS};
+use super::Options;
 
 /// Creates the stand-ins for /run and /tmp with the image's modes.
 pub fn prepare_run_and_tmp(root: &Path) -> std::io::Result<()> {
@@ -58,11 +59,11 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// Runs `script` with /bin/sh inside the image at `root`, with `env` added; Err when the
-/// runner could not run it at all.
+/// Runs `script` with /bin/sh inside the image at `root` (host name and cache directory from
+/// `opts`), with `env` added; Err when the runner could not run it at all.
 pub fn run_script(
     root: &Path,
-    hostname: &str,
+    opts: &Options,
     env: &[(String, String)],
     script: &str,
 ) -> Result<Outcome, RunnerError> {
@@ -81,7 +82,10 @@ pub fn run_script(
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     spec.name = format!("rmach-bootstrap-{}-{run}", std::process::id());
-    spec.hostname = Some(hostname.to_string());
+    spec.hostname = Some(opts.hostname.clone());
+    // The runner's seccomp filter, compiled once and read back by the bootstrap's dozens of
+    // steps (and by `rmach run`, which keeps it in the same place).
+    spec.seccomp_cache = Some(opts.cache_dir.join("runner"));
     spec.console = Console::Capture;
     spec.env.extend(env.iter().cloned());
     for dir in ["run", "tmp"] {
