@@ -13,7 +13,7 @@ use super::gpt::{write_gpt, PARTITION_START, TRAILER};
 use super::partition::ROOT_TYPE;
 use super::ImageError;
 use crate::sys::loopdev::{private_mount_namespace, LoopDevice, LoopRange};
-use crate::sys::mount::mount;
+use crate::sys::mount::{mount, MountFlags};
 
 /// The file systems a disk can be built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,14 +149,20 @@ fn finish_in_mount(
         Some(Path::new("tmpfs")),
         at,
         Some("tmpfs"),
-        0,
+        MountFlags::empty(),
         Some("mode=0700"),
     )
     .map_err(|e| fail("cannot mount a tmpfs", e))?;
     let target = at.join("disk");
     std::fs::create_dir(&target).map_err(|e| ImageError::io(&target, e))?;
-    mount(Some(device.path()), &target, Some(fs.name()), 0, None)
-        .map_err(|e| fail("cannot mount the new file system", e))?;
+    mount(
+        Some(device.path()),
+        &target,
+        Some(fs.name()),
+        MountFlags::empty(),
+        None,
+    )
+    .map_err(|e| fail("cannot mount the new file system", e))?;
     let result = match fs {
         DiskFs::Xfs => copy_into(tree, &target),
         _ => {
