@@ -32,6 +32,24 @@ struct Foreign {
     uname: &'static str,
 }
 
+impl Foreign {
+    fn new(
+        arch: &'static str,
+        suite: &'static str,
+        qemu: &'static str,
+        elf_machine: u16,
+        uname: &'static str,
+    ) -> Foreign {
+        Foreign {
+            arch,
+            suite,
+            qemu,
+            elf_machine,
+            uname,
+        }
+    }
+}
+
 /// What the test changed in the host's binfmt_misc, undone on drop.
 struct BinfmtGuard {
     qemu: &'static str,
@@ -93,13 +111,7 @@ fn arm64_bootstrap_through_binfmt_misc_and_qemu() {
         Path::new("/usr/bin/qemu-aarch64-static").exists(),
         "qemu-user-static is not installed (scripts/test installs it)"
     );
-    let arm64 = Foreign {
-        arch: "arm64",
-        suite: "bookworm",
-        qemu: "aarch64",
-        elf_machine: 183,
-        uname: "aarch64",
-    };
+    let arm64 = Foreign::new("arm64", "bookworm", "aarch64", 183, "aarch64");
     if let Err(why) = bootstrap_and_run(&arm64) {
         panic!("{why}");
     }
@@ -107,13 +119,7 @@ fn arm64_bootstrap_through_binfmt_misc_and_qemu() {
 
 #[test]
 fn armhf_bootstrap_through_binfmt_misc_and_qemu() {
-    let armhf = Foreign {
-        arch: "armhf",
-        suite: "bookworm",
-        qemu: "arm",
-        elf_machine: 40,
-        uname: "armv7l",
-    };
+    let armhf = Foreign::new("armhf", "bookworm", "arm", 40, "armv7l");
     if let Err(why) = bootstrap_and_run(&armhf) {
         eprintln!("SKIPPED: armhf: {why}");
     }
@@ -121,13 +127,7 @@ fn armhf_bootstrap_through_binfmt_misc_and_qemu() {
 
 #[test]
 fn riscv64_bootstrap_through_binfmt_misc_and_qemu() {
-    let riscv64 = Foreign {
-        arch: "riscv64",
-        suite: "trixie",
-        qemu: "riscv64",
-        elf_machine: 243,
-        uname: "riscv64",
-    };
+    let riscv64 = Foreign::new("riscv64", "trixie", "riscv64", 243, "riscv64");
     if let Err(why) = bootstrap_and_run(&riscv64) {
         eprintln!("SKIPPED: riscv64: {why}");
     }
