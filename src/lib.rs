@@ -24,6 +24,7 @@
 //!   staging, digest checks, a full store, the single top directory, temporary output files;
 //!   pull-tar and pull-raw over HTTP with checksums and signatures import through the same
 //!   functions as import-tar and import-raw.
+//! - [`openpgp`] verifies OpenPGP signatures (Release files, checksum lists) against a keyring.
 //! - [`bootstrap`] builds a root filesystem from a Debian or Ubuntu mirror.
 //! - [`cli`] parses the command line, prints, and maps errors to exit statuses. Nothing in the
 //!   library calls it; the library never prints and never exits.
@@ -36,6 +37,7 @@ pub mod http;
 pub mod image;
 pub mod machine;
 pub mod oci;
+pub mod openpgp;
 pub mod runner;
 pub mod store;
 pub mod sys;

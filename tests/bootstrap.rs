@@ -7,8 +7,11 @@ mod common;
 use common::mirror;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
+use std::time::Duration;
 
+use common::bootstrap::{assert_store_empty, interrupt, must_fail, run, stderr, wait_for};
+use common::Env;
 use mirror::{pkg, Mirror, Pkg, Spec};
 use rmach::bootstrap::{self, Options, Variant};
 
@@ -50,13 +53,21 @@ fn bookworm_mirror(dir: &Path, pkgs: Vec<Pkg>) -> Mirror {
     mirror::build(
         dir,
         Spec {
-            suite: "bookworm",
-            codename: "bookworm",
-            origin: "Debian",
-            valid_until: None,
             pkgs,
+            ..debian_spec("bookworm", "bookworm")
         },
     )
+}
+
+/// The fixture's Debian packages as `suite`, whose Release names `codename`.
+fn debian_spec(suite: &'static str, codename: &'static str) -> Spec<'static> {
+    Spec {
+        suite,
+        codename,
+        origin: "Debian",
+        valid_until: None,
+        pkgs: debian_pkgs(),
+    }
 }
 
 fn opts(m: &Mirror, dir: &Path, variant: Variant) -> Options {
@@ -143,43 +154,10 @@ fn package_set_is_debootstraps_on_the_same_mirror() {
     assert_eq!(ours, want);
 }
 
-fn rmach(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rmach"))
-        .arg("--store")
-        .arg(dir.join("store"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .args(args)
-        .env_remove("RMACH_MIRROR")
-        .output()
-        .unwrap()
-}
-
-/// Runs a bootstrap that must fail: exit 1, one line naming `expect`, and no image (not even
-/// a hidden leftover) in the store.
-fn must_fail(dir: &Path, args: &[&str], expect: &str) {
-    let out = rmach(dir, args);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.contains(expect), "expected {expect:?} in {err}");
-    assert_store_empty(dir, "after failure");
-}
-
-/// No image, not even a hidden leftover, in the store.
-fn assert_store_empty(dir: &Path, when: &str) {
-    let left: Vec<_> = std::fs::read_dir(dir.join("store"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "store not empty {when}: {left:?}");
-}
-
 #[test]
 fn verification_failures_leave_no_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let env = Env::new();
+    let d = env.dir.path();
     let m = debian_mirror(d);
     let key = m.keyring.display().to_string();
     let other = m.other_keyring.display().to_string();
@@ -195,16 +173,16 @@ fn verification_failures_leave_no_image() {
     let with = |extra: &[&str]| -> Vec<String> {
         base.iter().chain(extra).map(|s| s.to_string()).collect()
     };
-    let run = |args: Vec<String>, expect: &str| {
+    let refused = |args: Vec<String>, expect: &str| {
         must_fail(
-            d,
+            &env,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
             expect,
         )
     };
 
-    run(with(&["--keyring", &other]), "signature does not verify");
-    run(
+    refused(with(&["--keyring", &other]), "signature does not verify");
+    refused(
         with(&["--keyring", "/nonexistent/key.gpg"]),
         "/nonexistent/key.gpg",
     );
@@ -221,20 +199,21 @@ fn verification_failures_leave_no_image() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    run(args, "not found (HTTP 404)");
+    refused(args, "not found (HTTP 404)");
     // The same through a file:// mirror: no HTTP involved, and the message says so.
     let file_mirror = format!("file://{}", m.root.display());
-    let out = Command::new(env!("CARGO_BIN_EXE_rmach"))
-        .arg("--store")
-        .arg(d.join("store"))
-        .arg("--state-dir")
-        .arg(d.join("state"))
-        .arg("--cache-dir")
-        .arg(d.join("cache"))
-        .args(["bootstrap", "trixie", "img", "--mirror", &file_mirror])
-        .args(["--keyring", &key])
-        .output()
-        .unwrap();
+    let out = run(
+        &env,
+        &[
+            "bootstrap",
+            "trixie",
+            "img",
+            "--mirror",
+            &file_mirror,
+            "--keyring",
+            &key,
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("not found (no such file)"), "{err}");
@@ -253,14 +232,14 @@ fn verification_failures_leave_no_image() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    run(args, "http://127.0.0.1:1/dists/bookworm/InRelease");
+    refused(args, "http://127.0.0.1:1/dists/bookworm/InRelease");
     assert!(
         start.elapsed().as_secs() < 30,
         "unreachable mirror took {:?}",
         start.elapsed()
     );
     // An unknown suite without a keyring is refused before any network access.
-    run(
+    refused(
         vec![
             "bootstrap".into(),
             "no-such".into(),
@@ -278,10 +257,10 @@ fn verification_failures_leave_no_image() {
     let n = bad.len() - 10;
     bad[n] ^= 0xff;
     std::fs::write(&deb, &bad).unwrap();
-    run(with(&["--keyring", &key]), "SHA256 mismatch");
+    refused(with(&["--keyring", &key]), "SHA256 mismatch");
     std::fs::write(&deb, &good).unwrap();
     // Without a core package the second stage installs by name: refused before any download.
-    run(
+    refused(
         with(&["--keyring", &key, "--exclude", "dpkg"]),
         "dpkg not in the package set (left out with --exclude?)",
     );
@@ -299,7 +278,7 @@ fn verification_failures_leave_no_image() {
         d2.extend_from_slice(b"\n");
         std::fs::write(p, d2).unwrap();
     }
-    run(with(&["--keyring", &key]), "size mismatch");
+    refused(with(&["--keyring", &key]), "size mismatch");
     for (p, data) in &saved {
         std::fs::write(p, data).unwrap();
     }
@@ -312,7 +291,7 @@ fn verification_failures_leave_no_image() {
         text.replace("Codename: bookworm", "Codename: bookwork"),
     )
     .unwrap();
-    run(with(&["--keyring", &key]), "signature does not verify");
+    refused(with(&["--keyring", &key]), "signature does not verify");
     std::fs::write(&inrelease, &text).unwrap();
 }
 
@@ -328,6 +307,23 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `rmach bootstrap SUITE img` from the fixture mirror with its keyring and `extra` must fail
+/// naming `expect`, leaving no image.
+fn refused_from(env: &Env, m: &Mirror, suite: &str, extra: &[&str], expect: &str) {
+    let key = m.keyring.display().to_string();
+    let mut args = vec![
+        "bootstrap",
+        suite,
+        "img",
+        "--mirror",
+        &m.url,
+        "--keyring",
+        &key,
+    ];
+    args.extend_from_slice(extra);
+    must_fail(env, &args, expect);
+}
+
 /// The fixture's packages plus one required package with `content` in a file.
 fn mirror_with(dir: &Path, name: &str, content: String) -> Mirror {
     let mut pkgs = debian_pkgs();
@@ -339,11 +335,11 @@ fn mirror_with(dir: &Path, name: &str, content: String) -> Mirror {
 
 #[test]
 fn a_full_disk_fails_cleanly_and_leaves_no_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let env = Env::new();
+    let d = env.dir.path();
     // 8 MiB that xz makes small: the download is quick, the extraction does not fit.
     let m = mirror_with(d, "bulky", "x".repeat(8 << 20));
-    let store = d.join("store");
+    let store = env.store.clone();
     std::fs::create_dir_all(&store).unwrap();
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=2m", "rmach-test"])
@@ -363,18 +359,18 @@ fn a_full_disk_fails_cleanly_and_leaves_no_image() {
         "--variant",
         "minbase",
     ];
-    let out = rmach(d, &args);
+    let out = run(&env, &args);
     let _ = Command::new("umount").arg(&store).status();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert!(err.contains("No space left on device"), "{err}");
-    assert_store_empty(d, "after failure");
+    assert_store_empty(&env, "after failure");
 }
 
 #[test]
 fn ctrl_c_stops_at_once_and_leaves_no_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let env = Env::new();
+    let d = env.dir.path();
     // 2 MiB of hex that xz cannot shrink much, served at 160 KiB/s: several seconds to download.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let noise: String = (0..2 << 20)
@@ -387,80 +383,45 @@ fn ctrl_c_stops_at_once_and_leaves_no_image() {
         .collect();
     let m = mirror_with(d, "slowpkg", noise);
     let key = m.keyring.display().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rmach"))
-        .arg("--store")
-        .arg(d.join("store"))
-        .arg("--state-dir")
-        .arg(d.join("state"))
-        .arg("--cache-dir")
-        .arg(d.join("cache"))
+    let child = common::bootstrap::command(&env)
         .args(["bootstrap", "bookworm", "img", "--mirror", &m.url])
         .args(["--keyring", &key, "--variant", "minbase"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until the slow package is being downloaded.
-    let debs = d.join("cache/bootstrap/debs");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::fs::read_dir(&debs)
-        .map(|r| r.count() < 2)
-        .unwrap_or(true)
-    {
-        assert!(std::time::Instant::now() < deadline, "no download started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    let sent = std::time::Instant::now();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    let status = child.wait().unwrap();
-    assert!(sent.elapsed().as_secs() < 5, "took {:?}", sent.elapsed());
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let debs = env.cache.join("bootstrap/debs");
+    wait_for("a download", Duration::from_secs(30), || {
+        std::fs::read_dir(&debs).is_ok_and(|r| r.count() >= 2)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, err, took) = interrupt(child);
+    assert!(took.as_secs() < 5, "took {took:?}");
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted: nothing was created"), "{err}");
-    assert!(!d.join("store/img").exists());
-    let out = rmach(d, &["clean"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_store_empty(d, "after clean");
+    assert!(!env.store.join("img").exists());
+    let out = run(&env, &["clean"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_store_empty(&env, "after clean");
 }
 
 #[test]
 fn expired_release_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new();
     let spec = Spec {
-        suite: "bookworm",
-        codename: "bookworm",
-        origin: "Debian",
         valid_until: Some("Thu, 01 Jan 2015 00:00:00 UTC"),
-        pkgs: debian_pkgs(),
+        ..debian_spec("bookworm", "bookworm")
     };
-    let m = mirror::build(dir.path(), spec);
-    let key = m.keyring.display().to_string();
-    must_fail(
-        dir.path(),
-        &[
-            "bootstrap",
-            "bookworm",
-            "img",
-            "--mirror",
-            &m.url,
-            "--keyring",
-            &key,
-        ],
-        "expired",
-    );
+    let m = mirror::build(env.dir.path(), spec);
+    refused_from(&env, &m, "bookworm", &[], "expired");
 }
 
 /// jammy's layout: zstd-compressed .debs with files in /bin, /lib and /usr, merged by the
 /// first stage; the fixture cannot run dpkg, so the full bootstrap must fail cleanly.
 #[test]
 fn ubuntu_zstd_debs_and_merged_usr() {
-    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new();
+    let dir = &env.dir;
     let mut pkgs = vec![
         pkg("base-files", "required", "bash"),
         pkg("bash", "required", ""),
@@ -554,20 +515,11 @@ fn ubuntu_zstd_debs_and_merged_usr() {
 
     // The whole bootstrap fails in the second stage (nothing in the fixture runs) and leaves
     // no image; the packages it downloaded stay cached.
-    let key = m.keyring.display().to_string();
-    must_fail(
-        dir.path(),
-        &[
-            "bootstrap",
-            "jammy",
-            "img",
-            "--mirror",
-            &m.url,
-            "--keyring",
-            &key,
-            "--variant",
-            "minbase",
-        ],
+    refused_from(
+        &env,
+        &m,
+        "jammy",
+        &["--variant", "minbase"],
         "second stage: checking the image runs: cannot run inside the image",
     );
     assert!(
@@ -643,26 +595,12 @@ fn cache_is_reused_and_checked() {
 #[test]
 fn aliases_and_unknown_suites() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = Spec {
-        suite: "stable",
-        codename: "bookworm",
-        origin: "Debian",
-        valid_until: None,
-        pkgs: debian_pkgs(),
-    };
-    let m = mirror::build(dir.path(), spec);
+    let m = mirror::build(dir.path(), debian_spec("stable", "bookworm"));
     let set = bootstrap::print_debs(&opts(&m, dir.path(), Variant::Minbase), &|_| {}).unwrap();
     assert!(set.contains(&"usr-is-merged".to_string()), "{set:?}");
 
     let dir2 = tempfile::tempdir().unwrap();
-    let spec = Spec {
-        suite: "rmach-future",
-        codename: "rmach-future",
-        origin: "Debian",
-        valid_until: None,
-        pkgs: debian_pkgs(),
-    };
-    let m2 = mirror::build(dir2.path(), spec);
+    let m2 = mirror::build(dir2.path(), debian_spec("rmach-future", "rmach-future"));
     let set = bootstrap::print_debs(&opts(&m2, dir2.path(), Variant::Minbase), &|_| {}).unwrap();
     assert!(
         !set.contains(&"usr-is-merged".to_string()) && !set.contains(&"usrmerge".to_string()),
@@ -676,7 +614,8 @@ fn aliases_and_unknown_suites() {
 /// newer one is accepted and becomes the new floor. Each refusal names the URL.
 #[test]
 fn release_of_another_suite_or_older_date_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new();
+    let dir = &env.dir;
     let m = debian_mirror(dir.path());
     let o = opts(&m, dir.path(), Variant::Minbase);
     m.resign(|r| {
@@ -704,29 +643,13 @@ fn release_of_another_suite_or_older_date_is_refused() {
     assert!(err.contains("older than the one verified before"), "{err}");
     assert!(err.contains("Sat, 11 Jul 2026"), "{err}");
     // The CLI refuses it too and creates nothing.
-    let key = m.keyring.display().to_string();
-    let cache = dir.path().join("cache").display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_rmach"))
-        .args(["--store"])
-        .arg(dir.path().join("store"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(["--cache-dir", &cache])
-        .args([
-            "bootstrap",
-            "bookworm",
-            "img",
-            "--mirror",
-            &m.url,
-            "--keyring",
-            &key,
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("older than the one verified before"), "{err}");
-    assert!(!dir.path().join("store/img").exists());
+    refused_from(
+        &env,
+        &m,
+        "bookworm",
+        &[],
+        "older than the one verified before",
+    );
 
     m.resign(|r| {
         r.replace(

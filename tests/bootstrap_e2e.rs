@@ -10,15 +10,20 @@
 //! were skipped and why. Downloads are shared through /var/cache/rmach-test, so a second run
 //! downloads nothing.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Duration;
 
+use common::bootstrap::{
+    command, interrupt, package_states, run, shared_cache_env, wait_for, SHARED_CACHE,
+};
 use sha2::{Digest, Sha256};
 
-const CACHE: &str = "/var/cache/rmach-test";
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Paths whose content or metadata legitimately differ between the two tools.
@@ -168,24 +173,6 @@ fn setup_order(root: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `Package` → `Status` from a dpkg status file.
-fn statuses(root: &Path) -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
-    let mut out = BTreeMap::new();
-    for stanza in text.split("\n\n") {
-        let field = |n: &str| {
-            stanza
-                .lines()
-                .find_map(|l| l.strip_prefix(n))
-                .map(|v| v.trim().to_string())
-        };
-        if let (Some(p), Some(s)) = (field("Package:"), field("Status:")) {
-            out.insert(p, s);
-        }
-    }
-    out
-}
-
 fn available_names(root: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(root.join("var/lib/dpkg/available")).unwrap();
     let mut v: Vec<String> = text
@@ -217,19 +204,6 @@ fn inside(root: &Path, args: &[&str]) -> String {
     )
 }
 
-/// rmach with its store and state under `dir` and the shared download cache.
-fn rmach(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rmach"));
-    cmd.arg("--store")
-        .arg(dir.join("store"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--cache-dir")
-        .arg(CACHE)
-        .env_remove("RMACH_MIRROR");
-    cmd
-}
-
 /// Where a suite comes from in these tests.
 enum Archive {
     Debian,
@@ -250,13 +224,10 @@ fn compare(archive: Archive, suite: &str, variant: &str) {
         },
     };
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
+    let env = shared_cache_env();
+    let store = &env.store;
     let name = format!("e2e-{suite}-{variant}");
-    let out = rmach(dir.path())
-        .args(["bootstrap", suite, &name, "--variant", variant])
-        .output()
-        .unwrap();
+    let out = run(&env, &["bootstrap", suite, &name, "--variant", variant]);
     let err = String::from_utf8_lossy(&out.stderr);
     if matches!(archive, Archive::DebianMaybeExpired) && err.contains("Release file expired") {
         // A frozen mirror's testing/unstable: refused, one line, nothing created.
@@ -269,9 +240,9 @@ fn compare(archive: Archive, suite: &str, variant: &str) {
     assert!(out.status.success(), "rmach bootstrap: {err}");
     let ours = store.join(&name);
 
-    let ds_cache = PathBuf::from(CACHE).join("debootstrap");
+    let ds_cache = Path::new(SHARED_CACHE).join("debootstrap");
     std::fs::create_dir_all(&ds_cache).unwrap();
-    let theirs = dir.path().join("debootstrap");
+    let theirs = env.path("debootstrap");
     let mut cmd = Command::new("debootstrap");
     if variant != "default" {
         cmd.arg(format!("--variant={variant}"));
@@ -306,7 +277,7 @@ fn compare(archive: Archive, suite: &str, variant: &str) {
         "dpkg set the packages up in another order"
     );
 
-    let (a, b) = (statuses(&theirs), statuses(&ours));
+    let (a, b) = (package_states(&theirs), package_states(&ours));
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
         b.keys().collect::<Vec<_>>(),
@@ -422,47 +393,28 @@ fn noble_default_matches_debootstrap() {
 #[test]
 fn ctrl_c_in_the_second_stage_leaves_no_image() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let mut child = rmach(dir.path())
+    let env = shared_cache_env();
+    let mut child = command(&env)
         .args(["bootstrap", "bookworm", "int", "--variant", "minbase"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // The second stage has begun once dpkg has written its log in the staging directory.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    let started = || {
-        std::fs::read_dir(&store)
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.path().join("var/log/dpkg.log").exists())
-            })
-            .unwrap_or(false)
-    };
-    while !started() {
-        assert!(std::time::Instant::now() < deadline, "no second stage");
+    wait_for("the second stage", Duration::from_secs(300), || {
         assert!(child.try_wait().unwrap().is_none(), "rmach ended early");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    let sent = std::time::Instant::now();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    let status = child.wait().unwrap();
-    assert!(sent.elapsed().as_secs() < 10, "took {:?}", sent.elapsed());
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        std::fs::read_dir(&env.store).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.path().join("var/log/dpkg.log").exists())
+        })
+    });
+    let (status, err, took) = interrupt(child);
+    assert!(took.as_secs() < 10, "took {took:?}");
     // Mostly dpkg is running and gets the signal through the runner; between two steps rmach's
     // own handler answers and leaves the staging directory to `clean`. Either way: 128 + 2.
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(!store.join("int").exists());
-    let clean = rmach(dir.path()).arg("clean").output().unwrap();
-    assert!(clean.status.success());
-    let left: Vec<_> = std::fs::read_dir(&store)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "left in the store: {left:?}");
+    assert!(!env.store.join("int").exists());
+    assert!(run(&env, &["clean"]).status.success());
+    common::bootstrap::assert_store_empty(&env, "after clean");
 }

@@ -5,58 +5,39 @@
 //! And reproducibility: two bootstraps with SOURCE_DATE_EPOCH export byte-identical tars.
 //! Needs root and the network to the mirror; downloads are shared through /var/cache/rmach-test.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-const CACHE: &str = "/var/cache/rmach-test";
+use common::bootstrap::{assert_store_empty, run, shared_cache_env, stderr};
+use common::Env;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn rmach(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rmach"))
-        .arg("--store")
-        .arg(dir.join("store"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--cache-dir")
-        .arg(CACHE)
-        .args(args)
-        .env_remove("RMACH_MIRROR")
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn bootstrap(dir: &Path, name: &str, extra: &[&str]) -> Output {
+fn bootstrap(env: &Env, name: &str, extra: &[&str]) -> Output {
     let mut args = vec!["bootstrap", "bookworm", name, "--variant", "minbase"];
     args.extend_from_slice(extra);
-    rmach(dir, &args)
+    run(env, &args)
 }
 
-/// Nothing under the name, nothing hidden left behind (the failed log may stay in the state
-/// directory, where the error names it).
-fn assert_no_image(dir: &Path, name: &str) {
-    assert!(!dir.join("store").join(name).exists());
-    let left: Vec<_> = std::fs::read_dir(dir.join("store"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "left in the store: {left:?}");
+/// Nothing under the name, nothing hidden left behind.
+fn assert_no_image(env: &Env, name: &str) {
+    assert!(!env.store.join(name).exists());
+    assert_store_empty(env, &format!("after {name} was refused"));
 }
 
 #[test]
 fn hooks_and_first_boot_settings_are_applied_before_commit() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let password = dir.path().join("pw");
+    let env = shared_cache_env();
+    let password = env.path("pw");
     // A ready hash is written as it is.
     let hash = "$6$rmachsalt$0aCvkUVJ7W4zQhD7e3ZkOyg3lE4nKhvGQp5k1r0nJ5iYQfYtD6q9d1x8vYxR2rKZ0mE7WJ0n9V4Qp1b8yZ1wz.";
     std::fs::write(&password, format!("{hash}\n")).unwrap();
     let out = bootstrap(
-        dir.path(),
+        &env,
         "set",
         &[
             "--root-password-file",
@@ -79,7 +60,7 @@ fn hooks_and_first_boot_settings_are_applied_before_commit() {
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let root = dir.path().join("store/set");
+    let root = env.store.join("set");
     let shadow = std::fs::read_to_string(root.join("etc/shadow")).unwrap();
     assert!(shadow.starts_with(&format!("root:{hash}:")), "{shadow}");
     assert_eq!(
@@ -110,7 +91,7 @@ fn hooks_and_first_boot_settings_are_applied_before_commit() {
     // A plain password is hashed by the image's own chpasswd.
     std::fs::write(&password, "correct horse\n").unwrap();
     let out = bootstrap(
-        dir.path(),
+        &env,
         "set",
         &[
             "--force",
@@ -129,23 +110,19 @@ fn hooks_and_first_boot_settings_are_applied_before_commit() {
 #[test]
 fn refused_settings_and_failing_hooks_leave_no_image() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let env = shared_cache_env();
     // Checked before anything is downloaded or created.
-    let out = bootstrap(
-        dir.path(),
-        "img",
-        &["--root-password-file", "/nonexistent/pw"],
-    );
+    let out = bootstrap(&env, "img", &["--root-password-file", "/nonexistent/pw"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("/nonexistent/pw"), "{}", stderr(&out));
-    assert_no_image(dir.path(), "img");
-    let out = bootstrap(dir.path(), "img", &["--hostname", "bad_name!"]);
+    assert_no_image(&env, "img");
+    let out = bootstrap(&env, "img", &["--hostname", "bad_name!"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_no_image(dir.path(), "img");
+    assert_no_image(&env, "img");
 
     // Known only once the image exists: a failing hook and a zone the image lacks.
     let out = bootstrap(
-        dir.path(),
+        &env,
         "img",
         &["--hook", "true", "--hook", "echo it broke >&2; exit 3"],
     );
@@ -157,16 +134,16 @@ fn refused_settings_and_failing_hooks_leave_no_image() {
     );
     assert!(err.contains("it broke"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert_no_image(dir.path(), "img");
+    assert_no_image(&env, "img");
 
-    let out = bootstrap(dir.path(), "img", &["--timezone", "Mars/Olympus_Mons"]);
+    let out = bootstrap(&env, "img", &["--timezone", "Mars/Olympus_Mons"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("Mars/Olympus_Mons"),
         "{}",
         stderr(&out)
     );
-    assert_no_image(dir.path(), "img");
+    assert_no_image(&env, "img");
 }
 
 /// SOURCE_DATE_EPOCH: two bootstraps of the same suite from the same mirror state export the
@@ -174,25 +151,19 @@ fn refused_settings_and_failing_hooks_leave_no_image() {
 #[test]
 fn two_reproducible_bootstraps_export_identical_tars() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
+    let env = shared_cache_env();
     let epoch = "1700000000";
     let mut tars = Vec::new();
     for name in ["repro-a", "repro-b"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_rmach"))
-            .arg("--store")
-            .arg(dir.path().join("store"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .args(["--cache-dir", CACHE])
+        let out = common::bootstrap::command(&env)
             .args(["bootstrap", "bookworm", name, "--variant", "minbase"])
             .args(["--hostname", "repro"])
-            .env_remove("RMACH_MIRROR")
             .env("SOURCE_DATE_EPOCH", epoch)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
-        let tar = dir.path().join(format!("{name}.tar"));
-        let out = rmach(dir.path(), &["export-tar", name, tar.to_str().unwrap()]);
+        let tar = env.path(&format!("{name}.tar"));
+        let out = run(&env, &["export-tar", name, tar.to_str().unwrap()]);
         assert!(out.status.success(), "{}", stderr(&out));
         tars.push(tar);
     }
@@ -202,7 +173,7 @@ fn two_reproducible_bootstraps_export_identical_tars() {
         "the two exports differ: {}",
         String::from_utf8_lossy(&cmp.stdout)
     );
-    let root = dir.path().join("store/repro-a");
+    let root = env.store.join("repro-a");
     assert_eq!(std::fs::read(root.join("etc/machine-id")).unwrap(), b"");
     let newer = Command::new("find")
         .arg(&root)

@@ -71,7 +71,7 @@ fn run(
     if let Some(epoch) = epoch {
         env.push(("SOURCE_DATE_EPOCH".into(), epoch.to_string()));
     }
-    let result = stage_runner::run_script(target, &opts.hostname, &env, script).map_err(|source| {
+    let result = stage_runner::run_script(target, opts, &env, script).map_err(|source| {
         BootstrapError::Runner {
             step: step.to_string(),
             source,

@@ -32,17 +32,17 @@ fn find_member<T>(
     };
     let mut file = File::open(path).map_err(read_err)?;
     let mut magic = [0u8; 8];
-    file.read_exact(&mut magic)
-        .map_err(|e| bad(format!("reading ar magic: {e}")))?;
-    if &magic != b"!<arch>\n" {
+    if !read_unless_end(&mut file, &mut magic).map_err(read_err)? || &magic != b"!<arch>\n" {
         return Err(bad("not an ar archive".into()));
     }
     let mut first = true;
     loop {
         let offset = file.stream_position().map_err(read_err)?;
         let mut header = [0u8; 60];
-        if let Err(e) = file.read_exact(&mut header) {
-            return Err(bad(format!("member not found (at offset {offset}: {e})")));
+        if !read_unless_end(&mut file, &mut header).map_err(read_err)? {
+            return Err(bad(format!(
+                "member not found (the file ends at offset {offset})"
+            )));
         }
         if &header[58..60] != b"`\n" {
             return Err(bad(format!("bad ar member header at offset {offset}")));
@@ -87,6 +87,16 @@ fn find_member<T>(
         if size % 2 == 1 {
             file.seek(SeekFrom::Current(1)).map_err(read_err)?;
         }
+    }
+}
+
+/// Fills `buf`: false when the file ends first (a short or truncated .deb, which is the
+/// package's fault), an error when reading fails.
+fn read_unless_end(file: &mut File, buf: &mut [u8]) -> std::io::Result<bool> {
+    match file.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -162,57 +172,47 @@ mod tests {
         h
     }
 
-    #[test]
-    fn reads_the_data_member_and_refuses_junk() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.deb");
-        let mut deb = b"!<arch>\n".to_vec();
-        deb.extend(member("debian-binary", b"2.0\n"));
-        deb.extend(member("control.tar", b"odd"));
-        deb.extend(member("data.tar", b"payload"));
-        std::fs::write(&path, &deb).unwrap();
-        let mut out = String::new();
-        data_tar(&path).unwrap().read_to_string(&mut out).unwrap();
-        assert_eq!(out, "payload");
+    /// An ar archive of `members`, after the magic.
+    fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut ar = b"!<arch>\n".to_vec();
+        for (name, data) in members {
+            ar.extend(member(name, data));
+        }
+        ar
+    }
 
-        std::fs::write(&path, b"PK\x03\x04 not a deb at all").unwrap();
-        assert!(data_tar(&path)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("not an ar archive"));
-        let mut bad = b"!<arch>\n".to_vec();
-        bad.extend(member("debian-binary", b"3.0\n"));
-        std::fs::write(&path, &bad).unwrap();
-        assert!(data_tar(&path)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("unsupported format"));
-        let mut cut = b"!<arch>\n".to_vec();
-        cut.extend(member("debian-binary", b"2.0\n"));
-        std::fs::write(&path, &cut).unwrap();
-        assert!(data_tar(&path)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("member not found"));
+    fn read_all(mut reader: Box<dyn Read + Send>) -> String {
+        let mut out = String::new();
+        reader.read_to_string(&mut out).unwrap();
+        out
     }
 
     #[test]
-    fn reads_the_control_member() {
+    fn reads_the_members_and_refuses_junk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.deb");
-        let mut deb = b"!<arch>\n".to_vec();
-        deb.extend(member("debian-binary", b"2.0\n"));
-        deb.extend(member("control.tar", b"odd control"));
-        deb.extend(member("data.tar", b"payload"));
+        let deb = ar(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar", b"odd control"),
+            ("data.tar", b"payload"),
+        ]);
         std::fs::write(&path, &deb).unwrap();
-        let mut out = String::new();
-        control_tar(&path)
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        assert_eq!(out, "odd control");
+        assert_eq!(read_all(data_tar(&path).unwrap()), "payload");
+        assert_eq!(read_all(control_tar(&path).unwrap()), "odd control");
+
+        let refused = |bytes: &[u8], why: &str| {
+            std::fs::write(&path, bytes).unwrap();
+            let err = data_tar(&path).err().unwrap();
+            assert!(matches!(err, BootstrapError::BadDeb { .. }), "{err:?}");
+            assert!(err.to_string().contains(why), "{err}");
+        };
+        refused(b"PK\x03\x04 not a deb at all", "not an ar archive");
+        refused(b"!<ar", "not an ar archive");
+        refused(&ar(&[("debian-binary", b"3.0\n")]), "unsupported format");
+        refused(&ar(&[("debian-binary", b"2.0\n")]), "member not found");
+        refused(
+            &ar(&[("debian-binary", b"2.0\n"), ("data.tar.lz4", b"x")]),
+            "unsupported member data.tar.lz4",
+        );
     }
 }

@@ -18,8 +18,8 @@ pub struct Fetcher {
 /// How a fetch failed, so the caller can tell "retry" from "give up".
 enum Failure {
     NotFound,
-    Permanent(String),
-    Transient(String),
+    Permanent(BootstrapError),
+    Transient(BootstrapError),
 }
 
 const ATTEMPTS: u32 = 4;
@@ -40,24 +40,26 @@ impl Fetcher {
 
     /// A small file (Release, InRelease) in memory; None when the mirror answers 404.
     pub fn get_optional(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let mut buf = Vec::new();
             match self.stream(url, 0, &mut |chunk| {
                 buf.extend_from_slice(chunk);
                 if buf.len() as u64 > limit {
-                    return Err(format!("larger than {limit} bytes"));
+                    return Err(BootstrapError::TooLarge {
+                        url: url.into(),
+                        limit,
+                    });
                 }
                 Ok(())
             }) {
                 Ok(_) => return Ok(Some(buf)),
                 Err(Failure::NotFound) => return Ok(None),
-                Err(Failure::Permanent(reason)) => return Err(fetch_err(url, reason)),
-                Err(Failure::Transient(reason)) => last = reason,
+                Err(Failure::Permanent(err)) => return Err(err),
+                Err(Failure::Transient(err)) => retry(attempt, err)?,
             }
-            backoff(attempt);
         }
-        Err(fetch_err(url, last))
     }
 
     pub fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>> {
@@ -74,8 +76,9 @@ impl Fetcher {
         size: u64,
         on_bytes: &dyn Fn(u64),
     ) -> Result<()> {
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let mut file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -90,8 +93,7 @@ impl Fetcher {
                 return Ok(());
             }
             let result = self.stream(url, have, &mut |chunk| {
-                file.write_all(chunk)
-                    .map_err(|e| format!("writing {}: {e}", part.display()))?;
+                file.write_all(chunk).map_err(io_err(part))?;
                 on_bytes(chunk.len() as u64);
                 Ok(())
             });
@@ -101,15 +103,14 @@ impl Fetcher {
                 Ok(false) if have > 0 => {
                     drop(file);
                     let _ = std::fs::remove_file(part);
-                    last = "server does not resume".into();
+                    retry(attempt, BootstrapError::NoResume { url: url.into() })?;
                     continue;
                 }
                 Ok(false) => {}
                 Err(Failure::NotFound) => return Err(super::not_found(url)),
-                Err(Failure::Permanent(reason)) => return Err(fetch_err(url, reason)),
-                Err(Failure::Transient(reason)) => {
-                    last = reason;
-                    backoff(attempt);
+                Err(Failure::Permanent(err)) => return Err(err),
+                Err(Failure::Transient(err)) => {
+                    retry(attempt, err)?;
                     continue;
                 }
             }
@@ -117,10 +118,13 @@ impl Fetcher {
             if len == size {
                 return Ok(());
             }
-            last = format!("got {len} bytes of {size}");
-            backoff(attempt);
+            let short = BootstrapError::ShortDownload {
+                url: url.into(),
+                got: len,
+                size,
+            };
+            retry(attempt, short)?;
         }
-        Err(fetch_err(url, last))
     }
 
     /// Streams `url` from byte `from` into `sink`. Ok(true) when the bytes start at `from`
@@ -129,63 +133,77 @@ impl Fetcher {
         &self,
         url: &str,
         from: u64,
-        sink: &mut dyn FnMut(&[u8]) -> std::result::Result<(), String>,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> std::result::Result<bool, Failure> {
+        let read_failed = |source| BootstrapError::FetchRead {
+            url: url.into(),
+            source,
+        };
         if let Some(path) = url.strip_prefix("file://") {
             let mut file = File::open(path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Failure::NotFound,
-                _ => Failure::Permanent(e.to_string()),
+                _ => Failure::Permanent(read_failed(e)),
             })?;
             std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(from))
-                .map_err(|e| Failure::Permanent(e.to_string()))?;
-            pump(&mut file, sink).map_err(Failure::Permanent)?;
+                .map_err(|e| Failure::Permanent(read_failed(e)))?;
+            pump(&mut file, sink, read_failed).map_err(Failure::Permanent)?;
             return Ok(true);
         }
         let mut req = self.agent.get(url);
         if from > 0 {
             req = req.header("Range", format!("bytes={from}-"));
         }
-        let resp = req.call().map_err(|e| Failure::Transient(e.to_string()))?;
+        let resp = req.call().map_err(|source| {
+            Failure::Transient(BootstrapError::Fetch {
+                url: url.into(),
+                source,
+            })
+        })?;
         let status = resp.status().as_u16();
+        let refused = || BootstrapError::HttpStatus {
+            url: url.into(),
+            status,
+        };
         let resumed = match status {
             200 => from == 0,
             206 => true,
             404 | 410 => return Err(Failure::NotFound),
-            500..=599 | 408 | 429 => return Err(Failure::Transient(format!("HTTP {status}"))),
-            _ => return Err(Failure::Permanent(format!("HTTP {status}"))),
+            500..=599 | 408 | 429 => return Err(Failure::Transient(refused())),
+            _ => return Err(Failure::Permanent(refused())),
         };
         if status == 200 && from > 0 {
             return Ok(false);
         }
         let mut reader = resp.into_body().into_with_config().limit(u64::MAX).reader();
-        pump(&mut reader, sink).map_err(Failure::Transient)?;
+        pump(&mut reader, sink, read_failed).map_err(Failure::Transient)?;
         Ok(resumed)
     }
 }
 
+/// Copies `reader` into `sink`; a read error becomes `read_failed`'s error.
 fn pump(
     reader: &mut dyn Read,
-    sink: &mut dyn FnMut(&[u8]) -> std::result::Result<(), String>,
-) -> std::result::Result<(), String> {
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    read_failed: impl Fn(std::io::Error) -> BootstrapError,
+) -> Result<()> {
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(read_failed(e)),
         };
         sink(&buf[..n])?;
     }
 }
 
-fn backoff(attempt: u32) {
-    std::thread::sleep(Duration::from_millis(200 << attempt));
-}
-
-fn fetch_err(url: &str, reason: String) -> BootstrapError {
-    BootstrapError::Fetch {
-        url: url.to_string(),
-        reason,
+/// After a transient failure in attempt `attempt` (from 1): the failure when it was the last
+/// attempt, else a pause that doubles with every attempt.
+fn retry(attempt: u32, failure: BootstrapError) -> Result<()> {
+    if attempt >= ATTEMPTS {
+        return Err(failure);
     }
+    std::thread::sleep(Duration::from_millis(100 << attempt));
+    Ok(())
 }

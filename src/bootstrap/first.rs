@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use super::extract::{extract_one, workers, FileLists};
 use super::fetch::Fetcher;
 use super::packages::Pkg;
+use super::paths;
 use super::plan::{deb_of, Plan};
 use super::suites::Rules;
 use super::{download, io_err, BootstrapError, Event, Options, Progress, Result};
@@ -173,17 +174,17 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
 
 /// The empty dpkg database, /etc basics, device nodes and sources.list.
 pub fn setup(target: &Path, opts: &Options, components: &[String]) -> Result<()> {
-    super::dpkg_db::create_empty(&super::paths::rel(target, super::paths::DPKG_ADMIN))?;
+    super::dpkg_db::create_empty(&paths::rel(target, paths::DPKG_ADMIN))?;
     let etc = target.join("etc");
     fs::create_dir_all(&etc).map_err(io_err(&etc))?;
     // The one host file a user expects inside: name resolution for apt.
     // Copied as debootstrap's `cp` does: the host file's mode under the usual umask (what a
     // postinst copies it on to, systemd's stub-resolv.conf, keeps it).
     if let (Ok(resolv), Ok(meta)) = (
-        fs::read("/etc/resolv.conf"),
-        fs::metadata("/etc/resolv.conf"),
+        fs::read(paths::RESOLV_CONF),
+        fs::metadata(paths::RESOLV_CONF),
     ) {
-        let dst = target.join("etc/resolv.conf");
+        let dst = paths::rel(target, paths::RESOLV_CONF);
         if fs::symlink_metadata(&dst).is_err() {
             fs::write(&dst, resolv).map_err(io_err(&dst))?;
             let mode = meta.permissions().mode() & 0o755;
@@ -191,16 +192,13 @@ pub fn setup(target: &Path, opts: &Options, components: &[String]) -> Result<()>
         }
     }
     write(
-        &target.join("etc/hostname"),
+        &paths::rel(target, paths::HOSTNAME),
         &format!("{}\n", opts.hostname),
         0o644,
     )?;
-    if fs::symlink_metadata(target.join("etc/fstab")).is_err() {
-        write(
-            &target.join("etc/fstab"),
-            "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n",
-            0o644,
-        )?;
+    let fstab = paths::rel(target, paths::FSTAB);
+    if fs::symlink_metadata(&fstab).is_err() {
+        write(&fstab, "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n", 0o644)?;
     }
     devices(&target.join("dev"))?;
     let sources = format!(
@@ -209,23 +207,24 @@ pub fn setup(target: &Path, opts: &Options, components: &[String]) -> Result<()>
         opts.suite,
         components.join(" ")
     );
-    write(&target.join("etc/apt/sources.list"), &sources, 0o644)
+    write(&paths::rel(target, paths::APT_SOURCES), &sources, 0o644)
 }
 
 /// debootstrap's `setup_devices_simple`.
 fn devices(dev: &Path) -> Result<()> {
     fs::create_dir_all(dev).map_err(io_err(dev))?;
     let dir = fs::File::open(dev).map_err(io_err(dev))?;
-    let nodes = [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-        ("console", 5, 1),
-        ("ptmx", 5, 2),
+    // The memory devices (major 1) and the terminals (major 5), by minor number.
+    let memory = [
+        ("null", 3),
+        ("zero", 5),
+        ("full", 7),
+        ("random", 8),
+        ("urandom", 9),
     ];
+    let terminals = [("tty", 0), ("console", 1), ("ptmx", 2)];
+    let nodes = (memory.map(|(name, minor)| (name, 1, minor)).into_iter())
+        .chain(terminals.map(|(name, minor)| (name, 5, minor)));
     for (name, major, minor) in nodes {
         let path = dev.join(name);
         if fs::symlink_metadata(&path).is_ok() {

@@ -12,9 +12,10 @@ use super::{BootstrapError, Result};
 /// Where binfmt_misc is mounted.
 pub const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
 
-/// The Debian architecture of the running kernel's native programs.
-pub fn native_arch() -> &'static str {
-    match std::env::consts::ARCH {
+/// The Debian architecture rmach was built for, the host's native one; None for a CPU
+/// Debian has no name for here.
+pub fn native_arch() -> Option<&'static str> {
+    Some(match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "x86" => "i386",
         "aarch64" => "arm64",
@@ -23,8 +24,8 @@ pub fn native_arch() -> &'static str {
         "s390x" => "s390x",
         "riscv64" => "riscv64",
         "loongarch64" => "loong64",
-        other => other,
-    }
+        _ => return None,
+    })
 }
 
 /// qemu's name for a Debian architecture (`qemu-NAME-static`).
@@ -45,10 +46,12 @@ fn qemu_name(arch: &str) -> Option<&'static str> {
 
 /// Whether programs of `arch` run without an emulator here.
 fn runs_natively(arch: &str) -> bool {
-    let native = native_arch();
-    arch == native
-        || (native == "amd64" && arch == "i386")
-        || (native == "arm64" && arch == "armhf" && Path::new("/lib/ld-linux-armhf.so.3").exists())
+    match native_arch() {
+        Some(native) if native == arch => true,
+        Some("amd64") => arch == "i386",
+        Some("arm64") => arch == "armhf" && Path::new("/lib/ld-linux-armhf.so.3").exists(),
+        _ => false,
+    }
 }
 
 /// Checks that the host can run `arch`'s programs; for a foreign one, names the binfmt_misc
@@ -120,8 +123,9 @@ mod tests {
     #[test]
     fn native_needs_nothing_and_foreign_needs_an_enabled_fixed_entry() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(check_in(dir.path(), native_arch()).unwrap().is_none());
-        let foreign = if native_arch() == "arm64" {
+        let native = native_arch().unwrap();
+        assert!(check_in(dir.path(), native).unwrap().is_none());
+        let foreign = if native == "arm64" {
             "riscv64"
         } else {
             "arm64"

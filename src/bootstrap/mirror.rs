@@ -101,7 +101,10 @@ fn from_config(path: &Path, distro: Distro) -> Result<Option<String>> {
     };
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+        .map_err(|source| BootstrapError::ConfigSyntax {
+            path: path.into(),
+            source,
+        })?;
     let Some(section) = table.get("bootstrap") else {
         return Ok(None);
     };

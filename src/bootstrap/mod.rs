@@ -26,7 +26,6 @@ mod resolve;
 mod second;
 mod stage_runner;
 pub mod suites;
-mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -48,8 +47,32 @@ pub enum BootstrapError {
     BadMirror { url: String, reason: String },
     #[error("{path}: {reason}")]
     Config { path: PathBuf, reason: String },
-    #[error("{url}: {reason}; check the mirror URL and the network")]
-    Fetch { url: String, reason: String },
+    #[error("{path}: not valid TOML")]
+    ConfigSyntax {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("cannot fetch {url} (check the mirror URL and the network)")]
+    Fetch {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("reading {url} failed")]
+    FetchRead {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: HTTP {status}; check the mirror URL and the network")]
+    HttpStatus { url: String, status: u16 },
+    #[error("{url}: larger than {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{url}: the server does not resume downloads")]
+    NoResume { url: String },
+    #[error("{url}: got {got} bytes of {size}")]
+    ShortDownload { url: String, got: u64, size: u64 },
     #[error("{url}: not found ({how}); check that the mirror carries this suite, component and architecture")]
     NotFound { url: String, how: &'static str },
     #[error("keyring {path} not found: install the {package} package or give --keyring FILE")]
@@ -57,18 +80,14 @@ pub enum BootstrapError {
         path: PathBuf,
         package: &'static str,
     },
-    #[error("keyring {path}: not a usable OpenPGP keyring")]
-    BadKeyring {
-        path: PathBuf,
-        #[source]
-        source: verify::VerifyError,
-    },
+    #[error(transparent)]
+    BadKeyring(crate::openpgp::OpenPgpError),
     #[error("{url}: signature does not verify against keyring {keyring}; the mirror may be tampered with, or give the right --keyring")]
     BadSignature {
         url: String,
         keyring: String,
         #[source]
-        source: verify::VerifyError,
+        source: crate::openpgp::OpenPgpError,
     },
     #[error("{url}: Release file expired at {valid_until} (Valid-Until); the mirror is stale, use another one")]
     Expired { url: String, valid_until: String },
@@ -88,6 +107,13 @@ pub enum BootstrapError {
     },
     #[error("{url}: malformed Release file: {reason}")]
     BadRelease { url: String, reason: String },
+    #[error("{url}: malformed {what}")]
+    Deb822 {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: deb822_fast::Error,
+    },
     #[error("{url}: {what} mismatch: expected {expected}, got {actual}; the mirror is inconsistent or tampered with")]
     Checksum {
         url: String,
@@ -97,6 +123,12 @@ pub enum BootstrapError {
     },
     #[error("{url}: malformed Packages index: {reason}")]
     BadIndex { url: String, reason: String },
+    #[error("{url}: decompressing the index failed")]
+    Decompress {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what} {names} not found in {suite} ({components}) for {arch}")]
     MissingPackages {
         what: &'static str,
@@ -113,7 +145,7 @@ pub enum BootstrapError {
     },
     #[error("{path}: not a usable Debian package: {reason}")]
     BadDeb { path: PathBuf, reason: String },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

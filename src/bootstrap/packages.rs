@@ -74,7 +74,11 @@ impl Index {
             reason,
         };
         for stanza in deb822_fast::borrowed::iter_paragraphs_borrowed(&all[base..]) {
-            let stanza = stanza.map_err(|e| bad(e.to_string()))?;
+            let stanza = stanza.map_err(|source| BootstrapError::Deb822 {
+                url: url.into(),
+                what: "Packages index",
+                source,
+            })?;
             let field = |n: &str| stanza.get_single(n).map(off).unwrap_or(0..0);
             let name = field("Package");
             if name.is_empty() {
@@ -239,9 +243,9 @@ fn fetch_one(
         text = data;
         Ok(0)
     };
-    decoded.map_err(|e| BootstrapError::BadIndex {
+    decoded.map_err(|source| BootstrapError::Decompress {
         url: url.clone(),
-        reason: format!("decompressing: {e}"),
+        source,
     })?;
     if let Some((sum, size)) = &plain_sum {
         check(&format!("{url} (uncompressed)"), &text, sum, *size)?;

@@ -18,6 +18,14 @@ pub const DPKG_INFO: &str = "/var/lib/dpkg/info";
 pub const DPKG_TRIGGERS: &str = "/var/lib/dpkg/triggers";
 /// The bootstrap's scratch area in the image (debootstrap's own name), removed at the end.
 pub const SCRATCH: &str = "/debootstrap";
+/// In the scratch area: where /run and /tmp live during the second stage (`stage_runner.rs`).
+pub const STAND_INS: &str = "/debootstrap/stage";
+/// In the scratch area: each package's control member, staged for its preinst.
+pub const CONTROL_MEMBERS: &str = "/debootstrap/ci";
+/// In the scratch area: the selections `dpkg --set-selections` reads.
+pub const SELECTIONS: &str = "/debootstrap/selections";
+/// In the scratch area: what `dpkg --predep-package` answered.
+pub const PREDEP: &str = "/debootstrap/predep";
 /// Where preinsts find their package's control member, as dpkg unpacks it.
 pub const DPKG_TMP_CI: &str = "/var/lib/dpkg/tmp.ci";
 /// The invoke-rc.d policy that keeps services from starting during the second stage.
@@ -31,7 +39,39 @@ pub const MACHINE_ID: &str = "/etc/machine-id";
 /// The host name.
 pub const HOSTNAME: &str = "/etc/hostname";
 
+/// /etc/fstab, written when the image has none.
+pub const FSTAB: &str = "/etc/fstab";
+/// The resolver configuration, the host's copied in.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// apt's sources, for the mirror and suite.
+pub const APT_SOURCES: &str = "/etc/apt/sources.list";
+
 /// `inside` (an absolute path in the image) under `target`.
 pub fn rel(target: &Path, inside: &str) -> PathBuf {
     target.join(inside.trim_start_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_files_are_in_the_scratch_area() {
+        for path in [STAND_INS, CONTROL_MEMBERS, SELECTIONS, PREDEP] {
+            assert!(path.starts_with(&format!("{SCRATCH}/")), "{path}");
+        }
+        for path in [
+            DPKG_STATUS,
+            DPKG_AVAILABLE,
+            DPKG_INFO,
+            DPKG_TRIGGERS,
+            DPKG_TMP_CI,
+        ] {
+            assert!(path.starts_with(&format!("{DPKG_ADMIN}/")), "{path}");
+        }
+        assert_eq!(
+            rel(Path::new("/t"), DPKG_INFO),
+            Path::new("/t/var/lib/dpkg/info")
+        );
+    }
 }

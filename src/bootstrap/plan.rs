@@ -5,15 +5,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::suites::Variant;
+use crate::openpgp::Keyring;
 
 use super::fetch::Fetcher;
 use super::packages::{Index, Pkg};
 use super::release::{self, Release};
 use super::resolve::{resolve_set, PackageSet};
-use super::suites::{self, Distro, Rules, SuiteInfo};
-use super::verify::Keyring;
-use super::{download, io_err, packages, BootstrapError, Event, Options, Progress, Result};
+use super::suites::{self, Distro, Rules, SuiteInfo, Variant};
+use super::{download, packages, BootstrapError, Event, Options, Progress, Result};
 
 /// Everything decided before the target is touched.
 pub struct Plan {
@@ -33,11 +32,7 @@ fn load_keyring(
     progress: Progress<'_>,
 ) -> Result<(Keyring, String)> {
     let read = |path: &Path| -> Result<(Keyring, String)> {
-        let bytes = std::fs::read(path).map_err(io_err(path))?;
-        let ring = Keyring::from_bytes(&bytes).map_err(|source| BootstrapError::BadKeyring {
-            path: path.into(),
-            source,
-        })?;
+        let ring = Keyring::read(path).map_err(BootstrapError::BadKeyring)?;
         Ok((ring, path.display().to_string()))
     };
     if let Some(path) = &opts.keyring {
@@ -57,12 +52,8 @@ fn load_keyring(
             "{} not found: using the Ubuntu archive keys shipped with rmach",
             path.display()
         )));
-        let ring = Keyring::from_bytes(suites::UBUNTU_KEYRING).map_err(|source| {
-            BootstrapError::BadKeyring {
-                path: path.clone(),
-                source,
-            }
-        })?;
+        let ring = Keyring::from_bytes(suites::UBUNTU_KEYRING, &path)
+            .map_err(BootstrapError::BadKeyring)?;
         return Ok((ring, "rmach's shipped Ubuntu archive keys".into()));
     }
     Err(BootstrapError::NoKeyring { path, package })

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use super::fetch::Fetcher;
-use super::verify::{self, Keyring};
 use super::{io_err, BootstrapError, Result};
+use crate::openpgp::{self, Keyring, OpenPgpError};
 use std::path::Path;
 
 #[derive(Debug, Clone)]
@@ -39,14 +39,15 @@ pub fn fetch(
 ) -> Result<Release> {
     let dists_url = format!("{mirror}/dists/{suite}");
     let inrelease_url = format!("{dists_url}/InRelease");
-    let bad_sig = |url: &str, source: verify::VerifyError| BootstrapError::BadSignature {
+    let bad_sig = |url: &str, source: OpenPgpError| BootstrapError::BadSignature {
         url: url.to_string(),
         keyring: keyring_name.to_string(),
         source,
     };
     let (text, url) = match fetcher.get_optional(&inrelease_url, MAX_RELEASE)? {
         Some(signed) => {
-            let text = verify::inline(keyring, &signed).map_err(|r| bad_sig(&inrelease_url, r))?;
+            let text =
+                openpgp::verify_inline(keyring, &signed).map_err(|r| bad_sig(&inrelease_url, r))?;
             (text, inrelease_url)
         }
         None => {
@@ -56,7 +57,7 @@ pub fn fetch(
                 .ok_or_else(|| super::not_found(&inrelease_url))?;
             let sig_url = format!("{url}.gpg");
             let sig = fetcher.get(&sig_url, 1 << 20)?;
-            verify::detached(keyring, &data, &sig).map_err(|r| bad_sig(&sig_url, r))?;
+            openpgp::verify_detached(keyring, &data, &sig).map_err(|r| bad_sig(&sig_url, r))?;
             (data, url)
         }
     };
@@ -133,7 +134,11 @@ pub fn parse(text: &str, url: &str, dists_url: String, now: i64) -> Result<Relea
     let stanza = deb822_fast::borrowed::iter_paragraphs_borrowed(text)
         .next()
         .ok_or_else(|| bad("empty".into()))?
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|source| BootstrapError::Deb822 {
+            url: url.into(),
+            what: "Release file",
+            source,
+        })?;
     let single = |n: &str| {
         stanza
             .get_single(n)

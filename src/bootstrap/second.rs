@@ -25,7 +25,10 @@ use super::plan::{core_packages, deb_of, Plan};
 use super::resolve::resolve_deps;
 use super::{io_err, BootstrapError, Event, Options, Progress, Result};
 
-use super::paths::{self, ISCHROOT, LOG, POLICY_RC_D, SCRATCH, START_STOP_DAEMON};
+use super::paths::{
+    self, CONTROL_MEMBERS, DPKG_ADMIN, DPKG_INFO, DPKG_TMP_CI, ISCHROOT, LOG, POLICY_RC_D, PREDEP,
+    SCRATCH, SELECTIONS, START_STOP_DAEMON,
+};
 use super::stage_runner::Outcome;
 
 /// The second stage's state: the shell commands waiting to run inside the image and the file
@@ -52,13 +55,7 @@ impl Stage<'_> {
         }
         let script = std::mem::take(&mut self.script);
         let started = std::time::Instant::now();
-        let result = in_target(
-            self.target,
-            &self.opts.hostname,
-            self.plan.epoch,
-            step,
-            &script,
-        );
+        let result = in_target(self.opts, self.target, self.plan.epoch, step, &script);
         (self.progress)(Event::Note(format!(
             "  {step}: {:.1} s",
             started.elapsed().as_secs_f64()
@@ -77,8 +74,8 @@ impl Stage<'_> {
             .iter()
             .map(|n| Control::read(&deb_of(self.plan, n)))
             .collect::<Result<Vec<_>>>()?;
-        let ci = paths::rel(self.target, SCRATCH).join("ci");
-        let admin = paths::rel(self.target, paths::DPKG_ADMIN);
+        let ci = paths::rel(self.target, CONTROL_MEMBERS);
+        let admin = paths::rel(self.target, DPKG_ADMIN);
         let dpkg_version = self.plan.pkgs["dpkg"].version.clone();
         for control in &controls {
             // A package configured already (the core packages, unpacked again with the rest
@@ -89,13 +86,13 @@ impl Stage<'_> {
                 format!(
                     "DPKG_MAINTSCRIPT_PACKAGE={package} DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 \
                      DPKG_MAINTSCRIPT_ARCH={arch} DPKG_MAINTSCRIPT_NAME={script} \
-                     DPKG_RUNNING_VERSION={dpkg_version} DPKG_ADMINDIR=/var/lib/dpkg DPKG_ROOT=",
+                     DPKG_RUNNING_VERSION={dpkg_version} DPKG_ADMINDIR={DPKG_ADMIN} DPKG_ROOT=",
                     package = control.package,
                     arch = control.architecture,
                 )
             };
             let old_script = |script: &str| {
-                let path = format!("/var/lib/dpkg/info/{}.{script}", control.info_name());
+                let path = format!("{DPKG_INFO}/{}.{script}", control.info_name());
                 format!(
                     "if [ -x {path} ]; then {} {path} upgrade {}; fi",
                     env(script),
@@ -106,7 +103,7 @@ impl Stage<'_> {
                 self.cmd(&old_script("prerm"));
             }
             if control.file("preinst").is_some() {
-                // dpkg runs a new preinst from /var/lib/dpkg/tmp.ci, where it unpacked the
+                // dpkg runs a new preinst from DPKG_TMP_CI (tmp.ci), where it unpacked the
                 // control member: debconf reads the package's name from tmp.ci/control and
                 // its templates beside the script. Each package's member is staged and moved
                 // there in turn.
@@ -123,9 +120,9 @@ impl Stage<'_> {
                     None => "install".to_string(),
                 };
                 self.cmd(&format!(
-                    "rm -rf /var/lib/dpkg/tmp.ci; mv /debootstrap/ci/{package} /var/lib/dpkg/tmp.ci\n\
-                     {env} /var/lib/dpkg/tmp.ci/preinst {args}\n\
-                     rm -rf /var/lib/dpkg/tmp.ci",
+                    "rm -rf {DPKG_TMP_CI}; mv {CONTROL_MEMBERS}/{package} {DPKG_TMP_CI}\n\
+                     {env} {DPKG_TMP_CI}/preinst {args}\n\
+                     rm -rf {DPKG_TMP_CI}",
                     package = control.package,
                     env = env("preinst"),
                 ));
@@ -158,7 +155,7 @@ impl Stage<'_> {
         // dpkg's diversions apply to what it unpacks: a path another package diverted goes to
         // the diverted name (noble's base-files diverts /bin to /bin.usr-is-merged, so a
         // package shipping the directory entry ./bin creates that).
-        let diversions = dpkg_db::diversions(&paths::rel(self.target, paths::DPKG_ADMIN))?;
+        let diversions = dpkg_db::diversions(&paths::rel(self.target, DPKG_ADMIN))?;
         let divert: HashMap<String, HashMap<Vec<u8>, Vec<u8>>> = names
             .iter()
             .zip(&controls)
@@ -260,7 +257,7 @@ pub fn run(
     stage.flush("checking the image runs")?;
 
     // debootstrap's x_feign_install dpkg: dpkg must look installed to install itself.
-    let admin = paths::rel(target, paths::DPKG_ADMIN);
+    let admin = paths::rel(target, DPKG_ADMIN);
     dpkg_db::feign_installed(&admin, "dpkg", &plan.pkgs["dpkg"].version)?;
 
     // The core packages, each installed (unpacked and configured) on its own.
@@ -292,20 +289,22 @@ pub fn run(
     all.extend(plan.set.base.iter().cloned());
     dpkg_db::write_available(&admin, &plan.index.stanzas(&all))?;
     let selections: String = all.iter().map(|p| format!("{p} install\n")).collect();
-    let sel = paths::rel(target, SCRATCH).join("selections");
+    let sel = paths::rel(target, SELECTIONS);
     fs::create_dir_all(paths::rel(target, SCRATCH)).map_err(io_err(target))?;
     fs::write(&sel, selections).map_err(io_err(&sel))?;
-    stage.cmd("dpkg --set-selections < /debootstrap/selections");
-    stage.flush("setting selections")?;
+    stage.cmd(&format!("dpkg --set-selections < {SELECTIONS}"));
 
     let mut base = plan.set.base.clone();
     let required: std::collections::BTreeSet<String> = plan.set.required.iter().cloned().collect();
     let mut done = std::collections::BTreeSet::new();
+    // What waits in the script before each question to dpkg: the selections, then the last
+    // pre-dependency's configuring. Both run in the same step as the question (one start of
+    // the runner fewer each), in the same order as on their own.
+    let mut waiting = "setting selections".to_string();
     loop {
-        stage.cmd("dpkg --predep-package > /debootstrap/predep || :");
-        stage.flush("asking dpkg for pre-dependencies")?;
-        let stanza =
-            fs::read_to_string(paths::rel(target, SCRATCH).join("predep")).unwrap_or_default();
+        stage.cmd(&format!("dpkg --predep-package > {PREDEP} || :"));
+        stage.flush(&format!("{waiting}, asking dpkg for pre-dependencies"))?;
+        let stanza = fs::read_to_string(paths::rel(target, PREDEP)).unwrap_or_default();
         let Some(predep) = stanza
             .lines()
             .find_map(|l| l.strip_prefix("Package:"))
@@ -330,7 +329,7 @@ pub fn run(
             "yes '' | dpkg --force-confold --configure {}",
             closure.join(" ")
         ));
-        stage.flush(&format!("configuring pre-dependency {predep}"))?;
+        waiting = format!("configuring pre-dependency {predep}");
         base.retain(|p| !closure.contains(p));
         done.extend(closure);
         done.insert(predep);
@@ -415,8 +414,8 @@ fn stage_err(step: &str, reason: String) -> BootstrapError {
 /// Runs `script` with /bin/sh inside the image, its output appended to the image's
 /// bootstrap log, with debootstrap's environment.
 fn in_target(
+    opts: &Options,
     target: &Path,
-    hostname: &str,
     epoch: Option<i64>,
     step: &str,
     script: &str,
@@ -434,13 +433,12 @@ fn in_target(
          dpkg() {{ command dpkg --force-unsafe-io \"$@\"; }}\n\
          echo '+ {step}'\n{script}\n"
     );
-    let failure =
-        super::stage_runner::run_script(target, hostname, &[], &full).map_err(|source| {
-            BootstrapError::Runner {
-                step: step.to_string(),
-                source,
-            }
-        })?;
+    let failure = super::stage_runner::run_script(target, opts, &[], &full).map_err(|source| {
+        BootstrapError::Runner {
+            step: step.to_string(),
+            source,
+        }
+    })?;
     let reason = match failure {
         Outcome::Succeeded => return Ok(()),
         Outcome::Interrupted => {

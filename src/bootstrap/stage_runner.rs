@@ -9,15 +9,14 @@ use std::path::Path;
 
 use crate::runner::{self, Bind, Console, RunSpec, RunnerError};
 
-/// Where /run and /tmp live during the second stage, under the image (in the bootstrap's
-/// scratch area, [`super::paths::SCRATCH`]).
-const SCRATCH: &str = "debootstrap/stage";
+use super::paths::{self, STAND_INS};
+use super::Options;
 
 /// Creates the stand-ins for /run and /tmp with the image's modes.
 pub fn prepare_run_and_tmp(root: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for dir in ["run", "tmp"] {
-        let stand_in = root.join(SCRATCH).join(dir);
+        let stand_in = paths::rel(root, STAND_INS).join(dir);
         std::fs::create_dir_all(&stand_in)?;
         let mode = std::fs::metadata(root.join(dir))
             .map(|m| m.permissions().mode())
@@ -34,7 +33,7 @@ const MARK: &str = ".rmach-stand-in";
 /// Moves what the second stage left in /run and /tmp into the image's own directories.
 pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
     for dir in ["run", "tmp"] {
-        let stand_in = root.join(SCRATCH).join(dir);
+        let stand_in = paths::rel(root, STAND_INS).join(dir);
         for entry in std::fs::read_dir(&stand_in)? {
             let entry = entry?;
             if entry.file_name() == MARK {
@@ -46,7 +45,7 @@ pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
             }
         }
     }
-    std::fs::remove_dir_all(root.join(SCRATCH))
+    std::fs::remove_dir_all(paths::rel(root, STAND_INS))
 }
 
 /// How a script ended.
@@ -58,11 +57,11 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// Runs `script` with /bin/sh inside the image at `root`, with `env` added; Err when the
-/// runner could not run it at all.
+/// Runs `script` with /bin/sh inside the image at `root` (host name and cache directory from
+/// `opts`), with `env` added; Err when the runner could not run it at all.
 pub fn run_script(
     root: &Path,
-    hostname: &str,
+    opts: &Options,
     env: &[(String, String)],
     script: &str,
 ) -> Result<Outcome, RunnerError> {
@@ -70,10 +69,10 @@ pub fn run_script(
     // contents are copied in before the script and back after it.
     let script = format!(
         "if [ ! -e /run/{MARK} ]; then\n\
-         for d in run tmp; do cp -a /{SCRATCH}/$d/. /$d/; rm -f /$d/{MARK}; done\n\
-         trap 'for d in run tmp; do find /{SCRATCH}/$d -mindepth 1 ! -name {MARK} -delete; \
+         for d in run tmp; do cp -a {STAND_INS}/$d/. /$d/; rm -f /$d/{MARK}; done\n\
+         trap 'for d in run tmp; do find {STAND_INS}/$d -mindepth 1 ! -name {MARK} -delete; \
          for f in /$d/* /$d/.[!.]* /$d/..?*; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; \
-         cp -a \"$f\" /{SCRATCH}/$d/; done; done' EXIT\n\
+         cp -a \"$f\" {STAND_INS}/$d/; done; done' EXIT\n\
          fi\n{script}"
     );
     let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script]);
@@ -81,12 +80,15 @@ pub fn run_script(
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     spec.name = format!("rmach-bootstrap-{}-{run}", std::process::id());
-    spec.hostname = Some(hostname.to_string());
+    spec.hostname = Some(opts.hostname.clone());
+    // The runner's seccomp filter, compiled once and read back by the bootstrap's dozens of
+    // steps (and by `rmach run`, which keeps it in the same place).
+    spec.seccomp_cache = Some(opts.cache_dir.join("runner"));
     spec.console = Console::Capture;
     spec.env.extend(env.iter().cloned());
     for dir in ["run", "tmp"] {
         spec.binds.push(Bind {
-            source: root.join(SCRATCH).join(dir),
+            source: paths::rel(root, STAND_INS).join(dir),
             target: format!("/{dir}").into(),
             read_only: false,
         });

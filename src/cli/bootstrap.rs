@@ -265,16 +265,11 @@ fn keep_failed(ctx: &Context, args: &BootstrapArgs, name: &ImageName, tree: &Pat
 
 /// The Debian name of the architecture rmach was built for.
 fn host_arch() -> anyhow::Result<String> {
-    Ok(match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "x86" => "i386",
-        "aarch64" => "arm64",
-        "arm" => "armhf",
-        "powerpc64" => "ppc64el",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        "loongarch64" => "loong64",
-        other => anyhow::bail!("no Debian architecture known for {other}: give --arch ARCH"),
-    }
-    .to_string())
+    let Some(arch) = crate::bootstrap::foreign::native_arch() else {
+        anyhow::bail!(
+            "no Debian architecture known for {}: give --arch ARCH",
+            std::env::consts::ARCH
+        )
+    };
+    Ok(arch.to_string())
 }

@@ -8,6 +8,7 @@
 //! Each test binary takes it with `mod common;` and uses what it needs.
 #![allow(dead_code)]
 
+pub mod bootstrap;
 pub mod http;
 pub mod machine;
 pub mod mirror;

@@ -6,7 +6,6 @@
 //! print: progress goes to a callback.
 
 pub mod http;
-mod signature;
 mod sums;
 
 use std::io::Read;
@@ -17,11 +16,11 @@ use sha2::Digest as _;
 
 use crate::http::HttpError;
 use crate::image::Source;
+use crate::openpgp::{verify_detached, Keyring, OpenPgpError};
 use crate::store::{ImageKind, ImageName, LockPurpose, Store, StoreError};
 use crate::transfer::{self, TransferError, TreeTarget};
 
 pub use http::{Client, Download};
-pub use signature::{verify_detached, Keyring};
 
 /// Keyrings tried, in order, when none is given: rmach's own, then systemd-importd's (the
 /// administrator's, then the vendor's), as machinectl looks for its own.
@@ -46,20 +45,15 @@ pub enum PullError {
     NotListed { sums: String, file: String },
     #[error("no signature for {sums} (tried {tried}); use --verify=checksum to skip the signature check")]
     NoSignature { sums: String, tried: String },
-    #[error("{sums}: bad signature (keyring {keyring}): {reason}")]
+    #[error("{sums}: bad signature (keyring {keyring})")]
     BadSignature {
         sums: String,
         keyring: PathBuf,
-        reason: String,
-    },
-    #[error("cannot read keyring {path}")]
-    KeyringRead {
-        path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: OpenPgpError,
     },
-    #[error("keyring {path}: {reason}")]
-    Keyring { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Keyring(OpenPgpError),
     #[error("no keyring: none of {tried} exists; give --keyring FILE or use --verify=checksum")]
     NoKeyring { tried: String },
     #[error("{url}: its SHA-256 is {actual} but {sums} says {expected}")]
@@ -170,14 +164,7 @@ pub fn load_keyring(path: Option<&Path>) -> Result<(Keyring, PathBuf), PullError
                 tried: DEFAULT_KEYRINGS.join(", "),
             })?,
     };
-    let bytes = std::fs::read(&path).map_err(|source| PullError::KeyringRead {
-        path: path.clone(),
-        source,
-    })?;
-    let keyring = Keyring::from_bytes(&bytes).map_err(|reason| PullError::Keyring {
-        path: path.clone(),
-        reason,
-    })?;
+    let keyring = Keyring::read(&path).map_err(PullError::Keyring)?;
     Ok((keyring, path))
 }
 
@@ -230,10 +217,10 @@ pub fn expected_digest(
             sums: sums_url.clone(),
             tried: sig_urls.join(", "),
         })?;
-        verify_detached(keyring, &list, &signature).map_err(|reason| PullError::BadSignature {
+        verify_detached(keyring, &list, &signature).map_err(|source| PullError::BadSignature {
             sums: sums_url.clone(),
             keyring: keyring_path.clone(),
-            reason,
+            source,
         })?;
         events(Event::Verified(&sums_url));
     }
