@@ -39,6 +39,21 @@ pub fn data_ranges(file: &File, size: u64) -> Result<Vec<(u64, u64)>, ImageError
     Ok(ranges)
 }
 
+/// The length of the input `file`.
+pub fn file_size(file: &File) -> Result<u64, ImageError> {
+    let meta = file.metadata().map_err(|e| ImageError::Read {
+        offset: 0,
+        source: e,
+    })?;
+    Ok(meta.len())
+}
+
+/// Fills `buf` from the input `file` at `offset`.
+pub fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), ImageError> {
+    file.read_exact_at(buf, offset)
+        .map_err(|e| ImageError::Read { offset, source: e })
+}
+
 /// Writes a stream into a file, seeking over 4 KiB blocks of zeros so they stay holes.
 pub struct SparseWriter<'a> {
     file: &'a File,
@@ -111,13 +126,7 @@ pub fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// data ranges only, read and written back with 4 KiB blocks of zeros left as holes (as
 /// `cp --sparse=always` does), so the copy is never less sparse than the source.
 pub fn copy_file_sparse(src: &File, dst: &File) -> Result<u64, ImageError> {
-    let size = src
-        .metadata()
-        .map_err(|e| ImageError::Read {
-            offset: 0,
-            source: e,
-        })?
-        .len();
+    let size = file_size(src)?;
     if size == 0 || rustix::fs::ioctl_ficlone(dst, src).is_ok() {
         return Ok(size);
     }
@@ -126,11 +135,7 @@ pub fn copy_file_sparse(src: &File, dst: &File) -> Result<u64, ImageError> {
         let mut at = start;
         while at < end {
             let n = ((end - at) as usize).min(buf.len());
-            src.read_exact_at(&mut buf[..n], at)
-                .map_err(|e| ImageError::Read {
-                    offset: at,
-                    source: e,
-                })?;
+            read_full_at(src, &mut buf[..n], at)?;
             write_sparse_at(dst, &buf[..n], at).map_err(|e| ImageError::io("the output", e))?;
             at += n as u64;
         }
@@ -161,13 +166,7 @@ pub(crate) fn write_sparse_at(file: &File, data: &[u8], offset: u64) -> std::io:
 
 /// Writes every byte of `src` to `out`, holes as zeros without reading them.
 pub fn write_stream(src: &File, out: &mut impl Write) -> Result<u64, ImageError> {
-    let size = src
-        .metadata()
-        .map_err(|e| ImageError::Read {
-            offset: 0,
-            source: e,
-        })?
-        .len();
+    let size = file_size(src)?;
     let zeros = vec![0u8; 1 << 20];
     let mut buf = vec![0u8; 1 << 20];
     let io = |e| ImageError::io("the output", e);
@@ -185,11 +184,7 @@ pub fn write_stream(src: &File, out: &mut impl Write) -> Result<u64, ImageError>
         at = start;
         while at < end {
             let n = ((end - at) as usize).min(buf.len());
-            src.read_exact_at(&mut buf[..n], at)
-                .map_err(|e| ImageError::Read {
-                    offset: at,
-                    source: e,
-                })?;
+            read_full_at(src, &mut buf[..n], at)?;
             out.write_all(&buf[..n]).map_err(io)?;
             at += n as u64;
         }
