@@ -64,6 +64,7 @@ pub fn export_raw(
         (ExportFormat::Raw, Target::File(f)) => copy_file_sparse(source, f),
         (format, Target::File(f)) => {
             let file = f.try_clone().map_err(io)?;
+            let file = crate::archive::WritebackFile::new(file);
             export_stream(source, Box::new(file), format, threads)?;
             Ok(size)
         }
