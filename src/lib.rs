@@ -12,16 +12,18 @@
 //!   staging and atomic commit, locks, read-only flags, usage, and full-fidelity tree copies.
 //! - [`archive`] reads and writes tar archives with their full metadata, detects and codes
 //!   compression, and holds the safe extractor.
-//! - [`transfer`] runs the import and export verbs over archive and store: staging, digest
-//!   checks, a full store, the single top directory, temporary output files; pulls reuse it.
+//! - [`http`] speaks HTTP(S) for pulls and the registry client: one agent configuration,
+//!   errors that keep their causes, retries.
 //! - [`runner`] turns a run specification into a plan (namespaces, mounts, cgroup,
 //!   capabilities) and executes it.
 //! - [`machine`] keeps started machines running under a supervisor and records them: stop,
 //!   signals, shell sessions, live limits, live backups, the systemd unit.
 //! - [`oci`] reads and writes OCI images: layouts, docker archives, the registry API, layers
 //!   with whiteouts, the shared blob cache.
-//! - [`transfer`] moves images between hosts: pull-tar and pull-raw over HTTP with checksums
-//!   and signatures.
+//! - [`transfer`] runs the import, export and pull verbs over archive, image, oci and store:
+//!   staging, digest checks, a full store, the single top directory, temporary output files;
+//!   pull-tar and pull-raw over HTTP with checksums and signatures import through the same
+//!   functions as import-tar and import-raw.
 //! - [`bootstrap`] builds a root filesystem from a Debian or Ubuntu mirror.
 //! - [`cli`] parses the command line, prints, and maps errors to exit statuses. Nothing in the
 //!   library calls it; the library never prints and never exits.
@@ -30,6 +32,7 @@ pub mod archive;
 pub mod bootstrap;
 pub mod cli;
 pub mod fs;
+pub mod http;
 pub mod image;
 pub mod machine;
 pub mod oci;

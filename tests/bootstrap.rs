@@ -3,8 +3,8 @@
 //! Ubuntu's layout (zstd .debs, merged /usr), and errors that must leave no image. Needs root
 //! (device nodes, chown) and debootstrap + dpkg-deb + gpgv on the host.
 
-#[path = "common/mirror.rs"]
-mod mirror;
+mod common;
+use common::mirror;
 
 use std::path::Path;
 use std::process::{Command, Output};

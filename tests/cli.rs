@@ -9,7 +9,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::Env;
+use common::{command_line, on_terminal, wrapped, Env, RMACH};
 
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -18,8 +18,7 @@ fn stderr(o: &std::process::Output) -> String {
 /// An Env with one empty directory image `dev`.
 fn with_dev() -> Env {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     env.ok(&["import-fs", src.to_str().unwrap(), "dev"]);
     env
 }
@@ -28,14 +27,19 @@ fn with_dev() -> Env {
 fn rmach_needs_root_and_says_so() {
     let env = with_dev();
     for args in [vec!["list"], vec!["show", "dev"], vec!["remove", "dev"]] {
-        let o = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_rmach"))
-            .arg("--store")
-            .arg(&env.store)
-            .args(&args)
-            .output()
-            .unwrap();
+        let mut rmach = env.command();
+        rmach.args(&args);
+        let o = wrapped(
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ],
+            &rmach,
+        )
+        .output()
+        .unwrap();
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         assert!(
             stderr(&o).starts_with("rmach: rmach needs root"),
@@ -78,8 +82,7 @@ fn a_missing_store_is_an_error_except_for_verbs_that_create_images() {
         );
         assert!(!typo.exists(), "{args:?} created the store");
     }
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     env.ok(&["--store", t, "import-fs", src.to_str().unwrap(), "dev"]);
     assert!(typo.join("dev").is_dir());
 }
@@ -132,11 +135,13 @@ fn a_closed_stdout_ends_quietly() {
         assert_eq!(stderr(&o), "", "{args:?}");
     }
     // As people type it.
+    let mut rmach = env.command();
+    rmach.args(["completions", "zsh"]);
     let o = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "{} completions zsh | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
-            env!("CARGO_BIN_EXE_rmach")
+            "{} | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+            command_line(&rmach)
         ))
         .output()
         .unwrap();
@@ -191,24 +196,14 @@ fn list_legend_names_and_no_images() {
         "",
         "off a terminal an empty list prints nothing"
     );
-    let on_terminal = Command::new("script")
-        .args(["-qec"])
-        .arg(format!(
-            "{} --store {} --state-dir {} list",
-            env!("CARGO_BIN_EXE_rmach"),
-            env.store.display(),
-            env.state.display()
-        ))
-        .arg("/dev/null")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut list = env.command();
+    list.arg("list");
+    let shown = on_terminal("", &list).output().unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&on_terminal.stdout).replace('\r', ""),
+        String::from_utf8_lossy(&shown.stdout).replace('\r', ""),
         "No images.\n"
     );
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     env.ok(&["import-fs", src.to_str().unwrap(), "b-img"]);
     env.ok(&["import-fs", src.to_str().unwrap(), "a-img"]);
     let list = env.ok(&["list"]);
@@ -268,7 +263,7 @@ fn errors_carry_no_os_error_numbers() {
 /// Runs `script` in `shell` with the completion script of rmach sourced, RMACH_STORE and PATH
 /// pointing at this store and binary.
 fn complete_in(env: &Env, shell: &str, script: &str) -> String {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_rmach"));
+    let bin = std::path::Path::new(RMACH);
     let path = format!(
         "{}:{}",
         bin.parent().unwrap().display(),
@@ -278,8 +273,7 @@ fn complete_in(env: &Env, shell: &str, script: &str) -> String {
         .arg("-c")
         .arg(script)
         .env("PATH", path)
-        .env("RMACH_STORE", &env.store)
-        .env("RMACH_STATE_DIR", &env.state)
+        .envs(env.vars())
         .output()
         .unwrap();
     assert!(o.status.success(), "{shell}: {}", stderr(&o));
@@ -337,7 +331,7 @@ fn scripts_install_puts_everything_under_destdir() {
     let o = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install"))
         .env("DESTDIR", dest.path())
         .env("PREFIX", "/usr")
-        .env("RMACH", env!("CARGO_BIN_EXE_rmach"))
+        .env("RMACH", RMACH)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

@@ -3,18 +3,20 @@
 //! nspawn run on the same probe where it is the reference. Needs root, cgroups, namespaces, a
 //! C compiler for the probe and systemd-nspawn: CI runs it as root.
 
-#[path = "common/run.rs"]
-mod common_run;
+mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common_run::{install_confine_probe, nspawn, probe, stderr, stdout, TestStore};
+use common::on_terminal;
+use common::run::{
+    install_confine_probe, nspawn, probe, probe_command, stderr, stdout, ProbeStore,
+};
 
 const MODES: &[&str] = &["no", "identity", "pick"];
 
-fn store_with_probe(name: &str) -> TestStore {
-    let ts = TestStore::new(name);
+fn store_with_probe(name: &str) -> ProbeStore {
+    let ts = ProbeStore::new(name);
     install_confine_probe(&ts.image(name));
     ts
 }
@@ -43,18 +45,12 @@ fn seccomp_refuses_keyrings_fanotify_and_terminal_injection_in_every_mode() {
         }
         // A terminal the machine holds may be the caller's: pushing input into it is refused
         // whatever the console mode (here the pty of `script`).
-        let o = std::process::Command::new("script")
-            .args(["-qec"])
-            .arg(format!(
-                "{} --store {} --state-dir {} run --console pipe --private-users {mode} confine1 -- /bin/sh -c 'confine-probe tiocsti 0; confine-probe tioclinux 0'",
-                env!("CARGO_BIN_EXE_rmach"),
-                ts.store().display(),
-                ts.dir.path().join("state").display()
-            ))
-            .arg("/dev/null")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
+        let rmach = probe_command(
+            &ts,
+            &["--console", "pipe", "--private-users", mode],
+            "confine-probe tiocsti 0; confine-probe tioclinux 0",
+        );
+        let o = on_terminal("", &rmach).output().unwrap();
         let out = stdout(&o);
         assert_eq!(
             out.lines().map(str::trim).collect::<Vec<_>>(),
@@ -67,10 +63,12 @@ fn seccomp_refuses_keyrings_fanotify_and_terminal_injection_in_every_mode() {
 
 #[test]
 fn nothing_of_the_caller_reaches_pid1_or_the_payload() {
-    let ts = TestStore::new("confine2");
+    let ts = ProbeStore::new("confine2");
     let leak = tempfile::tempfile().unwrap();
     for mode in MODES {
-        let mut cmd = ts.cmd(&[
+        // The store on the command line too: PID 1's must not show rmach's.
+        let mut cmd = ts.command();
+        cmd.arg("--store").arg(&ts.store).args([
             "run",
             "--private-users",
             mode,
@@ -114,7 +112,7 @@ fn nothing_of_the_caller_reaches_pid1_or_the_payload() {
             "the payload's, {mode}: {out}"
         );
         assert!(
-            !out.contains("hunter2") && !out.contains("RMACH_CALLER"),
+            !out.contains("hunter2") && !out.contains("RMACH_"),
             "{mode}: {out}"
         );
         assert!(
@@ -168,7 +166,7 @@ impl Drop for HostNodes {
 
 #[test]
 fn device_nodes_are_the_machines_own() {
-    let ts = TestStore::new("confine3");
+    let ts = ProbeStore::new("confine3");
     let nodes = [
         "null", "zero", "full", "random", "urandom", "tty", "net/tun",
     ];
@@ -191,24 +189,16 @@ fn device_nodes_are_the_machines_own() {
 
 #[test]
 fn a_killed_rmach_takes_its_machine_along_and_the_name_runs_again() {
-    let ts = TestStore::new("confine4");
+    let ts = ProbeStore::new("confine4");
     for mode in MODES {
-        let mut child = ts
-            .cmd(&[
-                "run",
-                "--private-users",
-                mode,
-                "--network",
-                "veth",
-                "confine4",
-                "--",
-                "/bin/sh",
-                "-c",
-                "echo up; exec sleep 1000",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = probe_command(
+            &ts,
+            &["--private-users", mode, "--network", "veth"],
+            "echo up; exec sleep 1000",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
         let mut out = child.stdout.take().unwrap();
         let mut first = [0u8; 3];
         std::io::Read::read_exact(&mut out, &mut first).unwrap();
@@ -246,9 +236,9 @@ fn a_killed_rmach_takes_its_machine_along_and_the_name_runs_again() {
 
 #[test]
 fn read_only_mounts_stay_read_only_in_every_user_namespace_mode() {
-    let ts = TestStore::new("confine5");
+    let ts = ProbeStore::new("confine5");
     // The store's directory is 0700, like /var/lib/machines: `pick` must work on it.
-    std::fs::set_permissions(ts.store(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&ts.store, std::fs::Permissions::from_mode(0o700)).unwrap();
     let nested = tempfile::tempdir().unwrap();
     let inner = nested.path().join("inner");
     std::fs::create_dir(&inner).unwrap();
@@ -276,7 +266,7 @@ fn read_only_mounts_stay_read_only_in_every_user_namespace_mode() {
 
 #[test]
 fn binds_into_a_read_only_image_need_their_mount_point() {
-    let ts = TestStore::new("confine6");
+    let ts = ProbeStore::new("confine6");
     let ro = ts.run(&["read-only", "confine6", "yes"]);
     assert!(ro.status.success(), "{}", stderr(&ro));
     let (code, _, err) = probe(&ts, &["--tmpfs", "/nonexistent"], "true");
@@ -292,7 +282,7 @@ fn binds_into_a_read_only_image_need_their_mount_point() {
 
 #[test]
 fn limits_and_device_rules_cannot_be_raised_from_inside() {
-    let ts = TestStore::new("confine7");
+    let ts = ProbeStore::new("confine7");
     if !Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() {
         eprintln!("skipped: this check is for hosts with v1 controllers (the v2 limits sit above the machine's cgroup namespace)");
         return;
@@ -317,7 +307,7 @@ fn limits_and_device_rules_cannot_be_raised_from_inside() {
 
 #[test]
 fn stale_cgroup_clean_up_spares_live_runs_and_kills_orphans() {
-    let ts = TestStore::new("confine8");
+    let ts = ProbeStore::new("confine8");
     let hierarchy = [
         "/sys/fs/cgroup/pids",
         "/sys/fs/cgroup/unified",

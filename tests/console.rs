@@ -5,22 +5,22 @@
 //! Needs root, cgroups, namespaces and `script`; the boot tests need the bookworm image of
 //! `common/run.rs` (built with debootstrap from the host's mirror on first use).
 
-#[path = "common/run.rs"]
-mod common_run;
-#[path = "common/terminal.rs"]
-mod terminal;
+mod common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common_run::{bookworm_with_systemd, stderr, stdout, KillOnDrop, TestStore};
-use terminal::Terminal;
+use rustix::process::Signal;
+
+use common::run::{bookworm_with_systemd, signal_and_wait, stderr, stdout, KillOnDrop, ProbeStore};
+use common::terminal::Terminal;
+use common::Env;
 
 const BOOT: Duration = Duration::from_secs(120);
 
 /// A store with the bookworm image under `name` and root's password set to `pw`.
-fn bookworm_store(name: &str) -> TestStore {
-    let ts = TestStore::empty();
+fn bookworm_store(name: &str) -> Env {
+    let ts = Env::new();
     let o = ts.run(&["import-fs", bookworm_with_systemd().to_str().unwrap(), name]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut chpasswd = std::process::Command::new("chroot")
@@ -40,23 +40,19 @@ fn bookworm_store(name: &str) -> TestStore {
     ts
 }
 
-/// argv for rmach on this store.
-fn rmach(ts: &TestStore, args: &[&str]) -> Vec<String> {
-    let mut v = vec![
-        env!("CARGO_BIN_EXE_rmach").to_string(),
-        "--store".into(),
-        ts.store().display().to_string(),
-        "--state-dir".into(),
-        ts.dir.path().join("state").display().to_string(),
-    ];
-    v.extend(args.iter().map(|a| a.to_string()));
-    v
+/// `rmach run --console MODE NAME -- COMMAND...` on a new terminal.
+fn console_run(ts: &ProbeStore, mode: &str, command: &[&str]) -> Terminal {
+    let mut rmach = ts.command();
+    rmach
+        .args(["run", "--console", mode, &ts.name, "--"])
+        .args(command);
+    Terminal::spawn(&rmach)
 }
 
 #[test]
 fn boot_on_a_terminal_logs_in_runs_a_command_and_powers_off() {
     let ts = bookworm_store("cons-bw1");
-    let mut term = Terminal::spawn(&rmach(&ts, &["boot", "cons-bw1"]));
+    let mut term = Terminal::spawn(ts.command().args(["boot", "cons-bw1"]));
     term.wait_for("Spawning machine cons-bw1", BOOT);
     term.wait_for("Press ^] three times within 1s", BOOT);
     // The prompt comes after systemd's hangups of the console (issue #15: the relay gave up).
@@ -87,9 +83,10 @@ fn boot_on_a_terminal_logs_in_runs_a_command_and_powers_off() {
 #[test]
 fn boot_off_a_terminal_writes_the_whole_boot_log_and_sigint_halts() {
     let ts = bookworm_store("cons-bw2");
-    let log = ts.dir.path().join("boot.log");
+    let log = ts.path("boot.log");
     let mut child = KillOnDrop(
-        ts.cmd(&["boot", "cons-bw2"])
+        ts.command()
+            .args(["boot", "cons-bw2"])
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::piped())
             .spawn()
@@ -108,12 +105,7 @@ fn boot_off_a_terminal_writes_the_whole_boot_log_and_sigint_halts() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Off a terminal the console is read-only: Ctrl-C (SIGINT to rmach) halts the machine.
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.0.wait().unwrap();
+    let status = signal_and_wait(&mut child.0, Signal::INT, BOOT);
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(0), "{text}");
     for line in [
@@ -143,20 +135,16 @@ fn boot_off_a_terminal_writes_the_whole_boot_log_and_sigint_halts() {
 
 #[test]
 fn read_only_console_shows_output_and_takes_no_input() {
-    let ts = TestStore::new("cons-ro");
-    let mut term = Terminal::spawn(&rmach(
+    let ts = ProbeStore::new("cons-ro");
+    let mut term = console_run(
         &ts,
+        "read-only",
         &[
-            "run",
-            "--console",
-            "read-only",
-            "cons-ro",
-            "--",
             "/bin/bash",
             "-c",
             "test -t 0 && echo pty-in; echo ready; read -t 3 x; echo \"got=[$x]\"",
         ],
-    ));
+    );
     term.wait_for("ready", BOOT);
     term.type_keys(b"typed\n");
     let status = term.wait(BOOT);
@@ -172,7 +160,7 @@ fn read_only_console_shows_output_and_takes_no_input() {
 
 #[test]
 fn passive_console_is_a_pty_connected_to_nothing() {
-    let ts = TestStore::new("cons-pa");
+    let ts = ProbeStore::new("cons-pa");
     let o = ts.run(&[
         "run",
         "--console",
@@ -189,10 +177,10 @@ fn passive_console_is_a_pty_connected_to_nothing() {
 
 #[test]
 fn pipe_and_autopipe_off_a_terminal_pass_stdio_through() {
-    let ts = TestStore::new("cons-pi");
+    let ts = ProbeStore::new("cons-pi");
     for mode in ["pipe", "autopipe"] {
-        let mut child = ts
-            .cmd(&[
+        let o = ts.run_input(
+            &[
                 "run",
                 "--console",
                 mode,
@@ -201,14 +189,9 @@ fn pipe_and_autopipe_off_a_terminal_pass_stdio_through() {
                 "/bin/sh",
                 "-c",
                 "test -t 0 && echo tty; test -e /dev/console && echo console; tr a-z A-Z",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
-        let o = child.wait_with_output().unwrap();
+            ],
+            b"piped\n",
+        );
         assert_eq!(o.status.code(), Some(0), "{mode}");
         assert_eq!(stdout(&o), "PIPED\n", "{mode}");
     }
@@ -216,20 +199,16 @@ fn pipe_and_autopipe_off_a_terminal_pass_stdio_through() {
 
 #[test]
 fn autopipe_on_a_terminal_is_interactive_and_the_escape_says_so() {
-    let ts = TestStore::new("cons-esc");
-    let mut term = Terminal::spawn(&rmach(
+    let ts = ProbeStore::new("cons-esc");
+    let mut term = console_run(
         &ts,
+        "autopipe",
         &[
-            "run",
-            "--console",
-            "autopipe",
-            "cons-esc",
-            "--",
             "/bin/sh",
             "-c",
             "test -e /dev/console && echo ready; exec sleep 100",
         ],
-    ));
+    );
     term.wait_for("Press ^] three times within 1s", BOOT);
     term.wait_for("ready", BOOT);
     term.type_keys(b"\x1d\x1d\x1d");
@@ -241,19 +220,8 @@ fn autopipe_on_a_terminal_is_interactive_and_the_escape_says_so() {
 
 #[test]
 fn the_escape_works_while_the_machine_floods_its_console() {
-    let ts = TestStore::new("cons-fl");
-    let mut term = Terminal::spawn(&rmach(
-        &ts,
-        &[
-            "run",
-            "--console",
-            "interactive",
-            "cons-fl",
-            "--",
-            "/bin/cat",
-            "/dev/zero",
-        ],
-    ));
+    let ts = ProbeStore::new("cons-fl");
+    let mut term = console_run(&ts, "interactive", &["/bin/cat", "/dev/zero"]);
     term.wait_for("Press ^] three times", BOOT);
     std::thread::sleep(Duration::from_secs(1));
     term.type_keys(b"\x1d\x1d\x1d");

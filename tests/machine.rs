@@ -4,10 +4,8 @@
 //! its test, which also checks that no cgroup, veth or record of it is left. Needs root.
 
 mod common;
-#[path = "common/machine.rs"]
-mod common_machine;
-#[path = "common/run.rs"]
-mod common_run;
+use common::machine as common_machine;
+use common::run as common_run;
 
 use std::time::{Duration, Instant};
 

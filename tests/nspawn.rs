@@ -7,14 +7,18 @@
 //! refuses to clean up its /run/systemd/nspawn on a disk file system). The lock beside the
 //! image, `.#NAME.lck` in the store, is what both tools see. Needs root and systemd-container.
 
-#[path = "common/run.rs"]
-mod common_run;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common_run::{stderr, stdout, KillOnDrop, TestStore};
+use rustix::process::Signal;
+
+use common::run::{
+    cgroup_leftovers, in_own_cgroup, probe, probe_command, signal_and_wait, stderr, stdout,
+    KillOnDrop, ProbeStore,
+};
 
 /// systemd-nspawn running `script` in `dir`, ended (TERM, then KILL) when dropped.
 struct Nspawn(Child);
@@ -26,7 +30,7 @@ impl Nspawn {
 
     /// `options`: more nspawn options, as one word (`--read-only`) or empty.
     fn command_with(dir: &std::path::Path, script: &str, options: &str) -> Command {
-        let mut c = common_run::in_own_cgroup("unshare");
+        let mut c = in_own_cgroup("unshare");
         c.args(["-m", "sh", "-c"])
             .arg(
                 "mount -t tmpfs tmpfs /run && exec systemd-nspawn -D \"$0\" --register=no \
@@ -61,8 +65,9 @@ impl Nspawn {
 
 impl Drop for Nspawn {
     fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, Signal::TERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -72,8 +77,24 @@ impl Drop for Nspawn {
     }
 }
 
+/// `rmach run OPTIONS NAME` of a machine that says `up` and sleeps, once it has said it.
+fn rmach_running(ts: &ProbeStore, options: &[&str]) -> KillOnDrop {
+    let mut rmach = KillOnDrop(
+        probe_command(ts, options, "echo up; exec sleep 300")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(rmach.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "up\n", "rmach did not start the machine");
+    rmach
+}
+
 /// nspawn wants an os-release in the tree before it runs anything.
-fn nspawn_ready(ts: &TestStore, name: &str) {
+fn nspawn_ready(ts: &ProbeStore, name: &str) {
     let etc = ts.image(name).join("etc");
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::write(etc.join("os-release"), "ID=probe\nNAME=Probe\n").unwrap();
@@ -81,7 +102,7 @@ fn nspawn_ready(ts: &TestStore, name: &str) {
 
 #[test]
 fn a_machine_nspawn_runs_is_running_and_busy_for_rmach() {
-    let ts = TestStore::new("nsp-a");
+    let ts = ProbeStore::new("nsp-a");
     nspawn_ready(&ts, "nsp-a");
     let nspawn = Nspawn::start(&ts.image("nsp-a"));
 
@@ -110,7 +131,7 @@ fn a_machine_nspawn_runs_is_running_and_busy_for_rmach() {
         .unwrap();
     assert_eq!(parent, nspawn.0.id(), "{json}");
 
-    let out_file = ts.dir.path().join("nsp-a.tar");
+    let out_file = ts.path("nsp-a.tar");
     for args in [
         vec!["remove", "nsp-a"],
         vec!["rename", "nsp-a", "nsp-b"],
@@ -140,27 +161,10 @@ fn a_machine_nspawn_runs_is_running_and_busy_for_rmach() {
 
 #[test]
 fn nspawn_refuses_an_image_rmach_is_running() {
-    let ts = TestStore::new("nsp-c");
+    let ts = ProbeStore::new("nsp-c");
     nspawn_ready(&ts, "nsp-c");
-    let mut rmach = KillOnDrop(
-        ts.cmd(&[
-            "run",
-            "nsp-c",
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo up; exec sleep 300",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(rmach.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "up\n");
-    assert!(ts.store().join(".#nsp-c.lck").exists());
+    let mut rmach = rmach_running(&ts, &[]);
+    assert!(ts.store.join(".#nsp-c.lck").exists());
     let o = Nspawn::command(&ts.image("nsp-c"), "echo inside")
         .output()
         .unwrap();
@@ -169,13 +173,8 @@ fn nspawn_refuses_an_image_rmach_is_running() {
     assert!(stderr(&o).contains("currently busy"), "{}", stderr(&o));
     // SIGTERM, as a person would stop it: rmach forwards it, the payload ends, rmach releases
     // its locks (SIGKILL would leave nspawn's inode lock file behind in the host's /run).
-    let pid = rmach.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert_eq!(rmach.0.wait().unwrap().code(), Some(143));
+    let status = signal_and_wait(&mut rmach.0, Signal::TERM, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(143));
     // rmach's lock is gone with it: nspawn runs the image now, and leaves no lock file.
     let deadline = Instant::now() + Duration::from_secs(10);
     let o = loop {
@@ -188,7 +187,7 @@ fn nspawn_refuses_an_image_rmach_is_running() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(stdout(&o), "inside\n", "{}", stderr(&o));
-    assert!(!ts.store().join(".#nsp-c.lck").exists());
+    assert!(!ts.store.join(".#nsp-c.lck").exists());
 }
 
 /// A machine that does not write to its image shares it, on both sides: nspawn --read-only
@@ -196,7 +195,7 @@ fn nspawn_refuses_an_image_rmach_is_running() {
 /// either is refused meanwhile.
 #[test]
 fn read_only_machines_share_the_image_with_nspawn() {
-    let ts = TestStore::new("nsp-r");
+    let ts = ProbeStore::new("nsp-r");
     nspawn_ready(&ts, "nsp-r");
     let nspawn = Nspawn::start_with(&ts.image("nsp-r"), "--read-only");
     for opts in [vec!["--read-only"], vec!["--ephemeral"]] {
@@ -215,24 +214,7 @@ fn read_only_machines_share_the_image_with_nspawn() {
     );
     drop(nspawn);
 
-    let mut rmach = KillOnDrop(
-        ts.cmd(&[
-            "run",
-            "--read-only",
-            "nsp-r",
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo up; exec sleep 300",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(rmach.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut rmach = rmach_running(&ts, &["--read-only"]);
     let o = Nspawn::command_with(&ts.image("nsp-r"), "echo inside", "--read-only")
         .output()
         .unwrap();
@@ -241,18 +223,13 @@ fn read_only_machines_share_the_image_with_nspawn() {
         .output()
         .unwrap();
     assert!(stderr(&o).contains("currently busy"), "{}", stderr(&o));
-    let pid = rmach.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    rmach.0.wait().unwrap();
+    let status = signal_and_wait(&mut rmach.0, Signal::TERM, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(143));
 }
 
 #[test]
 fn image_names_are_exactly_the_machine_names_nspawn_accepts() {
-    let ts = TestStore::new("nsp-n");
+    let ts = ProbeStore::new("nsp-n");
     let names = [
         "web_01",
         "web-01",
@@ -302,7 +279,7 @@ fn image_names_are_exactly_the_machine_names_nspawn_accepts() {
 /// nspawn's global lock directory where present.
 #[test]
 fn clean_removes_the_lock_files_of_a_killed_rmach() {
-    let ts = TestStore::new("nsp-k");
+    let ts = ProbeStore::new("nsp-k");
     let image = ts.image("nsp-k");
     let global = std::path::Path::new("/run/systemd/nspawn/locks")
         .is_dir()
@@ -315,30 +292,17 @@ fn clean_removes_the_lock_files_of_a_killed_rmach() {
                 meta.ino()
             ))
         });
-    let mut rmach = KillOnDrop(
-        ts.cmd(&[
-            "run",
-            "nsp-k",
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo up; exec sleep 300",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(rmach.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut rmach = rmach_running(&ts, &[]);
     rmach.0.kill().unwrap();
     rmach.0.wait().unwrap();
-    let lck = ts.store().join(".#nsp-k.lck");
-    let state = ts.dir.path().join("state/locks/nsp-k.lock");
+    let lck = ts.store.join(".#nsp-k.lck");
+    let state = ts.state.join("locks/nsp-k.lock");
     assert!(lck.exists() && state.exists());
     if let Some(g) = &global {
         assert!(g.exists());
+        // The host check of every test's Env sees it.
+        let named = format!("{} of {}", g.display(), image.display());
+        assert_eq!(ts.host_leftovers(), [named]);
     }
     // The machine dies with rmach (parent-death signals), and with it the last copy of the
     // lock descriptors: then the image is stopped.
@@ -357,4 +321,8 @@ fn clean_removes_the_lock_files_of_a_killed_rmach() {
     if let Some(g) = &global {
         assert!(!g.exists(), "{} left", g.display());
     }
+    // Its cgroup, which it could not remove either, goes with the next run.
+    let (code, _, err) = probe(&ts, &[], "true");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(cgroup_leftovers("nsp-k"), Vec::<String>::new());
 }

@@ -8,8 +8,7 @@
 //! cases. Needs root, docker-registry, skopeo, umoci, apache2-utils (htpasswd) and openssl.
 
 mod common;
-#[path = "common/run.rs"]
-mod common_run;
+use common::run as common_run;
 
 use common::oci::{
     manifest_of, ok, rewrite_blob, rmach_with, same_tree, skopeo, store_image, tools, umoci_layout,

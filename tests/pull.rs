@@ -137,14 +137,67 @@ fn signed_setup(env: &Env, server: &Server) -> (Fixture, Gpg, PathBuf) {
     (fx, gpg, keyring)
 }
 
-#[test]
-fn signed_pull_imports_the_tree() {
+/// A test's store and loopback server, serving the signed fixture of [`signed_setup`].
+/// Fields drop in order: the GnuPG agent is stopped before the store's directory goes.
+struct Signed {
+    gpg: Gpg,
+    fx: Fixture,
+    server: Server,
+    keyring: PathBuf,
+    env: Env,
+}
+
+impl Signed {
+    fn new() -> Signed {
+        let env = Env::new();
+        let server = Server::start();
+        let (fx, gpg, keyring) = signed_setup(&env, &server);
+        Signed {
+            gpg,
+            fx,
+            server,
+            keyring,
+            env,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.server.url("/d/img.tar.zst")
+    }
+
+    fn keyring(&self) -> &str {
+        self.keyring.to_str().unwrap()
+    }
+
+    /// `pull-tar URL --keyring K EXTRA...` succeeds and image `name` is the fixture's tree.
+    fn pulls(&self, extra: &[&str], name: &str) {
+        let url = self.url();
+        let mut args = vec!["pull-tar", &url, "--keyring", self.keyring()];
+        args.extend_from_slice(extra);
+        pulls(&self.env, &args, &self.fx, name);
+    }
+}
+
+/// A test's store and loopback server, serving the unsigned fixture at /img.tar.zst.
+fn unsigned() -> (Env, Server, Fixture) {
     let env = Env::new();
     let server = Server::start();
-    let (fx, _gpg, keyring) = signed_setup(&env, &server);
-    let url = server.url("/d/img.tar.zst");
-    env.ok(&["pull-tar", &url, "--keyring", keyring.to_str().unwrap()]);
-    assert_same(&fx.src, &env.store.join("img"), FULL);
+    let fx = fixture(&env, "img.tar.zst");
+    server.set("/img.tar.zst", Route::File(fx.tarball.clone()));
+    (env, server, fx)
+}
+
+/// `args` succeed and image `name` holds the fixture's tree.
+fn pulls(env: &Env, args: &[&str], fx: &Fixture, name: &str) {
+    env.ok(args);
+    assert_same(&fx.src, &env.store.join(name), FULL);
+}
+
+#[test]
+fn signed_pull_imports_the_tree() {
+    let t = Signed::new();
+    let env = &t.env;
+    t.pulls(&[], "img");
     // Streamed: the download was never written anywhere (no cache, nothing else in the store).
     assert!(!env.cache.exists(), "pull-tar wrote to the cache");
     assert!(env
@@ -152,64 +205,46 @@ fn signed_pull_imports_the_tree() {
         .iter()
         .all(|e| e == "img" || e.ends_with(".lck")));
     // The same again is refused without --force, and replaced with it; --read-only holds.
-    refused_exists(&env, &url, &keyring);
-    env.ok(&[
-        "pull-tar",
-        &url,
-        "--keyring",
-        keyring.to_str().unwrap(),
-        "--force",
-        "--read-only",
-    ]);
+    let msg = env.fails(&["pull-tar", &t.url(), "--keyring", t.keyring()], 1);
+    assert!(msg.contains("exists"), "{msg}");
+    t.pulls(&["--force", "--read-only"], "img");
     let show: serde_json::Value =
         serde_json::from_str(&env.ok(&["show", "img", "--json"])).unwrap();
     assert_eq!(show["read_only"], true);
 }
 
-fn refused_exists(env: &Env, url: &str, keyring: &Path) {
-    let msg = env.fails(
-        &["pull-tar", url, "--keyring", keyring.to_str().unwrap()],
-        1,
-    );
-    assert!(msg.contains("exists"), "{msg}");
-}
-
 #[test]
 fn armored_signature_and_explicit_name() {
-    let env = Env::new();
-    let server = Server::start();
-    let (fx, gpg, keyring) = signed_setup(&env, &server);
-    server.remove("/d/SHA256SUMS.gpg");
-    server.set("/d/SHA256SUMS.asc", Route::File(gpg.sign(&fx.sums, true)));
-    env.ok(&[
-        "pull-tar",
-        &server.url("/d/img.tar.zst"),
-        "web-1",
-        "--keyring",
-        keyring.to_str().unwrap(),
-    ]);
-    assert_same(&fx.src, &env.store.join("web-1"), FULL);
+    let t = Signed::new();
+    t.server.remove("/d/SHA256SUMS.gpg");
+    t.server.set(
+        "/d/SHA256SUMS.asc",
+        Route::File(t.gpg.sign(&t.fx.sums, true)),
+    );
+    t.pulls(&["web-1"], "web-1");
 }
 
 #[test]
 fn unsigned_sums_need_verify_checksum() {
-    let env = Env::new();
-    let server = Server::start();
-    let (fx, _gpg, keyring) = signed_setup(&env, &server);
-    server.remove("/d/SHA256SUMS.gpg");
-    let url = server.url("/d/img.tar.zst");
-    let k = keyring.to_str().unwrap();
-    refused(&env, &["pull-tar", &url, "--keyring", k], "SHA256SUMS.gpg");
-    env.ok(&["pull-tar", &url, "--verify", "checksum"]);
-    assert_same(&fx.src, &env.store.join("img"), FULL);
+    let t = Signed::new();
+    t.server.remove("/d/SHA256SUMS.gpg");
+    let url = t.url();
+    refused(
+        &t.env,
+        &["pull-tar", &url, "--keyring", t.keyring()],
+        "SHA256SUMS.gpg",
+    );
+    pulls(
+        &t.env,
+        &["pull-tar", &url, "--verify", "checksum"],
+        &t.fx,
+        "img",
+    );
 }
 
 #[test]
 fn per_file_sha256_when_there_is_no_sums_list() {
-    let env = Env::new();
-    let server = Server::start();
-    let fx = fixture(&env, "img.tar.zst");
-    server.set("/img.tar.zst", Route::File(fx.tarball.clone()));
+    let (env, server, fx) = unsigned();
     let url = server.url("/img.tar.zst");
     refused(
         &env,
@@ -220,25 +255,20 @@ fn per_file_sha256_when_there_is_no_sums_list() {
         "/img.tar.zst.sha256",
         Route::File(format!("{}  img.tar.zst\n", sha256_hex(&fx.tarball)).into_bytes()),
     );
-    env.ok(&["pull-tar", &url, "--verify=checksum"]);
-    assert_same(&fx.src, &env.store.join("img"), FULL);
+    pulls(&env, &["pull-tar", &url, "--verify=checksum"], &fx, "img");
 }
 
 #[test]
 fn verify_no_needs_no_sums() {
-    let env = Env::new();
-    let server = Server::start();
-    let fx = fixture(&env, "img.tar.zst");
-    server.set("/img.tar.zst", Route::File(fx.tarball.clone()));
-    env.ok(&["pull-tar", &server.url("/img.tar.zst"), "--verify=no"]);
-    assert_same(&fx.src, &env.store.join("img"), FULL);
+    let (env, server, fx) = unsigned();
+    let url = server.url("/img.tar.zst");
+    pulls(&env, &["pull-tar", &url, "--verify=no"], &fx, "img");
 }
 
 #[test]
 fn tampered_tarball_leaves_nothing() {
-    let env = Env::new();
-    let server = Server::start();
-    let (fx, _gpg, keyring) = signed_setup(&env, &server);
+    let t = Signed::new();
+    let (env, server, fx) = (&t.env, &t.server, &t.fx);
     // A valid tarball that imports fine, but not the one the list names: the import runs to
     // its end before the digest is known, and must then be thrown away.
     let other = env.path("other.tar.zst");
@@ -251,10 +281,10 @@ fn tampered_tarball_leaves_nothing() {
         "/d/img.tar.zst",
         Route::File(std::fs::read(&other).unwrap()),
     );
-    let url = server.url("/d/img.tar.zst");
+    let url = t.url();
     let msg = refused(
-        &env,
-        &["pull-tar", &url, "--keyring", keyring.to_str().unwrap()],
+        env,
+        &["pull-tar", &url, "--keyring", t.keyring()],
         "SHA-256",
     );
     assert!(
@@ -265,16 +295,15 @@ fn tampered_tarball_leaves_nothing() {
 
 #[test]
 fn tampered_sums_and_unknown_key_fail_the_signature() {
-    let env = Env::new();
-    let server = Server::start();
-    let (fx, _gpg, keyring) = signed_setup(&env, &server);
-    let url = server.url("/d/img.tar.zst");
-    let k = keyring.to_str().unwrap();
+    let t = Signed::new();
+    let (env, server, fx) = (&t.env, &t.server, &t.fx);
+    let url = t.url();
+    let k = t.keyring();
     let good_sums = fx.sums.clone();
     let mut evil = fx.sums.clone();
     evil[0] = if evil[0] == b'1' { b'2' } else { b'1' };
     server.set("/d/SHA256SUMS", Route::File(evil));
-    refused(&env, &["pull-tar", &url, "--keyring", k], "bad signature");
+    refused(env, &["pull-tar", &url, "--keyring", k], "bad signature");
 
     server.set("/d/SHA256SUMS", Route::File(good_sums.clone()));
     let stranger = Gpg::new(env.dir.path(), "stranger <x@example.invalid>");
@@ -282,10 +311,10 @@ fn tampered_sums_and_unknown_key_fail_the_signature() {
         "/d/SHA256SUMS.gpg",
         Route::File(stranger.sign(&good_sums, false)),
     );
-    refused(&env, &["pull-tar", &url, "--keyring", k], "bad signature");
+    refused(env, &["pull-tar", &url, "--keyring", k], "bad signature");
     // A keyring that does not exist is named.
     refused(
-        &env,
+        env,
         &["pull-tar", &url, "--keyring", "/nonexistent/ring.gpg"],
         "/nonexistent/ring.gpg",
     );
@@ -293,10 +322,7 @@ fn tampered_sums_and_unknown_key_fail_the_signature() {
 
 #[test]
 fn sums_that_do_not_list_the_file() {
-    let env = Env::new();
-    let server = Server::start();
-    let fx = fixture(&env, "img.tar.zst");
-    server.set("/img.tar.zst", Route::File(fx.tarball.clone()));
+    let (env, server, _fx) = unsigned();
     server.set("/SHA256SUMS", Route::File(b"00  other\n".to_vec()));
     refused(
         &env,
@@ -342,9 +368,8 @@ fn http_errors_name_url_and_status() {
 
 #[test]
 fn dropped_connection_is_resumed() {
-    let env = Env::new();
-    let server = Server::start();
-    let (fx, _gpg, keyring) = signed_setup(&env, &server);
+    let t = Signed::new();
+    let (server, fx) = (&t.server, &t.fx);
     let third = fx.tarball.len() / 3;
     server.set(
         "/d/img.tar.zst",
@@ -354,13 +379,7 @@ fn dropped_connection_is_resumed() {
             times: 2,
         },
     );
-    env.ok(&[
-        "pull-tar",
-        &server.url("/d/img.tar.zst"),
-        "--keyring",
-        keyring.to_str().unwrap(),
-    ]);
-    assert_same(&fx.src, &env.store.join("img"), FULL);
+    t.pulls(&[], "img");
     let ranges: Vec<String> = server
         .requests()
         .into_iter()
@@ -376,9 +395,7 @@ fn dropped_connection_is_resumed() {
 
 #[test]
 fn a_server_ignoring_range_is_resumed_by_skipping() {
-    let env = Env::new();
-    let server = Server::start();
-    let fx = fixture(&env, "img.tar.zst");
+    let (env, server, fx) = unsigned();
     server.set(
         "/img.tar.zst",
         Route::DropIgnoringRange {
@@ -391,8 +408,8 @@ fn a_server_ignoring_range_is_resumed_by_skipping() {
         "/img.tar.zst.sha256",
         Route::File(sha256_hex(&fx.tarball).into_bytes()),
     );
-    env.ok(&["pull-tar", &server.url("/img.tar.zst"), "--verify=checksum"]);
-    assert_same(&fx.src, &env.store.join("img"), FULL);
+    let url = server.url("/img.tar.zst");
+    pulls(&env, &["pull-tar", &url, "--verify=checksum"], &fx, "img");
     assert_eq!(
         server
             .requests()
@@ -405,9 +422,7 @@ fn a_server_ignoring_range_is_resumed_by_skipping() {
 
 #[test]
 fn a_connection_that_keeps_dropping_fails_cleanly() {
-    let env = Env::new();
-    let server = Server::start();
-    let fx = fixture(&env, "img.tar.zst");
+    let (env, server, fx) = unsigned();
     server.set(
         "/img.tar.zst",
         Route::DropAfter {
@@ -425,45 +440,39 @@ fn a_connection_that_keeps_dropping_fails_cleanly() {
 
 #[test]
 fn redirects_are_followed() {
-    let env = Env::new();
-    let server = Server::start();
-    let (fx, _gpg, keyring) = signed_setup(&env, &server);
-    let real = fx.tarball.clone();
+    let t = Signed::new();
+    let server = &t.server;
+    let real = t.fx.tarball.clone();
     server.set("/d/img.tar.zst", Route::Redirect("/store/blob-1".into()));
     server.set(
         "/store/blob-1",
         Route::Redirect(server.url("/store/blob-2")),
     );
     server.set("/store/blob-2", Route::File(real));
-    env.ok(&[
-        "pull-tar",
-        &server.url("/d/img.tar.zst"),
-        "--keyring",
-        keyring.to_str().unwrap(),
-    ]);
-    assert_same(&fx.src, &env.store.join("img"), FULL);
+    t.pulls(&[], "img");
 }
 
 #[test]
 fn proxies_come_from_the_environment() {
-    let env = Env::new();
-    let server = Server::start();
-    let fx = fixture(&env, "img.tar.zst");
-    server.set("/img.tar.zst", Route::File(fx.tarball.clone()));
+    let (env, server, fx) = unsigned();
     let proxy = Proxy::start();
-    let out = env
-        .command()
-        .args(["pull-tar", &server.url("/img.tar.zst"), "--verify=no"])
-        .env("http_proxy", proxy.url())
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let url = server.url("/img.tar.zst");
+    // `args` through the proxy in http_proxy, with NO_PROXY as given.
+    let pull = |args: &[&str], no_proxy: Option<&str>| {
+        let mut cmd = env.command();
+        cmd.args(args).env("http_proxy", proxy.url());
+        match no_proxy {
+            Some(hosts) => cmd.env("NO_PROXY", hosts),
+            None => cmd.env_remove("NO_PROXY").env_remove("no_proxy"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    pull(&["pull-tar", &url, "--verify=no"], None);
     assert_same(&fx.src, &env.store.join("img"), FULL);
     let target = format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.port);
     assert_eq!(
@@ -472,22 +481,9 @@ fn proxies_come_from_the_environment() {
         "the download went through the proxy"
     );
     // NO_PROXY names the host: the proxy is not used.
-    let out = env
-        .command()
-        .args([
-            "pull-tar",
-            &server.url("/img.tar.zst"),
-            "direct",
-            "--verify=no",
-        ])
-        .env("http_proxy", proxy.url())
-        .env("NO_PROXY", "127.0.0.1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    pull(
+        &["pull-tar", &url, "direct", "--verify=no"],
+        Some("127.0.0.1"),
     );
     assert_eq!(proxy.request_lines().len(), 1);
 }

@@ -5,10 +5,8 @@
 //! layout with no loop device or mount left behind (also after SIGKILL). Needs root.
 
 mod common;
-#[path = "common/raw.rs"]
-mod common_raw;
-#[path = "common/run.rs"]
-mod common_run;
+use common::raw as common_raw;
+use common::run as common_run;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

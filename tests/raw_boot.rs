@@ -5,18 +5,17 @@
 //! Needs root and the cached bookworm image (built from the host's mirror on first use).
 
 mod common;
-#[path = "common/raw.rs"]
-mod common_raw;
-#[path = "common/run.rs"]
-mod common_run;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::tree::{assert_same, make_full_tree, FULL};
+use common::raw::{assert_no_loops, gpt_disk, ROOT_X86_64};
+use common::run::{
+    bookworm_with_systemd, in_own_cgroup, signal_and_wait, system_state, wait_for_leader,
+    KillOnDrop,
+};
+use common::tree::{assert_same, differences, make_full_tree, snapshot, FULL};
 use common::{require, sh, Env};
-use common_raw::*;
-use common_run::{bookworm_with_systemd, system_state, wait_for_leader, KillOnDrop};
 
 fn stored(env: &Env, name: &str) -> std::path::PathBuf {
     env.store.join(format!("{name}.raw"))
@@ -90,20 +89,36 @@ fn tarball_to_disk_and_back_keeps_every_attribute() {
         env.ok(&["export-tar", &name, back.to_str().unwrap()]);
         let dir = format!("back-{fs}");
         env.ok(&["import-tar", back.to_str().unwrap(), &dir]);
-        let listing = |p: &Path| {
-            let o = Command::new("find")
-                .arg(".")
-                .current_dir(p)
-                .output()
-                .unwrap();
-            let mut l: Vec<String> = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(String::from)
-                .collect();
-            l.sort();
-            l
-        };
-        assert_eq!(listing(&tree), listing(&env.store.join(&dir)), "{fs}");
+        // Attribute by attribute, but for what these file systems' tools do not keep (found
+        // by this comparison; not rmach's to fix):
+        let mut want = snapshot(&tree);
+        let mut got = snapshot(&env.store.join(&dir));
+        let mut how = FULL;
+        match fs {
+            // mkfs.btrfs --rootdir (btrfs-progs 6.2) writes holes as data and device nodes
+            // as 0:0.
+            "btrfs" => {
+                how.holes = false;
+                for entry in want.entries.values_mut().chain(got.entries.values_mut()) {
+                    if entry.kind == "char" || entry.kind == "block" {
+                        entry.rdev = 0;
+                    }
+                }
+            }
+            // mkfs.erofs 1.5 writes holes as data.
+            "erofs" => how.holes = false,
+            // xfs lists a file's ACLs once more as trusted.SGI_ACL_FILE and _DEFAULT, and
+            // export-tar carries those along.
+            _ => {
+                for entry in got.entries.values_mut() {
+                    entry
+                        .xattrs
+                        .retain(|k, _| !k.starts_with(b"trusted.SGI_ACL_"));
+                }
+            }
+        }
+        let d = differences(&want, &got, how);
+        assert!(d.is_empty(), "{fs}:\n{}", d.join("\n"));
         assert_no_loops(&stored(&env, &name));
     }
     env.ok(&[
@@ -163,8 +178,11 @@ fn boot_to_running(env: &Env, name: &str) {
         root_fs.lines().any(|l| l.contains(" / ext4 ")),
         "{name}: the root is not the disk's ext4: {root_fs}"
     );
-    sh(&format!("kill -TERM {}", child.0.id()));
-    let status = child.0.wait().unwrap();
+    let status = signal_and_wait(
+        &mut child.0,
+        rustix::process::Signal::TERM,
+        std::time::Duration::from_secs(60),
+    );
     assert!(status.success(), "{name}: {status:?}");
     assert_no_loops(&stored(env, name));
 }
@@ -199,7 +217,7 @@ fn bookworm_disks_boot_mkosi_style_and_rmach_made() {
     assert_discoverable_gpt(&stored(&env, "made"));
     boot_to_running(&env, "made");
     if Path::new("/run/udev/control").exists() {
-        let o = Command::new("systemd-nspawn")
+        let o = in_own_cgroup("systemd-nspawn")
             .args(["--register=no", "-q", "--pipe", "-i"])
             .arg(stored(&env, "made"))
             .args(["cat", "/etc/debian_version"])

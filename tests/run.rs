@@ -3,27 +3,29 @@
 //! ephemeral and read-only roots, exit statuses, pipes, signals) and the host afterwards.
 //! Needs root, cgroups and namespaces: CI runs it as root.
 
-#[path = "common/run.rs"]
-mod common_run;
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common_run::{
-    bookworm_with_systemd, cgroup_leftovers, probe, stderr, stdout, system_state, wait_for_leader,
-    KillOnDrop, TestStore,
+use rustix::process::Signal;
+
+use common::run::{
+    bookworm_with_systemd, cgroup_leftovers, failed_units, in_machine, probe, probe_command,
+    probe_ok, signal_and_wait, stderr, stdout, system_state, wait_for_leader, KillOnDrop,
+    ProbeStore,
 };
+use common::{command_line, on_terminal, wrapped, Env};
 
 #[test]
 fn pid1_hostname_environment_and_identity() {
-    let ts = TestStore::new("probe1");
-    let (code, out, err) = probe(
+    let ts = ProbeStore::new("probe1");
+    let out = probe_ok(
         &ts,
         &["--hostname", "inner", "-E", "FOO=bar"],
         "cat /proc/1/comm; echo pid=$$; hostname; echo $container $FOO $HOME; id -u; test -n \"$container_uuid\" && echo uuid",
     );
-    assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,
@@ -39,13 +41,12 @@ fn pid1_hostname_environment_and_identity() {
 
 #[test]
 fn mounts_and_their_flags() {
-    let ts = TestStore::new("probe2");
+    let ts = ProbeStore::new("probe2");
     let before = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .count();
-    let (code, out, err) = probe(&ts, &[], "cat /proc/self/mountinfo; cat /run/host/os-release | head -1; cat /run/host/container-manager");
-    assert_eq!(code, 0, "{err}");
+    let out = probe_ok(&ts, &[], "cat /proc/self/mountinfo; cat /run/host/os-release | head -1; cat /run/host/container-manager");
     let find = |target: &str| -> Vec<String> {
         out.lines()
             .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
@@ -76,6 +77,17 @@ fn mounts_and_their_flags() {
     assert!(opts("/dev/pts").contains("ptmxmode=666"));
     assert!(opts("/dev/shm").contains(" - tmpfs "));
     assert!(opts("/run").contains(" - tmpfs ") && opts("/tmp").contains(" - tmpfs "));
+    // /run/host is a small read-only tmpfs of its own, as systemd-nspawn's.
+    let run_host = opts("/run/host");
+    assert!(run_host.contains(" - tmpfs "), "{run_host}");
+    assert!(
+        run_host
+            .split_whitespace()
+            .nth(5)
+            .unwrap()
+            .starts_with("ro"),
+        "{run_host}"
+    );
     assert!(opts("/proc/keys").contains("/null"), "masked by /dev/null");
     assert!(opts("/proc/timer_list").contains("/null"));
     // The host's mounts are not visible: only the machine's root and what rmach put on it.
@@ -95,13 +107,12 @@ fn mounts_and_their_flags() {
 
 #[test]
 fn dev_contents() {
-    let ts = TestStore::new("probe3");
-    let (code, out, err) = probe(
+    let ts = ProbeStore::new("probe3");
+    let out = probe_ok(
         &ts,
         &[],
         "ls /dev; readlink /dev/ptmx /dev/fd; echo x > /dev/null && head -c 4 /dev/urandom | wc -c",
     );
-    assert_eq!(code, 0, "{err}");
     for d in [
         "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx", "fd", "net",
     ] {
@@ -115,25 +126,24 @@ fn dev_contents() {
     assert!(out.contains("pts/ptmx\n/proc/self/fd\n4\n"), "{out}");
 }
 
+/// The capability bounding set in the lines of /proc/PID/status `status`.
+fn bounding_set(status: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap_or_else(|| panic!("no CapBnd in {status}"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
 #[test]
 fn capabilities_and_seccomp() {
-    let ts = TestStore::new("probe4");
-    let (code, out, err) = probe(
+    let ts = ProbeStore::new("probe4");
+    let out = probe_ok(
         &ts,
         &[],
         "grep -E '^(CapBnd|Seccomp|NoNewPrivs):' /proc/self/status",
     );
-    assert_eq!(code, 0, "{err}");
-    let bnd = u64::from_str_radix(
-        out.lines()
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap(),
-        16,
-    )
-    .unwrap();
+    let bnd = bounding_set(&out);
     for (cap, n) in [
         ("sys_module", 16),
         ("sys_rawio", 17),
@@ -161,16 +171,7 @@ fn capabilities_and_seccomp() {
         ],
         "grep -E '^(CapBnd|NoNewPrivs):' /proc/self/status",
     );
-    let bnd = u64::from_str_radix(
-        out.lines()
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap(),
-        16,
-    )
-    .unwrap();
+    let bnd = bounding_set(&out);
     assert_eq!(bnd & 1, 0);
     assert_ne!(bnd & (1 << 25), 0);
     assert!(out.contains("NoNewPrivs:\t1"));
@@ -187,7 +188,7 @@ fn capabilities_and_seccomp() {
 
 #[test]
 fn cgroup_limits_are_enforced_and_removed() {
-    let ts = TestStore::new("probe5");
+    let ts = ProbeStore::new("probe5");
     let (code, _, _) = probe(
         &ts,
         &["--memory-max", "64M"],
@@ -207,12 +208,11 @@ fn cgroup_limits_are_enforced_and_removed() {
         "{code} {out} {err}"
     );
     // CPU time over two seconds of busy loop with a fifth of a CPU: well under one second.
-    let (code, out, err) = probe(
+    let out = probe_ok(
         &ts,
         &["--cpus", "0.2"],
         "exec bash -c 'end=$((SECONDS+2)); while ((SECONDS<end)); do :; done; times'",
     );
-    assert_eq!(code, 0, "{err}");
     let user = out
         .lines()
         .next()
@@ -235,13 +235,12 @@ fn cgroup_limits_are_enforced_and_removed() {
 
 #[test]
 fn user_namespace_maps_and_ownership() {
-    let ts = TestStore::new("probe6");
-    let (code, out, err) = probe(
+    let ts = ProbeStore::new("probe6");
+    let out = probe_ok(
         &ts,
         &["--private-users", "pick"],
         "cat /proc/self/uid_map; stat -c %u /etc/passwd; touch /root/new; stat -c %u /root/new",
     );
-    assert_eq!(code, 0, "{err}");
     let map: Vec<u64> = out
         .lines()
         .next()
@@ -275,7 +274,7 @@ fn user_namespace_maps_and_ownership() {
 
 #[test]
 fn network_modes() {
-    let ts = TestStore::new("netprobe");
+    let ts = ProbeStore::new("netprobe");
     let (_, host, _) = probe(&ts, &[], "ls /sys/class/net");
     let host_ifs: Vec<String> = std::fs::read_dir("/sys/class/net")
         .unwrap()
@@ -295,21 +294,23 @@ fn network_modes() {
         out.lines().last().unwrap().ends_with('9') || out.contains("0x9"),
         "lo is up: {out}"
     );
-    let mut child = ts
-        .cmd(&[
-            "run",
-            "--network",
-            "veth",
-            "netprobe",
-            "--",
-            "/bin/sh",
-            "-c",
-            "ls /sys/class/net; echo ready; sleep 5",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(
+        ts.command()
+            .args([
+                "run",
+                "--network",
+                "veth",
+                "netprobe",
+                "--",
+                "/bin/sh",
+                "-c",
+                "ls /sys/class/net; echo ready; sleep 5",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let inside: Vec<String> = lines
         .by_ref()
         .map(|l| l.unwrap())
@@ -320,8 +321,10 @@ fn network_modes() {
         std::path::Path::new("/sys/class/net/ve-netprobe").exists(),
         "host side of the veth"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Stopped as a person stops it (SIGKILL would leave rmach's lock files and cgroup behind
+    // for `clean` and the next run to remove).
+    let status = signal_and_wait(&mut child.0, Signal::TERM, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(143));
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new("/sys/class/net/ve-netprobe").exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -334,17 +337,33 @@ fn network_modes() {
 
 #[test]
 fn binds_tmpfs_ephemeral_and_read_only() {
-    let ts = TestStore::new("probe7");
-    let src = ts.dir.path().join("shared");
+    let ts = ProbeStore::new("probe7");
+    let src = ts.path("shared");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("in"), "hello\n").unwrap();
     let rw = format!("{}:/mnt/rw", src.display());
     let ro = format!("{}:/mnt/ro", src.display());
     // Host root's directory: writable through the bind for host root only (--private-users no).
-    let (code, out, err) = probe(&ts, &["--private-users", "no", "--bind", &rw, "--bind-ro", &ro, "--tmpfs", "/srv"], "cat /mnt/rw/in; echo out > /mnt/rw/out; echo no > /mnt/ro/x || echo refused; grep ' /srv ' /proc/self/mountinfo | grep -c tmpfs");
-    assert_eq!(code, 0, "{err}");
+    let out = probe_ok(&ts, &["--private-users", "no", "--bind", &rw, "--bind-ro", &ro, "--tmpfs", "/srv"], "cat /mnt/rw/in; echo out > /mnt/rw/out; echo no > /mnt/ro/x || echo refused; grep ' /srv ' /proc/self/mountinfo | grep -c tmpfs");
     assert_eq!(out, "hello\nrefused\n1\n");
     assert_eq!(std::fs::read_to_string(src.join("out")).unwrap(), "out\n");
+    // A bind over /run (as the bootstrap's second stage makes) receives nothing of the
+    // runner's /run/host.
+    let run = ts.dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let run_bind = format!("{}:/run", run.display());
+    let (code, out, err) = probe(
+        &ts,
+        &["--private-users", "no", "--bind", &run_bind],
+        "touch /run/mine; ls -A /run",
+    );
+    assert_eq!((code, out.as_str()), (0, "mine\n"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["mine"]);
     let (code, out, _) = probe(
         &ts,
         &["--ephemeral"],
@@ -372,22 +391,10 @@ fn binds_tmpfs_ephemeral_and_read_only() {
 
 #[test]
 fn exit_statuses_pipes_and_errors() {
-    let ts = TestStore::new("probe8");
+    let ts = ProbeStore::new("probe8");
     assert_eq!(probe(&ts, &[], "exit 42").0, 42);
     assert_eq!(probe(&ts, &[], "kill -9 $$").0, 137);
-    let mut child = ts
-        .cmd(&["run", "probe8", "--", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"through the pipe\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = ts.run_input(&["run", "probe8", "--", "cat"], b"through the pipe\n");
     assert_eq!(
         (o.status.code(), stdout(&o).as_str()),
         (Some(0), "through the pipe\n")
@@ -442,7 +449,7 @@ fn exit_statuses_pipes_and_errors() {
 
 #[test]
 fn signals_are_forwarded() {
-    let ts = TestStore::new("probe9");
+    let ts = ProbeStore::new("probe9");
     for (script, want) in [
         (
             "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done",
@@ -450,20 +457,17 @@ fn signals_are_forwarded() {
         ),
         ("echo ready; exec sleep 100", 143),
     ] {
-        let mut child = ts
-            .cmd(&["run", "probe9", "--", "/bin/sh", "-c", script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut child = KillOnDrop(
+            ts.command()
+                .args(["run", "probe9", "--", "/bin/sh", "-c", script])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
         assert_eq!(lines.next().unwrap().unwrap(), "ready");
         std::thread::sleep(Duration::from_millis(100));
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-            rustix::process::Signal::TERM,
-        )
-        .unwrap();
-        let status = child.wait().unwrap();
+        let status = signal_and_wait(&mut child.0, Signal::TERM, Duration::from_secs(30));
         assert_eq!(status.code(), Some(want), "{script}");
         if want == 7 {
             assert_eq!(lines.next().unwrap().unwrap(), "got-term");
@@ -474,17 +478,14 @@ fn signals_are_forwarded() {
 
 #[test]
 fn interactive_console_with_a_terminal() {
-    let ts = TestStore::new("probe10");
-    let rmach = format!(
-        "{} --store {} --state-dir {} run probe10 -- /bin/sh -c 'test -t 0 && test -t 1 && echo on-a-tty; echo $TERM'",
-        env!("CARGO_BIN_EXE_rmach"),
-        ts.store().display(),
-        ts.dir.path().join("state").display()
+    let ts = ProbeStore::new("probe10");
+    let rmach = probe_command(
+        &ts,
+        &[],
+        "test -t 0 && test -t 1 && echo on-a-tty; echo $TERM",
     );
-    let o = std::process::Command::new("script")
-        .args(["-qec", &rmach, "/dev/null"])
+    let o = on_terminal("", &rmach)
         .env("TERM", "xterm")
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let out = stdout(&o);
@@ -499,11 +500,12 @@ fn interactive_console_with_a_terminal() {
 #[test]
 fn boot_bookworm_to_running_reboot_and_halt_on_sigterm() {
     let image = bookworm_with_systemd();
-    let ts = TestStore::empty();
+    let ts = Env::new();
     let o = ts.run(&["import-fs", image.to_str().unwrap(), "bw"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut child = KillOnDrop(
-        ts.cmd(&["boot", "bw"])
+        ts.command()
+            .args(["boot", "bw"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -511,67 +513,24 @@ fn boot_bookworm_to_running_reboot_and_halt_on_sigterm() {
     let child = &mut child.0;
     let leader = wait_for_leader(child.id(), None);
     let state = system_state(leader);
-    let failed = std::process::Command::new("nsenter")
-        .args([
-            "-t",
-            &leader.to_string(),
-            "-a",
-            "systemctl",
-            "--failed",
-            "--no-legend",
-            "--plain",
-        ])
-        .output()
-        .unwrap();
+    let failed = failed_units(leader);
     assert!(
-        state == "running" || (state == "degraded" && stdout(&failed).trim().is_empty()),
-        "{state}: {}",
-        stdout(&failed)
+        state == "running" || (state == "degraded" && failed.is_empty()),
+        "{state}: {failed}"
     );
-    assert!(
-        stdout(&failed).trim().is_empty(),
-        "failed units: {}",
-        stdout(&failed)
-    );
+    assert!(failed.is_empty(), "failed units: {failed}");
     // systemd knows it runs in a container (it does not know rmach by name: container-other).
-    let virt = std::process::Command::new("nsenter")
-        .args([
-            "-t",
-            &leader.to_string(),
-            "-a",
-            "systemd-detect-virt",
-            "--container",
-        ])
-        .output()
-        .unwrap();
+    let virt = in_machine(leader, &["systemd-detect-virt", "--container"]);
     assert!(virt.status.success(), "{}", stdout(&virt));
     let marker =
         std::fs::read_to_string(format!("/proc/{leader}/root/run/systemd/container")).unwrap();
     assert_eq!(marker.trim(), "rmach");
     // A reboot inside starts the machine again under the same rmach.
-    let st = std::process::Command::new("nsenter")
-        .args(["-t", &leader.to_string(), "-a", "systemctl", "reboot"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let reboot = in_machine(leader, &["systemctl", "reboot"]);
+    assert!(reboot.status.success(), "{}", stderr(&reboot));
     let second = wait_for_leader(child.id(), Some(leader));
     assert_eq!(system_state(second), "running");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rmach did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = signal_and_wait(child, Signal::TERM, Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "poweroff ends rmach with 0");
     assert!(
         cgroup_leftovers("bw").is_empty(),
@@ -581,66 +540,37 @@ fn boot_bookworm_to_running_reboot_and_halt_on_sigterm() {
 
     // The same image in a user namespace, on a throw-away layer, with a veth pair; SIGINT halts.
     let mut child = KillOnDrop(
-        ts.cmd(&[
-            "boot",
-            "--private-users=pick",
-            "--ephemeral",
-            "--network=veth",
-            "bw",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap(),
+        ts.command()
+            .args([
+                "boot",
+                "--private-users=pick",
+                "--ephemeral",
+                "--network=veth",
+                "bw",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
     let child = &mut child.0;
     let leader = wait_for_leader(child.id(), None);
     assert_eq!(system_state(leader), "running");
-    let failed = std::process::Command::new("nsenter")
-        .args([
-            "-t",
-            &leader.to_string(),
-            "-a",
-            "systemctl",
-            "--failed",
-            "--no-legend",
-            "--plain",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        stdout(&failed).trim().is_empty(),
-        "failed units: {}",
-        stdout(&failed)
-    );
+    let failed = failed_units(leader);
+    assert!(failed.is_empty(), "failed units: {failed}");
     let map = std::fs::read_to_string(format!("/proc/{leader}/uid_map")).unwrap();
     let base: u64 = map.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(base >= 0x80000, "{map}");
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "rmach did not exit after SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = signal_and_wait(child, Signal::INT, Duration::from_secs(60));
     assert_eq!(status.code(), Some(0));
     assert!(cgroup_leftovers("bw").is_empty());
 }
 
 #[test]
 fn escape_sequence_kills_an_interactive_machine() {
-    let ts = TestStore::new("probe11");
-    let rmach = format!(
-        "{} --store {} --state-dir {} run probe11 -- /bin/sh -c 'echo ready; exec sleep 100'",
-        env!("CARGO_BIN_EXE_rmach"),
-        ts.store().display(),
-        ts.dir.path().join("state").display()
-    );
+    let ts = ProbeStore::new("probe11");
+    let rmach = probe_command(&ts, &[], "echo ready; exec sleep 100");
     let mut script = KillOnDrop(
-        std::process::Command::new("script")
-            .args(["-qec", &rmach, "/dev/null"])
+        on_terminal("", &rmach)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -675,8 +605,8 @@ fn escape_sequence_kills_an_interactive_machine() {
 
 #[test]
 fn window_size_changes_reach_the_machine() {
-    let ts = TestStore::new("probe12");
-    let marks = ts.dir.path().join("marks");
+    let ts = ProbeStore::new("probe12");
+    let marks = ts.path("marks");
     std::fs::create_dir(&marks).unwrap();
     // The outer terminal starts at 30x100 and is resized to 40x120 once the machine has seen
     // the first size; the kernel sends SIGWINCH to rmach, which copies the size onto the
@@ -686,24 +616,22 @@ fn window_size_changes_reach_the_machine() {
         "stty size; touch /m/first\ni=0\nwhile [ $i -lt 100 ]; do s=$(stty size); [ \"$s\" != \"30 100\" ] && break; sleep 0.1; i=$((i+1)); done\necho $s\n",
     )
     .unwrap();
+    let mut rmach = ts.command();
+    rmach
+        .args(["run", "--console", "interactive", "--private-users", "no"])
+        .arg("--bind")
+        .arg(format!("{}:/m", marks.display()))
+        .args(["probe12", "--", "/bin/sh", "/m/inner.sh"]);
     let outer = format!(
-        "stty rows 30 cols 100\n{} --store {} --state-dir {} run --console interactive --private-users no --bind {m}:/m probe12 -- /bin/sh /m/inner.sh < /dev/tty &\n\
+        "stty rows 30 cols 100\n{} < /dev/tty &\n\
          while [ ! -e {m}/first ]; do sleep 0.05; done\nstty rows 40 cols 120\nwait\n",
-        env!("CARGO_BIN_EXE_rmach"),
-        ts.store().display(),
-        ts.dir.path().join("state").display(),
+        command_line(&rmach),
         m = marks.display()
     );
-    std::fs::write(ts.dir.path().join("outer.sh"), outer).unwrap();
-    let o = std::process::Command::new("script")
-        .args([
-            "-qec",
-            &format!("sh {}", ts.dir.path().join("outer.sh").display()),
-            "/dev/null",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    std::fs::write(ts.path("outer.sh"), outer).unwrap();
+    let mut sh = std::process::Command::new("sh");
+    sh.arg(ts.path("outer.sh"));
+    let o = on_terminal("", &sh).output().unwrap();
     let out = stdout(&o).replace('\r', "");
     assert!(
         out.contains("30 100\n") && out.contains("40 120\n"),
@@ -718,7 +646,7 @@ fn window_size_changes_reach_the_machine() {
 /// itself may open it, a machine must not.
 #[test]
 fn device_policy_denies_unlisted_devices() {
-    let ts = TestStore::new("probe13");
+    let ts = ProbeStore::new("probe13");
     let script = "mknod /dev/lc c 10 237 && echo made; (exec 3</dev/lc) && echo opened; echo x > /dev/null && echo null-ok";
     let host = std::process::Command::new("sh")
         .args([
@@ -726,7 +654,7 @@ fn device_policy_denies_unlisted_devices() {
             "mknod \"$1\" c 10 237 && exec 3<\"$1\" && echo opened",
             "sh",
         ])
-        .arg(ts.dir.path().join("lc"))
+        .arg(ts.path("lc"))
         .output()
         .unwrap();
     assert_eq!(
@@ -736,41 +664,24 @@ fn device_policy_denies_unlisted_devices() {
         stderr(&host)
     );
     // Host root's rights inside (mknod needs them): --private-users no.
-    let v1 = ts.run(&[
-        "run",
-        "--private-users",
-        "no",
-        "probe13",
-        "--",
-        "/bin/sh",
-        "-c",
-        script,
-    ]);
-    assert_eq!(stdout(&v1), "made\nnull-ok\n", "{}", stderr(&v1));
-    let mut v2 = std::process::Command::new("unshare");
-    v2.args([
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
-        "sh",
-    ]);
-    let inner = ts.cmd(&[
-        "run",
-        "--private-users",
-        "no",
-        "probe13",
-        "--",
-        "/bin/sh",
-        "-c",
-        script,
-    ]);
-    v2.arg(inner.get_program())
-        .args(inner.get_args())
-        .stdin(Stdio::null());
-    let o = v2.output().unwrap();
+    let (_, out, err) = probe(&ts, &["--private-users", "no"], script);
+    assert_eq!(out, "made\nnull-ok\n", "{err}");
+    let inner = probe_command(&ts, &["--private-users", "no"], script);
+    let o = wrapped(
+        &[
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t cgroup2 none /sys/fs/cgroup && exec \"$@\"",
+            "sh",
+        ],
+        &inner,
+    )
+    .output()
+    .unwrap();
     assert_eq!(stdout(&o), "made\nnull-ok\n", "{}", stderr(&o));
     assert!(
         stderr(&o).contains("Operation not permitted"),
@@ -784,7 +695,7 @@ fn device_policy_denies_unlisted_devices() {
 #[test]
 fn library_runs_a_directory_and_captures_output() {
     use rmach::runner::{self, Console, RunSpec};
-    let ts = TestStore::new("lib");
+    let ts = ProbeStore::new("lib");
     let mask = || {
         let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
         s.lines()
@@ -824,7 +735,7 @@ fn library_runs_a_directory_and_captures_output() {
 /// MS_RELATIME).
 #[test]
 fn read_only_binds_keep_relatime_nosuid_nodev_noexec() {
-    let ts = TestStore::new("probe15");
+    let ts = ProbeStore::new("probe15");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -846,7 +757,7 @@ fn read_only_binds_keep_relatime_nosuid_nodev_noexec() {
         ),
     ];
     for (i, (host_opts, want, not)) in cases.iter().enumerate() {
-        let src = ts.dir.path().join(format!("flags{i}"));
+        let src = ts.path(&format!("flags{i}"));
         std::fs::create_dir(&src).unwrap();
         let st = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", host_opts, "tmpfs"])
@@ -882,7 +793,7 @@ fn read_only_binds_keep_relatime_nosuid_nodev_noexec() {
 
 #[test]
 fn bad_hostnames_and_boot_users_are_refused() {
-    let ts = TestStore::new("probe16");
+    let ts = ProbeStore::new("probe16");
     for bad in ["bad host", "", "a..b", "-x!"] {
         let o = ts.run(&["run", "--hostname", bad, "probe16", "--", "true"]);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));

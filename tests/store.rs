@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::tree::{assert_same, make_full_tree, snapshot, FULL};
-use common::{sh, Env};
+use common::{sh, Env, Tmpfs};
 
 #[test]
 fn import_fs_and_clone_keep_every_attribute() {
@@ -49,8 +49,7 @@ fn import_fs_and_clone_keep_every_attribute() {
 #[test]
 fn import_fs_takes_the_name_from_the_directory() {
     let env = Env::new();
-    let src = env.path("debian-12.5");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("debian-12.5");
     std::fs::write(src.join("f"), "x").unwrap();
     env.ok(&["import-fs", src.to_str().unwrap()]);
     assert_eq!(env.store_entries(), vec!["debian-12.5"]);
@@ -102,8 +101,7 @@ fn import_fs_of_a_missing_directory_is_a_clear_error() {
 #[test]
 fn every_invalid_name_rule_is_refused_and_creates_nothing() {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     let long = "x".repeat(65);
     let cases = [
         ("", "at least one"),
@@ -184,8 +182,7 @@ fn show_reads_os_release_inside_the_image_only() {
 #[test]
 fn remove_and_rename_of_missing_or_busy_images_fail_cleanly() {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     env.ok(&["import-fs", src.to_str().unwrap(), "dev"]);
     env.ok(&["import-fs", src.to_str().unwrap(), "other"]);
     let err = env.fails(&["remove", "ghost"], 1);
@@ -229,8 +226,7 @@ fn remove_and_rename_of_missing_or_busy_images_fail_cleanly() {
 #[test]
 fn read_only_images_are_immutable_and_keep_the_flag_through_rename() {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     env.ok(&["import-fs", "--read-only", src.to_str().unwrap(), "dev"]);
     assert_eq!(
         env.ok(&["show", "dev", "-p", "ReadOnly", "--value"]).trim(),
@@ -407,8 +403,7 @@ fn racing_imports_of_one_name_have_exactly_one_winner() {
 #[test]
 fn quiet_success_prints_nothing() {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     for args in [
         &["-q", "import-fs", src.to_str().unwrap(), "dev"][..],
         &["-q", "clone", "dev", "dev2"],
@@ -534,8 +529,7 @@ fn clean_never_follows_or_chmods_a_symlink() {
 #[test]
 fn global_options_and_environment_choose_the_store() {
     let env = Env::new();
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
+    let src = env.empty_dir("src");
     let other = env.path("other-store");
     let out = env
         .command()
@@ -647,10 +641,7 @@ fn a_full_disk_fails_cleanly_and_leaves_nothing() {
     let scratch = Env::new();
     let src = big_tree(&scratch);
     let small = tempfile::tempdir().unwrap();
-    sh(&format!(
-        "mount -t tmpfs -o size=16m rmach-test {}",
-        small.path().display()
-    ));
+    let _tmpfs = Tmpfs::mount(small.path(), "16m");
     let env = Env::with_store_in(Some(small.path()));
     let err = env.fails(&["import-fs", src.to_str().unwrap(), "dev"], 1);
     assert!(err.contains("No space left on device"), "{err}");
@@ -660,5 +651,4 @@ fn a_full_disk_fails_cleanly_and_leaves_nothing() {
     );
     assert!(!err.contains("os error"), "{err}");
     assert!(env.store_entries().is_empty(), "{:?}", env.store_entries());
-    sh(&format!("umount {}", small.path().display()));
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::tar::make_fixture;
@@ -28,20 +28,13 @@ fn gnu_tar(args: &[&str], dir: &Path) {
     );
 }
 
-/// An image named `name` holding the fixture, made without rmach (the store's layout is a
-/// directory per image).
-fn fixture_image(env: &Env, name: &str, big: bool) -> std::path::PathBuf {
-    let path = env.store.join(name);
-    make_fixture(&path, big);
-    path
-}
-
-#[test]
-fn gnu_tar_to_rmach_keeps_everything() {
-    let env = Env::new();
+/// The fixture (`big` or not) at `src` in the temporary directory and GNU tar's archive of it
+/// named `file`, keeping all GNU tar can: the posix format with xattrs (ACLs and capabilities
+/// among them), ACLs and holes.
+fn gnu_archive_of_the_fixture(env: &Env, big: bool, file: &str) -> (PathBuf, PathBuf) {
     let src = env.path("src");
-    make_fixture(&src, true);
-    let archive = env.path("fixture.tar");
+    make_fixture(&src, big);
+    let archive = env.path(file);
     gnu_tar(
         &[
             "--xattrs",
@@ -55,6 +48,21 @@ fn gnu_tar_to_rmach_keeps_everything() {
         ],
         &src,
     );
+    (src, archive)
+}
+
+/// An image named `name` holding the fixture, made without rmach (the store's layout is a
+/// directory per image).
+fn fixture_image(env: &Env, name: &str, big: bool) -> std::path::PathBuf {
+    let path = env.store.join(name);
+    make_fixture(&path, big);
+    path
+}
+
+#[test]
+fn gnu_tar_to_rmach_keeps_everything() {
+    let env = Env::new();
+    let (src, archive) = gnu_archive_of_the_fixture(&env, true, "fixture.tar");
     env.ok(&["import-tar", archive.to_str().unwrap()]);
     assert_same(&src, &env.store.join("fixture"), FULL);
 }
@@ -109,7 +117,7 @@ fn old_gnu_format_and_old_sparse_import() {
         Compare {
             subsec: false,
             xattrs: false,
-            holes: true,
+            ..FULL
         },
     );
 }
@@ -226,22 +234,7 @@ fn parallel_gzip_output_is_one_member_and_reads_back() {
 #[test]
 fn concatenated_streams_in_every_format_import() {
     let env = Env::new();
-    let src = env.path("src");
-    make_fixture(&src, false);
-    let tar = env.path("whole.tar");
-    gnu_tar(
-        &[
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "--sparse",
-            "--format=posix",
-            "-cf",
-            tar.to_str().unwrap(),
-            ".",
-        ],
-        &src,
-    );
+    let (src, tar) = gnu_archive_of_the_fixture(&env, false, "whole.tar");
     let len = std::fs::metadata(&tar).unwrap().len();
     for (i, tool) in ["gzip -c", "zstd -q -c", "xz -c", "bzip2 -c"]
         .iter()

@@ -21,7 +21,12 @@ fn outside(env: &Env) -> std::path::PathBuf {
 
 /// Imports `archive`; requires failure with one line on stderr, no image and no leftovers,
 /// and the outside tree unchanged. Returns the message.
-fn refused(env: &Env, archive: &[u8], extra: &[&str]) -> String {
+fn refused(env: &Env, archive: &[u8]) -> String {
+    refused_with(env, archive, &[])
+}
+
+/// [`refused`] with `extra` options for import-tar.
+fn refused_with(env: &Env, archive: &[u8], extra: &[&str]) -> String {
     let out_dir = outside(env);
     let before = snapshot(&out_dir);
     let store_before = env.store_entries();
@@ -82,46 +87,30 @@ fn hostile_paths_are_refused() {
         "{depth}{}/victim",
         o.display().to_string().trim_start_matches('/')
     );
-    assert!(refused(
-        &env,
-        &RawTar::default().file("../escape", b"x").finish(),
-        &[]
-    )
-    .contains("'..'"));
-    assert!(refused(
-        &env,
-        &RawTar::default().file(&rel_out, b"pwned").finish(),
-        &[]
-    )
-    .contains("'..'"));
-    assert!(
-        refused(&env, &RawTar::default().file(&abs, b"pwned").finish(), &[]).contains("absolute")
-    );
+    assert!(refused(&env, &RawTar::default().file("../escape", b"x").finish()).contains("'..'"));
+    assert!(refused(&env, &RawTar::default().file(&rel_out, b"pwned").finish()).contains("'..'"));
+    assert!(refused(&env, &RawTar::default().file(&abs, b"pwned").finish()).contains("absolute"));
     // Hard links out: absolute, relative, through a symlink.
-    refused(&env, &RawTar::default().hardlink("h", &abs).finish(), &[]);
-    refused(
-        &env,
-        &RawTar::default().hardlink("h", &rel_out).finish(),
-        &[],
-    );
+    refused(&env, &RawTar::default().hardlink("h", &abs).finish());
+    refused(&env, &RawTar::default().hardlink("h", &rel_out).finish());
     let via = RawTar::default()
         .symlink("s", &o.display().to_string())
         .hardlink("h", "s/victim")
         .file("h", b"pwned")
         .finish();
-    refused(&env, &via, &[]);
+    refused(&env, &via);
     // PAX overrides win over the ustar fields, and are checked like them.
     let pax_path = RawTar::default()
         .pax(&[("path", rel_out.as_bytes())])
         .file("innocent", b"pwned")
         .finish();
-    refused(&env, &pax_path, &[]);
+    refused(&env, &pax_path);
     let pax_link = RawTar::default()
         .file("t", b"x")
         .pax(&[("linkpath", abs.as_bytes())])
         .hardlink("h", "t")
         .finish();
-    refused(&env, &pax_link, &[]);
+    refused(&env, &pax_link);
     // A NUL inside a PAX path cannot smuggle a shorter name.
     refused(
         &env,
@@ -129,7 +118,6 @@ fn hostile_paths_are_refused() {
             .pax(&[("path", b"ok\0/../../x")])
             .file("n", b"x")
             .finish(),
-        &[],
     );
 }
 
@@ -144,12 +132,12 @@ fn symlink_tricks_stay_inside_the_image() {
         .symlink("evil", &abs_dir)
         .file("evil/pwned", b"pwned")
         .finish();
-    refused(&env, &a, &[]);
+    refused(&env, &a);
     let a = RawTar::default()
         .symlink("evil", "../../../../../../../../tmp")
         .file("evil/pwned", b"pwned")
         .finish();
-    refused(&env, &a, &[]);
+    refused(&env, &a);
     // Overwrite through a symlink: the symlink is replaced, the victim untouched.
     let a = RawTar::default()
         .symlink("v", &abs_victim)
@@ -244,22 +232,12 @@ fn pax_records_are_framed_by_length() {
     let image = contained(&env, &a).expect("succeeds");
     assert_eq!(std::fs::read(image.join("a\nb")).unwrap(), b"nl");
     // Malformed records fail the import.
-    refused(
-        &env,
-        &RawTar::default()
-            .pax_raw(b"99 path=x\n")
-            .file("f", b"x")
-            .finish(),
-        &[],
-    );
-    refused(
-        &env,
-        &RawTar::default()
-            .pax_raw(b"11 path=abc\n")
-            .file("f", b"x")
-            .finish(),
-        &[],
-    );
+    for record in [&b"99 path=x\n"[..], b"11 path=abc\n"] {
+        refused(
+            &env,
+            &RawTar::default().pax_raw(record).file("f", b"x").finish(),
+        );
+    }
 }
 
 #[test]
@@ -281,25 +259,25 @@ fn pax_size_mismatch_cannot_smuggle_members() {
         .pax(&[("size", b"0")])
         .member(b"f", b'0', 0o644, &data, b"")
         .finish();
-    refused(&env, &a, &[]);
+    refused(&env, &a);
     // A size that overflows when its padding is added, and extension headers too large to
     // hold in memory, fail instead of wrapping around or exhausting memory.
     let a = RawTar::default()
         .pax(&[("size", b"18446744073709551615")])
         .file("f", b"x")
         .finish();
-    refused(&env, &a, &[]);
+    refused(&env, &a);
     let a = RawTar::default()
         .member(b"PaxHeaders/x", b'x', 0o644, &vec![b'a'; 17 << 20], b"")
         .file("f", b"x")
         .finish();
-    assert!(refused(&env, &a, &[]).contains("exceed"));
+    assert!(refused(&env, &a).contains("exceed"));
     // A PAX size larger than what follows runs into the end of the input.
     let a = RawTar::default()
         .pax(&[("size", b"100000")])
         .file("f", b"short")
         .finish();
-    assert!(refused(&env, &a, &[]).contains("truncated"));
+    assert!(refused(&env, &a).contains("truncated"));
 }
 
 #[test]
@@ -311,16 +289,16 @@ fn broken_inputs_fail_cleanly() {
         .file("etc/b", b"b")
         .finish();
     // Truncated: inside data, at a header boundary without the end marker, inside a header.
-    assert!(refused(&env, &good[..100_000], &[]).contains("truncated"));
-    assert!(refused(&env, &good[..good.len() - 1024], &[]).contains("end-of-archive"));
-    assert!(refused(&env, &good[..good.len() - 1024 - 512 - 100], &[]).contains("truncated"));
+    assert!(refused(&env, &good[..100_000]).contains("truncated"));
+    assert!(refused(&env, &good[..good.len() - 1024]).contains("end-of-archive"));
+    assert!(refused(&env, &good[..good.len() - 1024 - 512 - 100]).contains("truncated"));
     // Garbage and empty input.
     let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
-    assert!(refused(&env, &garbage, &[]).contains("not a tar archive"));
-    assert!(refused(&env, b"", &[]).contains("empty"));
+    assert!(refused(&env, &garbage).contains("not a tar archive"));
+    assert!(refused(&env, b"").contains("empty"));
     // A short text file is not a tar archive, not a cut one; a cut first header still is.
-    assert!(refused(&env, b"hello, not a tarball\n", &[]).contains("not a tar archive"));
-    assert!(refused(&env, &good[..300], &[]).contains("truncated"));
+    assert!(refused(&env, b"hello, not a tarball\n").contains("not a tar archive"));
+    assert!(refused(&env, &good[..300]).contains("truncated"));
     // Corrupt and truncated compression, every format.
     for tool in ["gzip -c", "zstd -q -c", "xz -c", "bzip2 -c"] {
         let raw = env.path("good.tar");
@@ -337,12 +315,12 @@ fn broken_inputs_fail_cleanly() {
         for b in &mut corrupt[mid..mid + 16] {
             *b ^= 0x5a;
         }
-        refused(&env, &corrupt, &[]);
-        refused(&env, &packed[..packed.len() - 10], &[]);
+        refused(&env, &corrupt);
+        refused(&env, &packed[..packed.len() - 10]);
     }
     // A wrong --sha256 leaves no image; a bad one is a usage error.
     let sha = "0".repeat(64);
-    assert!(refused(&env, &good, &["--sha256", &sha]).contains("SHA-256"));
+    assert!(refused_with(&env, &good, &["--sha256", &sha]).contains("SHA-256"));
     let bad = env.run_input(
         &[
             OsStr::new("import-tar"),
@@ -359,28 +337,28 @@ fn broken_inputs_fail_cleanly() {
 #[test]
 fn full_disk_fails_cleanly() {
     let env = Env::new();
-    let _tmpfs = Tmpfs::mount(&env.store, "2m");
+    let tmpfs = Tmpfs::mount(&env.store, "2m");
     let big = RawTar::default().file("a", &vec![1u8; 3 << 20]).finish();
-    let msg = refused(&env, &big, &[]);
+    let msg = refused(&env, &big);
     assert!(msg.contains("full"), "{msg}");
+    // The host check of every test's Env sees a mount left in it.
+    let mount = format!("mount on {}", env.store.display());
+    assert_eq!(env.host_leftovers(), [mount]);
+    drop(tmpfs);
 }
 
 /// Runs `rmach import-tar FILE NAME` under GNU time; returns its output and peak RSS in MiB.
 fn import_peak_mib(env: &Env, file: &std::path::Path, name: &str) -> (std::process::Output, u64) {
     common::require("time");
     let report = env.path(&format!("{name}.rss"));
-    let out = std::process::Command::new("/usr/bin/time")
-        .arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&report)
-        .arg(env!("CARGO_BIN_EXE_rmach"))
-        .args(["--store", env.store.to_str().unwrap()])
-        .args(["--state-dir", env.state.to_str().unwrap()])
-        .args(["--cache-dir", env.cache.to_str().unwrap()])
-        .args(["import-tar", file.to_str().unwrap(), name, "--force"])
-        .output()
-        .unwrap();
+    let mut rmach = env.command();
+    rmach.args(["import-tar", file.to_str().unwrap(), name, "--force"]);
+    let out = common::wrapped(
+        &["/usr/bin/time", "-f", "%M", "-o", report.to_str().unwrap()],
+        &rmach,
+    )
+    .output()
+    .unwrap();
     let kib: u64 = std::fs::read_to_string(&report)
         .unwrap()
         .lines()
@@ -407,6 +385,18 @@ fn zstd_archive(path: &std::path::Path, members: impl Fn(&mut dyn FnMut(&[u8])))
 /// extension headers (16 MiB, read and parsed), a sparse map (at most 2^20 segments, 16 MiB),
 /// zstd's window, and 16 bytes per directory whose metadata waits for the end.
 const CEILING_MIB: u64 = 128;
+
+/// Imports `file` as `name`, which must succeed with a peak RSS under [`CEILING_MIB`]; `what`
+/// names the case in a failure.
+fn imports_under_the_ceiling(env: &Env, file: &std::path::Path, name: &str, what: &str) {
+    let (out, mib) = import_peak_mib(env, file, name);
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(mib < CEILING_MIB, "{what}: {mib} MiB");
+}
 
 /// #9: a PAX 1.0 sparse map of 12 million empty segments (48 MB of map in 4 KB of zstd), big
 /// PAX records, and thousands of directories with 60 KB xattrs each: the extractor's peak RSS
@@ -443,13 +433,7 @@ fn extractor_memory_is_bounded_whatever_the_archive() {
 
     let big_map = env.path("big-map.tar.zst");
     zstd_archive(&big_map, |w| w(&sparse_map(1 << 20)));
-    let (out, mib) = import_peak_mib(&env, &big_map, "big-map");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(mib < CEILING_MIB, "2^20-segment map: {mib} MiB");
+    imports_under_the_ceiling(&env, &big_map, "big-map", "2^20-segment map");
 
     let records = env.path("records.tar.zst");
     let comment = vec![b'c'; 15 << 20];
@@ -460,13 +444,7 @@ fn extractor_memory_is_bounded_whatever_the_archive() {
             w(&t.bytes);
         }
     });
-    let (out, mib) = import_peak_mib(&env, &records, "records");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(mib < CEILING_MIB, "15 MiB PAX records: {mib} MiB");
+    imports_under_the_ceiling(&env, &records, "records", "15 MiB PAX records");
 
     let dirs = env.path("dirs.tar.zst");
     let value = vec![b'v'; 60_000];
@@ -478,16 +456,7 @@ fn extractor_memory_is_bounded_whatever_the_archive() {
             w(&t.bytes);
         }
     });
-    let (out, mib) = import_peak_mib(&env, &dirs, "dirs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        mib < CEILING_MIB,
-        "3000 directories with 60 KB xattrs: {mib} MiB"
-    );
+    imports_under_the_ceiling(&env, &dirs, "dirs", "3000 directories with 60 KB xattrs");
     let got = rustix::fs::getxattr(
         env.store.join("dirs/d2999"),
         "user.big",
@@ -514,7 +483,7 @@ fn xz_streams_needing_huge_dictionaries_are_refused() {
         "cd '{dir}' && xz -c --lzma2=dict=1GiB x.tar > big-dict.tar.xz && xz -9 -c x.tar > nine.tar.xz"
     ));
     let big = std::fs::read(env.path("big-dict.tar.xz")).unwrap();
-    assert!(refused(&env, &big, &[]).contains("memory limit"));
+    assert!(refused(&env, &big).contains("memory limit"));
     env.ok(&[
         "import-tar",
         env.path("nine.tar.xz").to_str().unwrap(),

@@ -37,9 +37,7 @@ pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
         let stand_in = root.join(SCRATCH).join(dir);
         for entry in std::fs::read_dir(&stand_in)? {
             let entry = entry?;
-            // /run/host is what the runner tells every machine about its host (os-release,
-            // container manager): the runner's, not the image's, whichever mount it landed on.
-            if entry.file_name() == MARK || (dir == "run" && entry.file_name() == "host") {
+            if entry.file_name() == MARK {
                 continue;
             }
             let dst = root.join(dir).join(entry.file_name());
@@ -69,13 +67,13 @@ pub fn run_script(
     script: &str,
 ) -> Result<Outcome, RunnerError> {
     // Where the runner mounts its own tmpfs over /run and /tmp after the binds, the stand-ins'
-    // contents are copied in before the script and back after it (its own /run/host aside).
+    // contents are copied in before the script and back after it.
     let script = format!(
         "if [ ! -e /run/{MARK} ]; then\n\
          for d in run tmp; do cp -a /{SCRATCH}/$d/. /$d/; rm -f /$d/{MARK}; done\n\
          trap 'for d in run tmp; do find /{SCRATCH}/$d -mindepth 1 ! -name {MARK} -delete; \
          for f in /$d/* /$d/.[!.]* /$d/..?*; do [ -e \"$f\" ] || [ -L \"$f\" ] || continue; \
-         [ \"$f\" = /run/host ] && continue; cp -a \"$f\" /{SCRATCH}/$d/; done; done' EXIT\n\
+         cp -a \"$f\" /{SCRATCH}/$d/; done; done' EXIT\n\
          fi\n{script}"
     );
     let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script]);

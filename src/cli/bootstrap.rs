@@ -148,7 +148,7 @@ pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
         reproducible,
     };
     let store = ctx.store()?;
-    let staging = super::raw::TreeTarget::create(
+    let staging = super::raw::tree_target(
         &store,
         &name,
         crate::store::LockPurpose::Bootstrap,

@@ -78,16 +78,19 @@ pub struct ReadOnlyArgs {
     pub value: Option<bool>,
 }
 
-/// systemd's parse_boolean: what machinectl's `read-only NAME BOOL` accepts.
-fn parse_boolean(text: &str) -> Result<bool, String> {
+/// systemd's parse_boolean: what machinectl's `read-only NAME BOOL` accepts. A clap value
+/// parser: clap prints the error's text after naming the argument.
+fn parse_boolean(text: &str) -> Result<bool, NotABoolean> {
     match text.to_ascii_lowercase().as_str() {
         "1" | "yes" | "y" | "true" | "t" | "on" => Ok(true),
         "0" | "no" | "n" | "false" | "f" | "off" => Ok(false),
-        _ => Err(format!(
-            "{text:?} is not a boolean: use yes or no (true/false, on/off, 1/0)"
-        )),
+        _ => Err(NotABoolean(text.to_string())),
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a boolean: use yes or no (true/false, on/off, 1/0)")]
+struct NotABoolean(String);
 
 #[derive(Debug, clap::Args)]
 pub struct CleanArgs {
@@ -344,7 +347,7 @@ pub fn import_fs(ctx: &Context, args: ImportFsArgs) -> anyhow::Result<Status> {
     }
     let store = ctx.store()?;
     let staging =
-        super::raw::TreeTarget::create(&store, &name, LockPurpose::Import, args.force, &args.disk)?;
+        super::raw::tree_target(&store, &name, LockPurpose::Import, args.force, &args.disk)?;
     let bar = ctx.out.progress(None, &format!("Importing {name}"));
     let progress = |bytes: u64| bar.set_position(bytes);
     let fail = || {
@@ -357,13 +360,13 @@ pub fn import_fs(ctx: &Context, args: ImportFsArgs) -> anyhow::Result<Status> {
         // The disk is built straight from the directory: no copy first.
         staging
             .commit(Some(&args.directory), args.read_only)
-            .map_err(|e| store_full(e, &store, fail()))?;
+            .map_err(|e| store_full(e.into(), &store, fail()))?;
     } else {
         copy_tree(&args.directory, staging.tree(), Some(&progress))
             .map_err(|e| store_full(e.into(), &store, fail()))?;
         staging
             .commit(None, args.read_only)
-            .map_err(|e| store_full(e, &store, fail()))?;
+            .map_err(|e| store_full(e.into(), &store, fail()))?;
     }
     bar.finish_and_clear();
     ctx.out.info(&format!("Imported {name}."));

@@ -5,6 +5,7 @@
 mod bootstrap;
 mod complete;
 mod images;
+mod import;
 mod machine;
 pub mod man;
 mod oci;

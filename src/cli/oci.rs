@@ -1,20 +1,20 @@
-//! import-oci, pull-oci, push-oci and export-oci: names, temporary directories, the store's
-//! staging and the image's run settings around [`crate::oci`]; and the hook that lets `run`
-//! use those settings.
+//! import-oci, pull-oci, push-oci and export-oci: arguments, names, progress and messages
+//! around [`crate::transfer::oci`] (layouts, staging, run settings) and [`crate::oci`] (the
+//! registry, building an image); and the hook that lets `run` use the recorded settings.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::output::UsageError;
+use super::output::{invalid, UsageError};
 use super::{Context, Status};
-use crate::archive::{self, Compression, Decoder, ExtractOptions};
+use crate::archive::Compression;
 use crate::oci::image::{self, Resolved};
-use crate::oci::layout::{self, Layout};
 use crate::oci::registry::{Reference, Registry, RegistrySource};
 use crate::oci::settings::RunSettings;
 use crate::oci::{spec, BlobCache};
-use crate::store::{name_from_path, ImageKind, ImageName, LockPurpose, Store};
+use crate::store::{name_from_path, ImageName, LockPurpose, Store};
+use crate::transfer::oci::{self, OciImport};
 
 #[derive(Debug, clap::Args)]
 pub struct ImportOciArgs {
@@ -90,89 +90,6 @@ pub struct ExportOciArgs {
     pub tag: String,
 }
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(parent: &Path, what: &str) -> anyhow::Result<TempDir> {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = parent.join(format!(".#rmach-{what}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        crate::sys::interrupt::remove_on_interrupt(&dir);
-        Ok(TempDir(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The comment in NAME.nspawn that ties it to one image directory: its inode number and
-/// birth time, which a rename keeps and a new image under the same name does not have.
-const IDENTITY: &str = "# rmach-image-identity: ";
-
-fn identity(path: &Path) -> Option<String> {
-    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
-    let st = statx(
-        CWD,
-        path,
-        AtFlags::SYMLINK_NOFOLLOW,
-        StatxFlags::INO | StatxFlags::BTIME,
-    )
-    .ok()?;
-    let born = if st.stx_mask & StatxFlags::BTIME.bits() != 0 {
-        format!("{}.{:09}", st.stx_btime.tv_sec, st.stx_btime.tv_nsec)
-    } else {
-        "-".into()
-    };
-    Some(format!("{} {born}", st.stx_ino))
-}
-
-fn settings_path(store: &Store, name: &ImageName) -> PathBuf {
-    store.root().join(format!("{name}.nspawn"))
-}
-
-/// Unpacks `image` into a new store image and writes its settings beside it.
-fn unpack_into_store(
-    ctx: &Context,
-    image: &Resolved,
-    name: &ImageName,
-    origin: &str,
-    purpose: LockPurpose,
-    force: bool,
-    read_only: bool,
-) -> anyhow::Result<u64> {
-    let store = ctx.store()?;
-    let staging = store.create(name, purpose, ImageKind::Directory, force)?;
-    let members = image::unpack(image, staging.path())?;
-    let settings = RunSettings::from_config(&image.config.config);
-    let target = settings_path(&store, name);
-    let tmp = store.root().join(format!(".#rmach-{name}.settings"));
-    let text = format!(
-        "{}{IDENTITY}{}\n",
-        settings.to_nspawn(origin),
-        identity(staging.path()).unwrap_or_default()
-    );
-    let written = std::fs::write(&tmp, text)
-        .with_context(|| format!("cannot write {}", tmp.display()))
-        .and_then(|()| Ok(staging.commit(read_only)?))
-        .and_then(|()| {
-            std::fs::rename(&tmp, &target)
-                .with_context(|| format!("cannot write {}", target.display()))
-        });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map(|()| members)
-}
-
 pub fn import_oci(ctx: &Context, args: ImportOciArgs) -> anyhow::Result<Status> {
     let name = match &args.name {
         Some(n) => ImageName::parse(n)?,
@@ -180,49 +97,22 @@ pub fn import_oci(ctx: &Context, args: ImportOciArgs) -> anyhow::Result<Status> 
     };
     let shown = args.path.display().to_string();
     let fail = || format!("cannot import {shown} as {name}; nothing was imported");
-    let meta = std::fs::metadata(&args.path).with_context(|| format!("cannot open {shown}"))?;
-    // A tarball is unpacked to a temporary directory first (blobs must be read twice: once to
-    // check, once to apply).
-    let _unpacked;
-    let dir = if meta.is_dir() {
-        args.path.clone()
-    } else {
-        let tmp = TempDir::new(&ctx.global.cache_dir.join("oci/tmp"), "import")?;
-        let file =
-            std::fs::File::open(&args.path).with_context(|| format!("cannot open {shown}"))?;
-        let mut decoder = Decoder::spawn(file, false).with_context(fail)?;
-        let opts = ExtractOptions {
-            chown: false,
-            xattrs: false,
-            acls: false,
-            ..ExtractOptions::default()
-        };
-        archive::extract(&mut decoder, &tmp.0, &opts, None).with_context(fail)?;
-        let dir = tmp.0.clone();
-        _unpacked = tmp;
-        dir
-    };
-    let arch = args.arch.as_deref().unwrap_or(spec::host_arch());
-    let resolved = if dir.join("oci-layout").exists() {
-        let layout = Layout::open(&dir).with_context(fail)?;
-        let top = layout.top(args.tag.as_deref()).with_context(fail)?;
-        let bytes = crate::oci::image::Source::manifest(&layout, &top).with_context(fail)?;
-        image::resolve(&layout, bytes, Some(&top.media_type), arch, &shown).with_context(fail)?
-    } else if dir.join("manifest.json").exists() {
-        layout::docker_archive(&dir).with_context(fail)?
-    } else {
+    let dir =
+        oci::open_layout(&args.path, &ctx.global.cache_dir.join("oci/tmp"))?.with_context(fail)?;
+    let Some(kind) = oci::layout_kind(dir.path()) else {
         anyhow::bail!("{shown}: neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)");
     };
-    let members = unpack_into_store(
-        ctx,
-        &resolved,
-        &name,
-        &shown,
-        LockPurpose::Import,
-        args.force,
-        args.read_only,
-    )
-    .with_context(fail)?;
+    let arch = args.arch.as_deref().unwrap_or(spec::host_arch());
+    let resolved = oci::resolve_layout(dir.path(), kind, args.tag.as_deref(), arch, &shown)
+        .with_context(fail)?;
+    let req = OciImport {
+        name: &name,
+        origin: &shown,
+        purpose: LockPurpose::Import,
+        force: args.force,
+        read_only: args.read_only,
+    };
+    let members = unpack(ctx, &resolved, &req).with_context(fail)?;
     ctx.out.info(&format!(
         "Imported {name} ({} layers, {members} members).",
         resolved.layers.len()
@@ -230,8 +120,14 @@ pub fn import_oci(ctx: &Context, args: ImportOciArgs) -> anyhow::Result<Status> 
     Ok(0)
 }
 
+/// `resolved` into the store as `req` says; the members unpacked.
+fn unpack(ctx: &Context, resolved: &Resolved, req: &OciImport<'_>) -> anyhow::Result<u64> {
+    let store = ctx.store()?;
+    Ok(oci::unpack_into_store(&store, resolved, req)?)
+}
+
 pub fn pull_oci(ctx: &Context, args: PullOciArgs) -> anyhow::Result<Status> {
-    let reference = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
+    let reference = Reference::parse(&args.reference).map_err(invalid)?;
     let name = match &args.name {
         Some(n) => ImageName::parse(n)?,
         None => ImageName::parse(reference.short_name())?,
@@ -252,16 +148,14 @@ pub fn pull_oci(ctx: &Context, args: PullOciArgs) -> anyhow::Result<Status> {
     let resolved =
         image::resolve(&source, bytes, media_type.as_deref(), arch, &what).with_context(fail)?;
     bar.set_message(format!("Unpacking {name}"));
-    let members = unpack_into_store(
-        ctx,
-        &resolved,
-        &name,
-        &what,
-        LockPurpose::Pull,
-        args.force,
-        args.read_only,
-    )
-    .with_context(fail)?;
+    let req = OciImport {
+        name: &name,
+        origin: &what,
+        purpose: LockPurpose::Pull,
+        force: args.force,
+        read_only: args.read_only,
+    };
+    let members = unpack(ctx, &resolved, &req).with_context(fail)?;
     bar.finish_and_clear();
     ctx.out.info(&format!(
         "Pulled {name} ({} layers, {members} members, config {}).",
@@ -278,7 +172,7 @@ fn build(ctx: &Context, name: &ImageName, format: LayerFormat) -> anyhow::Result
     if !image.kind().is_tree() {
         anyhow::bail!("image {name} is a raw disk image; only directory images become OCI images");
     }
-    let settings = std::fs::read_to_string(settings_path(&store, name))
+    let settings = std::fs::read_to_string(store.nspawn_settings_path(name))
         .map(|t| RunSettings::from_nspawn(&t))
         .unwrap_or_default();
     let cache = BlobCache::open(&ctx.global.cache_dir)?;
@@ -298,7 +192,7 @@ fn build(ctx: &Context, name: &ImageName, format: LayerFormat) -> anyhow::Result
 
 pub fn push_oci(ctx: &Context, args: PushOciArgs) -> anyhow::Result<Status> {
     let name = ImageName::parse(&args.name)?;
-    let reference = Reference::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
+    let reference = Reference::parse(&args.reference).map_err(invalid)?;
     if reference.digest.is_some() {
         return Err(UsageError("push to a tag, not a digest".into()).into());
     }
@@ -332,39 +226,8 @@ pub fn export_oci(ctx: &Context, args: ExportOciArgs) -> anyhow::Result<Status> 
     let store = ctx.store()?;
     let _lock = store.lock(&name, LockPurpose::Export)?;
     let built = build(ctx, &name, args.format).with_context(fail)?;
-    let parent = match args.path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = TempDir::new(&parent, "export-oci")?;
-    let blobs = [
-        (built.layer.0.as_path(), &built.layer.1),
-        (built.config.0.as_path(), &built.config.1),
-    ];
-    let is_tar = args.path.extension().is_some_and(|e| e == "tar");
-    let layout_dir = if is_tar {
-        tmp.0.join("layout")
-    } else {
-        tmp.0.clone()
-    };
-    layout::write_layout(&layout_dir, &blobs, &built.manifest, &args.tag).with_context(fail)?;
-    if is_tar {
-        let tar_tmp = tmp.0.join("layout.tar");
-        let mut file = std::fs::File::create(&tar_tmp).with_context(fail)?;
-        let mut warn = |msg: String| ctx.out.warn(&msg);
-        archive::write_tree(
-            &layout_dir,
-            &mut file,
-            &archive::WriteOptions::default(),
-            &mut warn,
-            None,
-        )
-        .with_context(fail)?;
-        file.sync_all().with_context(fail)?;
-        std::fs::rename(&tar_tmp, &args.path).with_context(fail)?;
-    } else {
-        std::fs::rename(&tmp.0, &args.path).with_context(fail)?;
-    }
+    let mut warn = |msg: String| ctx.out.warn(&msg);
+    oci::write_layout(&args.path, &built, &args.tag, &mut warn).with_context(fail)?;
     ctx.out.info(&format!(
         "Exported {name} to {shown} (OCI layout, tag {}).",
         args.tag
@@ -383,17 +246,9 @@ pub fn apply_run_settings(
     chdir: &mut Option<PathBuf>,
     setenv: &mut Vec<String>,
 ) {
-    let Ok(text) = std::fs::read_to_string(settings_path(store, name)) else {
+    let Some(s) = oci::recorded_settings(store, name) else {
         return;
     };
-    // Settings left behind by an image that was removed or replaced (by a verb that does not
-    // know about them) must not apply to the image now under the name.
-    let recorded = text.lines().find_map(|l| l.strip_prefix(IDENTITY));
-    let current = store.image(name).ok().and_then(|i| identity(i.path()));
-    if recorded.is_none() || recorded != current.as_deref() {
-        return;
-    }
-    let s = RunSettings::from_nspawn(&text);
     if command.is_empty() {
         *command = s.command;
     }

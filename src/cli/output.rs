@@ -10,8 +10,20 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A library error that means the command line was wrong (a bad reference, a bad size): exit
+/// status 2, said as the error itself says it, its causes kept.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct InvalidArgument(pub Box<dyn std::error::Error + Send + Sync>);
+
+/// `map_err(invalid)`: a library error that is a usage error.
+pub fn invalid(err: impl std::error::Error + Send + Sync + 'static) -> InvalidArgument {
+    InvalidArgument(Box::new(err))
+}
+
 pub fn is_usage_error(err: &anyhow::Error) -> bool {
     err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<InvalidArgument>().is_some()
         || matches!(
             err.downcast_ref::<crate::store::StoreError>(),
             Some(crate::store::StoreError::InvalidName { .. })

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::{Context, Status};
-use crate::store::ImageName;
-use crate::transfer::pull::{self, Event, PullOptions, Verify};
+use crate::store::{ImageName, Store};
+use crate::transfer::pull::{self, Event, PullOptions, PullRequest, Verify};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum VerifyArg {
@@ -75,16 +75,35 @@ fn progress_events<'a>(
     }
 }
 
-pub fn pull_raw(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
-    let (name, opts) = options(&args)?;
+/// The pull both verbs make: name and options from `args`, a progress bar fed by every byte
+/// downloaded, and `pull` (pull_tar or pull_raw) run under them; its failure is said as
+/// `cannot pull URL as NAME; nothing was imported`.
+fn pulled<T>(
+    ctx: &Context,
+    args: &PullArgs,
+    pull: impl FnOnce(&Store, PullRequest<'_>) -> Result<T, pull::PullError>,
+) -> anyhow::Result<(ImageName, PullOptions, T)> {
+    let (name, opts) = options(args)?;
     let store = ctx.store()?;
     let bar = ctx.out.progress(None, &format!("Pulling {name}"));
     let events = progress_events(ctx, &bar, &name);
     let counter_bar = bar.clone();
-    let counter: pull::ByteCounter = Arc::new(move |n| counter_bar.inc(n));
-    let stats = pull::pull_raw(&store, &args.url, &name, &opts, &events, counter)
+    let req = PullRequest {
+        url: &args.url,
+        name: &name,
+        opts: &opts,
+        events: &events,
+        bytes: Arc::new(move |n| counter_bar.inc(n)),
+    };
+    let stats = pull(&store, req)
         .with_context(|| format!("cannot pull {} as {name}; nothing was imported", args.url))?;
     bar.finish_and_clear();
+    drop(events);
+    Ok((name, opts, stats))
+}
+
+pub fn pull_raw(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
+    let (name, _, stats) = pulled(ctx, &args, pull::pull_raw)?;
     let format = if stats.qcow2 { "qcow2" } else { "raw" };
     ctx.out.info(&format!(
         "Pulled {name} ({format}, {} compression, {} bytes, sha256 {}).",
@@ -94,15 +113,7 @@ pub fn pull_raw(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
 }
 
 pub fn pull_tar(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
-    let (name, opts) = options(&args)?;
-    let store = ctx.store()?;
-    let bar = ctx.out.progress(None, &format!("Pulling {name}"));
-    let events = progress_events(ctx, &bar, &name);
-    let counter_bar = bar.clone();
-    let counter: pull::ByteCounter = Arc::new(move |n| counter_bar.inc(n));
-    let stats = pull::pull_tar(&store, &args.url, &name, &opts, &events, counter)
-        .with_context(|| format!("cannot pull {} as {name}; nothing was imported", args.url))?;
-    bar.finish_and_clear();
+    let (name, opts, stats) = pulled(ctx, &args, pull::pull_tar)?;
     for w in &stats.warnings {
         ctx.out.warn(w);
     }

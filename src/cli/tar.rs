@@ -1,7 +1,6 @@
 //! import-tar and export-tar: arguments, names, files, progress and messages around
 //! [`crate::transfer`], which does the import and export (staging, digests, output files).
 
-use std::fs::File;
 use std::io::{IsTerminal, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -11,24 +10,15 @@ use anyhow::Context as _;
 use super::output::UsageError;
 use super::{Context, Status};
 use crate::archive::Compression;
-use crate::store::{name_from_path, ImageName};
+use crate::store::ImageName;
 use crate::transfer;
 
 #[derive(Debug, clap::Args)]
 pub struct ImportTarArgs {
     /// The tarball, or - for standard input (compression is detected by content)
     pub file: PathBuf,
-    /// The image name (default: the file's name without its suffixes)
-    pub name: Option<String>,
-    /// Replace an existing image of that name
-    #[arg(long)]
-    pub force: bool,
-    /// Mark the new image read-only
-    #[arg(long)]
-    pub read_only: bool,
-    /// Refuse the input unless its SHA-256 is HEX
-    #[arg(long, value_name = "HEX")]
-    pub sha256: Option<String>,
+    #[command(flatten)]
+    pub import: super::import::ImportArgs,
     #[command(flatten)]
     pub disk: super::raw::DiskArgs,
 }
@@ -63,60 +53,30 @@ pub struct ExportTarArgs {
 }
 
 pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> {
-    let stdin = args.file.as_os_str() == "-";
-    let name = match (&args.name, stdin) {
-        (Some(name), _) => ImageName::parse(name)?,
-        (None, true) => {
-            return Err(UsageError(
-                "reading from - needs an explicit NAME: rmach import-tar - NAME".into(),
-            )
-            .into())
-        }
-        (None, false) => name_from_path(&args.file)?,
-    };
-    let want = args.sha256.as_deref().map(parse_sha256).transpose()?;
-    let shown = if stdin {
-        "standard input".to_string()
-    } else {
-        args.file.display().to_string()
-    };
-    let (input, total): (Box<dyn Read + Send>, Option<u64>) = if stdin {
-        (Box::new(std::io::stdin()), None)
-    } else {
-        let file = File::open(&args.file).with_context(|| format!("cannot open {shown}"))?;
-        let meta = file
-            .metadata()
-            .with_context(|| format!("cannot open {shown}"))?;
-        if meta.is_dir() {
-            anyhow::bail!(
-                "{shown} is a directory, not a tarball; import a directory with import-fs"
-            );
-        }
-        let len = meta.is_file().then_some(meta.len());
-        (Box::new(file), len)
-    };
-    let store = ctx.store()?;
-    // A directory image, or with --format raw a disk built from the extracted tree.
-    let staging = super::raw::TreeTarget::create(
-        &store,
-        &name,
-        crate::store::LockPurpose::Import,
-        args.force,
-        &args.disk,
+    let req = args.import.request("import-tar", &args.file)?;
+    let name = &req.name;
+    let input = super::import::open(
+        &args.file,
+        "not a tarball; import a directory with import-fs",
     )?;
-    let bar = ctx.out.progress(total, &format!("Importing {name}"));
+    let shown = &input.shown;
+    let disk = super::raw::disk_spec(&args.disk)?;
+    let store = ctx.store()?;
+    let bar = ctx.out.progress(input.len, &format!("Importing {name}"));
     let counted = Counted {
-        inner: input,
+        inner: match input.file {
+            Some(file) => Box::new(file),
+            None => Box::new(std::io::stdin()),
+        },
         bar: bar.clone(),
     };
-    let fail = || format!("cannot import {shown} as {name}; nothing was imported");
     let mut detected = |c: Compression| {
         ctx.out
             .verbose(&format!("{shown}: {} tar archive", c.name()))
     };
-    let imported =
-        transfer::extract_tar(staging.tree(), store.root(), counted, want, &mut detected)
-            .with_context(fail)?;
+    // A directory image, or with --format raw a disk built from the extracted tree.
+    let imported = transfer::import_tar(&store, counted, &req, disk, &mut detected)
+        .map_err(|e| super::import::failed(e, shown, name))?;
     for w in &imported.warnings {
         ctx.out.warn(w);
     }
@@ -125,20 +85,10 @@ pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> 
             "{shown}: used its single top-level directory {top:?} as the root"
         ));
     }
-    staging.commit(None, args.read_only).with_context(fail)?;
     bar.finish_and_clear();
     ctx.out
         .info(&format!("Imported {name} ({} members).", imported.members));
     Ok(0)
-}
-
-fn parse_sha256(hex_str: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes = hex::decode(hex_str.trim())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok());
-    bytes.ok_or_else(|| {
-        UsageError(format!("--sha256 {hex_str:?} is not 64 hexadecimal digits")).into()
-    })
 }
 
 /// Counts input bytes for the progress bar (hidden unless stderr is a terminal).
@@ -242,7 +192,7 @@ pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> 
     let tree = mounted
         .as_ref()
         .map_or(hold.source(image.path()), |m| m.root());
-    let exported = transfer::export_tree(tree, &req, target, &mut warn, Some(&progress))
+    let exported = transfer::export_tar(tree, &req, target, &mut warn, Some(&progress))
         .with_context(|| format!("cannot export {name} to {shown}"))?;
     bar.finish_and_clear();
     ctx.out.info(&format!(

@@ -9,4 +9,4 @@ mod metadata;
 mod root;
 
 pub use metadata::{Metadata, RestoreError, CAPABILITY_XATTR};
-pub use root::{is_dir, join, proc_path, remove_existing, Root};
+pub use root::{is_dir, join, proc_path, remove_existing, Missing, Root};

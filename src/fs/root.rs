@@ -21,6 +21,17 @@ fn resolve() -> ResolveFlags {
     ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
 }
 
+/// What [`Root::ensure`] makes of a missing path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Nothing: not found is an error.
+    Fail,
+    /// A directory (0755), with its parents.
+    Directory,
+    /// An empty file (0644), with its parents.
+    File,
+}
+
 pub fn join(comps: &[&[u8]]) -> Vec<u8> {
     comps.join(&b'/')
 }
@@ -91,6 +102,30 @@ impl Root {
             .unwrap_or(self.fd.as_fd()))
     }
 
+    /// Opens `comps` inside the root as an `O_PATH` descriptor, following in-root symlinks;
+    /// when it is missing, creates it as `missing` says, parents included (for a mount
+    /// point). Forgets the cached parent first: a mount since may have covered it.
+    pub fn ensure(&mut self, comps: &[&[u8]], missing: Missing) -> rustix::io::Result<OwnedFd> {
+        self.invalidate();
+        let path = join(comps);
+        match self.open(&path, OFlags::PATH) {
+            Err(Errno::NOENT) if missing != Missing::Fail && !comps.is_empty() => {}
+            other => return other,
+        }
+        let parent = self.parent(comps, true)?;
+        let name = OsStr::from_bytes(comps[comps.len() - 1]);
+        let created = if missing == Missing::Directory {
+            rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o755))
+        } else {
+            let flags = OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o644)).map(drop)
+        };
+        match created {
+            Ok(()) | Err(Errno::EXIST) => self.open(&path, OFlags::PATH),
+            Err(e) => Err(e),
+        }
+    }
+
     fn create_dirs(&self, dir: &[&[u8]]) -> rustix::io::Result<OwnedFd> {
         let mut parent: Option<OwnedFd> = None;
         for i in 0..dir.len() {
@@ -145,4 +180,37 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
     let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     p.push(name);
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root_of(dir: &std::path::Path) -> Root {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Root::new(rustix::fs::open(dir, flags, Mode::empty()).unwrap())
+    }
+
+    #[test]
+    fn ensure_creates_inside_the_root_only() {
+        let outside = tempfile::tempdir().unwrap();
+        let dir = outside.path().join("tree");
+        std::fs::create_dir(&dir).unwrap();
+        // A hostile image: `etc` climbs out of the tree, `abs` names the host's root.
+        std::os::unix::fs::symlink("../..", dir.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/", dir.join("abs")).unwrap();
+        let mut root = root_of(&dir);
+        root.ensure(&[b"etc", b"mnt", b"point"], Missing::Directory)
+            .unwrap();
+        root.ensure(&[b"abs", b"file"], Missing::File).unwrap();
+        let names = std::fs::read_dir(outside.path()).unwrap().count();
+        assert_eq!(names, 1, "nothing beside the tree");
+        assert!(dir.join("mnt/point").is_dir(), "etc resolved as the root");
+        assert!(dir.join("file").is_file());
+        assert_eq!(
+            root.ensure(&[b"missing"], Missing::Fail).err(),
+            Some(Errno::NOENT)
+        );
+        assert!(root.ensure(&[], Missing::Fail).is_ok(), "the root itself");
+    }
 }

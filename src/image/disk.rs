@@ -13,7 +13,7 @@ use super::gpt::{write_gpt, PARTITION_START, TRAILER};
 use super::partition::ROOT_TYPE;
 use super::ImageError;
 use crate::sys::loopdev::{LoopDevice, LoopRange};
-use crate::sys::mount::mount;
+use crate::sys::mount::{mount, MountFlags};
 
 /// The file systems a disk can be built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,8 +144,14 @@ fn finish_in_mount(
         source: e,
     };
     let target = super::mount::private_scratch(disk_path, at, "mode=0700", "disk")?;
-    mount(Some(device.path()), &target, Some(fs.name()), 0, None)
-        .map_err(|e| fail("cannot mount the new file system", e))?;
+    mount(
+        Some(device.path()),
+        &target,
+        Some(fs.name()),
+        MountFlags::empty(),
+        None,
+    )
+    .map_err(|e| fail("cannot mount the new file system", e))?;
     let result = match fs {
         DiskFs::Xfs => copy_into(tree, &target),
         _ => {

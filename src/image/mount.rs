@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::partition::{dissect, Partition, Role};
 use super::ImageError;
 use crate::sys::loopdev::{private_mount_namespace, LoopDevice, LoopRange};
-use crate::sys::mount::{mount, MS_RDONLY};
+use crate::sys::mount::{mount, MountFlags};
 
 /// An image's file systems mounted under [`MountedImage::root`], in this process's private
 /// mount namespace.
@@ -123,7 +123,7 @@ pub(super) fn private_scratch(
         Some(Path::new("tmpfs")),
         base,
         Some("tmpfs"),
-        0,
+        MountFlags::empty(),
         Some(options),
     )
     .map_err(|e| fail("cannot mount a tmpfs to work in", e))?;
@@ -179,7 +179,11 @@ fn mount_one(
         ),
         source: e,
     })?;
-    let flags = if read_only { MS_RDONLY } else { 0 };
+    let flags = if read_only {
+        MountFlags::RDONLY
+    } else {
+        MountFlags::empty()
+    };
     let data = if part.fs == "vfat" {
         Some("umask=0077")
     } else {

@@ -69,9 +69,11 @@ impl BlobCache {
         let mut file = File::create(tmp).map_err(io_err(tmp))?;
         // One byte more than announced is enough to know it is too long.
         let mut hashing = HashingReader::new(reader.take(size + 1));
-        std::io::copy(&mut hashing, &mut file).map_err(|e| OciError::Http {
-            url: what.into(),
-            reason: e.to_string(),
+        std::io::copy(&mut hashing, &mut file).map_err(|source| {
+            OciError::Http(crate::http::HttpError::Read {
+                url: what.into(),
+                source,
+            })
         })?;
         if hashing.count != size {
             return Err(OciError::SizeMismatch {

@@ -52,8 +52,16 @@ pub enum OciError {
     Invalid { what: String, reason: String },
     #[error("bad image reference {reference:?}: {reason}")]
     BadReference { reference: String, reason: String },
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+    #[error("the registry's TLS was refused; for a registry with a self-signed certificate or without TLS use --tls-verify=false")]
+    Tls {
+        #[source]
+        source: crate::http::HttpError,
+    },
+    /// An answer the registry gave instead of what was asked, with its own message.
     #[error("{url}: {reason}")]
-    Http { url: String, reason: String },
+    Status { url: String, reason: String },
     #[error("{url}: not found (HTTP 404)")]
     NotFound { url: String },
     #[error("{url}: access denied (HTTP {status}); log in with skopeo login or podman login, or check the credentials in auth.json")]

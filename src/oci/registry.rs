@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+use crate::http::{self, AgentOptions, HttpError};
+
 use super::blobs::BlobCache;
 use super::digest::Digest;
 use super::spec::{Descriptor, ACCEPT_MANIFESTS};
@@ -42,21 +44,10 @@ enum Body<'a> {
 type Response = ureq::http::Response<ureq::Body>;
 
 fn agent(tls_verify: bool) -> ureq::Agent {
-    let mut config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(10)
-        .timeout_connect(Some(Duration::from_secs(15)))
-        .timeout_recv_response(Some(Duration::from_secs(120)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .user_agent(concat!("rmach/", env!("CARGO_PKG_VERSION")));
-    if !tls_verify {
-        config = config.tls_config(
-            ureq::tls::TlsConfig::builder()
-                .disable_verification(true)
-                .build(),
-        );
-    }
-    config.build().into()
+    http::agent(AgentOptions {
+        tls_verify,
+        response_timeout: Duration::from_secs(120),
+    })
 }
 
 impl Registry {
@@ -108,31 +99,33 @@ impl Registry {
                 req = req.header("Authorization", auth);
             }
             let sent = match &body {
-                Body::None => req
-                    .body(())
-                    .map_err(|e| http_err(url, e.to_string()))
-                    .and_then(|r| self.agent.run(r).map_err(|e| transport_err(url, e))),
-                Body::Bytes(b) => req
-                    .body(b.to_vec())
-                    .map_err(|e| http_err(url, e.to_string()))
-                    .and_then(|r| self.agent.run(r).map_err(|e| transport_err(url, e))),
+                Body::None => req.body(()).map(|r| self.agent.run(r)),
+                Body::Bytes(b) => req.body(b.to_vec()).map(|r| self.agent.run(r)),
                 Body::File(p) => {
                     let file = std::fs::File::open(p).map_err(io_err(*p))?;
-                    req.body(file)
-                        .map_err(|e| http_err(url, e.to_string()))
-                        .and_then(|r| self.agent.run(r).map_err(|e| transport_err(url, e)))
+                    req.body(file).map(|r| self.agent.run(r))
                 }
             };
             let resp = match sent {
-                Ok(resp) => resp,
+                Ok(Ok(resp)) => resp,
+                Err(source) => {
+                    return Err(HttpError::Transport {
+                        url: url.to_string(),
+                        source: source.into(),
+                    }
+                    .into())
+                }
                 // Connection failures and resets are worth another try; the last one is
                 // reported.
-                Err(e) if attempt < 3 && !is_tls(&e) => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(300 << attempt));
-                    continue;
+                Ok(Err(e)) => {
+                    let e = HttpError::transport(url, e);
+                    if e.is_transient() && attempt + 1 < http::ATTEMPTS {
+                        http::backoff(attempt);
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(transport_err(e));
                 }
-                Err(e) => return Err(e),
             };
             let status = resp.status().as_u16();
             if status == 401 && !challenged {
@@ -155,9 +148,9 @@ impl Registry {
                 }
                 continue;
             }
-            if status >= 500 && attempt < 3 {
+            if status >= 500 && attempt + 1 < http::ATTEMPTS {
+                http::backoff(attempt);
                 attempt += 1;
-                std::thread::sleep(Duration::from_millis(300 << attempt));
                 continue;
             }
             return Ok(resp);
@@ -194,7 +187,12 @@ impl Registry {
             .into_with_config()
             .limit(8 << 20)
             .read_to_vec()
-            .map_err(|e| http_err(&url, one_line(&e)))?;
+            .map_err(|source| {
+                OciError::from(HttpError::Transport {
+                    url: url.clone(),
+                    source,
+                })
+            })?;
         if reference.starts_with("sha256:") {
             let want = Digest::parse(reference)?;
             let got = Digest::of(&bytes);
@@ -254,7 +252,10 @@ impl Registry {
             .headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| http_err(&url, "an upload answer without a Location".into()))?;
+            .ok_or_else(|| OciError::Invalid {
+                what: url.clone(),
+                reason: "an upload answer without a Location".into(),
+            })?;
         let location = if location.starts_with('/') {
             format!("{}{location}", self.base)
         } else {
@@ -335,53 +336,20 @@ fn status_err(url: &str, resp: Response) -> OciError {
     http_err(url, reason)
 }
 
-/// A failure to talk to the registry at all; TLS failures say so.
-fn transport_err(url: &str, err: ureq::Error) -> OciError {
-    let text = one_line(&err);
-    let tls = match &err {
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => true,
-        // rustls reports handshake and certificate failures as InvalidData I/O errors.
-        ureq::Error::Io(e) => {
-            e.kind() == std::io::ErrorKind::InvalidData && url.starts_with("https:")
-        }
-        _ => false,
-    };
-    if tls {
-        http_err(
-            url,
-            format!(
-                "TLS: {}; for a registry with a self-signed certificate or without TLS use --tls-verify=false",
-                text.trim_start_matches("io: ")
-            ),
-        )
+/// A failure to talk to the registry at all; a TLS failure says what to do about it.
+pub(super) fn transport_err(err: HttpError) -> OciError {
+    if err.is_tls() {
+        OciError::Tls { source: err }
     } else {
-        http_err(url, text)
+        OciError::Http(err)
     }
-}
-
-fn is_tls(err: &OciError) -> bool {
-    matches!(err, OciError::Http { reason, .. } if reason.starts_with("TLS: "))
 }
 
 fn http_err(url: &str, reason: String) -> OciError {
-    OciError::Http {
+    OciError::Status {
         url: url.to_string(),
         reason,
     }
-}
-
-fn one_line(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text.replace('\n', " ")
 }
 
 /// `user:password` as a Basic Authorization header.

@@ -6,12 +6,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::spec::Limits;
+use super::plan::Plan;
 use super::RunnerError;
 
 const ROOT: &str = "/sys/fs/cgroup";
 /// Parent of every machine's cgroup, in each hierarchy.
-const PARENT: &str = "rmach";
+pub const PARENT: &str = "rmach";
 
 /// Which layout the host uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,21 +61,17 @@ fn mkdir(path: &Path) -> Result<(), RunnerError> {
 }
 
 impl Cgroup {
-    /// Creates `rmach/<leaf>` in every hierarchy needed and writes the limits.
-    pub fn create(
-        leaf: &str,
-        limits: &Limits,
-        device_allow: &[&str],
-        device_policy: bool,
-    ) -> Result<Cgroup, RunnerError> {
+    /// Creates the plan's cgroup (`rmach/NAME-PID`) in every hierarchy needed and writes its
+    /// limits and device rules.
+    pub fn create(plan: &Plan) -> Result<Cgroup, RunnerError> {
         remove_stale();
         let mut cg = Cgroup {
             layout: layout(),
             dirs: Vec::new(),
         };
         let result = match cg.layout {
-            Layout::Unified => cg.create_v2(leaf, limits, device_allow, device_policy),
-            Layout::Hybrid => cg.create_hybrid(leaf, limits, device_allow, device_policy),
+            Layout::Unified => cg.create_v2(plan),
+            Layout::Hybrid => cg.create_hybrid(plan),
         }
         .and_then(|_| {
             // Created after the rules: a v1 devices child starts with its parent's.
@@ -93,15 +89,10 @@ impl Cgroup {
         }
     }
 
-    fn create_v2(
-        &mut self,
-        leaf: &str,
-        limits: &Limits,
-        allow: &[&str],
-        device_policy: bool,
-    ) -> Result<(), RunnerError> {
+    fn create_v2(&mut self, plan: &Plan) -> Result<(), RunnerError> {
+        let (leaf, limits, allow) = (&plan.cgroup, &plan.limits, &plan.device_allow);
         let root = Path::new(ROOT);
-        let parent = root.join(PARENT);
+        let parent = root.join(leaf.parent().unwrap_or(Path::new(PARENT)));
         mkdir(&parent)?;
         // Delegate the controllers the host offers, so both limits and systemd inside work.
         let offered = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
@@ -124,7 +115,7 @@ impl Cgroup {
                 write(&dir.join("cgroup.subtree_control"), e)?;
             }
         }
-        let dir = parent.join(leaf);
+        let dir = root.join(leaf);
         mkdir(&dir)?;
         self.dirs.push(dir.clone());
         // So the machine's own cgroup (below) has the controllers too.
@@ -137,7 +128,7 @@ impl Cgroup {
             crate::sys::bpf::attach_device_program(&fs::File::open(&dir)?, &prog)
         };
         // --unsafe-no-device-policy: none (inside another machine, bpf itself is refused).
-        if device_policy {
+        if plan.device_policy {
             attach().map_err(|e| RunnerError::Cgroup {
                 path: dir.clone(),
                 source: e,
@@ -155,21 +146,16 @@ impl Cgroup {
         Ok(())
     }
 
-    fn create_hybrid(
-        &mut self,
-        leaf: &str,
-        limits: &Limits,
-        allow: &[&str],
-        device_policy: bool,
-    ) -> Result<(), RunnerError> {
+    fn create_hybrid(&mut self, plan: &Plan) -> Result<(), RunnerError> {
+        let (leaf, limits, allow) = (&plan.cgroup, &plan.limits, &plan.device_allow);
         let root = Path::new(ROOT);
         let mut hier = |name: &str| -> Result<Option<PathBuf>, RunnerError> {
             let h = root.join(name);
             if !h.join("cgroup.procs").exists() {
                 return Ok(None);
             }
-            mkdir(&h.join(PARENT))?;
-            let dir = h.join(PARENT).join(leaf);
+            mkdir(&h.join(leaf.parent().unwrap_or(Path::new(PARENT))))?;
+            let dir = h.join(leaf);
             mkdir(&dir)?;
             self.dirs.push(dir.clone());
             Ok(Some(dir))
@@ -207,7 +193,7 @@ impl Cgroup {
                     write(&dir.join("devices.allow"), rule)?;
                 }
             }
-            None if device_policy => return Err(RunnerError::NoDeviceController),
+            None if plan.device_policy => return Err(RunnerError::NoDeviceController),
             None => {}
         }
         Ok(())
@@ -240,6 +226,24 @@ impl Cgroup {
     pub fn add(&self, pid: i32) -> Result<(), RunnerError> {
         for d in &self.dirs {
             write(&d.join(PAYLOAD).join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` back into rmach's own cgroup in every hierarchy of the machine.
+    pub fn release(&self, pid: i32) -> Result<(), RunnerError> {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        for d in &self.dirs {
+            // Which hierarchy: /sys/fs/cgroup itself (pure v2) or the one mounted below it.
+            let name = match self.layout {
+                Layout::Unified => None,
+                Layout::Hybrid => d.strip_prefix(ROOT).ok().and_then(|h| h.iter().next()),
+            };
+            let mount = Path::new(ROOT).join(name.unwrap_or_default());
+            let name = name.map_or("unified".into(), |n| n.to_string_lossy());
+            if let Some(path) = own_path(&own, &name) {
+                write(&mount.join(path).join("cgroup.procs"), &pid.to_string())?;
+            }
         }
         Ok(())
     }
@@ -333,6 +337,21 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
     fs::remove_dir(dir)
 }
 
+/// The path (relative) of the cgroup in /proc/self/cgroup's text `own` for the hierarchy
+/// mounted at /sys/fs/cgroup/`name` (`unified`: the v2 line; else the v1 line naming it).
+fn own_path<'a>(own: &'a str, name: &str) -> Option<&'a str> {
+    own.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let v2 = id == "0" && controllers.is_empty();
+        let ours = match name {
+            "unified" => v2,
+            _ => controllers.split(',').any(|c| c == name),
+        };
+        ours.then(|| path.trim_start_matches('/'))
+    })
+}
+
 /// Microseconds of CPU per 100 ms period; at least 1 ms (the kernel's minimum).
 fn cpu_quota(cpus: f64) -> u64 {
     ((cpus * 100_000.0) as u64).max(1000)
@@ -340,6 +359,15 @@ fn cpu_quota(cpus: f64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn own_cgroup_per_hierarchy() {
+        let own = "9:name=systemd:/\n5:devices:/a\n4:memory:/m/x\n1:cpu,cpuacct:/c\n0::/u/v\n";
+        assert_eq!(super::own_path(own, "unified"), Some("u/v"));
+        assert_eq!(super::own_path(own, "memory"), Some("m/x"));
+        assert_eq!(super::own_path(own, "cpu"), Some("c"));
+        assert_eq!(super::own_path(own, "pids"), None);
+    }
+
     #[test]
     fn quota() {
         assert_eq!(super::cpu_quota(0.5), 50_000);

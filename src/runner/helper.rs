@@ -8,13 +8,13 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
-use super::channel::{self, Message};
+use super::channel::{self, ctx, Message, SetupError, Step};
 use super::init;
 use super::machine::{self, ChildFds};
-use super::mounts::{self, ctx, ChildResult};
 use super::plan::{Plan, Stage};
-use super::spec::Network;
-use crate::sys::{ns, process as p};
+use super::{mounts, rootfs};
+use crate::sys::ns::Namespaces;
+use crate::sys::{ns, pidfd, process as p};
 
 /// The helper's pipe ends.
 pub(super) struct Ends {
@@ -22,21 +22,15 @@ pub(super) struct Ends {
     pub(super) error: OwnedFd,
     /// The report channel's write end: the machine's PID, then its status.
     pub(super) report: OwnedFd,
-    /// Write end: lets the machine go.
+    /// The machine's go pipe, write end.
     pub(super) sync: OwnedFd,
-    /// Read end: rmach's host-side setup is done.
+    /// The helper's go pipe, read end: the helper is in the machine's cgroup; then, rmach's
+    /// host-side setup is done.
     pub(super) ready: OwnedFd,
 }
 
 /// The helper's whole life; never returns.
-pub(super) fn run(
-    plan: &Plan,
-    fds: ChildFds,
-    ends: Ends,
-    scratch: Option<&Path>,
-    flags: i32,
-    payload_status: &'static AtomicU64,
-) -> ! {
+pub(super) fn run(plan: &Plan, fds: ChildFds, ends: Ends, payload_status: &'static AtomicU64) -> ! {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let prepared = isolate_from_caller(
         plan,
@@ -44,19 +38,23 @@ pub(super) fn run(
         [&ends.error, &ends.report, &ends.sync, &ends.ready],
     )
     .and_then(|_| {
-        let scratch = scratch.unwrap_or(Path::new("/"));
-        mounts::prepare_root(plan, scratch, fds.tree.as_ref())?;
+        rootfs::prepare(plan, fds.tree.as_ref())?;
         mounts::apply(plan, Stage::Host, fds.pty.as_deref())?;
-        mounts::pivot()
+        rootfs::pivot()
     });
-    if let Err(message) = prepared {
-        channel::send(&ends.error, &Message::Failed(message));
+    if let Err(e) = prepared {
+        channel::send(&ends.error, &e.into());
         p::exit_now(1)
     }
-    match ns::clone_fork(flags) {
+    // rmach has moved this helper into the machine's cgroup: the machine is born there.
+    if !channel::wait_go(&ends.ready) {
+        p::exit_now(1)
+    }
+    // SAFETY: the helper is single-threaded (forked from rmach with glibc's fork).
+    match unsafe { ns::clone_fork(plan.namespaces) } {
         Ok(None) => {
             drop((ends.sync, ends.ready, ends.report));
-            machine::child(plan, fds, ends.error, payload_status, plan.id_map.is_some())
+            machine::child(plan, fds, ends.error, payload_status)
         }
         Ok(Some(pid)) => {
             // Only the machine may hold these ends, or rmach would never see EOF.
@@ -64,16 +62,11 @@ pub(super) fn run(
             channel::send(&ends.report, &Message::Pid(pid));
             // rmach has written the id maps, moved the machine into its cgroup and
             // made its veth: mount what must be locked, then let the machine go.
-            let mut go = [0u8; 1];
-            let outer = match rustix::io::read(&ends.ready, &mut go) {
-                Ok(1) => kernel_mounts(plan, pid, &ends.error),
-                _ => false,
-            };
-            if !outer {
+            if !(channel::wait_go(&ends.ready) && kernel_mounts(plan, pid, &ends.error)) {
                 let _ = p::kill(pid, libc::SIGKILL);
                 p::exit_now(1)
             }
-            let _ = rustix::io::write(&ends.sync, b"1");
+            channel::send(&ends.sync, &Message::Go);
             drop((ends.sync, ends.error));
             let mut raw = p::wait_raw(pid, false).ok().flatten().map_or(0, |r| r.1);
             // With `run`, the payload's status as init left it, if it did.
@@ -85,8 +78,8 @@ pub(super) fn run(
             p::exit_now(0)
         }
         Err(e) => {
-            let msg = format!("clone the machine's namespaces: {e}");
-            channel::send(&ends.error, &Message::Failed(msg));
+            let e = SetupError::new("clone the machine's namespaces", e);
+            channel::send(&ends.error, &e.into());
             p::exit_now(1)
         }
     }
@@ -95,7 +88,7 @@ pub(super) fn run(
 /// In the helper, before the machine is cloned: closes every descriptor but 0-2 and the
 /// run's own, and replaces the arguments and environment the helper inherited from the caller
 /// with the machine's, so PID 1 (which never execs for `run`) holds nothing of the caller.
-fn isolate_from_caller(plan: &Plan, fds: &ChildFds, pipes: [&OwnedFd; 4]) -> ChildResult<()> {
+fn isolate_from_caller(plan: &Plan, fds: &ChildFds, pipes: [&OwnedFd; 4]) -> Step<()> {
     use std::os::fd::AsRawFd;
     let mut keep: Vec<i32> = pipes.iter().map(|f| f.as_raw_fd()).collect();
     keep.push(fds.sync.as_raw_fd());
@@ -122,28 +115,23 @@ fn isolate_from_caller(plan: &Plan, fds: &ChildFds, pipes: [&OwnedFd; 4]) -> Chi
 /// network namespace (its /sys shows the machine's interfaces), then detaches the host's root.
 /// False after a failure, which has been sent over the setup channel.
 fn kernel_mounts(plan: &Plan, machine: i32, error: &OwnedFd) -> bool {
-    let report = |message: String| channel::send(error, &Message::Failed(message));
-    let pidfd = match rustix::process::Pid::from_raw(machine)
-        .ok_or(rustix::io::Errno::SRCH)
-        .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()))
-    {
+    let report = |e: SetupError| channel::send(error, &e.into());
+    let pidfd = match ctx(pidfd::open(machine as u32), "open the machine's pidfd").and_then(|fd| {
+        let pid_ns = pidfd::enter_namespaces(&fd, ns::CLONE_NEWPID);
+        ctx(pid_ns, "join the machine's PID namespace").map(|_| fd)
+    }) {
         Ok(fd) => fd,
         Err(e) => {
-            report(format!("open the machine's pidfd: {e}"));
+            report(e);
             return false;
         }
     };
-    if let Err(e) = ns::setns(&pidfd, ns::CLONE_NEWPID) {
-        report(format!("join the machine's PID namespace: {e}"));
-        return false;
-    }
-    let mounted = match ns::fork() {
+    // SAFETY: the helper is single-threaded.
+    let mounted = match unsafe { ns::fork() } {
         Ok(None) => {
-            let mounted = if plan.network != Network::Host {
-                ctx(
-                    ns::setns(&pidfd, ns::CLONE_NEWNET),
-                    "join the machine's network",
-                )
+            let mounted = if plan.namespaces.contains(Namespaces::NEWNET) {
+                let net = pidfd::enter_namespaces(&pidfd, ns::CLONE_NEWNET);
+                ctx(net, "join the machine's network")
             } else {
                 Ok(())
             }
@@ -152,7 +140,7 @@ fn kernel_mounts(plan: &Plan, machine: i32, error: &OwnedFd) -> bool {
             // of `run` is PID 2 as with nspawn --as-pid2 (the write counts for the writer's
             // PID namespace; the host's /proc still hangs beside the old root).
             let last_pid = Path::new("/")
-                .join(mounts::OLD_ROOT)
+                .join(rootfs::OLD_ROOT)
                 .join("proc/sys/kernel/ns_last_pid");
             let _ = std::fs::write(last_pid, "1");
             match mounted {
@@ -165,9 +153,9 @@ fn kernel_mounts(plan: &Plan, machine: i32, error: &OwnedFd) -> bool {
         }
         Ok(Some(mounter)) => matches!(p::wait_raw(mounter, false), Ok(Some((_, 0)))),
         Err(e) => {
-            report(format!("fork: {e}"));
+            report(SetupError::new("fork the mounter", e));
             false
         }
     };
-    mounted && mounts::detach_old_root().map_err(report).is_ok()
+    mounted && rootfs::detach_old_root().map_err(report).is_ok()
 }

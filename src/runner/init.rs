@@ -29,7 +29,8 @@ pub fn run(
     error_pipe: OwnedFd,
     exec_payload: impl FnOnce() -> std::convert::Infallible,
 ) -> ! {
-    let payload = match crate::sys::ns::fork() {
+    // SAFETY: init is single-threaded (cloned by the single-threaded helper).
+    let payload = match unsafe { crate::sys::ns::fork() } {
         Ok(None) => match exec_payload() {},
         Ok(Some(pid)) => {
             // The closure owns the payload's copy of the error pipe: close it here.
@@ -37,8 +38,8 @@ pub fn run(
             pid
         }
         Err(e) => {
-            let message = super::channel::Message::Failed(format!("fork the payload: {e}"));
-            super::channel::send(&error_pipe, &message);
+            let e = super::channel::SetupError::new("fork the payload", e);
+            super::channel::send(&error_pipe, &e.into());
             p::exit_now(1)
         }
     };

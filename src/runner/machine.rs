@@ -8,18 +8,19 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::channel::{self, Message};
-use super::mounts::{self, ctx, ChildResult};
+use super::channel::{self, ctx, Message, SetupError, Step};
+use super::mounts;
 use super::plan::{Plan, Stage};
-use super::spec::{Console, Network};
+use super::spec::Console;
 use super::{init, passwd};
+use crate::sys::ns::Namespaces;
 use crate::sys::{net, ns, process as p};
 
 /// Descriptors the machine's side is handed.
 pub(super) struct ChildFds {
     /// The idmapped root the helper attaches, with a user namespace.
     pub(super) tree: Option<OwnedFd>,
-    /// Read end: a byte from the helper once the host and kernel stages are mounted.
+    /// The machine's go pipe, read end: the helper has mounted the host and kernel stages.
     pub(super) sync: OwnedFd,
     pub(super) stdout: Option<OwnedFd>,
     pub(super) stderr: Option<OwnedFd>,
@@ -34,9 +35,8 @@ pub(super) fn child(
     fds: ChildFds,
     error: OwnedFd,
     status: &'static std::sync::atomic::AtomicU64,
-    user_ns: bool,
 ) -> ! {
-    let (c_exe, c_argv, c_env) = match setup(plan, &fds, user_ns) {
+    let (c_exe, c_argv, c_env) = match setup(plan, &fds) {
         Ok(v) => v,
         Err(message) => {
             channel::send(&error, &message);
@@ -53,8 +53,8 @@ pub(super) fn child(
         let _ = p::reset_signals();
         let _ = p::cloexec_from(3);
         let e = p::execve(&c_exe, &c_argv, &c_env);
-        let message = format!("execute {}: {e}", c_exe.to_string_lossy());
-        channel::send(&error, &Message::Failed(message));
+        let e = SetupError::new(format!("execute {}", c_exe.to_string_lossy()), e);
+        channel::send(&error, &e.into());
         p::exit_now(127)
     };
     if plan.boot {
@@ -68,12 +68,12 @@ pub(super) fn child(
 
 type Exec = (CString, Vec<CString>, Vec<CString>);
 
-fn setup(plan: &Plan, fds: &ChildFds, user_ns: bool) -> Result<Exec, Message> {
+fn setup(plan: &Plan, fds: &ChildFds) -> Result<Exec, Message> {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    let mut go = [0u8; 1];
-    if rustix::io::read(&fds.sync, &mut go) != Ok(1) {
+    if !channel::wait_go(&fds.sync) {
         p::exit_now(1);
     }
+    let user_ns = plan.namespaces.contains(Namespaces::NEWUSER);
     if user_ns {
         ctx(
             p::set_identity(0, 0, &[]),
@@ -90,16 +90,16 @@ fn setup(plan: &Plan, fds: &ChildFds, user_ns: bool) -> Result<Exec, Message> {
     // the kernel locks the flags of every mount in it (without one there is nothing to lock,
     // and the helper's namespace, already the machine's alone, is kept: a copy costs time).
     // And now that rmach has moved us into the machine's cgroup, that becomes our cgroup root.
-    let mount_ns = if user_ns { ns::CLONE_NEWNS } else { 0 };
-    ctx(
-        ns::unshare(mount_ns | ns::CLONE_NEWCGROUP),
-        "new mount and cgroup namespaces",
-    )?;
+    let mut own = Namespaces::NEWCGROUP;
+    if user_ns {
+        own |= Namespaces::NEWNS;
+    }
+    ctx(ns::unshare(own), "new mount and cgroup namespaces")?;
     ctx(
         rustix::system::sethostname(plan.hostname.as_bytes()),
         "set the hostname",
     )?;
-    if plan.network != Network::Host {
+    if plan.namespaces.contains(Namespaces::NEWNET) {
         ctx(net::link_up("lo"), "bring up lo")?;
     }
     let tty = fds.tty.as_ref();
@@ -109,7 +109,9 @@ fn setup(plan: &Plan, fds: &ChildFds, user_ns: bool) -> Result<Exec, Message> {
     match plan.console {
         // Which fds become the machine's 0-2 per mode: docs/console.md.
         c if c.has_pty() => {
-            let tty = tty.ok_or("no pty")?;
+            let tty = tty.ok_or_else(|| {
+                SetupError::new("the console's pty", std::io::ErrorKind::NotFound)
+            })?;
             ctx(p::set_controlling_tty(tty), "controlling terminal")?;
             for n in 0..3 {
                 ctx(p::dup2(tty, n), "console")?;
@@ -163,28 +165,29 @@ fn setup(plan: &Plan, fds: &ChildFds, user_ns: bool) -> Result<Exec, Message> {
             "parent-death signal",
         )?;
     }
-    if std::env::set_current_dir(&workdir).is_err() {
+    if let Err(e) = std::env::set_current_dir(&workdir) {
         if plan.chdir.is_some() {
-            return Err(format!(
-                "change to {}: no such directory in the machine",
-                workdir.display()
-            )
-            .into());
+            let what = format!("change to {} in the machine", workdir.display());
+            return Err(SetupError::new(what, e).into());
         }
         let _ = std::env::set_current_dir("/");
     }
     let cstr = |s: &[u8]| {
-        CString::new(s).map_err(|_| "a NUL byte in the command line or environment".to_string())
+        let nul = std::io::ErrorKind::InvalidInput;
+        ctx(
+            CString::new(s).map_err(|_| nul),
+            "a NUL byte in the command line or environment",
+        )
     };
     let c_exe = cstr(exe.as_os_str().as_bytes())?;
     let c_argv = argv
         .iter()
         .map(|a| cstr(a.as_bytes()))
-        .collect::<ChildResult<Vec<_>>>()?;
+        .collect::<Step<Vec<_>>>()?;
     let c_env = env
         .iter()
         .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
-        .collect::<ChildResult<Vec<_>>>()?;
+        .collect::<Step<Vec<_>>>()?;
     Ok((c_exe, c_argv, c_env))
 }
 

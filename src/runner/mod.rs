@@ -26,6 +26,7 @@ mod machine;
 mod mounts;
 mod passwd;
 pub mod plan;
+mod rootfs;
 pub mod seccomp;
 mod spec;
 mod syscalls;
@@ -49,8 +50,8 @@ pub enum RunnerError {
     },
     #[error("{command}: no such command in the machine at {root}; give a path inside the image")]
     CommandNotFound { command: String, root: PathBuf },
-    #[error("setting up the machine failed: {message}")]
-    Setup { message: String },
+    #[error("setting up the machine failed")]
+    Setup(#[source] channel::SetupError),
     #[error("cgroup {path}: {source}; rmach needs root and a writable /sys/fs/cgroup")]
     Cgroup {
         path: PathBuf,

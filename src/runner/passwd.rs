@@ -1,6 +1,6 @@
 //! Resolving `--user` inside the machine, from its own /etc/passwd and /etc/group.
 
-use super::mounts::ChildResult;
+use super::channel::{SetupError, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -66,14 +66,15 @@ fn root() -> User {
 }
 
 /// Resolves in the current root (the machine's, after pivot_root).
-pub fn resolve(user: Option<&str>) -> ChildResult<User> {
+pub fn resolve(user: Option<&str>) -> Step<User> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let mut u = lookup(&passwd, &group, user).ok_or_else(|| {
-        format!(
+        let what = format!(
             "no user {} in the machine's /etc/passwd",
             user.unwrap_or("root")
-        )
+        );
+        SetupError::new(what, std::io::ErrorKind::NotFound)
     })?;
     if !std::path::Path::new(&u.shell).exists() {
         u.shell = "/bin/sh".into();

@@ -1,10 +1,11 @@
 //! The plan: a run specification turned into plain data (namespaces, an ordered mount table,
 //! cgroup settings, capabilities, environment) that tests can inspect and one executor runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::spec::{Bind, Console, Limits, Network, PrivateUsers, RunSpec};
 use super::{caps, RunnerError};
+use crate::sys::ns::Namespaces;
 
 /// What is mounted at one place inside the machine. Targets are paths inside the new root;
 /// they are resolved with `RESOLVE_IN_ROOT`, so a symlink in the image cannot point them out.
@@ -16,6 +17,9 @@ pub enum MountKind {
     BindHost { source: PathBuf, recursive: bool },
     /// A path inside the machine bound over itself (to change its flags).
     BindSelf,
+    /// The mount already at the target gets the entry's flags (a remount of that mount only);
+    /// skipped when something else now covers the target.
+    Remount,
     /// The machine's /dev/null bound over the target, hiding it.
     Mask,
     /// A symlink created at the target.
@@ -84,10 +88,16 @@ pub struct Plan {
     pub root_read_only: bool,
     pub name: String,
     pub hostname: String,
-    /// Mount, PID, UTS, IPC and cgroup namespaces are always new; these are the optional ones.
     pub network: Network,
+    /// The namespaces the machine is cloned into: PID, UTS and IPC always, network unless
+    /// `--network host`, user with an id map. (Its mount namespace is the helper's, or a copy
+    /// the machine makes in its user namespace; its cgroup namespace it makes itself once in
+    /// its cgroup.)
+    pub namespaces: Namespaces,
     /// The user namespace's id map (None: no user namespace), resolved from `--private-users`.
     pub id_map: Option<IdMap>,
+    /// The root is attached through an idmapped mount (a user namespace that shifts ids).
+    pub idmapped_root: bool,
     /// What `--private-users auto` chose and why, in words (None for the other modes).
     pub private_users_note: Option<String>,
     pub mounts: Vec<MountEntry>,
@@ -96,8 +106,8 @@ pub struct Plan {
     pub device_allow: Vec<&'static str>,
     /// Refuse a host without a device controller.
     pub device_policy: bool,
-    /// The machine's cgroup, `NAME-PID` below `rmach/` in each hierarchy.
-    pub cgroup: String,
+    /// The machine's cgroup, `rmach/NAME-PID` in each hierarchy (the PID is rmach's).
+    pub cgroup: PathBuf,
     /// The host end of the veth pair (with `--network veth`).
     pub veth: Option<String>,
     pub bounding_caps: u64,
@@ -111,7 +121,9 @@ pub struct Plan {
     pub console: Console,
     pub boot: bool,
     pub uuid: String,
-    pub scratch: PathBuf,
+    /// The per-run scratch directory on the host (the ephemeral overlay's layers), removed
+    /// when the run ends: `.rmach-PID-UUID` in the spec's scratch directory (`--state-dir`).
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// Device nodes created in the private /dev: name under /dev, major, minor.
@@ -205,6 +217,14 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         PrivateUsers::No | PrivateUsers::Auto => None,
         p => Some(super::userns::pick(p, &spec.root)?),
     };
+    let mut namespaces = Namespaces::NEWPID | Namespaces::NEWUTS | Namespaces::NEWIPC;
+    if private_net {
+        namespaces |= Namespaces::NEWNET;
+    }
+    if id_map.is_some() {
+        namespaces |= Namespaces::NEWUSER;
+    }
+    let rmach = std::process::id();
     Ok(Plan {
         root: spec.root.clone(),
         root_mode: if spec.ephemeral {
@@ -216,13 +236,15 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         name: spec.name.clone(),
         hostname: hostname(spec),
         network: spec.network,
+        namespaces,
         id_map,
+        idmapped_root: id_map.is_some_and(|m| m.base != 0),
         private_users_note,
         mounts: mount_table(spec, &uuid),
         limits: spec.limits,
         device_allow: DEVICE_ALLOW.to_vec(),
         device_policy: spec.device_policy,
-        cgroup: format!("{}-{}", spec.name, std::process::id()),
+        cgroup: Path::new(super::cgroup::PARENT).join(format!("{}-{rmach}", spec.name)),
         veth: (spec.network == Network::Veth).then(|| veth_name(&spec.name)),
         bounding_caps,
         no_new_privs: spec.no_new_privileges,
@@ -233,8 +255,10 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         chdir: spec.chdir.clone(),
         console: spec.console,
         boot: spec.boot,
+        scratch_dir: spec
+            .ephemeral
+            .then(|| spec.scratch.join(format!(".rmach-{rmach}-{uuid}"))),
         uuid,
-        scratch: spec.scratch.clone(),
     })
 }
 
@@ -331,6 +355,13 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
         "mode=755,size=20%,nr_inodes=800k",
     )));
     t.push(host(fs("/tmp", "tmpfs", "mode=1777,size=50%")));
+    // What the machine is told about its host, on a small tmpfs of its own (as nspawn's): a
+    // user's bind over /run (the bootstrap's second stage) neither receives nor hides it.
+    t.push(host(fs(
+        "/run/host",
+        "tmpfs",
+        "mode=755,size=1m,nr_inodes=64",
+    )));
     let os_release = std::fs::read("/etc/os-release")
         .or_else(|_| std::fs::read("/usr/lib/os-release"))
         .unwrap_or_default();
@@ -339,7 +370,7 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
         ("/run/host/container-manager", b"rmach\n".to_vec()),
         ("/run/host/container-uuid", format!("{uuid}\n").into_bytes()),
     ] {
-        t.push(entry(path, MountKind::File { contents }));
+        t.push(host(entry(path, MountKind::File { contents })));
     }
     for Bind {
         source,
@@ -366,6 +397,11 @@ fn mount_table(spec: &RunSpec, uuid: &str) -> Vec<MountEntry> {
         e.from_user = true;
         t.push(host(e));
     }
+    // Read-only once the binds below it (the supervisor's /run/host/notify) have their
+    // mount points; locked, as a host-stage mount.
+    let mut host_ro = host(entry("/run/host", MountKind::Remount));
+    host_ro.read_only = true;
+    t.push(host_ro);
     t
 }
 
@@ -441,6 +477,12 @@ mod tests {
         assert!(p.env.contains(&("container".into(), "rmach".into())));
         assert_eq!(p.uuid.len(), 36);
         assert!(p.seccomp.filters.len() == 2 && !p.no_new_privs && p.id_map.is_none());
+        assert_eq!(
+            p.namespaces,
+            Namespaces::NEWPID | Namespaces::NEWUTS | Namespaces::NEWIPC,
+            "host network, no user namespace"
+        );
+        assert!(!p.idmapped_root && p.scratch_dir.is_none() && p.veth.is_none());
     }
 
     #[test]
@@ -472,6 +514,12 @@ mod tests {
             "binds are made before the user namespace"
         );
         assert_eq!(p.root_mode, RootMode::Ephemeral);
+        assert!(p
+            .namespaces
+            .contains(Namespaces::NEWNET | Namespaces::NEWUSER));
+        assert!(p.idmapped_root, "pick shifts ids: the root is idmapped");
+        let scratch = p.scratch_dir.as_deref().unwrap();
+        assert!(scratch.starts_with("/run") && scratch.to_string_lossy().contains(&p.uuid));
         assert_eq!(p.env.iter().filter(|e| e.0 == "PATH").count(), 1);
         assert_ne!(
             p.bounding_caps & (1 << 12),
@@ -548,18 +596,32 @@ mod tests {
         assert!(p.no_new_privs && p.boot && !p.device_policy);
         assert_eq!(p.console, Console::Interactive);
         assert!(find(&p, "/dev/console").is_some());
-        assert_eq!(p.scratch, Path::new("/var/run/x"));
-        assert_eq!(p.cgroup, format!("web-{}", std::process::id()));
+        assert!(p.scratch_dir.is_none(), "no overlay, no scratch directory");
+        assert_eq!(
+            p.cgroup,
+            Path::new(&format!("rmach/web-{}", std::process::id()))
+        );
         assert!(p.private_users_note.is_none());
+        assert!(
+            p.namespaces
+                .contains(Namespaces::NEWNET | Namespaces::NEWUSER)
+                && p.idmapped_root
+        );
         s.private_users = PrivateUsers::Identity;
         s.ephemeral = true;
         let p = plan(&s).unwrap();
         assert_eq!(p.id_map.map(|m| m.base), Some(0));
+        assert!(p.namespaces.contains(Namespaces::NEWUSER) && !p.idmapped_root);
         assert_eq!(p.root_mode, RootMode::Ephemeral);
+        assert_eq!(
+            p.scratch_dir.as_deref().and_then(Path::parent),
+            Some(Path::new("/var/run/x")),
+            "the overlay's scratch directory is under the spec's (--state-dir)"
+        );
         // auto on a root whose file system cannot be told: no user namespace, and why.
         s.private_users = PrivateUsers::Auto;
         let p = plan(&s).unwrap();
-        assert!(p.id_map.is_none());
+        assert!(p.id_map.is_none() && !p.namespaces.contains(Namespaces::NEWUSER));
         assert!(p
             .private_users_note
             .as_deref()

@@ -147,7 +147,9 @@ pub fn idmapped_root(root: &Path, map: IdMap) -> Result<std::os::fd::OwnedFd, Ru
         source: e,
     };
     let (hold_r, hold_w) = p::pipe().map_err(fail)?;
-    let helper = match ns::clone_fork(ns::CLONE_NEWUSER).map_err(fail)? {
+    // SAFETY: rmach may have threads (a supervisor's watcher), so the child only closes a
+    // descriptor, reads a pipe and exits: async-signal-safe calls, no allocation.
+    let helper = match unsafe { ns::clone_fork(ns::Namespaces::NEWUSER) }.map_err(fail)? {
         None => {
             drop(hold_w);
             let mut b = [0u8; 1];

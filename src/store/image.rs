@@ -6,11 +6,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use rustix::fs::{ioctl_getflags, ioctl_setflags, openat2, IFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags, Mode, OFlags};
 
 use super::error::IoContext;
 use super::lock::LockHolder;
 use super::StoreError;
+use crate::fs::Root;
 use crate::sys::btrfs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -295,14 +296,11 @@ pub(crate) fn times(path: &Path) -> (Option<String>, Option<String>) {
 /// `usr/lib/os-release` is what is read), the open never blocks (a FIFO, a device node), and
 /// the type is checked on the open file before a byte is read.
 pub fn os_release(root: &Path) -> Option<OsRelease> {
-    let dir = File::open(root).ok()?;
+    let tree = Root::new(File::open(root).ok()?.into());
     for candidate in ["etc/os-release", "usr/lib/os-release"] {
-        let Ok(fd) = openat2(
-            &dir,
-            candidate,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::NOFOLLOW,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        let Ok(fd) = tree.open(
+            candidate.as_bytes(),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::NOFOLLOW,
         ) else {
             continue;
         };

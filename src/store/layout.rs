@@ -2,6 +2,7 @@
 //!
 //! - `NAME` is a directory or btrfs subvolume image, `NAME.raw` a raw image;
 //! - `.#rmach-NAME.TAG[.raw]` is an image being built or removed (staging);
+//! - `NAME.nspawn` is systemd-nspawn's settings file of image NAME;
 //! - `.#NAME.lck` and `.#NAME.raw.lck` are systemd's image locks (taken by systemd-nspawn,
 //!   machinectl and rmach alike; see `lock.rs`).
 
@@ -12,6 +13,7 @@ use super::{ImageKind, ImageName};
 /// Prefix of every entry an unfinished operation leaves in the store.
 pub(crate) const STAGING_PREFIX: &str = ".#rmach-";
 const RAW_SUFFIX: &str = ".raw";
+const NSPAWN_SUFFIX: &str = ".nspawn";
 
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
@@ -68,6 +70,17 @@ impl Layout {
         };
         self.root
             .join(format!("{STAGING_PREFIX}{name}.{tag:016x}{suffix}"))
+    }
+
+    /// `NAME.nspawn`, systemd-nspawn's settings file of an image, beside it.
+    pub(crate) fn nspawn_settings_path(&self, name: &ImageName) -> PathBuf {
+        self.root.join(format!("{name}{NSPAWN_SUFFIX}"))
+    }
+
+    /// A file being written for `name` (`what` says which), renamed into place when
+    /// complete; a staging entry of `name`, so `clean` removes one left by a crash.
+    pub(crate) fn temp_path(&self, name: &ImageName, what: &str) -> PathBuf {
+        self.root.join(format!("{STAGING_PREFIX}{name}.{what}"))
     }
 
     /// Whether a file name is a raw image's (hidden entries included).
@@ -127,6 +140,17 @@ mod tests {
                 PathBuf::from("/s/.#dev.lck"),
                 PathBuf::from("/s/.#dev.raw.lck")
             ]
+        );
+        assert_eq!(
+            layout.nspawn_settings_path(&dev),
+            Path::new("/s/dev.nspawn")
+        );
+        let temp = layout.temp_path(&dev, "settings");
+        assert_eq!(
+            Layout::entry(temp.file_name().unwrap().to_str().unwrap()),
+            Entry::Staging {
+                owner: "dev".into()
+            }
         );
         let staging = layout.staging_path(&dev, ImageKind::Raw, 7);
         let file = staging.file_name().unwrap().to_str().unwrap();

@@ -100,6 +100,17 @@ impl Store {
         &self.state_dir
     }
 
+    /// `NAME.nspawn`, the image's systemd-nspawn settings file.
+    pub fn nspawn_settings_path(&self, name: &ImageName) -> PathBuf {
+        self.layout.nspawn_settings_path(name)
+    }
+
+    /// Where to write a file for image `name` before renaming it into place (`what` names
+    /// it); `clean` removes one left behind.
+    pub fn temp_path(&self, name: &ImageName, what: &str) -> PathBuf {
+        self.layout.temp_path(name, what)
+    }
+
     /// Takes the locks of `name` for `purpose`, failing at once when another process (rmach,
     /// systemd-nspawn, machinectl) holds them. Held until the returned lock is dropped; a
     /// machine supervisor holds a `Run` or `Boot` lock for as long as the machine runs.
@@ -277,28 +288,13 @@ impl Store {
         kind: ImageKind,
         force: bool,
     ) -> Result<Staging> {
-        self.make(name, purpose, kind, force, true)
+        let staging = self.begin(name, purpose, kind, force, true)?;
+        self.make(staging, kind)
     }
 
-    /// Like [`Store::create`] for a verb without `--force` (clone): an existing image is refused.
-    fn create_new(
-        &self,
-        name: &ImageName,
-        purpose: LockPurpose,
-        kind: ImageKind,
-    ) -> Result<Staging> {
-        self.make(name, purpose, kind, false, false)
-    }
-
-    fn make(
-        &self,
-        name: &ImageName,
-        purpose: LockPurpose,
-        kind: ImageKind,
-        force: bool,
-        can_force: bool,
-    ) -> Result<Staging> {
-        let staging = self.begin(name, purpose, kind, force, can_force)?;
+    /// Creates the empty staging directory (a subvolume on btrfs) or raw file that
+    /// [`Store::begin`] named.
+    fn make(&self, staging: Staging, kind: ImageKind) -> Result<Staging> {
         match kind {
             ImageKind::Raw => {
                 std::fs::OpenOptions::new()
@@ -309,10 +305,7 @@ impl Store {
             }
             ImageKind::Directory | ImageKind::Subvolume => {
                 if self.on_btrfs() {
-                    let root = File::open(&self.root).at(&self.root)?;
-                    let file_name = staging.path.file_name().unwrap_or_default();
-                    let c = CString::new(file_name.as_encoded_bytes())
-                        .map_err(|e| StoreError::io(&staging.path, std::io::Error::other(e)))?;
+                    let (root, c) = self.entry_at(&staging.path)?;
                     btrfs::create_subvolume(&root, &c).at(&staging.path)?;
                 } else {
                     std::fs::DirBuilder::new()
@@ -370,6 +363,16 @@ impl Store {
             force,
             committed: false,
         })
+    }
+
+    /// The store's directory and the name of `entry` in it, for the btrfs ioctls that
+    /// create a subvolume or snapshot by name below a directory.
+    fn entry_at(&self, entry: &Path) -> Result<(File, CString)> {
+        let root = File::open(&self.root).at(&self.root)?;
+        let file_name = entry.file_name().unwrap_or_default();
+        let c = CString::new(file_name.as_encoded_bytes())
+            .map_err(|e| StoreError::io(entry, std::io::Error::other(e)))?;
+        Ok((root, c))
     }
 
     /// Moves an image out of its name at once, then deletes it; a crash in between leaves a
@@ -456,16 +459,15 @@ impl Store {
                 false,
             )?;
             let src = File::open(&image.path).at(&image.path)?;
-            let root = File::open(&self.root).at(&self.root)?;
-            let file_name = staging.path.file_name().unwrap_or_default();
-            let c = CString::new(file_name.as_encoded_bytes())
-                .map_err(|e| StoreError::io(&staging.path, std::io::Error::other(e)))?;
+            let (root, c) = self.entry_at(&staging.path)?;
             btrfs::snapshot(&src, &root, &c, false).at(&staging.path)?;
             staging.kind = ImageKind::Subvolume;
             // A snapshot of a read-only subvolume is writable; the source's own flag is not copied.
             return staging.commit(read_only);
         }
-        let staging = self.create_new(destination, LockPurpose::Create, kind)?;
+        // No --force for clone: an existing image is refused.
+        let staging = self.begin(destination, LockPurpose::Create, kind, false, false)?;
+        let staging = self.make(staging, kind)?;
         if kind == ImageKind::Raw {
             copy::copy_file(&image.path, &staging.path, progress)?;
             // The copy took the source's mode; its read-only state is chosen below instead.

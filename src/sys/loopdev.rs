@@ -168,22 +168,6 @@ fn configure(device: &File, backing: &File, range: LoopRange, direct_io: bool) -
 /// afterwards are seen by no other process and vanish with the last process in it. Call it
 /// before any thread starts (threads keep the namespace they had).
 pub fn private_mount_namespace() -> io::Result<()> {
-    // SAFETY: unshare takes flags only and changes no memory of this process.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: every pointer is NULL or a NUL-terminated 'static string.
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    };
-    if r == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    super::ns::unshare(super::ns::Namespaces::NEWNS)?;
+    super::mount::make_private(std::path::Path::new("/"))
 }

@@ -1,25 +1,32 @@
-//! Namespaces: a fork-like `clone` with namespace flags, `unshare` and `setns`.
+//! Namespaces: a fork-like `clone` into new namespaces, glibc's fork, and `unshare`.
+//! (Joining a process's namespaces is `pidfd::enter_namespaces`.)
 
 use std::io;
-use std::os::fd::AsRawFd;
 
 pub use libc::{
     CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER,
     CLONE_NEWUTS,
 };
+/// A set of namespaces (`CLONE_NEW*` bits), as `clone` and `unshare` take them.
+pub use rustix::thread::UnshareFlags as Namespaces;
 
-/// Forks into new namespaces: `Ok(None)` in the child, `Ok(Some(pid))` in the parent.
+/// Forks into the new namespaces `namespaces`: `Ok(None)` in the child, `Ok(Some(pid))` in
+/// the parent.
 ///
-/// The caller must be single-threaded: like `fork`, the child gets only the calling thread,
-/// and it goes on to allocate.
-pub fn clone_fork(flags: i32) -> io::Result<Option<i32>> {
+/// # Safety
+///
+/// Like `fork(2)` without glibc's bookkeeping: the child gets only the calling thread, and
+/// glibc's locks (the allocator's among them) are left as they were. So either the caller is
+/// single-threaded, or the child calls only async-signal-safe functions (no allocation) until
+/// it execs or exits with [`super::process::exit_now`].
+pub unsafe fn clone_fork(namespaces: Namespaces) -> io::Result<Option<i32>> {
     // SAFETY: the raw clone syscall with a null stack behaves like fork (the child continues
-    // on a copy of the parent's stack); no CLONE_VM, so no memory is shared. The callers in
-    // this crate call it before spawning any thread, so no lock can be held by a lost thread.
+    // on a copy of the parent's stack); no CLONE_VM, so no memory is shared. What the child
+    // may do afterwards is the caller's promise (see # Safety).
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
+            (namespaces.bits() as libc::c_ulong) | libc::SIGCHLD as libc::c_ulong,
             0usize,
             0usize,
             0usize,
@@ -45,23 +52,22 @@ pub fn fork_threadsafe() -> io::Result<Option<i32>> {
     }
 }
 
-/// A plain fork (for the small init's payload and helpers). Same rule as [`clone_fork`].
-pub fn fork() -> io::Result<Option<i32>> {
-    clone_fork(0)
+/// A plain fork (for the small init's payload and the helper's mounter).
+///
+/// # Safety
+///
+/// As for [`clone_fork`].
+pub unsafe fn fork() -> io::Result<Option<i32>> {
+    // SAFETY: the caller keeps clone_fork's promise.
+    unsafe { clone_fork(Namespaces::empty()) }
 }
 
-pub fn unshare(flags: i32) -> io::Result<()> {
-    // SAFETY: unshare takes flags only and changes no memory of this process.
-    if unsafe { libc::unshare(flags) } == -1 {
-        return Err(io::Error::last_os_error());
+/// Moves the calling process into new namespaces (never a new descriptor table: `FILES` is
+/// refused, which is what makes rustix's `unshare_unsafe` unsafe).
+pub fn unshare(namespaces: Namespaces) -> io::Result<()> {
+    if namespaces.contains(Namespaces::FILES) {
+        return Err(io::ErrorKind::InvalidInput.into());
     }
-    Ok(())
-}
-
-pub fn setns(fd: &impl AsRawFd, nstype: i32) -> io::Result<()> {
-    // SAFETY: the fd is borrowed and open for the duration of the call.
-    if unsafe { libc::setns(fd.as_raw_fd(), nstype) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // SAFETY: without FILES, no thread can be left with descriptors of another table.
+    unsafe { rustix::thread::unshare_unsafe(namespaces) }.map_err(io::Error::from)
 }

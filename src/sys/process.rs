@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 {
@@ -109,22 +109,32 @@ pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
     }
 }
 
-/// waitpid returning the raw status; `Ok(None)` with `nohang` when the child still runs.
+/// waitpid returning the raw status, for any child (`pid` -1) or one, clones included
+/// (`__WALL`); `Ok(None)` with `nohang` when the child still runs.
 pub fn wait_raw(pid: i32, nohang: bool) -> io::Result<Option<(i32, i32)>> {
-    let mut status = 0;
-    let flags = if nohang { libc::WNOHANG } else { 0 };
+    use rustix::process::{Pid, WaitOptions};
+    let mut options = WaitOptions::from_bits_retain(libc::__WALL as u32);
+    if nohang {
+        options |= WaitOptions::NOHANG;
+    }
+    let which = match pid {
+        -1 => None,
+        pid => Some(Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD))?),
+    };
     loop {
-        // SAFETY: `status` is a valid out pointer for the call.
-        let r = unsafe { libc::waitpid(pid, &mut status, flags | libc::__WALL) };
-        match r {
-            -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
-            -1 => return Err(io::Error::last_os_error()),
-            0 => return Ok(None),
-            p => return Ok(Some((p, status))),
+        match rustix::process::waitpid(which, options) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(None) => return Ok(None),
+            Ok(Some((pid, status))) => {
+                return Ok(Some((pid.as_raw_nonzero().get(), status.as_raw())))
+            }
         }
     }
 }
 
+/// kill(2) with any signal number: rustix's safe `kill_process` takes named signals only, and
+/// the machine's halt is a real-time one (SIGRTMIN+3).
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     // SAFETY: kill takes plain integers.
     check(unsafe { libc::kill(pid, sig) }).map(drop)
@@ -136,74 +146,51 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Sets supplementary groups, then gid, then uid (all three of each).
+/// Sets supplementary groups, then gid, then uid (all three of each) of the calling thread,
+/// which is all of a forked child.
 pub fn set_identity(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
-    // SAFETY: the pointer and length describe the `groups` slice, alive for the call.
-    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
-    // SAFETY: plain integers; glibc applies these to every thread (there is one).
-    check(unsafe { libc::setresgid(gid, gid, gid) })?;
-    // SAFETY: as above.
-    check(unsafe { libc::setresuid(uid, uid, uid) })?;
+    use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+    let groups: Vec<_> = groups
+        .iter()
+        .map(|g| rustix::fs::Gid::from_raw(*g))
+        .collect();
+    set_thread_groups(&groups)?;
+    let (uid, gid) = (
+        rustix::fs::Uid::from_raw(uid),
+        rustix::fs::Gid::from_raw(gid),
+    );
+    set_thread_res_gid(gid, gid, gid)?;
+    set_thread_res_uid(uid, uid, uid)?;
     Ok(())
 }
 
 /// Drops every capability not in `keep` (a bit mask) from the bounding set, and clears the
 /// inheritable and ambient sets so nothing outside the bounding set survives exec.
 pub fn limit_capabilities(keep: u64) -> io::Result<()> {
+    use rustix::thread::{CapabilitySet, CapabilitySets};
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(40);
-    for cap in 0..=last {
-        if keep & (1u64 << cap) == 0 {
-            // SAFETY: PR_CAPBSET_DROP takes a capability number; no pointers.
-            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-            if r == -1 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
-                return Err(io::Error::last_os_error());
-            }
+    for cap in (0..=last).filter(|cap| keep & (1u64 << cap) == 0) {
+        let one = CapabilitySet::from_bits_retain(1u64 << cap);
+        match rustix::thread::remove_capability_from_bounding_set(one) {
+            // A capability this kernel does not know.
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    };
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut h = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let mut d = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: header and a two-element data array, the layout _LINUX_CAPABILITY_VERSION_3 expects.
-    check(unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) as libc::c_int })?;
-    for (i, w) in d.iter_mut().enumerate() {
-        let mask = (keep >> (32 * i)) as u32;
-        w.inheritable = 0;
-        w.permitted &= mask;
-        w.effective &= mask;
-    }
-    // SAFETY: as for capget; the kernel only reads the data.
-    check(unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) as libc::c_int })?;
+    let _ = rustix::thread::clear_ambient_capability_set();
+    let keep = CapabilitySet::from_bits_retain(keep);
+    let sets = rustix::thread::capabilities(None)?;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: sets.effective & keep,
+            permitted: sets.permitted & keep,
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
     Ok(())
 }
 
@@ -222,16 +209,21 @@ pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
     io::Error::last_os_error()
 }
 
-/// Duplicates `fd` onto `target` (clearing close-on-exec on the copy).
-pub fn dup2(fd: &impl AsRawFd, target: i32) -> io::Result<()> {
-    // SAFETY: dup2 on a borrowed open fd; the target number is replaced atomically.
-    check(unsafe { libc::dup2(fd.as_raw_fd(), target) }).map(drop)
+/// Duplicates `fd` onto standard input, output or error (`target` 0, 1 or 2), clearing
+/// close-on-exec on the copy.
+pub fn dup2(fd: &impl AsFd, target: i32) -> io::Result<()> {
+    match target {
+        0 => rustix::stdio::dup2_stdin(fd),
+        1 => rustix::stdio::dup2_stdout(fd),
+        2 => rustix::stdio::dup2_stderr(fd),
+        _ => Err(rustix::io::Errno::BADF),
+    }
+    .map_err(io::Error::from)
 }
 
 /// Makes the tty on `fd` the controlling terminal of this (new) session.
-pub fn set_controlling_tty(fd: &impl AsRawFd) -> io::Result<()> {
-    // SAFETY: TIOCSCTTY takes an integer argument.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) }).map(drop)
+pub fn set_controlling_tty(fd: &impl AsFd) -> io::Result<()> {
+    rustix::process::ioctl_tiocsctty(fd).map_err(io::Error::from)
 }
 
 /// A pipe whose ends are both close-on-exec: (read, write).
@@ -246,9 +238,15 @@ pub fn sigrtmin() -> i32 {
 /// Marks every descriptor from `first` up close-on-exec, so nothing rmach inherited from its
 /// own parent reaches the machine's payload.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range with the CLOEXEC flag only changes descriptor flags; no memory involved.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if r == -1 {
         return Err(io::Error::last_os_error());
     }
@@ -316,7 +314,6 @@ struct MmMap {
 /// original strings, so a forked process that never execs reveals nothing of its caller's
 /// arguments or environment. Uses `PR_SET_MM_MAP`, which needs no capability.
 pub fn replace_cmdline_and_environ(cmdline: &[u8], environ: &[u8]) -> io::Result<()> {
-    const PR_SET_MM_MAP: libc::c_ulong = 14;
     let f = stat_fields(&[26, 27, 28, 45, 46, 47, 48, 49, 50, 51])?;
     let (arg_start, arg_end, env_start, env_end) = (f[6], f[7], f[8], f[9]);
     for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
@@ -354,7 +351,7 @@ pub fn replace_cmdline_and_environ(cmdline: &[u8], environ: &[u8]) -> io::Result
     let r = unsafe {
         libc::prctl(
             libc::PR_SET_MM,
-            PR_SET_MM_MAP,
+            libc::PR_SET_MM_MAP as libc::c_ulong,
             &map as *const MmMap as libc::c_ulong,
             std::mem::size_of::<MmMap>() as libc::c_ulong,
             0,

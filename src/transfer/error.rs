@@ -1,28 +1,48 @@
-//! The transfer module's one error type.
+//! The transfer module's one error type. Each variant names the path or image; none repeats
+//! its source's text (the CLI prints the chain of causes once).
 
 use std::path::PathBuf;
 
 use crate::archive::ArchiveError;
+use crate::image::ImageError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
+    /// Taking the image's lock or staging it: said as the store says it.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Committing the finished image.
+    #[error(transparent)]
+    Commit(StoreError),
     #[error(transparent)]
     Archive(ArchiveError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Oci(#[from] crate::oci::OciError),
     #[error("the store {} is full", store.display())]
     StoreFull {
         store: PathBuf,
         #[source]
-        source: ArchiveError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("its SHA-256 is {got} but {want} was expected")]
     Digest { got: String, want: String },
-    #[error("image {name} is a raw disk image; export it with export-raw")]
-    NotATree { name: String },
+    #[error("image {name} is a directory tree; export it with export-tar")]
+    NotRaw { name: String },
+    #[error("cannot build a {fs} disk of {size} bytes for {name}")]
+    BuildDisk {
+        fs: &'static str,
+        size: u64,
+        name: String,
+        #[source]
+        source: ImageError,
+    },
     #[error("{} already exists; use --force to replace it", path.display())]
     OutputExists { path: PathBuf },
+    #[error("cannot write to {}: it is not a file name", path.display())]
+    NotAFileName { path: PathBuf },
     #[error("cannot {op} {}", path.display())]
     Fs {
         op: &'static str,
@@ -38,7 +58,7 @@ impl TransferError {
         if e.is_no_space() {
             TransferError::StoreFull {
                 store: store.to_path_buf(),
-                source: e,
+                source: Box::new(e),
             }
         } else {
             TransferError::Archive(e)

@@ -1,12 +1,16 @@
-//! import-tar's orchestration: a stream in, an image committed to the store or nothing.
+//! import-tar's and import-raw's orchestration, which pull-tar and pull-raw share: a stream
+//! in, an image committed to the store or nothing. The digest is taken while the input
+//! streams; a full store is told apart from a broken input.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use super::{layout, TransferError};
+use super::{layout, DiskSpec, TransferError, TreeTarget};
 use crate::archive::{self, Compression, Decoder, ExtractOptions};
-use crate::store::{ImageKind, ImageName, LockPurpose, Store};
+use crate::image::{self, ImportReport, Source};
+use crate::store::{ImageKind, ImageName, LockPurpose, Staging, Store};
 
 /// What to import and how.
 #[derive(Debug, Clone)]
@@ -27,40 +31,46 @@ pub struct Imported {
     pub lifted: Option<OsString>,
     /// Non-fatal problems, each naming the archive member.
     pub warnings: Vec<String>,
+    /// The SHA-256 of every byte of the input, when it was asked for.
+    pub sha256: Option<[u8; 32]>,
 }
 
-/// Imports the tar stream `input` (compression detected by content) as a new image. The image
-/// is built under a hidden name and committed only when the archive was read to its end, the
+/// Imports the tar stream `input` (compression detected by content) as a new image: a
+/// directory, or with `disk` a raw disk built from the extracted tree. The image is built
+/// under a hidden name and committed only when the archive was read to its end, the
 /// compressed stream's checks passed and the digest matched; on any error nothing is left.
 /// `on_detect` learns the compression as soon as it is known.
 pub fn import_tar(
     store: &Store,
     input: impl Read + Send + 'static,
     req: &ImportRequest,
+    disk: Option<DiskSpec>,
     on_detect: &mut dyn FnMut(Compression),
 ) -> Result<Imported, TransferError> {
-    let staging = store.create(
-        &req.name,
-        LockPurpose::Import,
-        ImageKind::Directory,
-        req.force,
+    let target = TreeTarget::create(store, &req.name, LockPurpose::Import, req.force, disk)?;
+    let imported = extract_tar(
+        target.tree(),
+        store.root(),
+        input,
+        req.sha256.is_some(),
+        on_detect,
     )?;
-    let imported = extract_tar(staging.path(), store.root(), input, req.sha256, on_detect)?;
-    staging.commit(req.read_only)?;
+    check_sha256(req.sha256, imported.sha256)?;
+    target.commit(None, req.read_only)?;
     Ok(imported)
 }
 
-/// The work of [`import_tar`] into a directory the caller staged (a raw image's scratch tree,
-/// say) and commits: decode, extract, check the digest, lift a single top directory. `store`
-/// is named when the disk fills.
+/// The work of [`import_tar`] into a tree the caller staged and commits (a pull checks the
+/// digest against a list first): decode, extract, hash every byte when `sha256`, lift a
+/// single top directory. `store` is named when the disk fills.
 pub fn extract_tar(
     tree: &Path,
     store: &Path,
     input: impl Read + Send + 'static,
-    sha256: Option<[u8; 32]>,
+    sha256: bool,
     on_detect: &mut dyn FnMut(Compression),
 ) -> Result<Imported, TransferError> {
-    let mut decoder = Decoder::spawn(input, sha256.is_some()).map_err(TransferError::Archive)?;
+    let mut decoder = Decoder::spawn(input, sha256).map_err(TransferError::Archive)?;
     on_detect(decoder.compression());
     let compression = decoder.compression();
     // Two writers: with the decoder and the reading thread, enough to keep the file system
@@ -71,30 +81,88 @@ pub fn extract_tar(
         ..ExtractOptions::default()
     };
     let extracted = archive::extract(&mut decoder, tree, &opts, None);
-    // After a failure the decoder thread may be blocked reading a stalled pipe: let it go
-    // rather than wait for it.
-    let digest = match &extracted {
-        Ok(_) => decoder.finish(),
-        Err(_) => {
+    let stats = match extracted {
+        Ok(stats) => stats,
+        Err(e) => {
+            // The decoder thread may be blocked reading a stalled pipe: let it go rather
+            // than wait for it.
             drop(decoder);
-            Ok(None)
+            return Err(TransferError::archive(e, store));
         }
     };
-    let stats = extracted.map_err(|e| TransferError::archive(e, store))?;
-    let digest = digest.map_err(TransferError::Archive)?;
-    if let (Some(want), Some(got)) = (sha256, digest) {
-        if want != got {
-            return Err(TransferError::Digest {
-                got: hex::encode(got),
-                want: hex::encode(want),
-            });
-        }
+    if sha256 {
+        // Read what follows the archive's end too: the digest covers the whole input.
+        std::io::copy(&mut decoder, &mut std::io::sink()).map_err(|source| {
+            TransferError::Archive(archive::ArchiveError::Read { offset: 0, source })
+        })?;
     }
+    let digest = decoder.finish().map_err(TransferError::Archive)?;
     let lifted = layout::strip_single_top_dir(tree)?;
     Ok(Imported {
         compression,
         members: stats.members,
         lifted,
         warnings: stats.warnings,
+        sha256: digest,
     })
+}
+
+/// The input's digest against the one asked for.
+pub fn check_sha256(want: Option<[u8; 32]>, got: Option<[u8; 32]>) -> Result<(), TransferError> {
+    match (want, got) {
+        (Some(want), Some(got)) if want != got => Err(TransferError::Digest {
+            got: hex::encode(got),
+            want: hex::encode(want),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Imports the disk image `source` (raw or qcow2, any compression) as the raw image
+/// `req.name`, committed only when converted whole and its digest matched.
+pub fn import_raw(
+    store: &Store,
+    source: Source,
+    req: &ImportRequest,
+) -> Result<ImportReport, TransferError> {
+    let staging = store.create(&req.name, LockPurpose::Import, ImageKind::Raw, req.force)?;
+    let report = write_raw(&staging, store, source, req.sha256.is_some())?;
+    check_sha256(req.sha256, report.sha256)?;
+    staging
+        .commit(req.read_only)
+        .map_err(TransferError::Commit)?;
+    Ok(report)
+}
+
+/// The work of [`import_raw`] into a raw staging the caller commits: convert `source` into
+/// it and flush it, hashing the input when `sha256`.
+pub fn write_raw(
+    staging: &Staging,
+    store: &Store,
+    source: Source,
+    sha256: bool,
+) -> Result<ImportReport, TransferError> {
+    let path = staging.path();
+    let fs_err = |op, source| TransferError::Fs {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    let dest = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| fs_err("open", e))?;
+    let report = image::import_raw(source, &dest, store.root(), sha256).map_err(|e| {
+        if e.is_no_space() {
+            TransferError::StoreFull {
+                store: store.root().to_path_buf(),
+                source: Box::new(e),
+            }
+        } else {
+            TransferError::Image(e)
+        }
+    })?;
+    dest.sync_all().map_err(|e| fs_err("write", e))?;
+    Ok(report)
 }

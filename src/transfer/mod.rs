@@ -1,19 +1,27 @@
-//! The import and export verbs' orchestration over [`crate::archive`] and [`crate::store`]:
-//! staging an image and committing it only when the input was read whole, checking an expected
-//! SHA-256 while the input streams, telling a full store from a broken archive, lifting a
-//! single top-level directory, and writing an output file beside its target to rename it into
-//! place when complete. The CLI and pulls call it with a stream; it never prints (warnings
-//! come back in the results) and knows nothing of argv, terminals or progress bars beyond an
-//! optional callback. [`pull`] downloads tarballs and disk images over HTTP with checksum and
-//! signature checks and imports them as they arrive.
+//! The import, export and pull verbs' orchestration over [`crate::archive`],
+//! [`crate::image`] and [`crate::store`]: staging an image and committing it only when the
+//! input was read whole, checking a SHA-256 while the input streams, telling a full store from
+//! a broken input, lifting a single top-level directory, building a raw disk from a tree, and
+//! writing an output file beside its target to rename it into place when complete. The CLI
+//! and pulls call it with a stream; it never prints (warnings come back in the results) and
+//! knows nothing of argv, terminals or progress bars beyond an optional callback. [`pull`]
+//! downloads tarballs and disk images over HTTP with checksum and signature checks and
+//! imports them through the same functions as import-tar and import-raw, as they arrive.
 
 mod error;
 mod export;
 mod import;
 mod layout;
+pub mod oci;
+mod output;
 pub mod pull;
+mod tree;
 
 pub use error::TransferError;
-pub use export::{export_tar, export_tree, ExportRequest, ExportTarget, Exported, TempOutput};
-pub use import::{extract_tar, import_tar, ImportRequest, Imported};
+pub use export::{export_raw, export_tar, ExportRequest, ExportTarget, Exported};
+pub use import::{
+    check_sha256, extract_tar, import_raw, import_tar, write_raw, ImportRequest, Imported,
+};
 pub use layout::{is_os_tree, strip_single_top_dir};
+pub use output::TempOutput;
+pub use tree::{DiskSpec, TreeTarget};

@@ -1,19 +1,31 @@
-//! Helpers shared by the tests that drive the rmach binary: a throw-away store and a way to run
-//! the binary against it ([`Env`]), a shell runner, tree fixtures and an attribute-by-attribute
-//! tree comparison ([`tree`]), and builders for tar archives and the tar fixture ([`tar`]).
+//! Helpers shared by the tests that drive the rmach binary, one set for all of them: a
+//! throw-away store and the one way to build an rmach command against it ([`Env::command`];
+//! [`command_line`], [`on_terminal`] and [`wrapped`] hand that command to a shell, a terminal
+//! or another program), a shell runner, tree fixtures and the one attribute-by-attribute tree
+//! comparison ([`tree`]), builders for tar archives ([`tar`]), raw disks ([`raw`]), OCI layouts
+//! ([`oci`]) and Debian mirrors ([`mirror`]), the runner's probe image ([`run`]), a terminal to
+//! type into ([`terminal`]), and the started-machine helpers ([`machine`]).
 //! Each test binary takes it with `mod common;` and uses what it needs.
 #![allow(dead_code)]
 
 pub mod http;
+pub mod machine;
+pub mod mirror;
 pub mod oci;
+pub mod raw;
 pub mod registry;
+pub mod run;
 pub mod tar;
+pub mod terminal;
 pub mod tree;
 
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+/// The rmach binary under test.
+pub const RMACH: &str = env!("CARGO_BIN_EXE_rmach");
 
 /// A temporary store, state directory and cache directory, room for inputs and outputs, and
 /// the binary pointed at them.
@@ -26,11 +38,17 @@ pub struct Env {
 
 /// A killed rmach (or supervisor) cannot remove the lock files it holds for systemd's sake
 /// (nspawn's `/run/systemd/nspawn/locks/inode-*`, as a killed nspawn cannot): `clean` removes
-/// the unheld ones of the store's images, so no test leaves them on the host.
+/// the unheld ones of the store's images, so no test leaves them on the host. Then what is
+/// left of this environment on the host fails the test ([`Env::host_leftovers`]), unless it
+/// is failing already.
 impl Drop for Env {
     fn drop(&mut self) {
         if self.store.is_dir() {
             let _ = self.command().arg("-q").arg("clean").output();
+        }
+        if !std::thread::panicking() {
+            let left = self.host_leftovers();
+            assert!(left.is_empty(), "left on the host: {left:?}");
         }
     }
 }
@@ -62,15 +80,34 @@ impl Env {
         self.dir.path().join(rel)
     }
 
-    /// A command for the binary with this environment's store, state and cache directories
-    /// (through the environment, so that a test can still pass `--store`) and no input; the
-    /// caller adds arguments.
+    /// A new empty directory `rel` inside the temporary directory.
+    pub fn empty_dir(&self, rel: &str) -> PathBuf {
+        let dir = self.path(rel);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    /// The directory image `name` in the store.
+    pub fn image(&self, name: &str) -> PathBuf {
+        self.store.join(name)
+    }
+
+    /// The environment variables that point rmach at this store, state and cache directory
+    /// (for a program that runs rmach itself, such as a completion script).
+    pub fn vars(&self) -> [(&'static str, &Path); 3] {
+        [
+            ("RMACH_STORE", &self.store),
+            ("RMACH_STATE_DIR", &self.state),
+            ("RMACH_CACHE_DIR", &self.cache),
+        ]
+    }
+
+    /// The command every test builds rmach with: this environment's store, state and cache
+    /// directories (through [`Env::vars`], so that a test can still pass `--store`) and no
+    /// input; the caller adds arguments.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rmach"));
-        cmd.env("RMACH_STORE", &self.store)
-            .env("RMACH_STATE_DIR", &self.state)
-            .env("RMACH_CACHE_DIR", &self.cache)
-            .stdin(Stdio::null());
+        let mut cmd = Command::new(RMACH);
+        cmd.envs(self.vars()).stdin(Stdio::null());
         cmd
     }
 
@@ -131,6 +168,64 @@ impl Env {
         stderr
     }
 
+    /// What of this environment outlives it on the host, each said in a line: nspawn's lock
+    /// file of an image in the store (held: its machine still runs), a mount below the
+    /// temporary directory, a loop device on a file in it or in the store (waiting up to 20 s
+    /// for loop devices, which the kernel detaches asynchronously). Only things this
+    /// environment owns are looked at, so tests running beside it cannot make it fail.
+    pub fn host_leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let locks = Path::new("/run/systemd/nspawn/locks");
+        for entry in std::fs::read_dir(&self.store)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(meta) = std::fs::metadata(entry.path()) {
+                let lock = locks.join(format!("inode-{}:{}", meta.dev(), meta.ino()));
+                if lock.exists() {
+                    left.push(format!("{} of {}", lock.display(), entry.path().display()));
+                }
+            }
+        }
+        let mine = |path: &Path| path.starts_with(self.dir.path()) || path.starts_with(&self.store);
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mountinfo.lines() {
+            let target = line.split(' ').nth(4).unwrap_or("").replace("\\040", " ");
+            if Path::new(&target).starts_with(self.dir.path()) {
+                left.push(format!("mount on {target}"));
+            }
+        }
+        let loops = || -> Vec<String> {
+            let mut found = Vec::new();
+            for dev in std::fs::read_dir("/sys/block")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let backing = std::fs::read_to_string(dev.path().join("loop/backing_file"));
+                let backing = backing.unwrap_or_default();
+                let file = backing.trim_end().trim_end_matches(" (deleted)");
+                if !file.is_empty() && mine(Path::new(file)) {
+                    found.push(format!("{} on {file}", dev.file_name().to_string_lossy()));
+                }
+            }
+            found
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut loop_devices = loops();
+        while !loop_devices.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            loop_devices = loops();
+        }
+        left.extend(loop_devices);
+        left
+    }
+
     /// The store through the library, as the binary opens it.
     pub fn library_store(&self) -> rmach::store::Store {
         rmach::store::Store::open(&self.store, &self.state).unwrap()
@@ -152,6 +247,57 @@ impl Env {
 
 fn shown<S: AsRef<OsStr>>(args: &[S]) -> Vec<&OsStr> {
     args.iter().map(AsRef::as_ref).collect()
+}
+
+/// Quotes `arg` for a POSIX shell.
+pub fn quote(arg: &OsStr) -> String {
+    format!("'{}'", arg.to_string_lossy().replace('\'', "'\\''"))
+}
+
+/// `cmd` as one shell command line: `env` with its environment variables, then its program and
+/// arguments, all quoted (the command's other settings are not carried over).
+pub fn command_line(cmd: &Command) -> String {
+    let mut words = vec!["env".to_string()];
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            words.push(format!("{}={}", key.to_string_lossy(), quote(value)));
+        }
+    }
+    words.push(quote(cmd.get_program()));
+    words.extend(cmd.get_args().map(quote));
+    words.join(" ")
+}
+
+/// `cmd` run on a new pseudo-terminal by `script` (util-linux), after the shell commands
+/// `setup` (as `stty rows 30 cols 100; `): stdin, stdout and stderr of `cmd` are the terminal,
+/// the returned command's stdout shows it and its stdin types into it; its exit status is
+/// `cmd`'s. No input unless the caller pipes some.
+pub fn on_terminal(setup: &str, cmd: &Command) -> Command {
+    let mut script = Command::new("script");
+    script
+        .arg("-qfec")
+        .arg(format!("{setup}exec {}", command_line(cmd)))
+        .arg("/dev/null")
+        .stdin(Stdio::null());
+    script
+}
+
+/// `cmd` run by the program `wrapper` names with its arguments (`setpriv ...`, `unshare ...`),
+/// in `cmd`'s environment. No input.
+pub fn wrapped(wrapper: &[&str], cmd: &Command) -> Command {
+    let mut outer = Command::new(wrapper[0]);
+    outer
+        .args(&wrapper[1..])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(Stdio::null());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => outer.env(key, value),
+            None => outer.env_remove(key),
+        };
+    }
+    outer
 }
 
 /// Runs a bash script with `-eu` and requires success; a failure shows the script's stderr.

@@ -1,5 +1,6 @@
 //! Helpers for the runner's tests: a small root filesystem assembled from host binaries and
-//! the libraries `ldd` names, placed in a temporary store, and a way to run rmach on it.
+//! the libraries `ldd` names, placed in a test store ([`ProbeStore`]), and a way to run a
+//! script in it ([`probe`]); the bookworm image with systemd, and waiting for its boot.
 
 #![allow(dead_code)]
 
@@ -7,20 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::Env;
+
 /// Host programs copied into the probe image (with their libraries).
 const PROGRAMS: &[&str] = &[
     "bash", "sh", "cat", "ls", "echo", "true", "false", "sleep", "head", "tail", "tr", "id",
     "hostname", "mkdir", "touch", "readlink", "stat", "grep", "env", "timeout", "wc", "rm",
     "chmod", "dd", "mount", "umount", "swapoff", "stty", "mknod",
 ];
-
-fn copy_with_parents(src: &Path, root: &Path) {
-    let dst = root.join(src.strip_prefix("/").unwrap());
-    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    if !dst.exists() {
-        std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
-    }
-}
 
 /// Builds the probe image at `root`: /usr/bin with the programs above, /bin -> usr/bin,
 /// their libraries, and a passwd with root and an unprivileged user.
@@ -80,7 +75,6 @@ pub fn make_rootfs(root: &Path) {
             }
         }
     }
-    let _ = copy_with_parents;
     std::fs::write(
         root.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n",
@@ -94,64 +88,29 @@ pub fn make_rootfs(root: &Path) {
     std::os::unix::fs::chown(root.join("home/user"), Some(1000), Some(1000)).unwrap();
 }
 
-/// A temporary store holding the probe image under `name`.
-pub struct TestStore {
-    pub dir: tempfile::TempDir,
+/// An [`Env`] whose store holds the probe image under `name`; it is the `Env` for everything
+/// else (commands, paths, and `clean` when dropped).
+pub struct ProbeStore {
+    pub env: Env,
     pub name: String,
 }
 
-impl TestStore {
-    pub fn new(name: &str) -> TestStore {
-        let dir = tempfile::Builder::new()
-            .prefix("rmach-run-")
-            .tempdir()
-            .unwrap();
-        for d in ["store", "state", "cache"] {
-            std::fs::create_dir(dir.path().join(d)).unwrap();
-        }
-        make_rootfs(&dir.path().join("store").join(name));
-        TestStore {
-            dir,
+impl ProbeStore {
+    pub fn new(name: &str) -> ProbeStore {
+        let env = Env::new();
+        make_rootfs(&env.image(name));
+        ProbeStore {
+            env,
             name: name.into(),
         }
     }
+}
 
-    /// A store with no image in it.
-    pub fn empty() -> TestStore {
-        let dir = tempfile::Builder::new()
-            .prefix("rmach-run-")
-            .tempdir()
-            .unwrap();
-        for d in ["store", "state", "cache"] {
-            std::fs::create_dir(dir.path().join(d)).unwrap();
-        }
-        TestStore {
-            dir,
-            name: String::new(),
-        }
-    }
+impl std::ops::Deref for ProbeStore {
+    type Target = Env;
 
-    pub fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    pub fn image(&self, name: &str) -> PathBuf {
-        self.store().join(name)
-    }
-
-    /// `rmach --store ... VERB ARGS`, stdin from /dev/null unless piped by the caller.
-    pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_rmach"));
-        c.arg("--store").arg(self.store());
-        c.arg("--state-dir").arg(self.dir.path().join("state"));
-        c.arg("--cache-dir").arg(self.dir.path().join("cache"));
-        c.args(args);
-        c.stdin(Stdio::null());
-        c
-    }
-
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
+    fn deref(&self) -> &Env {
+        &self.env
     }
 }
 
@@ -163,32 +122,11 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The host's Debian mirror, from its apt sources (never written into the tests).
+/// The host's Debian mirror, from its apt sources as rmach reads them (never written into the
+/// tests).
 pub fn host_mirror() -> String {
-    let mut texts = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        for e in dir.flatten() {
-            if e.path().extension().is_some_and(|x| x == "sources") {
-                texts.push(std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    for t in &texts {
-        for line in t.lines() {
-            if let Some(u) = line.strip_prefix("URIs:") {
-                if let Some(u) = u.split_whitespace().find(|u| !u.contains("security")) {
-                    return u.to_string();
-                }
-            }
-        }
-    }
-    let list = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-    list.lines()
-        .filter(|l| l.starts_with("deb "))
-        .flat_map(|l| l.split_whitespace())
-        .find(|w| w.starts_with("http") && !w.contains("security"))
-        .expect("no Debian mirror in the apt sources")
-        .to_string()
+    rmach::bootstrap::host_debian_mirror(Path::new("/etc/apt"))
+        .expect("no Debian mirror in the host's apt sources")
 }
 
 /// The bookworm image with systemd, built once with debootstrap from the host's mirror and
@@ -214,11 +152,23 @@ pub fn bookworm_with_systemd() -> std::path::PathBuf {
     image
 }
 
-/// Ends a machine left running by a failed assertion (its init dies with rmach).
+/// Ends a machine left running by a failed assertion: SIGTERM first, so that rmach removes its
+/// lock files, cgroup and veth as it does when stopped; SIGKILL if it has not ended within ten
+/// seconds (its machine dies with it).
 pub struct KillOnDrop(pub std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -277,13 +227,30 @@ pub fn wait_for_leader(rmach: u32, not: Option<u32>) -> u32 {
     }
 }
 
+/// `rmach run OPTS NAME -- /bin/sh -c SCRIPT` on the store's image.
+pub fn probe_command(ts: &ProbeStore, opts: &[&str], script: &str) -> Command {
+    let mut rmach = ts.command();
+    rmach
+        .arg("run")
+        .args(opts)
+        .args([&ts.name, "--", "/bin/sh", "-c", script]);
+    rmach
+}
+
+/// Runs `sh -c SCRIPT` in the store's image with `opts`, which must succeed; its stdout.
+pub fn probe_ok(ts: &ProbeStore, opts: &[&str], script: &str) -> String {
+    let (code, out, err) = probe(ts, opts, script);
+    assert_eq!(code, 0, "{opts:?} {script}: {out}{err}");
+    out
+}
+
 /// Runs `sh -c SCRIPT` in the store's image with `opts`: (status, stdout, stderr).
-pub fn probe(ts: &TestStore, opts: &[&str], script: &str) -> (i32, String, String) {
-    let mut args = vec!["run"];
-    args.extend_from_slice(opts);
-    args.push(&ts.name);
-    args.extend_from_slice(&["--", "/bin/sh", "-c", script]);
-    let o = ts.run(&args);
+pub fn probe(ts: &ProbeStore, opts: &[&str], script: &str) -> (i32, String, String) {
+    let o = probe_command(ts, opts, script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     (o.status.code().unwrap_or(-1), stdout(&o), stderr(&o))
 }
 
@@ -355,4 +322,42 @@ exit $rc"#,
         .arg(format!("rmach-test-nspawn-{}-{run}", std::process::id()))
         .arg(program);
     c
+}
+
+/// Runs `args` inside the machine whose PID 1 is `leader`, in all of its namespaces.
+pub fn in_machine(leader: u32, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .args(["-t", &leader.to_string(), "-a"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The failed units of the booted machine whose PID 1 is `leader`, one a line; empty when none.
+pub fn failed_units(leader: u32) -> String {
+    let o = in_machine(leader, &["systemctl", "--failed", "--no-legend", "--plain"]);
+    stdout(&o).trim().to_string()
+}
+
+/// Sends `signal` to `child` and waits up to `limit` for it to end.
+pub fn signal_and_wait(
+    child: &mut std::process::Child,
+    signal: rustix::process::Signal,
+    limit: Duration,
+) -> std::process::ExitStatus {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not end within {limit:?} of {signal:?}",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -225,12 +225,12 @@ pub fn gnu_extract(archive: &Path, dir: &Path, extra: &[&str]) -> (bool, String)
     )
 }
 
-/// The differences between GNU tar's extraction at `gnu` and rmach's image at `image`,
-/// attribute by attribute, leaving out the root directory (GNU tar extracts into a directory
-/// that exists; rmach's image root is its own).
+/// The differences between another tool's extraction of `archive` at `gnu` (GNU tar's, or
+/// bsdtar's) and rmach's image at `image`, attribute by attribute, leaving out the root
+/// directory (the tool extracts into a directory that exists; rmach's image root is its own).
 /// Directories the archive does not list (created as parents) get "now" as mtime from both
 /// tools, so their mtimes are not compared.
-pub fn differences_from_gnu(gnu: &Path, image: &Path, archive: &Path) -> Vec<String> {
+pub fn differences_from_extraction(gnu: &Path, image: &Path, archive: &Path) -> Vec<String> {
     use super::tree::{differences, snapshot, FULL};
     let mut a = snapshot(gnu);
     let mut b = snapshot(image);

@@ -15,18 +15,10 @@ pub struct Terminal {
     output: Arc<Mutex<Vec<u8>>>,
 }
 
-/// Quotes an argument for `sh -c`.
-pub fn quote(arg: &str) -> String {
-    format!("'{}'", arg.replace('\'', "'\\''"))
-}
-
 impl Terminal {
-    /// Starts `argv` on a new terminal of 30 rows and 100 columns.
-    pub fn spawn(argv: &[String]) -> Terminal {
-        let line: Vec<String> = argv.iter().map(|a| quote(a)).collect();
-        let command = format!("stty rows 30 cols 100; exec {}", line.join(" "));
-        let mut child = Command::new("script")
-            .args(["-qfec", &command, "/dev/null"])
+    /// Starts `cmd` (with its environment) on a new terminal of 30 rows and 100 columns.
+    pub fn spawn(cmd: &Command) -> Terminal {
+        let mut child = super::on_terminal("stty rows 30 cols 100; ", cmd)
             .env("TERM", "xterm")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -163,6 +163,13 @@ fn content_hash(path: &Path) -> String {
 
 /// Everything about the tree at `root` that a faithful copy keeps.
 pub fn snapshot(root: &Path) -> Tree {
+    snapshot_without(root, |_| false)
+}
+
+/// [`snapshot`] leaving out the paths (relative to `root`, the root itself is "") for which
+/// `skip` is true, such as files two tools legitimately write differently; their contents are
+/// still walked.
+pub fn snapshot_without(root: &Path, skip: impl Fn(&[u8]) -> bool) -> Tree {
     let mut entries = BTreeMap::new();
     let mut inodes: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -197,6 +204,9 @@ pub fn snapshot(root: &Path) -> Tree {
             for e in std::fs::read_dir(&path).unwrap() {
                 stack.push(e.unwrap().path());
             }
+        }
+        if skip(&rel) {
+            continue;
         }
         if !ft.is_dir() && md.nlink() > 1 {
             inodes
@@ -244,9 +254,12 @@ pub fn snapshot(root: &Path) -> Tree {
     }
 }
 
-/// What [`differences`] leaves out; [`FULL`] leaves out nothing.
+/// What [`differences`] compares; [`FULL`] compares everything, and a caller turns off what its
+/// tools legitimately do not keep with `Compare { field: false, ..FULL }`.
 #[derive(Clone, Copy)]
 pub struct Compare {
+    /// Modification times at all (tools that set their own, such as two bootstraps).
+    pub mtimes: bool,
     /// Sub-second mtimes (not kept by the old GNU format).
     pub subsec: bool,
     /// Extended attributes, ACLs and capabilities among them (not kept by the old GNU format).
@@ -254,12 +267,16 @@ pub struct Compare {
     /// Holes in sparse files (GNU tar without --sparse, as systemd-export runs it, stores them
     /// as zeros); the contents are compared either way.
     pub holes: bool,
+    /// Which paths share an inode (one tool's hard links may be another's copies).
+    pub hard_links: bool,
 }
 
 pub const FULL: Compare = Compare {
+    mtimes: true,
     subsec: true,
     xattrs: true,
     holes: true,
+    hard_links: true,
 };
 
 /// Every difference between two trees, one line each; empty when they match.
@@ -273,6 +290,10 @@ pub fn differences(a: &Tree, b: &Tree, how: Compare) -> Vec<String> {
         };
         let mut ma = ma.clone();
         let mut mb = mb.clone();
+        if !how.mtimes {
+            ma.mtime = (0, 0);
+            mb.mtime = (0, 0);
+        }
         if !how.subsec {
             ma.mtime.1 = 0;
             mb.mtime.1 = 0;
@@ -301,7 +322,7 @@ pub fn differences(a: &Tree, b: &Tree, how: Compare) -> Vec<String> {
             out.push(format!("{}: unexpected", show(path)));
         }
     }
-    if a.link_groups != b.link_groups {
+    if how.hard_links && a.link_groups != b.link_groups {
         out.push(format!(
             "hard-link groups differ: {:?} vs {:?}",
             a.link_groups, b.link_groups

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use base64::Engine as _;
 
 use super::super::{OciError, Result};
-use super::{basic, one_line};
+use super::{basic, transport_err};
+use crate::http::HttpError;
 
 #[derive(Clone)]
 pub struct Credentials {
@@ -156,10 +157,9 @@ pub(super) fn answer(
             if let Some(c) = credentials {
                 req = req.header("Authorization", basic(c));
             }
-            let resp = req.call().map_err(|e| OciError::Http {
-                url: token_url.clone(),
-                reason: one_line(&e),
-            })?;
+            let resp = req
+                .call()
+                .map_err(|e| transport_err(HttpError::transport(&token_url, e)))?;
             let status = resp.status().as_u16();
             if status != 200 {
                 return Err(OciError::Denied {
@@ -172,9 +172,11 @@ pub(super) fn answer(
                 .into_with_config()
                 .limit(1 << 20)
                 .read_to_vec()
-                .map_err(|e| OciError::Http {
-                    url: token_url.clone(),
-                    reason: one_line(&e),
+                .map_err(|source| {
+                    OciError::Http(HttpError::Transport {
+                        url: token_url.clone(),
+                        source,
+                    })
                 })?;
             let doc: serde_json::Value = super::super::json(&body, &token_url)?;
             let token = doc["token"]

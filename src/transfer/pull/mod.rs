@@ -11,12 +11,14 @@ mod sums;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::Digest as _;
 
-use crate::archive::{self, ArchiveError, Decoder, ExtractOptions};
+use crate::http::HttpError;
+use crate::image::Source;
 use crate::store::{ImageKind, ImageName, LockPurpose, Store, StoreError};
+use crate::transfer::{self, TransferError, TreeTarget};
 
 pub use http::{Client, Download};
 pub use signature::{verify_detached, Keyring};
@@ -35,11 +37,9 @@ const SUMS_LIMIT: u64 = 4 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error("{url}: not a URL rmach can pull: {reason}")]
-    BadUrl { url: String, reason: String },
-    #[error("{url}: {reason}")]
-    Http { url: String, reason: String },
-    #[error("{url}: not found (HTTP 404)")]
-    NotFound { url: String },
+    BadUrl { url: String, reason: &'static str },
+    #[error(transparent)]
+    Http(#[from] HttpError),
     #[error("no checksum list for {url} (tried {tried}); use --verify=no to pull without one")]
     NoChecksums { url: String, tried: String },
     #[error("{sums} does not list {file}")]
@@ -69,29 +69,12 @@ pub enum PullError {
         expected: String,
         actual: String,
     },
-    #[error("{url}: cannot import the tarball")]
+    #[error("{url}: cannot import the {what}")]
     Import {
         url: String,
+        what: &'static str,
         #[source]
-        source: ArchiveError,
-    },
-    #[error("{url}: cannot import the tarball")]
-    ImportTree {
-        url: String,
-        #[source]
-        source: crate::transfer::TransferError,
-    },
-    #[error("{url}: cannot import the disk image")]
-    ImportRaw {
-        url: String,
-        #[source]
-        source: crate::image::ImageError,
-    },
-    #[error("cannot write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        source: Box<TransferError>,
     },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -149,9 +132,9 @@ pub struct PullRawStats {
 
 /// The directory URL (with its trailing slash) and the file name of `url`.
 pub fn split_url(url: &str) -> Result<(&str, &str), PullError> {
-    let bad = |reason: &str| PullError::BadUrl {
+    let bad = |reason| PullError::BadUrl {
         url: url.into(),
-        reason: reason.into(),
+        reason,
     };
     let rest = url
         .strip_prefix("https://")
@@ -279,8 +262,14 @@ fn verify_first(
     Ok((client, expected))
 }
 
-/// The download's digest against the list's, when there is one.
-fn check_digest(url: &str, expected: Expected, digest: [u8; 32]) -> Result<(), PullError> {
+/// The download's digest against the list's, when there is one; the digest, for the report.
+fn check_digest(
+    url: &str,
+    expected: Expected,
+    digest: Option<[u8; 32]>,
+) -> Result<[u8; 32], PullError> {
+    // Always asked for; an empty input never gets this far.
+    let digest = digest.unwrap_or_else(|| sha2::Sha256::digest(b"").into());
     match expected {
         Some((want, sums)) if want != digest => Err(PullError::Checksum {
             url: url.into(),
@@ -288,75 +277,99 @@ fn check_digest(url: &str, expected: Expected, digest: [u8; 32]) -> Result<(), P
             expected: hex::encode(want),
             actual: hex::encode(digest),
         }),
-        _ => Ok(()),
+        _ => Ok(digest),
     }
 }
 
-/// Pulls the tarball at `url` into the store as `name`. `bytes` sees every byte downloaded.
-pub fn pull_tar(
-    store: &Store,
-    url: &str,
-    name: &ImageName,
-    opts: &PullOptions,
-    events: &dyn Fn(Event),
-    bytes: ByteCounter,
-) -> Result<PullStats, PullError> {
-    let (client, expected) = verify_first(url, opts, events)?;
-    let staging = store.create(name, LockPurpose::Pull, ImageKind::Directory, opts.force)?;
-    let download = client.open(url)?;
-    events(Event::Started(download.total()));
-    let failure = download.failure_slot();
-    let import_err = |source: ArchiveError| {
-        // A download that failed for good says why through its slot, not through the
-        // io::Error the decoder saw.
-        match failure.lock().ok().and_then(|mut slot| slot.take()) {
-            Some(e) => e,
-            None => PullError::Import {
-                url: url.into(),
-                source,
-            },
-        }
-    };
-    let counted = Counted {
-        inner: download,
-        bytes,
-    };
-    let mut decoder = Decoder::spawn(counted, true).map_err(import_err)?;
-    let compression = decoder.compression().name();
-    let extracted = archive::extract(
-        &mut decoder,
-        staging.path(),
-        &ExtractOptions::default(),
-        None,
-    );
-    let stats = match extracted {
-        Ok(stats) => stats,
-        Err(e) => {
-            drop(decoder);
-            return Err(import_err(e));
-        }
-    };
-    // Read what follows the archive's end too: the digest covers the whole file.
-    std::io::copy(&mut decoder, &mut std::io::sink())
-        .map_err(|source| import_err(ArchiveError::Read { offset: 0, source }))?;
-    let digest = decoder.finish().map_err(import_err)?;
-    let digest = digest.unwrap_or_else(|| sha2::Sha256::digest(b"").into());
-    check_digest(url, expected, digest)?;
-    let stripped_top_dir =
-        crate::transfer::strip_single_top_dir(staging.path()).map_err(|source| {
-            PullError::ImportTree {
-                url: url.into(),
-                source,
-            }
-        })?;
-    staging.commit(opts.read_only)?;
+/// One pull: where from, into which image, checked how, and who hears of its progress.
+pub struct PullRequest<'a> {
+    pub url: &'a str,
+    pub name: &'a ImageName,
+    pub opts: &'a PullOptions,
+    pub events: &'a dyn Fn(Event),
+    /// Sees every byte downloaded.
+    pub bytes: ByteCounter,
+}
+
+/// Pulls the tarball at `req.url` into the store as `req.name`.
+pub fn pull_tar(store: &Store, req: PullRequest<'_>) -> Result<PullStats, PullError> {
+    let url = req.url;
+    let (client, expected) = verify_first(url, req.opts, req.events)?;
+    let target = TreeTarget::create(store, req.name, LockPurpose::Pull, req.opts.force, None)
+        .map_err(|e| import_failed(url, "tarball", e))?;
+    let (counted, failure) = start(&client, &req)?;
+    let imported = transfer::extract_tar(target.tree(), store.root(), counted, true, &mut |_| {})
+        .map_err(|e| {
+        download_failed(&failure).unwrap_or_else(|| import_failed(url, "tarball", e))
+    })?;
+    let digest = check_digest(url, expected, imported.sha256)?;
+    target
+        .commit(None, req.opts.read_only)
+        .map_err(|e| import_failed(url, "tarball", e))?;
     Ok(PullStats {
-        members: stats.members,
+        members: imported.members,
         sha256: hex::encode(digest),
-        compression,
-        warnings: stats.warnings,
-        stripped_top_dir,
+        compression: imported.compression.name(),
+        warnings: imported.warnings,
+        stripped_top_dir: imported.lifted,
     })
+}
+
+/// Pulls the disk image at `req.url` (raw or qcow2, any compression) into the store as the
+/// raw image `req.name`, through the same verification as [`pull_tar`] and import-raw's
+/// conversion.
+pub fn pull_raw(store: &Store, req: PullRequest<'_>) -> Result<PullRawStats, PullError> {
+    let url = req.url;
+    let (client, expected) = verify_first(url, req.opts, req.events)?;
+    let staging = store.create(req.name, LockPurpose::Pull, ImageKind::Raw, req.opts.force)?;
+    let (counted, failure) = start(&client, &req)?;
+    let report = transfer::write_raw(&staging, store, Source::Stream(Box::new(counted)), true)
+        .map_err(|e| {
+            download_failed(&failure).unwrap_or_else(|| import_failed(url, "disk image", e))
+        })?;
+    let digest = check_digest(url, expected, report.sha256)?;
+    staging.commit(req.opts.read_only)?;
+    Ok(PullRawStats {
+        sha256: hex::encode(digest),
+        compression: report.compression.name(),
+        qcow2: report.qcow2.is_some(),
+        size: report.size,
+    })
+}
+
+/// Opens the download and says so; the slot keeps why it failed for good, if it does.
+fn start(client: &Client, req: &PullRequest<'_>) -> Result<(Counted, FailureSlot), PullError> {
+    let download = client.open(req.url)?;
+    (req.events)(Event::Started(download.total()));
+    let failure = download.failure_slot();
+    Ok((
+        Counted {
+            inner: download,
+            bytes: req.bytes.clone(),
+        },
+        failure,
+    ))
+}
+
+type FailureSlot = Arc<Mutex<Option<HttpError>>>;
+
+/// A download that failed for good says why through its slot, not through the io::Error
+/// the importer saw.
+fn download_failed(failure: &FailureSlot) -> Option<PullError> {
+    let err = failure.lock().ok().and_then(|mut slot| slot.take())?;
+    Some(PullError::Http(err))
+}
+
+fn import_failed(url: &str, what: &'static str, source: TransferError) -> PullError {
+    match source {
+        // Lock and staging problems are said as the store says them.
+        TransferError::Store(e) | TransferError::Commit(e) => PullError::Store(e),
+        source => PullError::Import {
+            url: url.into(),
+            what,
+            source: Box::new(source),
+        },
+    }
 }
 
 struct Counted {
@@ -370,66 +383,6 @@ impl Read for Counted {
         (self.bytes)(n as u64);
         Ok(n)
     }
-}
-
-/// Pulls the disk image at `url` (raw or qcow2, any compression) into the store as the raw
-/// image `name`, through the same verification as [`pull_tar`] and import-raw's conversion.
-pub fn pull_raw(
-    store: &Store,
-    url: &str,
-    name: &ImageName,
-    opts: &PullOptions,
-    events: &dyn Fn(Event),
-    bytes: ByteCounter,
-) -> Result<PullRawStats, PullError> {
-    let (client, expected) = verify_first(url, opts, events)?;
-    let staging = store.create(name, LockPurpose::Pull, ImageKind::Raw, opts.force)?;
-    let dest = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(staging.path())
-        .map_err(|source| PullError::Write {
-            path: staging.path().to_path_buf(),
-            source,
-        })?;
-    let download = client.open(url)?;
-    events(Event::Started(download.total()));
-    let failure = download.failure_slot();
-    let counted = Counted {
-        inner: download,
-        bytes,
-    };
-    let report = crate::image::import_raw(
-        crate::image::Source::Stream(Box::new(counted)),
-        &dest,
-        store.root(),
-        true,
-    )
-    .map_err(
-        |source| match failure.lock().ok().and_then(|mut slot| slot.take()) {
-            Some(e) => e,
-            None => PullError::ImportRaw {
-                url: url.into(),
-                source,
-            },
-        },
-    )?;
-    let digest = report
-        .sha256
-        .unwrap_or_else(|| sha2::Sha256::digest(b"").into());
-    check_digest(url, expected, digest)?;
-    dest.sync_all().map_err(|source| PullError::Write {
-        path: staging.path().to_path_buf(),
-        source,
-    })?;
-    drop(dest);
-    staging.commit(opts.read_only)?;
-    Ok(PullRawStats {
-        sha256: hex::encode(digest),
-        compression: report.compression.name(),
-        qcow2: report.qcow2.is_some(),
-        size: report.size,
-    })
 }
 
 #[cfg(test)]
