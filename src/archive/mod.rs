@@ -11,6 +11,7 @@
 
 mod acl;
 pub mod compress;
+mod compressed;
 mod deferred;
 mod error;
 mod extract;
@@ -21,11 +22,14 @@ mod pipe;
 pub mod reader;
 mod sparse;
 mod write;
+mod writeback;
 mod writers;
 
 pub use compress::{Compression, Decoder, Encoder};
+pub use compressed::{write_compressed_tree, Packing};
 pub use error::ArchiveError;
 pub use extract::{extract, ExtractOptions, ExtractStats};
 pub use pipe::ThreadedWriter;
 pub use reader::{Kind, Member, TarReader};
 pub use write::{write_tree, WriteOptions, WriteStats};
+pub use writeback::WritebackFile;

@@ -162,8 +162,7 @@ fn deflate_block(data: &[u8], level: flate2::Compression) -> io::Result<(Vec<u8>
 impl<W: Write> Write for ParGzEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.start()?;
-        let n = buf.len().min(BLOCK - self.block.len());
-        self.block.extend_from_slice(&buf[..n]);
+        let n = super::pipe::fill_block(&mut self.block, buf, BLOCK);
         if self.block.len() == BLOCK {
             self.submit()?;
         }

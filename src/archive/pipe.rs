@@ -74,10 +74,16 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
     }
 }
 
+/// Appends to `block` as much of `data` as fits in `size` bytes; returns how much it took.
+pub(super) fn fill_block(block: &mut Vec<u8>, data: &[u8], size: usize) -> usize {
+    let n = data.len().min(size.saturating_sub(block.len()));
+    block.extend_from_slice(&data[..n]);
+    n
+}
+
 impl<W: Write + Send + 'static> Write for ThreadedWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
+        let n = fill_block(&mut self.buf, data, CHUNK);
         if self.buf.len() == CHUNK {
             self.send()?;
         }

@@ -117,7 +117,9 @@ pub struct WriterPool {
 }
 
 impl WriterPool {
-    pub fn new(threads: usize) -> Result<WriterPool, ArchiveError> {
+    /// `writeback`: start each file's writeback once its data is written (see
+    /// [`super::ExtractOptions::writeback`]).
+    pub fn new(threads: usize, writeback: bool) -> Result<WriterPool, ArchiveError> {
         let (jobs, job_rx) = sync_channel::<FileJob>(QUEUE);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done, outcomes) = channel::<Outcome>();
@@ -127,7 +129,7 @@ impl WriterPool {
             let tx: Sender<Outcome> = done.clone();
             let w = std::thread::Builder::new()
                 .name("rmach-write".into())
-                .spawn(move || work(rx, tx))
+                .spawn(move || work(rx, tx, writeback))
                 .map_err(|e| ArchiveError::Write { source: e })?;
             workers.push(w);
         }
@@ -181,7 +183,7 @@ impl Drop for WriterPool {
     }
 }
 
-fn work(rx: Arc<Mutex<Receiver<FileJob>>>, tx: Sender<Outcome>) {
+fn work(rx: Arc<Mutex<Receiver<FileJob>>>, tx: Sender<Outcome>, writeback: bool) {
     loop {
         let job = match rx.lock() {
             Ok(guard) => guard.recv(),
@@ -193,6 +195,12 @@ fn work(rx: Arc<Mutex<Receiver<FileJob>>>, tx: Sender<Outcome>) {
             .file
             .write_all(&job.data)
             .map_err(|e| member_err("write", &job.restore.rel, e))
+            .inspect(|_| {
+                if writeback {
+                    // A hint: where it fails, the sync does the writing.
+                    let _ = crate::sys::writeback::start(&job.file, 0, 0);
+                }
+            })
             .and_then(|_| job.restore.on_fd(job.file.as_fd(), &mut warnings))
             .map(|_| warnings);
         let failed = outcome.is_err();
@@ -227,7 +235,7 @@ mod tests {
     fn files_are_written_and_a_writer_error_surfaces() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let dir = tempfile::tempdir().unwrap();
-        let mut pool = WriterPool::new(2).unwrap();
+        let mut pool = WriterPool::new(2, true).unwrap();
         for i in 0..40 {
             let f = File::create(dir.path().join(format!("f{i}"))).unwrap();
             pool.submit(job(f, format!("data {i}").as_bytes(), "f"))

@@ -12,7 +12,7 @@ use std::process::Command;
 use super::gpt::{write_gpt, PARTITION_START, TRAILER};
 use super::partition::ROOT_TYPE;
 use super::ImageError;
-use crate::sys::loopdev::{private_mount_namespace, LoopDevice, LoopRange};
+use crate::sys::loopdev::{LoopDevice, LoopRange};
 use crate::sys::mount::{mount, MountFlags};
 
 /// The file systems a disk can be built with.
@@ -143,18 +143,7 @@ fn finish_in_mount(
         what: what.into(),
         source: e,
     };
-    private_mount_namespace().map_err(|e| fail("cannot enter a private mount namespace", e))?;
-    std::fs::create_dir_all(at).map_err(|e| ImageError::io(at, e))?;
-    mount(
-        Some(Path::new("tmpfs")),
-        at,
-        Some("tmpfs"),
-        MountFlags::empty(),
-        Some("mode=0700"),
-    )
-    .map_err(|e| fail("cannot mount a tmpfs", e))?;
-    let target = at.join("disk");
-    std::fs::create_dir(&target).map_err(|e| ImageError::io(&target, e))?;
+    let target = super::mount::private_scratch(disk_path, at, "mode=0700", "disk")?;
     mount(
         Some(device.path()),
         &target,

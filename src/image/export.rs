@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::Write;
 
-use super::sparse::{copy_file_sparse, write_stream};
+use super::sparse::{copy_file_sparse, file_size, write_stream};
 use super::ImageError;
 use crate::archive::{Compression, Encoder};
 
@@ -58,18 +58,13 @@ pub fn export_raw(
     format: ExportFormat,
     threads: u32,
 ) -> Result<u64, ImageError> {
-    let size = source
-        .metadata()
-        .map_err(|e| ImageError::Read {
-            offset: 0,
-            source: e,
-        })?
-        .len();
+    let size = file_size(source)?;
     let io = |e| ImageError::io("the output", e);
     match (format, target) {
         (ExportFormat::Raw, Target::File(f)) => copy_file_sparse(source, f),
         (format, Target::File(f)) => {
             let file = f.try_clone().map_err(io)?;
+            let file = crate::archive::WritebackFile::new(file);
             export_stream(source, Box::new(file), format, threads)?;
             Ok(size)
         }

@@ -47,15 +47,7 @@ pub fn import_raw(
 ) -> Result<ImportReport, ImageError> {
     match source {
         Source::File(file) => {
-            let mut magic = vec![0u8; PEEK];
-            let n = file.read_at(&mut magic, 0).map_err(|e| ImageError::Read {
-                offset: 0,
-                source: e,
-            })?;
-            magic.truncate(n);
-            if n == 0 {
-                return Err(ImageError::Empty);
-            }
+            let magic = peek(|buf| file.read_at(buf, 0))?;
             if Compression::detect(&magic) == Compression::None {
                 return import_file(file, &magic, dest, sha256);
             }
@@ -102,15 +94,7 @@ fn import_stream(
         e => ImageError::Decompress { source: e },
     })?;
     let compression = decoder.compression();
-    let mut magic = vec![0u8; PEEK];
-    let n = fill(&mut decoder, &mut magic).map_err(|e| ImageError::Read {
-        offset: 0,
-        source: e,
-    })?;
-    magic.truncate(n);
-    if n == 0 {
-        return Err(ImageError::Empty);
-    }
+    let magic = peek(|buf| fill(&mut decoder, buf))?;
     refuse_other_formats(&magic)?;
     let mut input = Cursor::new(magic.clone()).chain(&mut decoder);
     let result = if qcow2::is_qcow2(&magic) {
@@ -144,6 +128,21 @@ fn import_stream(
         size,
         sha256: digest,
     })
+}
+
+/// The first bytes of the input, read by `read` into a buffer of [`PEEK`] bytes; none at all
+/// is an empty input.
+fn peek(read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>) -> Result<Vec<u8>, ImageError> {
+    let mut magic = vec![0u8; PEEK];
+    let n = read(&mut magic).map_err(|e| ImageError::Read {
+        offset: 0,
+        source: e,
+    })?;
+    if n == 0 {
+        return Err(ImageError::Empty);
+    }
+    magic.truncate(n);
+    Ok(magic)
 }
 
 fn hash_file(file: &File) -> Result<[u8; 32], ImageError> {

@@ -64,29 +64,13 @@ pub fn mount_image(
     read_only: bool,
     direct_io: bool,
 ) -> Result<MountedImage, ImageError> {
-    let fail = |what: &str, e: std::io::Error| ImageError::Mount {
-        path: image.to_path_buf(),
-        what: what.into(),
-        source: e,
-    };
     let file = OpenOptions::new()
         .read(true)
         .write(!read_only)
         .open(image)
         .map_err(|e| ImageError::io(image, e))?;
     let parts = dissect(&file, image)?;
-    private_mount_namespace().map_err(|e| fail("cannot enter a private mount namespace", e))?;
-    std::fs::create_dir_all(base).map_err(|e| ImageError::io(base, e))?;
-    mount(
-        Some(Path::new("tmpfs")),
-        base,
-        Some("tmpfs"),
-        MountFlags::empty(),
-        Some("mode=0755"),
-    )
-    .map_err(|e| fail("cannot mount a tmpfs for the image's mounts", e))?;
-    let root = base.join("root");
-    std::fs::create_dir(&root).map_err(|e| ImageError::io(&root, e))?;
+    let root = private_scratch(image, base, "mode=0755", "root")?;
     let mut mounted = MountedImage {
         root: root.clone(),
         mounted: Vec::new(),
@@ -117,6 +101,35 @@ pub fn mount_image(
         }
     }
     Ok(mounted)
+}
+
+/// Moves this process into a private mount namespace and mounts a tmpfs with `options` at
+/// `base` (created if missing), with the empty directory `sub` in it, which it returns. What
+/// goes wrong is said of `image`.
+pub(super) fn private_scratch(
+    image: &Path,
+    base: &Path,
+    options: &str,
+    sub: &str,
+) -> Result<PathBuf, ImageError> {
+    let fail = |what: &str, e: std::io::Error| ImageError::Mount {
+        path: image.to_path_buf(),
+        what: what.into(),
+        source: e,
+    };
+    private_mount_namespace().map_err(|e| fail("cannot enter a private mount namespace", e))?;
+    std::fs::create_dir_all(base).map_err(|e| ImageError::io(base, e))?;
+    mount(
+        Some(Path::new("tmpfs")),
+        base,
+        Some("tmpfs"),
+        MountFlags::empty(),
+        Some(options),
+    )
+    .map_err(|e| fail("cannot mount a tmpfs to work in", e))?;
+    let dir = base.join(sub);
+    std::fs::create_dir(&dir).map_err(|e| ImageError::io(&dir, e))?;
+    Ok(dir)
 }
 
 /// Where a partition goes: a directory that exists in the image and is not a symlink at any

@@ -12,6 +12,8 @@ use rustix::io::Errno;
 use super::ImageError;
 
 const BLOCK: usize = 4096;
+/// Bytes copied between two starts of writeback.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// The byte ranges of `file` (of length `size`) that hold data, in order. Where the file
 /// system cannot say, the whole file is data.
@@ -37,6 +39,21 @@ pub fn data_ranges(file: &File, size: u64) -> Result<Vec<(u64, u64)>, ImageError
         offset = hole.max(data + 1);
     }
     Ok(ranges)
+}
+
+/// The length of the input `file`.
+pub fn file_size(file: &File) -> Result<u64, ImageError> {
+    let meta = file.metadata().map_err(|e| ImageError::Read {
+        offset: 0,
+        source: e,
+    })?;
+    Ok(meta.len())
+}
+
+/// Fills `buf` from the input `file` at `offset`.
+pub fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), ImageError> {
+    file.read_exact_at(buf, offset)
+        .map_err(|e| ImageError::Read { offset, source: e })
 }
 
 /// Writes a stream into a file, seeking over 4 KiB blocks of zeros so they stay holes.
@@ -109,30 +126,30 @@ pub fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Copies `src` into the empty file `dst`: a reflink where the file system can, else its
 /// data ranges only, read and written back with 4 KiB blocks of zeros left as holes (as
-/// `cp --sparse=always` does), so the copy is never less sparse than the source.
+/// `cp --sparse=always` does), so the copy is never less sparse than the source. The copy's
+/// pages are sent to the disk as it goes, for the caller's fsync.
 pub fn copy_file_sparse(src: &File, dst: &File) -> Result<u64, ImageError> {
-    let size = src
-        .metadata()
-        .map_err(|e| ImageError::Read {
-            offset: 0,
-            source: e,
-        })?
-        .len();
+    let size = file_size(src)?;
     if size == 0 || rustix::fs::ioctl_ficlone(dst, src).is_ok() {
         return Ok(size);
     }
     let mut buf = vec![0u8; 1 << 20];
+    // Where the writeback of what is written was last started: the disk writes while the copy
+    // goes on, so the fsync that makes the copy durable waits for the last step only (it
+    // took as long again as the copy when it had to write everything).
+    let mut queued = 0;
     for (start, end) in data_ranges(src, size)? {
         let mut at = start;
         while at < end {
             let n = ((end - at) as usize).min(buf.len());
-            src.read_exact_at(&mut buf[..n], at)
-                .map_err(|e| ImageError::Read {
-                    offset: at,
-                    source: e,
-                })?;
+            read_full_at(src, &mut buf[..n], at)?;
             write_sparse_at(dst, &buf[..n], at).map_err(|e| ImageError::io("the output", e))?;
             at += n as u64;
+            if at - queued >= WRITEBACK_STEP {
+                // A hint: where it fails, the fsync does all the writing.
+                let _ = crate::sys::writeback::start(dst, queued, at - queued);
+                queued = at;
+            }
         }
     }
     dst.set_len(size)
@@ -161,13 +178,7 @@ pub(crate) fn write_sparse_at(file: &File, data: &[u8], offset: u64) -> std::io:
 
 /// Writes every byte of `src` to `out`, holes as zeros without reading them.
 pub fn write_stream(src: &File, out: &mut impl Write) -> Result<u64, ImageError> {
-    let size = src
-        .metadata()
-        .map_err(|e| ImageError::Read {
-            offset: 0,
-            source: e,
-        })?
-        .len();
+    let size = file_size(src)?;
     let zeros = vec![0u8; 1 << 20];
     let mut buf = vec![0u8; 1 << 20];
     let io = |e| ImageError::io("the output", e);
@@ -185,11 +196,7 @@ pub fn write_stream(src: &File, out: &mut impl Write) -> Result<u64, ImageError>
         at = start;
         while at < end {
             let n = ((end - at) as usize).min(buf.len());
-            src.read_exact_at(&mut buf[..n], at)
-                .map_err(|e| ImageError::Read {
-                    offset: at,
-                    source: e,
-                })?;
+            read_full_at(src, &mut buf[..n], at)?;
             out.write_all(&buf[..n]).map_err(io)?;
             at += n as u64;
         }

@@ -13,3 +13,4 @@ pub mod pidfd;
 pub mod process;
 pub mod pty;
 pub mod seccomp;
+pub mod writeback;

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::{TempOutput, TransferError};
-use crate::archive::{self, ArchiveError, Compression, Encoder, ThreadedWriter, WriteOptions};
+use crate::archive::{self, Compression};
 use crate::image::{self, ExportFormat};
 use crate::store::{ImageKind, ImageName, LockPurpose, Store};
 
@@ -46,28 +46,22 @@ pub fn export_tar(
         ExportTarget::File { path, force } => {
             let t = TempOutput::create(path, force)?;
             let w = t.file().try_clone().map_err(|e| t.fs_err("write", e))?;
-            (Some(t), Box::new(w))
+            // Written back while the export runs, so the commit's fsync waits for the tail only.
+            (Some(t), Box::new(archive::WritebackFile::new(w)))
         }
         ExportTarget::Stream(w) => (None, w),
     };
-    let write_err = |source| TransferError::Archive(ArchiveError::Write { source });
-    let buffered = std::io::BufWriter::with_capacity(1 << 20, writer);
-    let encoder = Encoder::new(buffered, req.format, req.level, req.threads)
+    let packing = archive::Packing {
+        format: req.format,
+        level: req.level,
+        threads: req.threads,
+    };
+    let (_, members) = archive::write_compressed_tree(tree, writer, packing, warn, progress)
         .map_err(TransferError::Archive)?;
-    // The tree is read on this thread and compressed on another, as `tar | zstd` does.
-    let mut encoder = ThreadedWriter::new(encoder).map_err(write_err)?;
-    let stats = archive::write_tree(tree, &mut encoder, &WriteOptions::default(), warn, progress)
-        .map_err(TransferError::Archive)?;
-    let encoder = encoder.finish().map_err(write_err)?;
-    let mut buffered = encoder.finish().map_err(TransferError::Archive)?;
-    buffered.flush().map_err(write_err)?;
-    drop(buffered);
     if let Some(t) = &mut temp {
         t.commit()?;
     }
-    Ok(Exported {
-        members: stats.members,
-    })
+    Ok(Exported { members })
 }
 
 /// Writes raw image `name` in `format`. Its lock is held throughout, so a running machine or

@@ -77,6 +77,7 @@ pub fn extract_tar(
     // busy while the next members are decoded and parsed (more only add contention).
     let opts = ExtractOptions {
         writers: 2,
+        writeback: true,
         ..ExtractOptions::default()
     };
     let extracted = archive::extract(&mut decoder, tree, &opts, None);

@@ -80,13 +80,7 @@ pub fn read_exact_at(
 }
 
 pub fn parse(file: &File) -> Result<Header, ImageError> {
-    let file_len = file
-        .metadata()
-        .map_err(|e| ImageError::Read {
-            offset: 0,
-            source: e,
-        })?
-        .len();
+    let file_len = crate::image::sparse::file_size(file)?;
     let mut b = [0u8; 112];
     let got = file.read_at(&mut b, 0).map_err(|e| ImageError::Read {
         offset: 0,

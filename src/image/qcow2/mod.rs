@@ -15,7 +15,6 @@ mod map;
 pub mod write;
 
 use std::fs::File;
-use std::io::Read;
 
 use rayon::prelude::*;
 
@@ -23,6 +22,7 @@ pub use header::MAGIC;
 use header::{ClusterCompression, Header};
 use map::Job;
 
+use super::sparse::fill;
 use super::ImageError;
 
 /// Whether `magic` starts a qcow2 file.
@@ -95,11 +95,11 @@ fn decompress(kind: ClusterCompression, packed: &[u8], out: &mut [u8]) -> std::i
     let filled = match kind {
         ClusterCompression::Deflate => {
             let mut d = flate2::read::DeflateDecoder::new(packed);
-            read_full(&mut d, out)?
+            fill(&mut d, out)?
         }
         ClusterCompression::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(packed)?.single_frame();
-            read_full(&mut d, out)?
+            fill(&mut d, out)?
         }
     };
     if filled != out.len() {
@@ -109,17 +109,4 @@ fn decompress(kind: ClusterCompression, packed: &[u8], out: &mut [u8]) -> std::i
         )));
     }
     Ok(())
-}
-
-fn read_full(r: &mut impl Read, out: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < out.len() {
-        match r.read(&mut out[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }

@@ -4,9 +4,8 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 
-use crate::image::sparse::data_ranges;
+use crate::image::sparse::{data_ranges, file_size, read_full_at};
 use crate::image::ImageError;
 
 const CLUSTER_BITS: u32 = 16;
@@ -17,13 +16,7 @@ const COPIED: u64 = 1 << 63;
 
 /// Writes the raw image `source` as qcow2 to `out`; returns the number of data clusters.
 pub fn write_qcow2(source: &File, out: &mut impl Write) -> Result<u64, ImageError> {
-    let size = source
-        .metadata()
-        .map_err(|e| ImageError::Read {
-            offset: 0,
-            source: e,
-        })?
-        .len();
+    let size = file_size(source)?;
     let clusters = nonzero_clusters(source, size)?;
     let guest_clusters = size.div_ceil(CS);
     let l1_size = guest_clusters.div_ceil(L2_ENTRIES);
@@ -94,12 +87,7 @@ pub fn write_qcow2(source: &File, out: &mut impl Write) -> Result<u64, ImageErro
     for &c in &clusters {
         cluster.fill(0);
         let len = (size - c * CS).min(CS) as usize;
-        source
-            .read_exact_at(&mut cluster[..len], c * CS)
-            .map_err(|e| ImageError::Read {
-                offset: c * CS,
-                source: e,
-            })?;
+        read_full_at(source, &mut cluster[..len], c * CS)?;
         out.write_all(&cluster).map_err(io)?;
     }
     Ok(clusters.len() as u64)
@@ -129,12 +117,7 @@ fn nonzero_clusters(source: &File, size: u64) -> Result<Vec<u64>, ImageError> {
         let mut c = start / CS;
         while c * CS < end {
             let len = (size - c * CS).min(CS) as usize;
-            source
-                .read_exact_at(&mut buf[..len], c * CS)
-                .map_err(|e| ImageError::Read {
-                    offset: c * CS,
-                    source: e,
-                })?;
+            read_full_at(source, &mut buf[..len], c * CS)?;
             if buf[..len].iter().any(|&b| b != 0) && clusters.last() != Some(&c) {
                 clusters.push(c);
             }
@@ -147,6 +130,7 @@ fn nonzero_clusters(source: &File, size: u64) -> Result<Vec<u64>, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn written_qcow2_converts_back_to_the_same_bytes() {
