@@ -162,11 +162,7 @@ fn deflate_block(data: &[u8], level: flate2::Compression) -> io::Result<(Vec<u8>
 impl<W: Write> Write for ParGzEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.start()?;
-        let n = super::pipe::fill_block(&mut self.block, buf, BLOCK);
-        if self.block.len() == BLOCK {
-            self.submit()?;
-        }
-        Ok(n)
+        super::pipe::gather(self, buf, BLOCK, |e| &mut e.block, Self::submit)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -74,20 +74,28 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
     }
 }
 
-/// Appends to `block` as much of `data` as fits in `size` bytes; returns how much it took.
-pub(super) fn fill_block(block: &mut Vec<u8>, data: &[u8], size: usize) -> usize {
-    let n = data.len().min(size.saturating_sub(block.len()));
-    block.extend_from_slice(&data[..n]);
-    n
+/// The `write` of a writer that gathers its input into blocks of `size` bytes: appends to the
+/// block `block(sink)` as much of `data` as fits, hands a full block to `full`, and returns
+/// how much of `data` it took.
+pub(super) fn gather<S>(
+    sink: &mut S,
+    data: &[u8],
+    size: usize,
+    block: impl Fn(&mut S) -> &mut Vec<u8>,
+    full: impl FnOnce(&mut S) -> io::Result<()>,
+) -> io::Result<usize> {
+    let buf = block(sink);
+    let n = data.len().min(size.saturating_sub(buf.len()));
+    buf.extend_from_slice(&data[..n]);
+    if buf.len() == size {
+        full(sink)?;
+    }
+    Ok(n)
 }
 
 impl<W: Write + Send + 'static> Write for ThreadedWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = fill_block(&mut self.buf, data, CHUNK);
-        if self.buf.len() == CHUNK {
-            self.send()?;
-        }
-        Ok(n)
+        gather(self, data, CHUNK, |w| &mut w.buf, Self::send)
     }
 
     fn flush(&mut self) -> io::Result<()> {
