@@ -46,6 +46,20 @@ impl Drop for Env {
     fn drop(&mut self) {
         if self.store.is_dir() {
             let _ = self.command().arg("-q").arg("clean").output();
+            // A read-only image is immutable: the temporary directory could not be removed.
+            let entries: Vec<PathBuf> = std::fs::read_dir(&self.store)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            if !entries.is_empty() {
+                let _ = Command::new("chattr")
+                    .args(["-f", "-i"])
+                    .args(&entries)
+                    .stderr(Stdio::null())
+                    .status();
+            }
         }
         if !std::thread::panicking() {
             let left = self.host_leftovers();
