@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 /// How many times a request is tried before its last failure is reported.
-pub const ATTEMPTS: u32 = 5;
+pub(crate) const ATTEMPTS: u32 = 5;
 
 /// Why a request failed. Each variant names the URL; a cause is a `#[source]`, never text.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     #[error("{url}: TLS failed")]
     Tls {
         url: String,
@@ -57,7 +57,7 @@ pub enum HttpError {
 impl HttpError {
     /// Whether another attempt may succeed: connection failures, timeouts and 408/429/5xx
     /// answers; not TLS, a bad URL, a missing file or any other answer.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             HttpError::Transport { source, .. } => !matches!(
                 source,
@@ -79,12 +79,12 @@ impl HttpError {
         }
     }
 
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         matches!(self, HttpError::Tls { .. })
     }
 
     /// A failure to talk to `url` at all, TLS told apart.
-    pub fn transport(url: &str, source: ureq::Error) -> HttpError {
+    pub(crate) fn transport(url: &str, source: ureq::Error) -> HttpError {
         let tls = match &source {
             ureq::Error::Tls(_) | ureq::Error::Rustls(_) => true,
             // rustls reports handshake and certificate failures as InvalidData I/O errors.
@@ -102,7 +102,7 @@ impl HttpError {
     }
 
     /// An answer with a status the caller did not want: 404 and 410 as "not found".
-    pub fn status(url: &str, status: ureq::http::StatusCode) -> HttpError {
+    pub(crate) fn status(url: &str, status: ureq::http::StatusCode) -> HttpError {
         let url = url.to_string();
         match status.as_u16() {
             code @ (404 | 410) => HttpError::NotFound { url, status: code },
@@ -117,17 +117,17 @@ impl HttpError {
 
 /// The agent's settings that differ between callers.
 #[derive(Debug, Clone, Copy)]
-pub struct AgentOptions {
+pub(crate) struct AgentOptions {
     /// Check the server's certificate (skopeo's `--tls-verify`).
-    pub tls_verify: bool,
+    pub(crate) tls_verify: bool,
     /// How long to wait for the answer's headers.
-    pub response_timeout: Duration,
+    pub(crate) response_timeout: Duration,
 }
 
 /// An agent that hands every status to the caller, follows up to 10 redirects, takes proxies
 /// from the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY: ureq's default
 /// configuration reads them) and names rmach as the user agent.
-pub fn agent(opts: AgentOptions) -> ureq::Agent {
+pub(crate) fn agent(opts: AgentOptions) -> ureq::Agent {
     let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(10)
@@ -146,13 +146,13 @@ pub fn agent(opts: AgentOptions) -> ureq::Agent {
 }
 
 /// Waits before attempt `attempt + 1`: 250 ms, doubling, at most 8 s.
-pub fn backoff(attempt: u32) {
+pub(crate) fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(250 << attempt.min(5)));
 }
 
 /// Runs `request` until it succeeds, fails for good, or has failed [`ATTEMPTS`] times; the
 /// last failure is reported inside [`HttpError::GaveUp`].
-pub fn retry<T>(mut request: impl FnMut() -> Result<T, HttpError>) -> Result<T, HttpError> {
+pub(crate) fn retry<T>(mut request: impl FnMut() -> Result<T, HttpError>) -> Result<T, HttpError> {
     let mut attempt = 0;
     loop {
         match request() {

@@ -29,6 +29,8 @@
 //! - [`cli`] parses the command line, prints, and maps errors to exit statuses. Nothing in the
 //!   library calls it; the library never prints and never exits.
 
+#![warn(unreachable_pub)]
+
 pub mod archive;
 pub mod bootstrap;
 pub mod cli;

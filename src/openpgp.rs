@@ -17,7 +17,7 @@ use sequoia_openpgp::policy::StandardPolicy;
 use sequoia_openpgp::KeyHandle;
 
 /// sequoia's own error, kept as the cause.
-pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a keyring could not be loaded or a signature did not verify.
 #[derive(Debug, thiserror::Error)]
@@ -75,13 +75,13 @@ pub enum OpenPgpError {
 
 /// Certificates read from a keyring file (binary or armored, one or many).
 #[derive(Debug)]
-pub struct Keyring {
+pub(crate) struct Keyring {
     certs: Vec<Cert>,
 }
 
 impl Keyring {
     /// Reads the keyring file at `path`.
-    pub fn read(path: &Path) -> Result<Keyring, OpenPgpError> {
+    pub(crate) fn read(path: &Path) -> Result<Keyring, OpenPgpError> {
         let bytes = std::fs::read(path).map_err(|source| OpenPgpError::ReadKeyring {
             path: path.into(),
             source,
@@ -90,7 +90,7 @@ impl Keyring {
     }
 
     /// Parses a keyring's bytes; `origin` names it in errors.
-    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Keyring, OpenPgpError> {
+    pub(crate) fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Keyring, OpenPgpError> {
         let bad = |source: sequoia_openpgp::anyhow::Error| OpenPgpError::Keyring {
             path: origin.into(),
             source: source.into(),
@@ -109,7 +109,7 @@ impl Keyring {
 }
 
 /// Verifies a cleartext-signed message (an InRelease file) and returns the signed text.
-pub fn verify_inline(keyring: &Keyring, signed: &[u8]) -> Result<Vec<u8>, OpenPgpError> {
+pub(crate) fn verify_inline(keyring: &Keyring, signed: &[u8]) -> Result<Vec<u8>, OpenPgpError> {
     let (text, processed) = with_helper(keyring, |policy, helper| {
         let mut verifier =
             VerifierBuilder::from_bytes(signed)?.with_policy(policy, None, helper)?;
@@ -125,7 +125,7 @@ pub fn verify_inline(keyring: &Keyring, signed: &[u8]) -> Result<Vec<u8>, OpenPg
 
 /// Checks that `signature` (binary or armored) is a good signature over `data` by a key of
 /// `keyring`.
-pub fn verify_detached(
+pub(crate) fn verify_detached(
     keyring: &Keyring,
     data: &[u8],
     signature: &[u8],

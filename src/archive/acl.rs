@@ -15,7 +15,7 @@ const UNDEFINED_ID: u32 = u32::MAX;
 
 /// Text to binary. Names are resolved with `lookup(is_group, name)` (GNU tar resolves them on
 /// the extracting host too).
-pub fn text_to_xattr(
+pub(crate) fn text_to_xattr(
     text: &[u8],
     lookup: &dyn Fn(bool, &str) -> Option<u32>,
 ) -> Result<Vec<u8>, Malformed> {
@@ -79,7 +79,7 @@ pub fn text_to_xattr(
 }
 
 /// Binary to GNU tar's text, with numeric qualifiers (the image's ids are not the host's names).
-pub fn xattr_to_text(bin: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn xattr_to_text(bin: &[u8]) -> Option<Vec<u8>> {
     if bin.len() < 4
         || (bin.len() - 4) % 8 != 0
         || u32::from_le_bytes(bin[..4].try_into().ok()?) != VERSION
@@ -107,7 +107,7 @@ pub fn xattr_to_text(bin: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Looks names up in the host's /etc/passwd and /etc/group, as GNU tar's libacl would.
-pub fn host_lookup(is_group: bool, name: &str) -> Option<u32> {
+pub(crate) fn host_lookup(is_group: bool, name: &str) -> Option<u32> {
     let file = if is_group {
         "/etc/group"
     } else {

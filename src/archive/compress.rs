@@ -23,7 +23,7 @@ pub enum Compression {
 impl Compression {
     /// Detects the format from the first bytes of the input; anything unknown is taken as an
     /// uncompressed tar (the tar reader then rejects what is not one).
-    pub fn detect(magic: &[u8]) -> Compression {
+    pub(crate) fn detect(magic: &[u8]) -> Compression {
         let zstd_skippable =
             magic.len() >= 4 && magic[0] & 0xf0 == 0x50 && magic[1..4] == [0x2a, 0x4d, 0x18];
         if magic.starts_with(&[0x1f, 0x8b]) {
@@ -40,7 +40,7 @@ impl Compression {
     }
 
     /// The format a file name asks for, from its suffix.
-    pub fn from_file_name(name: &[u8]) -> Option<Compression> {
+    pub(crate) fn from_file_name(name: &[u8]) -> Option<Compression> {
         let ends = |s: &str| name.ends_with(s.as_bytes());
         if ends(".tar") {
             Some(Compression::None)
@@ -57,7 +57,7 @@ impl Compression {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Compression::None => "uncompressed",
             Compression::Gzip => "gzip",
@@ -89,7 +89,7 @@ pub struct Decoder {
 impl Decoder {
     /// Detects the compression of `input` and starts decoding it. With `sha256`, the raw
     /// input (every byte of it, also what follows the archive) is hashed as it is read.
-    pub fn spawn<R: Read + Send + 'static>(
+    pub(crate) fn spawn<R: Read + Send + 'static>(
         mut input: R,
         sha256: bool,
     ) -> Result<Decoder, ArchiveError> {
@@ -133,12 +133,12 @@ impl Decoder {
         })
     }
 
-    pub fn compression(&self) -> Compression {
+    pub(crate) fn compression(&self) -> Compression {
         self.compression
     }
 
     /// Waits for the decoder thread; returns the input's SHA-256 when it was asked for.
-    pub fn finish(mut self) -> Result<Option<[u8; 32]>, ArchiveError> {
+    pub(crate) fn finish(mut self) -> Result<Option<[u8; 32]>, ArchiveError> {
         // Dropping the receiver unblocks a thread still sending (when the caller stopped early).
         let thread = self.thread.take();
         drop(self);
@@ -340,7 +340,7 @@ pub enum Encoder<W: Write + Send + 'static> {
 impl<W: Write + Send + 'static> Encoder<W> {
     /// `level` None takes each tool's default (gzip 6, zstd 3, xz 6, bzip2 9); `threads` 0
     /// means all cores.
-    pub fn new(
+    pub(crate) fn new(
         out: W,
         c: Compression,
         level: Option<i32>,
@@ -392,7 +392,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
     }
 
     /// Writes the format's trailer and hands back the inner writer.
-    pub fn finish(self) -> Result<W, ArchiveError> {
+    pub(crate) fn finish(self) -> Result<W, ArchiveError> {
         let r = match self {
             Encoder::None(w) => Ok(w),
             Encoder::Gzip(e) => e.finish(),

@@ -9,11 +9,11 @@ use super::{write_tree, ArchiveError, Compression, Encoder, ThreadedWriter, Writ
 /// How to compress.
 #[derive(Debug, Clone, Copy)]
 pub struct Packing {
-    pub format: Compression,
+    pub(crate) format: Compression,
     /// The compressor's level; `None` takes the tool's default.
-    pub level: Option<i32>,
+    pub(crate) level: Option<i32>,
     /// Compression threads; 0 means all cores.
-    pub threads: u32,
+    pub(crate) threads: u32,
 }
 
 /// Writes the tree under `root` to `out` compressed as `packing` says, and hands `out` back

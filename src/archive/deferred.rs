@@ -22,7 +22,7 @@ struct Entry {
     depth: u32,
 }
 
-pub struct Deferred {
+pub(crate) struct Deferred {
     index: Vec<Entry>,
     /// Bytes not yet written to `file`, starting at `flushed`.
     tail: Vec<u8>,
@@ -31,7 +31,7 @@ pub struct Deferred {
 }
 
 impl Deferred {
-    pub fn new() -> Deferred {
+    pub(crate) fn new() -> Deferred {
         Deferred {
             index: Vec::new(),
             tail: Vec::new(),
@@ -41,7 +41,12 @@ impl Deferred {
     }
 
     /// Records the metadata of directory `rel` (relative, without "./").
-    pub fn push(&mut self, near: BorrowedFd<'_>, rel: &[u8], m: &Member) -> std::io::Result<()> {
+    pub(crate) fn push(
+        &mut self,
+        near: BorrowedFd<'_>,
+        rel: &[u8],
+        m: &Member,
+    ) -> std::io::Result<()> {
         let start = self.tail.len();
         encode(&mut self.tail, rel, m);
         let len = u32::try_from(self.tail.len() - start).map_err(std::io::Error::other)?;
@@ -71,7 +76,7 @@ impl Deferred {
 
     /// Every record, deepest directory first; records of one depth in archive order, so a
     /// directory listed twice ends with its later entry's metadata.
-    pub fn drain(
+    pub(crate) fn drain(
         mut self,
         mut apply: impl FnMut(Vec<u8>, Member) -> Result<(), super::ArchiveError>,
     ) -> Result<(), DrainError> {
@@ -96,7 +101,7 @@ impl Deferred {
     }
 }
 
-pub enum DrainError {
+pub(crate) enum DrainError {
     Io(std::io::Error),
     Apply(super::ArchiveError),
 }

@@ -178,7 +178,7 @@ impl ArchiveError {
     }
 
     /// True when the failure came from a full disk or quota, so callers can say so plainly.
-    pub fn is_no_space(&self) -> bool {
+    pub(crate) fn is_no_space(&self) -> bool {
         let src = match self {
             ArchiveError::Fs { source, .. }
             | ArchiveError::Member { source, .. }
@@ -191,6 +191,6 @@ impl ArchiveError {
 
 /// Bytes from an archive (a name, a PAX keyword) as printable text: quoted, with control
 /// characters (NUL, newline, escape sequences) escaped, so no message carries them raw.
-pub fn shown(bytes: &[u8]) -> String {
+pub(crate) fn shown(bytes: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(bytes))
 }

@@ -31,25 +31,25 @@ use crate::fs::{self as inroot, Root};
 #[derive(Debug, Clone)]
 pub struct ExtractOptions {
     /// Apply the archive's numeric owners (needs root). Off: files belong to the extractor.
-    pub chown: bool,
+    pub(crate) chown: bool,
     /// Restore extended attributes (SCHILY.xattr.*).
-    pub xattrs: bool,
+    pub(crate) xattrs: bool,
     /// Restore POSIX ACLs given as text (SCHILY.acl.access/default).
-    pub acls: bool,
+    pub(crate) acls: bool,
     /// Collect every member's path (relative, without "./") in [`ExtractStats::paths`].
-    pub record_paths: bool,
+    pub(crate) record_paths: bool,
     /// Give the root directory the metadata of the archive's `./` entry. Off for unpacking
     /// packages into an existing tree, where `/` is not the package's to change (as with dpkg).
-    pub root_metadata: bool,
+    pub(crate) root_metadata: bool,
     /// Members written under another path (relative, without "./", as in [`ExtractStats::paths`],
     /// which still records the archive's path): dpkg's `NAME.dpkg-new` for a new conffile.
-    pub divert: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    pub(crate) divert: std::collections::HashMap<Vec<u8>, Vec<u8>>,
     /// Writer threads for the data and metadata of small files (see [`super::writers`]); 0
     /// writes everything on the reading thread (for callers that already extract in parallel).
-    pub writers: usize,
+    pub(crate) writers: usize,
     /// Start each file's writeback as soon as its data is written, so that the disk writes
     /// while the rest is extracted and a `syncfs` after the extraction has less to wait for.
-    pub writeback: bool,
+    pub(crate) writeback: bool,
 }
 
 impl Default for ExtractOptions {
@@ -69,19 +69,19 @@ impl Default for ExtractOptions {
 
 #[derive(Debug, Default, Clone)]
 pub struct ExtractStats {
-    pub members: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub hardlinks: u64,
-    pub specials: u64,
+    pub(crate) members: u64,
+    pub(crate) files: u64,
+    pub(crate) dirs: u64,
+    pub(crate) symlinks: u64,
+    pub(crate) hardlinks: u64,
+    pub(crate) specials: u64,
     /// Bytes of file data written.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Uncompressed archive bytes read.
-    pub archive_bytes: u64,
-    pub paths: Vec<Vec<u8>>,
+    pub(crate) archive_bytes: u64,
+    pub(crate) paths: Vec<Vec<u8>>,
     /// Non-fatal problems (an xattr the filesystem does not support), at most 100.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Extracts `reader` (an uncompressed tar stream) under the directory `root`.

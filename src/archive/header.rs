@@ -4,15 +4,15 @@
 use super::error::Fault;
 use super::ArchiveError;
 
-pub const OCTAL_SIZE_MAX: u64 = 0o77777777777;
-pub const OCTAL_ID_MAX: u64 = 0o7777777;
+pub(crate) const OCTAL_SIZE_MAX: u64 = 0o77777777777;
+pub(crate) const OCTAL_ID_MAX: u64 = 0o7777777;
 
-pub fn cstr(field: &[u8]) -> &[u8] {
+pub(crate) fn cstr(field: &[u8]) -> &[u8] {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
     &field[..end]
 }
 
-pub fn check_sum(block: &[u8; 512], offset: u64) -> Result<(), ArchiveError> {
+pub(crate) fn check_sum(block: &[u8; 512], offset: u64) -> Result<(), ArchiveError> {
     let stored = num(&block[148..156], offset, "checksum").ok();
     let (mut unsigned, mut signed) = (0u64, 0i64);
     for (i, &b) in block.iter().enumerate() {
@@ -36,7 +36,7 @@ pub fn check_sum(block: &[u8; 512], offset: u64) -> Result<(), ArchiveError> {
 }
 
 /// An octal field (spaces and NULs around it allowed) or GNU base-256.
-pub fn num(field: &[u8], offset: u64, what: &'static str) -> Result<u64, ArchiveError> {
+pub(crate) fn num(field: &[u8], offset: u64, what: &'static str) -> Result<u64, ArchiveError> {
     if field.first().is_some_and(|&b| b & 0x80 != 0) {
         if field[0] == 0xff {
             return Err(ArchiveError::Corrupt {
@@ -74,7 +74,7 @@ pub fn num(field: &[u8], offset: u64, what: &'static str) -> Result<u64, Archive
     })
 }
 
-pub fn signed_num(field: &[u8], offset: u64) -> Result<i64, ArchiveError> {
+pub(crate) fn signed_num(field: &[u8], offset: u64) -> Result<i64, ArchiveError> {
     if field[0] == 0xff {
         let mut v: i64 = -1;
         for &b in &field[1..] {
@@ -87,7 +87,7 @@ pub fn signed_num(field: &[u8], offset: u64) -> Result<i64, ArchiveError> {
 
 /// Whether `name` fits the ustar name/prefix fields (ASCII only), and the split if so:
 /// `Some(i)` means prefix = name[..i], name = name[i+1..].
-pub fn split_name(name: &[u8]) -> (bool, Option<usize>) {
+pub(crate) fn split_name(name: &[u8]) -> (bool, Option<usize>) {
     if !name.is_ascii() {
         return (false, None);
     }
@@ -106,7 +106,7 @@ pub fn split_name(name: &[u8]) -> (bool, Option<usize>) {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn fill(
+pub(crate) fn fill(
     h: &mut [u8; 512],
     name: &[u8],
     split: &Option<usize>,

@@ -10,7 +10,7 @@
 //! itself (header fields, checksums, base-256 numbers: [`reader`]).
 
 mod acl;
-pub mod compress;
+pub(crate) mod compress;
 mod compressed;
 mod deferred;
 mod error;
@@ -31,5 +31,5 @@ pub use error::ArchiveError;
 pub use extract::{extract, ExtractOptions, ExtractStats};
 pub use pipe::ThreadedWriter;
 pub use reader::{Kind, Member, TarReader};
-pub use write::{write_tree, WriteOptions, WriteStats};
-pub use writeback::WritebackFile;
+pub(crate) use write::{write_tree, WriteOptions};
+pub(crate) use writeback::WritebackFile;

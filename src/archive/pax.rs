@@ -4,10 +4,10 @@
 use super::error::Malformed;
 
 /// (keyword, value) pairs, in order.
-pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Splits a PAX header body into (keyword, value) pairs, or says what is wrong.
-pub fn parse(mut data: &[u8]) -> Result<Records, Malformed> {
+pub(crate) fn parse(mut data: &[u8]) -> Result<Records, Malformed> {
     let mut out = Vec::new();
     while !data.is_empty() {
         // Some writers pad the body with NULs.
@@ -42,7 +42,7 @@ pub fn parse(mut data: &[u8]) -> Result<Records, Malformed> {
 }
 
 /// Appends one record; the length prefix counts itself.
-pub fn push(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+pub(crate) fn push(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     let body = key.len() + value.len() + 3; // ' ', '=', '\n'
     let mut len = body + 1;
     while len != body + len.to_string().len() {
@@ -57,7 +57,7 @@ pub fn push(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 }
 
 /// GNU tar escapes '%' and '=' in xattr names inside SCHILY.xattr keywords.
-pub fn decode_xattr_name(name: &[u8]) -> Vec<u8> {
+pub(crate) fn decode_xattr_name(name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len());
     let mut i = 0;
     while i < name.len() {
@@ -75,7 +75,7 @@ pub fn decode_xattr_name(name: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn encode_xattr_name(name: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_xattr_name(name: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len());
     for &b in name {
         match b {
@@ -88,7 +88,7 @@ pub fn encode_xattr_name(name: &[u8]) -> Vec<u8> {
 }
 
 /// Parses a PAX time ("1700000000.5", "-1.25") into seconds and nanoseconds.
-pub fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
+pub(crate) fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
     let s = std::str::from_utf8(v).ok()?;
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     let neg = int.starts_with('-');
@@ -105,7 +105,7 @@ pub fn parse_time(v: &[u8]) -> Option<(i64, u32)> {
     }
 }
 
-pub fn format_time(secs: i64, nsec: u32) -> String {
+pub(crate) fn format_time(secs: i64, nsec: u32) -> String {
     if nsec == 0 {
         return secs.to_string();
     }

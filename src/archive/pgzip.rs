@@ -42,7 +42,7 @@ pub struct ParGzEncoder<W: Write> {
 }
 
 impl<W: Write> ParGzEncoder<W> {
-    pub fn new(out: W, level: flate2::Compression, threads: usize) -> Self {
+    pub(crate) fn new(out: W, level: flate2::Compression, threads: usize) -> Self {
         let threads = threads.max(1);
         let (jobs, job_rx) = sync_channel::<Job>(threads);
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -105,7 +105,7 @@ impl<W: Write> ParGzEncoder<W> {
         Ok(())
     }
 
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         self.start()?;
         self.submit()?;
         while self.in_flight > 0 {

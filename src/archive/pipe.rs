@@ -18,7 +18,7 @@ pub struct ThreadedWriter<W: Write + Send + 'static> {
 }
 
 impl<W: Write + Send + 'static> ThreadedWriter<W> {
-    pub fn new(mut inner: W) -> io::Result<Self> {
+    pub(crate) fn new(mut inner: W) -> io::Result<Self> {
         let (tx, rx) = sync_channel::<Vec<u8>>(DEPTH);
         let (back, recycled) = sync_channel::<Vec<u8>>(DEPTH + 2);
         let thread = std::thread::Builder::new()
@@ -66,7 +66,7 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
     }
 
     /// Sends what is buffered, waits for the thread and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         if !self.buf.is_empty() {
             self.send()?;
         }

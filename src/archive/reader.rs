@@ -30,27 +30,27 @@ pub enum Kind {
 /// One archive member with all of its metadata.
 #[derive(Debug, Clone)]
 pub struct Member {
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// The name as stored (raw bytes; not yet checked for safety).
     pub path: Vec<u8>,
     /// Symlink target or hard-link target.
-    pub link: Vec<u8>,
-    pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
-    pub mtime: (i64, u32),
-    pub atime: Option<(i64, u32)>,
+    pub(crate) link: Vec<u8>,
+    pub(crate) mode: u32,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) mtime: (i64, u32),
+    pub(crate) atime: Option<(i64, u32)>,
     /// The file's length once restored (for sparse files, including holes).
     pub size: u64,
     /// Data segments (offset, length) of a sparse file, in order; `None` for dense files.
-    pub sparse: Option<Vec<(u64, u64)>>,
-    pub dev: (u32, u32),
+    pub(crate) sparse: Option<Vec<(u64, u64)>>,
+    pub(crate) dev: (u32, u32),
     /// Extended attributes (SCHILY.xattr.*), in archive order.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    pub acl_access: Option<Vec<u8>>,
-    pub acl_default: Option<Vec<u8>>,
+    pub(crate) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) acl_access: Option<Vec<u8>>,
+    pub(crate) acl_default: Option<Vec<u8>>,
     /// Byte offset of the member's header in the uncompressed stream.
-    pub offset: u64,
+    pub(crate) offset: u64,
 }
 
 pub struct TarReader<R: Read> {
@@ -79,7 +79,7 @@ impl<R: Read> TarReader<R> {
     }
 
     /// Uncompressed bytes consumed so far.
-    pub fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         self.pos
     }
 
@@ -118,7 +118,7 @@ impl<R: Read> TarReader<R> {
     }
 
     /// Reads the current member's data; 0 at its end.
-    pub fn read_data(&mut self, buf: &mut [u8]) -> Result<usize, ArchiveError> {
+    pub(crate) fn read_data(&mut self, buf: &mut [u8]) -> Result<usize, ArchiveError> {
         if self.remaining == 0 {
             return Ok(0);
         }
@@ -491,7 +491,7 @@ fn pad(size: u64) -> u64 {
 impl<R: Read> TarReader<R> {
     /// Reads the rest of the input after the end-of-archive marker (GNU tar pads to 10 KiB
     /// records), so that a decoder sees the whole stream and can check its trailer.
-    pub fn drain(&mut self) -> Result<(), ArchiveError> {
+    pub(crate) fn drain(&mut self) -> Result<(), ArchiveError> {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             match self.inner.read(&mut buf) {

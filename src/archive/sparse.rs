@@ -13,9 +13,9 @@ use super::ArchiveError;
 /// The most segments a sparse map may list: the map is held in memory (16 bytes a segment)
 /// while the member is written, so this bounds the extractor's memory. A real file with more
 /// than a million holes is unheard of; a map claiming more is refused, not truncated.
-pub const MAX_SEGMENTS: usize = 1 << 20;
+pub(crate) const MAX_SEGMENTS: usize = 1 << 20;
 
-pub fn too_many(offset: u64) -> ArchiveError {
+pub(crate) fn too_many(offset: u64) -> ArchiveError {
     ArchiveError::Corrupt {
         offset,
         fault: Fault::TooManySegments { max: MAX_SEGMENTS },
@@ -24,7 +24,7 @@ pub fn too_many(offset: u64) -> ArchiveError {
 
 /// Reads the map of an old GNU sparse member ('S'): four entries in the header, then
 /// extension blocks of 21 while the "isextended" flag is set. Returns the map and real size.
-pub fn read_old_gnu<R: Read>(
+pub(crate) fn read_old_gnu<R: Read>(
     r: &mut TarReader<R>,
     header: &[u8; 512],
     offset: u64,
@@ -59,7 +59,7 @@ fn push_entries(area: &[u8], map: &mut Vec<(u64, u64)>, offset: u64) -> Result<(
 
 /// Reads the GNU PAX 1.0 map at the start of the member's data: decimal numbers, one per
 /// line (count, then offset/length pairs), padded to a whole block.
-pub fn read_pax_1_map<R: Read>(
+pub(crate) fn read_pax_1_map<R: Read>(
     r: &mut TarReader<R>,
     offset: u64,
 ) -> Result<Vec<(u64, u64)>, ArchiveError> {
@@ -111,7 +111,7 @@ pub fn read_pax_1_map<R: Read>(
 }
 
 /// A map must be ordered, within the file, and account exactly for the stored data.
-pub fn check_map(
+pub(crate) fn check_map(
     map: &[(u64, u64)],
     size: u64,
     stored: u64,
@@ -143,7 +143,7 @@ pub fn check_map(
 }
 
 /// The data segments of an open file, or `None` when it has no holes worth recording.
-pub fn data_map(fd: impl AsFd, size: u64) -> std::io::Result<Option<Vec<(u64, u64)>>> {
+pub(crate) fn data_map(fd: impl AsFd, size: u64) -> std::io::Result<Option<Vec<(u64, u64)>>> {
     use rustix::fs::{seek, SeekFrom};
     let fd = fd.as_fd();
     let mut map = Vec::new();
@@ -167,7 +167,7 @@ pub fn data_map(fd: impl AsFd, size: u64) -> std::io::Result<Option<Vec<(u64, u6
 }
 
 /// The GNU PAX 1.0 map block(s) that precede a sparse member's data.
-pub fn pax_1_map(map: &[(u64, u64)]) -> Vec<u8> {
+pub(crate) fn pax_1_map(map: &[(u64, u64)]) -> Vec<u8> {
     let mut out = format!("{}\n", map.len()).into_bytes();
     for (off, len) in map {
         out.extend_from_slice(format!("{off}\n{len}\n").as_bytes());

@@ -18,9 +18,9 @@ use super::{acl, pax, sparse, ArchiveError};
 use crate::fs::proc_path;
 
 #[derive(Debug, Clone)]
-pub struct WriteOptions {
-    pub xattrs: bool,
-    pub acls: bool,
+pub(crate) struct WriteOptions {
+    pub(crate) xattrs: bool,
+    pub(crate) acls: bool,
 }
 
 impl Default for WriteOptions {
@@ -33,11 +33,11 @@ impl Default for WriteOptions {
 }
 
 #[derive(Debug, Default, Clone)]
-pub struct WriteStats {
-    pub members: u64,
+pub(crate) struct WriteStats {
+    pub(crate) members: u64,
     /// File data bytes read from the tree.
-    pub bytes: u64,
-    pub skipped: u64,
+    pub(crate) bytes: u64,
+    pub(crate) skipped: u64,
 }
 
 use super::header::{fill, split_name, OCTAL_ID_MAX, OCTAL_SIZE_MAX};
@@ -45,7 +45,7 @@ use super::header::{fill, split_name, OCTAL_ID_MAX, OCTAL_SIZE_MAX};
 /// Writes the tree under `root` (as "./...") to `out`, ending with the end-of-archive marker.
 /// `warn` hears about what was skipped or changed while being read; `progress` gets the
 /// number of file bytes written so far.
-pub fn write_tree<W: Write>(
+pub(crate) fn write_tree<W: Write>(
     root: &Path,
     out: &mut W,
     opts: &WriteOptions,

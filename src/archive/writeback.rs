@@ -11,7 +11,7 @@ use crate::sys::writeback;
 /// requests, small enough that the tail left for `fsync` is short.
 const STEP: u64 = 8 << 20;
 
-pub struct WritebackFile {
+pub(crate) struct WritebackFile {
     file: File,
     written: u64,
     queued: u64,
@@ -19,7 +19,7 @@ pub struct WritebackFile {
 
 impl WritebackFile {
     /// `file` is written from its current offset, taken as 0.
-    pub fn new(file: File) -> WritebackFile {
+    pub(crate) fn new(file: File) -> WritebackFile {
         WritebackFile {
             file,
             written: 0,

@@ -21,18 +21,18 @@ use crate::fs::{Metadata, RestoreError, CAPABILITY_XATTR};
 
 /// Files up to this size are handed to a writer with their bytes; larger ones are written by
 /// the reading thread as they stream.
-pub const POOLED_MAX: u64 = 1 << 20;
+pub(crate) const POOLED_MAX: u64 = 1 << 20;
 /// Files queued for the writers at most.
 const QUEUE: usize = 16;
 
 /// The metadata to restore on one member, resolved ahead (ids checked, ACL text converted,
 /// capabilities last), with what names the member in messages.
-pub struct Restore {
-    pub meta: Metadata,
+pub(crate) struct Restore {
+    pub(crate) meta: Metadata,
     /// The path in the tree, for errors, and the archive's name and offset, for warnings.
-    pub rel: Vec<u8>,
-    pub member: Vec<u8>,
-    pub offset: u64,
+    pub(crate) rel: Vec<u8>,
+    pub(crate) member: Vec<u8>,
+    pub(crate) offset: u64,
 }
 
 impl Restore {
@@ -66,7 +66,7 @@ impl Restore {
     }
 
     /// Restores on the open file `fd`.
-    pub fn on_fd(
+    pub(crate) fn on_fd(
         &self,
         fd: BorrowedFd<'_>,
         warnings: &mut Vec<String>,
@@ -76,7 +76,7 @@ impl Restore {
     }
 
     /// Restores on `name` in `dir` without following it.
-    pub fn at(
+    pub(crate) fn at(
         &self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
@@ -102,15 +102,15 @@ fn member_err(op: &'static str, rel: &[u8], e: impl Into<std::io::Error>) -> Arc
 }
 
 /// One file for a writer: created and empty, its bytes, and what to restore.
-pub struct FileJob {
-    pub file: File,
-    pub data: Vec<u8>,
-    pub restore: Restore,
+pub(crate) struct FileJob {
+    pub(crate) file: File,
+    pub(crate) data: Vec<u8>,
+    pub(crate) restore: Restore,
 }
 
 type Outcome = Result<Vec<String>, ArchiveError>;
 
-pub struct WriterPool {
+pub(crate) struct WriterPool {
     jobs: Option<SyncSender<FileJob>>,
     outcomes: Receiver<Outcome>,
     workers: Vec<JoinHandle<()>>,
@@ -119,7 +119,7 @@ pub struct WriterPool {
 impl WriterPool {
     /// `writeback`: start each file's writeback once its data is written (see
     /// [`super::ExtractOptions::writeback`]).
-    pub fn new(threads: usize, writeback: bool) -> Result<WriterPool, ArchiveError> {
+    pub(crate) fn new(threads: usize, writeback: bool) -> Result<WriterPool, ArchiveError> {
         let (jobs, job_rx) = sync_channel::<FileJob>(QUEUE);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done, outcomes) = channel::<Outcome>();
@@ -142,7 +142,7 @@ impl WriterPool {
 
     /// Queues a file (waiting while the queue is full); returns the warnings of files done
     /// since, or the first error a writer met.
-    pub fn submit(&mut self, job: FileJob) -> Result<Vec<String>, ArchiveError> {
+    pub(crate) fn submit(&mut self, job: FileJob) -> Result<Vec<String>, ArchiveError> {
         let warnings = self.collect()?;
         let gone = || ArchiveError::Write {
             source: std::io::Error::other("a writer thread stopped"),
@@ -164,7 +164,7 @@ impl WriterPool {
     }
 
     /// Waits until every queued file is written and restored.
-    pub fn finish(mut self) -> Result<Vec<String>, ArchiveError> {
+    pub(crate) fn finish(mut self) -> Result<Vec<String>, ArchiveError> {
         self.stop();
         self.collect()
     }

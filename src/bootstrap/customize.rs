@@ -18,15 +18,15 @@ use super::{io_err, BootstrapError, Options, Result};
 pub struct Settings {
     /// The root password as read from `--root-password-file`: plain text, or a crypt(3) hash
     /// (starting with `$`) written as it is.
-    pub root_password: Option<String>,
-    pub locale: Option<String>,
-    pub timezone: Option<String>,
+    pub(crate) root_password: Option<String>,
+    pub(crate) locale: Option<String>,
+    pub(crate) timezone: Option<String>,
     /// Shell commands run inside the image, in order.
-    pub hooks: Vec<String>,
+    pub(crate) hooks: Vec<String>,
 }
 
 /// Applies `opts.settings` to the finished tree at `target`.
-pub fn apply(opts: &Options, target: &Path, epoch: Option<i64>) -> Result<()> {
+pub(crate) fn apply(opts: &Options, target: &Path, epoch: Option<i64>) -> Result<()> {
     let settings = &opts.settings;
     if let Some(password) = &settings.root_password {
         root_password(opts, target, epoch, password)?;
@@ -194,7 +194,7 @@ fn set_timezone(target: &Path, zone: &str) -> Result<()> {
 
 /// After the second stage: an empty machine-id for first boot, the hostname, and no packages
 /// or bootstrap scratch left behind.
-pub fn finish(target: &Path, hostname: &str) -> Result<()> {
+pub(crate) fn finish(target: &Path, hostname: &str) -> Result<()> {
     write(&paths::rel(target, paths::MACHINE_ID), "", 0o444)?;
     write(
         &paths::rel(target, paths::HOSTNAME),

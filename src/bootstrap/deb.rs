@@ -101,12 +101,12 @@ fn read_unless_end(file: &mut File, buf: &mut [u8]) -> std::io::Result<bool> {
 }
 
 /// The data.tar member of a .deb, decompressed.
-pub fn data_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
+pub(crate) fn data_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
     tar_member(path, "data.tar", 256 << 10)
 }
 
 /// The control.tar member of a .deb, decompressed.
-pub fn control_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
+pub(crate) fn control_tar(path: &Path) -> Result<Box<dyn Read + Send>> {
     tar_member(path, "control.tar", 64 << 10)
 }
 

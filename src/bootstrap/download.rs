@@ -15,7 +15,7 @@ use super::packages::Pkg;
 use super::{io_err, BootstrapError, Event, Progress, Result};
 
 /// Where a package's verified .deb sits in the cache.
-pub fn cached_path(dir: &Path, pkg: &Pkg) -> PathBuf {
+pub(crate) fn cached_path(dir: &Path, pkg: &Pkg) -> PathBuf {
     dir.join(format!("{}.deb", pkg.sha256))
 }
 
@@ -23,7 +23,7 @@ pub fn cached_path(dir: &Path, pkg: &Pkg) -> PathBuf {
 /// of each as soon as it is; returns the bytes downloaded. Setting `stop` ends the work after the files
 /// being fetched.
 #[allow(clippy::too_many_arguments)]
-pub fn fetch_all(
+pub(crate) fn fetch_all(
     fetcher: &Fetcher,
     mirror: &str,
     pkgs: &[Pkg],
@@ -115,7 +115,7 @@ fn fetch_one(
 }
 
 /// Size, then SHA256, streamed.
-pub fn verify_file(path: &Path, url: &str, pkg: &Pkg) -> Result<()> {
+pub(crate) fn verify_file(path: &Path, url: &str, pkg: &Pkg) -> Result<()> {
     let mut file = File::open(path).map_err(io_err(path))?;
     let len = file.metadata().map_err(io_err(path))?.len();
     let mismatch = |what, expected: String, actual: String| BootstrapError::Checksum {

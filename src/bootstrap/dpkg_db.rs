@@ -22,10 +22,10 @@ use super::{deb, io_err, BootstrapError, Result};
 
 /// The control member of a .deb: the control stanza and every other file (scripts, conffiles,
 /// md5sums, triggers, templates ...) with its mode.
-pub struct Control {
-    pub package: String,
-    pub version: String,
-    pub architecture: String,
+pub(crate) struct Control {
+    pub(crate) package: String,
+    pub(crate) version: String,
+    pub(crate) architecture: String,
     multi_arch_same: bool,
     stanza: String,
     /// The control file as shipped, with its mode.
@@ -34,7 +34,7 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn read(deb_path: &Path) -> Result<Control> {
+    pub(crate) fn read(deb_path: &Path) -> Result<Control> {
         let bad = |reason: String| BootstrapError::BadDeb {
             path: deb_path.into(),
             reason,
@@ -93,7 +93,7 @@ impl Control {
     }
 
     /// The name of its files in dpkg's info directory: `pkg:arch` for Multi-Arch: same.
-    pub fn info_name(&self) -> String {
+    pub(crate) fn info_name(&self) -> String {
         if self.multi_arch_same {
             format!("{}:{}", self.package, self.architecture)
         } else {
@@ -101,12 +101,12 @@ impl Control {
         }
     }
 
-    pub fn file(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn file(&self, name: &str) -> Option<&[u8]> {
         self.files.get(name).map(|(_, data)| data.as_slice())
     }
 
     /// The control files dpkg keeps in its info directory, with their modes.
-    pub fn files(&self) -> impl Iterator<Item = (&str, u32, &[u8])> {
+    pub(crate) fn files(&self) -> impl Iterator<Item = (&str, u32, &[u8])> {
         self.files
             .iter()
             .map(|(n, (mode, data))| (n.as_str(), *mode, data.as_slice()))
@@ -114,14 +114,14 @@ impl Control {
 
     /// The whole control member as dpkg unpacks it to `tmp.ci` for the preinst: the files
     /// above and `control`, where debconf reads which package the preinst belongs to.
-    pub fn control_member(&self) -> impl Iterator<Item = (&str, u32, &[u8])> {
+    pub(crate) fn control_member(&self) -> impl Iterator<Item = (&str, u32, &[u8])> {
         let (mode, data) = &self.control_file;
         self.files()
             .chain(std::iter::once(("control", *mode, data.as_slice())))
     }
 
     /// Conffile paths (absolute); `remove-on-upgrade` ones are not shipped and left out.
-    pub fn conffiles(&self) -> Vec<String> {
+    pub(crate) fn conffiles(&self) -> Vec<String> {
         self.conffile_entries()
             .into_iter()
             .filter(|(_, remove_on_upgrade)| !remove_on_upgrade)
@@ -143,7 +143,7 @@ impl Control {
     }
 
     /// The directives of its `triggers` file: (directive, trigger name).
-    pub fn triggers(&self) -> Vec<(String, String)> {
+    pub(crate) fn triggers(&self) -> Vec<(String, String)> {
         let text = String::from_utf8_lossy(self.file("triggers").unwrap_or_default());
         text.lines()
             .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -156,15 +156,15 @@ impl Control {
 }
 
 /// One entry of dpkg's diversions file.
-pub struct Diversion {
-    pub from: String,
-    pub to: String,
+pub(crate) struct Diversion {
+    pub(crate) from: String,
+    pub(crate) to: String,
     /// The diverting package (`:` for a local diversion).
-    pub package: String,
+    pub(crate) package: String,
 }
 
 /// dpkg's diversions (`diversions`: three lines per entry), none when the file is absent.
-pub fn diversions(admin: &Path) -> Result<Vec<Diversion>> {
+pub(crate) fn diversions(admin: &Path) -> Result<Vec<Diversion>> {
     let path = admin.join("diversions");
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
@@ -183,7 +183,7 @@ pub fn diversions(admin: &Path) -> Result<Vec<Diversion>> {
 }
 
 /// The empty database debootstrap's first stage leaves: `status` and `available`.
-pub fn create_empty(admin: &Path) -> Result<()> {
+pub(crate) fn create_empty(admin: &Path) -> Result<()> {
     fs::create_dir_all(admin).map_err(io_err(admin))?;
     for name in ["status", "available"] {
         let path = admin.join(name);
@@ -194,7 +194,7 @@ pub fn create_empty(admin: &Path) -> Result<()> {
 }
 
 /// debootstrap's `x_feign_install`: `package` looks installed (dpkg must, to install itself).
-pub fn feign_installed(admin: &Path, package: &str, version: &str) -> Result<()> {
+pub(crate) fn feign_installed(admin: &Path, package: &str, version: &str) -> Result<()> {
     let status = admin.join("status");
     fs::write(
         &status,
@@ -208,20 +208,20 @@ pub fn feign_installed(admin: &Path, package: &str, version: &str) -> Result<()>
 }
 
 /// dselect's access method (`cmethopt`), as debootstrap's `setup_dselect_method` sets it.
-pub fn set_access_method(admin: &Path, method: &str) -> Result<()> {
+pub(crate) fn set_access_method(admin: &Path, method: &str) -> Result<()> {
     let path = admin.join("cmethopt");
     fs::write(&path, format!("{method} {method}\n")).map_err(io_err(&path))
 }
 
 /// The available file: the stanzas of the whole set, in the plan's order.
-pub fn write_available(admin: &Path, stanzas: &str) -> Result<()> {
+pub(crate) fn write_available(admin: &Path, stanzas: &str) -> Result<()> {
     let path = admin.join("available");
     fs::write(&path, stanzas).map_err(io_err(&path))
 }
 
 /// Records `control` as unpacked in the dpkg database under `admin` (the image's
 /// `/var/lib/dpkg`), with `paths` (relative, in archive order) as its file list.
-pub fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> {
+pub(crate) fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> {
     let updates = admin.join("updates");
     if fs::read_dir(&updates)
         .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != "tmp.i")))
@@ -339,7 +339,7 @@ fn is_stanza_of(fields: &[(String, String)], control: &Control) -> bool {
 /// The version of `package` (for Multi-Arch: same, of `arch`) that dpkg's database under
 /// `admin` has configured (`install ok installed`), if any: unpacking it again is then dpkg's
 /// upgrade over that version.
-pub fn installed_version(admin: &Path, control: &Control) -> Result<Option<String>> {
+pub(crate) fn installed_version(admin: &Path, control: &Control) -> Result<Option<String>> {
     let status_path = admin.join("status");
     let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
     Ok(status

@@ -14,7 +14,7 @@ use super::{deb, BootstrapError, Result};
 
 /// Extracts `tar` (an uncompressed tar stream) under `root`; returns the member paths when
 /// `opts` records them.
-pub fn extract(
+pub(super) fn extract(
     tar: Box<dyn Read + Send>,
     root: &Path,
     deb: &Path,
@@ -30,16 +30,16 @@ pub fn extract(
 
 /// What each package put in the tree, in archive order: the paths of its data.tar members
 /// (relative, without "./"), from which its dpkg file list is written.
-pub type FileLists = HashMap<String, Vec<Vec<u8>>>;
+pub(crate) type FileLists = HashMap<String, Vec<Vec<u8>>>;
 
-pub fn workers() -> usize {
+pub(crate) fn workers() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(1, 8)
 }
 
 /// Extracts the data of one package; returns its member paths in archive order.
-pub fn extract_one(
+pub(crate) fn extract_one(
     plan: &Plan,
     name: &str,
     target: &Path,
@@ -58,7 +58,7 @@ pub fn extract_one(
 /// Extracts the data of `names` into `target` in parallel, member paths found in `divert`
 /// (per package) written under their diverted name. Where two of the packages ship the same
 /// non-directory path, the later one in `names` wins, as with `dpkg --unpack` of them in order.
-pub fn extract_packages(
+pub(crate) fn extract_packages(
     plan: &Plan,
     names: &[String],
     target: &Path,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::{io_err, BootstrapError, Result};
 
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     agent: ureq::Agent,
 }
 
@@ -25,7 +25,7 @@ enum Failure {
 const ATTEMPTS: u32 = 4;
 
 impl Fetcher {
-    pub fn new() -> Fetcher {
+    pub(crate) fn new() -> Fetcher {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
@@ -39,7 +39,7 @@ impl Fetcher {
     }
 
     /// A small file (Release, InRelease) in memory; None when the mirror answers 404.
-    pub fn get_optional(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn get_optional(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -62,14 +62,14 @@ impl Fetcher {
         }
     }
 
-    pub fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>> {
+    pub(crate) fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>> {
         self.get_optional(url, limit)?
             .ok_or_else(|| super::not_found(url))
     }
 
     /// Downloads `url` into `part`, resuming what an earlier attempt (or run) left there with an
     /// HTTP Range request, retrying transient failures. `on_bytes` sees every chunk's length.
-    pub fn download(
+    pub(crate) fn download(
         &self,
         url: &str,
         part: &Path,

@@ -21,7 +21,7 @@ use super::{download, io_err, BootstrapError, Event, Options, Progress, Result};
 /// Downloads the package set and, at the same time, extracts each required package as soon as
 /// it is in the cache and verified; then merges /usr and lays out /etc, /dev and the dpkg
 /// database. Returns the file lists and the bytes downloaded.
-pub fn first_stage(
+pub(crate) fn first_stage(
     opts: &Options,
     plan: &Plan,
     target: &Path,
@@ -118,7 +118,7 @@ pub fn first_stage(
 
 /// debootstrap's `merge_usr`: every top-level library or binary directory moves into /usr and
 /// becomes a symlink there.
-pub fn merge_usr(target: &Path, rules: &Rules) -> Result<()> {
+pub(crate) fn merge_usr(target: &Path, rules: &Rules) -> Result<()> {
     if !rules.merged_usr {
         if rules.skip_usrmerge_flag {
             let flag = target.join("etc/unsupported-skip-usrmerge-conversion");
@@ -173,7 +173,7 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
 }
 
 /// The empty dpkg database, /etc basics, device nodes and sources.list.
-pub fn setup(target: &Path, opts: &Options, components: &[String]) -> Result<()> {
+pub(crate) fn setup(target: &Path, opts: &Options, components: &[String]) -> Result<()> {
     super::dpkg_db::create_empty(&paths::rel(target, paths::DPKG_ADMIN))?;
     let etc = target.join("etc");
     fs::create_dir_all(&etc).map_err(io_err(&etc))?;

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use super::{BootstrapError, Result};
 
 /// Where binfmt_misc is mounted.
-pub const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
+pub(crate) const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
 
 /// The Debian architecture rmach was built for, the host's native one; None for a CPU
 /// Debian has no name for here.
-pub fn native_arch() -> Option<&'static str> {
+pub(crate) fn native_arch() -> Option<&'static str> {
     Some(match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "x86" => "i386",
@@ -56,7 +56,7 @@ fn runs_natively(arch: &str) -> bool {
 
 /// Checks that the host can run `arch`'s programs; for a foreign one, names the binfmt_misc
 /// entry in use.
-pub fn check(arch: &str) -> Result<Option<PathBuf>> {
+pub(crate) fn check(arch: &str) -> Result<Option<PathBuf>> {
     check_in(Path::new(BINFMT_MISC), arch)
 }
 

@@ -65,7 +65,7 @@ fn ubuntu_archive(info: &Path, arch: &str) -> Option<String> {
 }
 
 /// Accepts http, https and file URLs, without a trailing slash.
-pub fn check_url(url: &str) -> Result<String> {
+pub(crate) fn check_url(url: &str) -> Result<String> {
     let bad = |reason: &str| BootstrapError::BadMirror {
         url: url.to_string(),
         reason: reason.into(),

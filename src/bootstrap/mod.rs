@@ -15,7 +15,7 @@ mod dpkg_db;
 mod extract;
 mod fetch;
 mod first;
-pub mod foreign;
+pub(crate) mod foreign;
 mod mirror;
 mod packages;
 pub mod paths;
@@ -178,7 +178,7 @@ pub enum BootstrapError {
     MergeUsr { path: PathBuf, reason: String },
 }
 
-pub type Result<T> = std::result::Result<T, BootstrapError>;
+pub(crate) type Result<T> = std::result::Result<T, BootstrapError>;
 
 /// `url` is not on the mirror: HTTP said 404 (or 410), or a `file://` mirror lacks the file.
 pub(crate) fn not_found(url: &str) -> BootstrapError {
@@ -248,12 +248,12 @@ pub enum Event<'a> {
     Note(String),
 }
 
-pub type Progress<'a> = &'a (dyn Fn(Event<'_>) + Sync);
+pub(crate) type Progress<'a> = &'a (dyn Fn(Event<'_>) + Sync);
 
 /// What was built.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
-    pub codename: String,
+    pub(crate) codename: String,
     pub distro: String,
     pub packages: Vec<String>,
     pub downloaded_bytes: u64,
@@ -261,7 +261,7 @@ pub struct Report {
 
 /// Bootstraps `opts` into `target`, an empty directory. On error the directory holds a partial
 /// tree that the caller throws away.
-pub fn bootstrap(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
+pub(crate) fn bootstrap(opts: &Options, target: &Path, progress: Progress<'_>) -> Result<Report> {
     let plan = plan::plan(opts, progress)?;
     // Before anything is downloaded: the second stage runs the image's programs.
     if let Some(entry) = foreign::check(&opts.arch)? {

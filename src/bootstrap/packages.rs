@@ -15,7 +15,7 @@ use super::{io_err, BootstrapError, Result};
 
 /// One stanza of a Packages file, as ranges into the index's text.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     name: Range<usize>,
     version: Range<usize>,
     filename: Range<usize>,
@@ -24,7 +24,7 @@ pub struct Entry {
     depends: Range<usize>,
     pre_depends: Range<usize>,
     stanza: Range<usize>,
-    pub size: u64,
+    pub(crate) size: u64,
 }
 
 /// All components' Packages stanzas for one architecture, first component first.
@@ -36,16 +36,16 @@ pub struct Index {
 
 /// A package picked for download: where it is and what it must hash to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pkg {
-    pub name: String,
-    pub version: String,
-    pub filename: String,
-    pub sha256: String,
-    pub size: u64,
+pub(crate) struct Pkg {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) filename: String,
+    pub(crate) sha256: String,
+    pub(crate) size: u64,
 }
 
 impl Index {
-    pub fn parse(text: String, url: &str) -> Result<Index> {
+    pub(crate) fn parse(text: String, url: &str) -> Result<Index> {
         let mut index = Index {
             text: String::new(),
             entries: Vec::new(),
@@ -56,7 +56,7 @@ impl Index {
     }
 
     /// Adds another component's text.
-    pub fn add(&mut self, text: String, url: &str) -> Result<()> {
+    pub(crate) fn add(&mut self, text: String, url: &str) -> Result<()> {
         let base = self.text.len();
         self.text.push_str(&text);
         if !self.text.ends_with('\n') {
@@ -119,12 +119,12 @@ impl Index {
         &self.text[r.clone()]
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.by_name.contains_key(name)
     }
 
     /// Names of the stanzas whose Priority is `priority`, in index order.
-    pub fn with_priority(&self, priority: &str) -> Vec<String> {
+    pub(crate) fn with_priority(&self, priority: &str) -> Vec<String> {
         self.entries
             .iter()
             .filter(|e| self.s(&e.priority).trim() == priority)
@@ -132,8 +132,15 @@ impl Index {
             .collect()
     }
 
+    #[cfg(test)]
+    pub(crate) fn has_pre_depends(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|ids| ids.iter().any(|&i| !self.entries[i].pre_depends.is_empty()))
+    }
+
     /// The raw Depends and Pre-Depends values of every stanza named `name`.
-    pub fn dep_fields(&self, name: &str) -> Vec<&str> {
+    pub(crate) fn dep_fields(&self, name: &str) -> Vec<&str> {
         let Some(ids) = self.by_name.get(name) else {
             return Vec::new();
         };
@@ -144,14 +151,8 @@ impl Index {
             .collect()
     }
 
-    pub fn has_pre_depends(&self, name: &str) -> bool {
-        self.by_name
-            .get(name)
-            .is_some_and(|ids| ids.iter().any(|&i| !self.entries[i].pre_depends.is_empty()))
-    }
-
     /// The first stanza named `name`, as a download.
-    pub fn pkg(&self, name: &str) -> Option<Pkg> {
+    pub(crate) fn pkg(&self, name: &str) -> Option<Pkg> {
         let e = &self.entries[*self.by_name.get(name)?.first()?];
         Some(Pkg {
             name: name.to_string(),
@@ -163,7 +164,7 @@ impl Index {
     }
 
     /// The stanzas of `names` as dpkg's available file wants them.
-    pub fn stanzas(&self, names: &[String]) -> String {
+    pub(crate) fn stanzas(&self, names: &[String]) -> String {
         let mut out = String::new();
         for name in names {
             for &i in self.by_name.get(name).map(Vec::as_slice).unwrap_or(&[]) {
@@ -176,7 +177,7 @@ impl Index {
 }
 
 /// Fetches, verifies, caches and parses the Packages of every component.
-pub fn load(
+pub(crate) fn load(
     fetcher: &Fetcher,
     release: &Release,
     components: &[String],
@@ -262,7 +263,7 @@ fn fetch_one(
 }
 
 /// Size, then SHA256.
-pub fn check(url: &str, data: &[u8], sum: &str, size: u64) -> Result<()> {
+pub(crate) fn check(url: &str, data: &[u8], sum: &str, size: u64) -> Result<()> {
     if data.len() as u64 != size {
         return Err(BootstrapError::Checksum {
             url: url.to_string(),

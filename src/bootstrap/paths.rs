@@ -5,49 +5,45 @@
 use std::path::{Path, PathBuf};
 
 /// The second stage's log, kept in the image as debootstrap keeps its own.
-pub const LOG: &str = "/var/log/bootstrap.log";
+pub(crate) const LOG: &str = "/var/log/bootstrap.log";
 /// dpkg's administrative directory.
-pub const DPKG_ADMIN: &str = "/var/lib/dpkg";
-/// dpkg's status file.
-pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
-/// dpkg's available file.
-pub const DPKG_AVAILABLE: &str = "/var/lib/dpkg/available";
+pub(crate) const DPKG_ADMIN: &str = "/var/lib/dpkg";
 /// dpkg's per-package control files.
-pub const DPKG_INFO: &str = "/var/lib/dpkg/info";
+pub(crate) const DPKG_INFO: &str = "/var/lib/dpkg/info";
 /// dpkg's trigger interests.
-pub const DPKG_TRIGGERS: &str = "/var/lib/dpkg/triggers";
+pub(crate) const DPKG_TRIGGERS: &str = "/var/lib/dpkg/triggers";
 /// The bootstrap's scratch area in the image (debootstrap's own name), removed at the end.
-pub const SCRATCH: &str = "/debootstrap";
+pub(crate) const SCRATCH: &str = "/debootstrap";
 /// In the scratch area: where /run and /tmp live during the second stage (`stage_runner.rs`).
-pub const STAND_INS: &str = "/debootstrap/stage";
+pub(crate) const STAND_INS: &str = "/debootstrap/stage";
 /// In the scratch area: each package's control member, staged for its preinst.
-pub const CONTROL_MEMBERS: &str = "/debootstrap/ci";
+pub(crate) const CONTROL_MEMBERS: &str = "/debootstrap/ci";
 /// In the scratch area: the selections `dpkg --set-selections` reads.
-pub const SELECTIONS: &str = "/debootstrap/selections";
+pub(crate) const SELECTIONS: &str = "/debootstrap/selections";
 /// In the scratch area: what `dpkg --predep-package` answered.
-pub const PREDEP: &str = "/debootstrap/predep";
+pub(crate) const PREDEP: &str = "/debootstrap/predep";
 /// Where preinsts find their package's control member, as dpkg unpacks it.
-pub const DPKG_TMP_CI: &str = "/var/lib/dpkg/tmp.ci";
+pub(crate) const DPKG_TMP_CI: &str = "/var/lib/dpkg/tmp.ci";
 /// The invoke-rc.d policy that keeps services from starting during the second stage.
-pub const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+pub(crate) const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 /// start-stop-daemon, replaced by a stub during the second stage.
-pub const START_STOP_DAEMON: &str = "/sbin/start-stop-daemon";
+pub(crate) const START_STOP_DAEMON: &str = "/sbin/start-stop-daemon";
 /// ischroot, answering yes during the second stage.
-pub const ISCHROOT: &str = "/usr/bin/ischroot";
+pub(crate) const ISCHROOT: &str = "/usr/bin/ischroot";
 /// The machine id, left empty for first boot.
-pub const MACHINE_ID: &str = "/etc/machine-id";
+pub(crate) const MACHINE_ID: &str = "/etc/machine-id";
 /// The host name.
-pub const HOSTNAME: &str = "/etc/hostname";
+pub(crate) const HOSTNAME: &str = "/etc/hostname";
 
 /// /etc/fstab, written when the image has none.
-pub const FSTAB: &str = "/etc/fstab";
+pub(crate) const FSTAB: &str = "/etc/fstab";
 /// The resolver configuration, the host's copied in.
-pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+pub(crate) const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// apt's sources, for the mirror and suite.
-pub const APT_SOURCES: &str = "/etc/apt/sources.list";
+pub(crate) const APT_SOURCES: &str = "/etc/apt/sources.list";
 
 /// `inside` (an absolute path in the image) under `target`.
-pub fn rel(target: &Path, inside: &str) -> PathBuf {
+pub(crate) fn rel(target: &Path, inside: &str) -> PathBuf {
     target.join(inside.trim_start_matches('/'))
 }
 
@@ -60,13 +56,7 @@ mod tests {
         for path in [STAND_INS, CONTROL_MEMBERS, SELECTIONS, PREDEP] {
             assert!(path.starts_with(&format!("{SCRATCH}/")), "{path}");
         }
-        for path in [
-            DPKG_STATUS,
-            DPKG_AVAILABLE,
-            DPKG_INFO,
-            DPKG_TRIGGERS,
-            DPKG_TMP_CI,
-        ] {
+        for path in [DPKG_INFO, DPKG_TRIGGERS, DPKG_TMP_CI] {
             assert!(path.starts_with(&format!("{DPKG_ADMIN}/")), "{path}");
         }
         assert_eq!(

@@ -15,15 +15,15 @@ use super::suites::{self, Distro, Rules, SuiteInfo, Variant};
 use super::{download, packages, BootstrapError, Event, Options, Progress, Result};
 
 /// Everything decided before the target is touched.
-pub struct Plan {
-    pub rules: Rules,
-    pub set: PackageSet,
-    pub index: Index,
-    pub pkgs: HashMap<String, Pkg>,
-    pub deb_dir: PathBuf,
-    pub components: Vec<String>,
+pub(super) struct Plan {
+    pub(crate) rules: Rules,
+    pub(crate) set: PackageSet,
+    pub(crate) index: Index,
+    pub(crate) pkgs: HashMap<String, Pkg>,
+    pub(crate) deb_dir: PathBuf,
+    pub(crate) components: Vec<String>,
     /// SOURCE_DATE_EPOCH for a reproducible image, resolved against the Release file.
-    pub epoch: Option<i64>,
+    pub(crate) epoch: Option<i64>,
 }
 
 fn load_keyring(
@@ -60,7 +60,7 @@ fn load_keyring(
 }
 
 /// Verifies, loads the indices and resolves; returns the rules, the Release, the set and the index.
-pub fn resolve_only(
+pub(crate) fn resolve_only(
     opts: &Options,
     progress: Progress<'_>,
 ) -> Result<(Rules, Release, PackageSet, Index)> {
@@ -133,7 +133,7 @@ pub fn resolve_only(
     Ok((rules, release, set, index))
 }
 
-pub fn plan(opts: &Options, progress: Progress<'_>) -> Result<Plan> {
+pub(super) fn plan(opts: &Options, progress: Progress<'_>) -> Result<Plan> {
     let (rules, release, set, index) = resolve_only(opts, progress)?;
 
     let epoch = match opts.reproducible {
@@ -164,7 +164,7 @@ pub fn plan(opts: &Options, progress: Progress<'_>) -> Result<Plan> {
 }
 
 /// The .deb of `name` in the cache.
-pub fn deb_of(plan: &Plan, name: &str) -> PathBuf {
+pub(crate) fn deb_of(plan: &Plan, name: &str) -> PathBuf {
     download::cached_path(&plan.deb_dir, &plan.pkgs[name])
 }
 
@@ -188,7 +188,7 @@ fn check_core(opts: &Options, pkgs: &HashMap<String, Pkg>) -> Result<()> {
 }
 
 /// debootstrap's core packages, installed one by one in this order before the rest.
-pub fn core_packages(variant: Variant) -> Vec<&'static str> {
+pub(crate) fn core_packages(variant: Variant) -> Vec<&'static str> {
     let mut core = vec![
         "base-passwd",
         "base-files",

@@ -10,27 +10,27 @@ use crate::openpgp::{self, Keyring, OpenPgpError};
 use std::path::Path;
 
 #[derive(Debug, Clone)]
-pub struct Release {
-    pub origin: String,
-    pub codename: String,
+pub(crate) struct Release {
+    pub(crate) origin: String,
+    pub(crate) codename: String,
     /// The Suite field (`stable`, `bookworm-updates` ...).
-    pub suite: String,
+    pub(crate) suite: String,
     /// The Date field as Unix time (0 when absent).
-    pub date: i64,
+    pub(crate) date: i64,
     /// The Date field as written.
-    pub date_text: String,
-    pub by_hash: bool,
-    pub components: Vec<String>,
+    pub(crate) date_text: String,
+    pub(crate) by_hash: bool,
+    pub(crate) components: Vec<String>,
     /// `dists/SUITE` under the mirror, where indices are fetched from.
-    pub dists_url: String,
+    pub(crate) dists_url: String,
     /// Path under `dists/SUITE` → (SHA256, size).
-    pub files: HashMap<String, (String, u64)>,
+    pub(crate) files: HashMap<String, (String, u64)>,
 }
 
 const MAX_RELEASE: u64 = 64 << 20;
 
 /// Fetches and verifies the Release file of `suite` on `mirror`.
-pub fn fetch(
+pub(crate) fn fetch(
     fetcher: &Fetcher,
     mirror: &str,
     suite: &str,
@@ -82,7 +82,7 @@ pub fn fetch(
 /// Refuses a Release older than the one last verified for the same mirror and suite (a
 /// mirror replaying an old, validly signed file to hold back security updates), and records
 /// this one's date under `cache_dir`.
-pub fn check_not_rolled_back(
+pub(crate) fn check_not_rolled_back(
     cache_dir: &Path,
     mirror: &str,
     suite: &str,
@@ -126,7 +126,7 @@ fn now() -> i64 {
 }
 
 /// Parses verified Release text; `now` is the Unix time Valid-Until is checked against.
-pub fn parse(text: &str, url: &str, dists_url: String, now: i64) -> Result<Release> {
+pub(crate) fn parse(text: &str, url: &str, dists_url: String, now: i64) -> Result<Release> {
     let bad = |reason: String| BootstrapError::BadRelease {
         url: url.to_string(),
         reason,
@@ -196,7 +196,7 @@ pub fn parse(text: &str, url: &str, dists_url: String, now: i64) -> Result<Relea
 }
 
 /// An RFC 2822 date as Release files write it (`Sat, 18 Jul 2026 10:16:37 UTC`) → Unix time.
-pub fn parse_date(s: &str) -> Option<i64> {
+pub(crate) fn parse_date(s: &str) -> Option<i64> {
     let s = s.trim();
     let s = s.split_once(',').map(|(_, r)| r).unwrap_or(s);
     let mut w = s.split_whitespace();

@@ -27,7 +27,7 @@ const VARYING: &[&str] = &[
 ];
 
 /// Removes what varies and clamps file times under `target` to `epoch`.
-pub fn finish(target: &Path, epoch: i64) -> Result<()> {
+pub(crate) fn finish(target: &Path, epoch: i64) -> Result<()> {
     for rel in VARYING {
         let path = target.join(rel);
         if fs::symlink_metadata(&path).is_ok() {

@@ -12,12 +12,12 @@ use super::suites::{Rules, Variant};
 /// The two lists debootstrap installs: `required` in the first stage, `base` after it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PackageSet {
-    pub required: Vec<String>,
-    pub base: Vec<String>,
+    pub(crate) required: Vec<String>,
+    pub(crate) base: Vec<String>,
 }
 
 impl PackageSet {
-    pub fn all(&self) -> Vec<String> {
+    pub(crate) fn all(&self) -> Vec<String> {
         let mut all: Vec<String> = self.required.iter().chain(&self.base).cloned().collect();
         all.sort();
         all
@@ -25,7 +25,7 @@ impl PackageSet {
 }
 
 /// The names a package's Depends/Pre-Depends values pull in, as debootstrap's pkgdetails does.
-pub fn dep_names(field: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn dep_names(field: &str) -> impl Iterator<Item = &str> {
     field.split(',').filter_map(|d| {
         let d = d.split('|').next().unwrap_or("");
         let d = match (d.find('('), d.rfind(')')) {
@@ -38,7 +38,7 @@ pub fn dep_names(field: &str) -> impl Iterator<Item = &str> {
 }
 
 /// debootstrap's `resolve_deps`: the closure of `seeds`, unknown seeds kept.
-pub fn resolve_deps(
+pub(crate) fn resolve_deps(
     index: &Index,
     seeds: &BTreeSet<String>,
     exclude_dependency: &[&str],

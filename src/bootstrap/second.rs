@@ -236,7 +236,7 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-pub fn run(
+pub(crate) fn run(
     opts: &Options,
     plan: &Plan,
     target: &Path,
@@ -358,7 +358,7 @@ fn retry5(cmd: &str) -> String {
 
 /// Services must not start while packages are installed into the image (debootstrap's
 /// policy-rc.d and fake start-stop-daemon); also around the user's hooks.
-pub fn block_services(target: &Path) -> Result<()> {
+pub(crate) fn block_services(target: &Path) -> Result<()> {
     let policy = paths::rel(target, POLICY_RC_D);
     fs::write(&policy, "#!/bin/sh\nexit 101\n").map_err(io_err(&policy))?;
     fs::set_permissions(&policy, fs::Permissions::from_mode(0o755)).map_err(io_err(&policy))?;
@@ -393,7 +393,7 @@ fn fake_ischroot(target: &Path) -> Result<bool> {
     Ok(true)
 }
 
-pub fn restore_services(target: &Path) -> Result<()> {
+pub(crate) fn restore_services(target: &Path) -> Result<()> {
     let ssd = paths::rel(target, START_STOP_DAEMON);
     fs::rename(
         paths::rel(target, &format!("{START_STOP_DAEMON}.REAL")),

@@ -13,7 +13,7 @@ use super::paths::{self, STAND_INS};
 use super::Options;
 
 /// Creates the stand-ins for /run and /tmp with the image's modes.
-pub fn prepare_run_and_tmp(root: &Path) -> std::io::Result<()> {
+pub(crate) fn prepare_run_and_tmp(root: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for dir in ["run", "tmp"] {
         let stand_in = paths::rel(root, STAND_INS).join(dir);
@@ -31,7 +31,7 @@ pub fn prepare_run_and_tmp(root: &Path) -> std::io::Result<()> {
 const MARK: &str = ".rmach-stand-in";
 
 /// Moves what the second stage left in /run and /tmp into the image's own directories.
-pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
+pub(crate) fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
     for dir in ["run", "tmp"] {
         let stand_in = paths::rel(root, STAND_INS).join(dir);
         for entry in std::fs::read_dir(&stand_in)? {
@@ -49,7 +49,7 @@ pub fn keep_run_and_tmp(root: &Path) -> std::io::Result<()> {
 }
 
 /// How a script ended.
-pub enum Outcome {
+pub(crate) enum Outcome {
     Succeeded,
     /// It failed: how (exit status or signal) and the last line of its error output.
     Failed(String),
@@ -59,7 +59,7 @@ pub enum Outcome {
 
 /// Runs `script` with /bin/sh inside the image at `root` (host name and cache directory from
 /// `opts`), with `env` added; Err when the runner could not run it at all.
-pub fn run_script(
+pub(crate) fn run_script(
     root: &Path,
     opts: &Options,
     env: &[(String, String)],

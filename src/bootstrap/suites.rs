@@ -18,11 +18,11 @@ pub enum Variant {
 
 /// What rmach knows about a suite before it has read the mirror's Release file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SuiteInfo {
-    pub distro: Distro,
+pub(crate) struct SuiteInfo {
+    pub(crate) distro: Distro,
     /// The codename when the suite is a codename; None for an alias (stable, testing, ...) or an
     /// unknown name, which the Release file's Codename field settles.
-    pub codename: Option<&'static str>,
+    pub(crate) codename: Option<&'static str>,
 }
 
 const DEBIAN: &[&str] = &["bullseye", "bookworm", "trixie", "forky", "duke", "sid"];
@@ -35,7 +35,7 @@ const UBUNTU: &[&str] = &[
 
 /// Looks a suite name up; None when rmach has no rules for it (it may still bootstrap with
 /// `--keyring`, following the newest Debian rules).
-pub fn lookup(suite: &str) -> Option<SuiteInfo> {
+pub(crate) fn lookup(suite: &str) -> Option<SuiteInfo> {
     if let Some(c) = DEBIAN.iter().find(|c| **c == suite) {
         return Some(SuiteInfo {
             distro: Distro::Debian,
@@ -55,7 +55,7 @@ pub fn lookup(suite: &str) -> Option<SuiteInfo> {
 }
 
 /// Which distribution a Release file describes, from its Origin field.
-pub fn distro_of_origin(origin: &str) -> Distro {
+pub(crate) fn distro_of_origin(origin: &str) -> Distro {
     if origin.eq_ignore_ascii_case("ubuntu") {
         Distro::Ubuntu
     } else {
@@ -66,20 +66,20 @@ pub fn distro_of_origin(origin: &str) -> Distro {
 /// The rules for one codename, once known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
-    pub distro: Distro,
-    pub codename: String,
+    pub(crate) distro: Distro,
+    pub(crate) codename: String,
     /// Packages added to the required seeds (`usr-is-merged` on bookworm).
-    pub extra_required: Vec<&'static str>,
+    pub(crate) extra_required: Vec<&'static str>,
     /// Names dropped whenever they appear as a dependency (`usrmerge` from bookworm on).
-    pub exclude_dependency: Vec<&'static str>,
+    pub(crate) exclude_dependency: Vec<&'static str>,
     /// Whether /bin, /lib, /sbin ... become symlinks into /usr after the first extraction.
-    pub merged_usr: bool,
+    pub(crate) merged_usr: bool,
     /// Whether to write /etc/unsupported-skip-usrmerge-conversion (unmerged bookworm+ buildd).
-    pub skip_usrmerge_flag: bool,
+    pub(crate) skip_usrmerge_flag: bool,
 }
 
 impl Rules {
-    pub fn new(distro: Distro, codename: &str, variant: Variant) -> Rules {
+    pub(crate) fn new(distro: Distro, codename: &str, variant: Variant) -> Rules {
         let old_debian = codename == "bullseye";
         let mut rules = Rules {
             distro,
@@ -117,7 +117,7 @@ impl Rules {
 }
 
 /// The keyring debootstrap uses for the distribution, and the package that installs it.
-pub fn default_keyring(distro: Distro) -> (PathBuf, &'static str) {
+pub(crate) fn default_keyring(distro: Distro) -> (PathBuf, &'static str) {
     match distro {
         Distro::Debian => (
             PathBuf::from("/usr/share/keyrings/debian-archive-keyring.gpg"),
@@ -132,7 +132,7 @@ pub fn default_keyring(distro: Distro) -> (PathBuf, &'static str) {
 
 /// Ubuntu's archive keys, shipped for hosts without the ubuntu-keyring package (Debian's
 /// archive does not carry it). Used only when neither `--keyring` nor the host file exists.
-pub const UBUNTU_KEYRING: &[u8] = include_bytes!("keys/ubuntu-archive-keyring.gpg");
+pub(crate) const UBUNTU_KEYRING: &[u8] = include_bytes!("keys/ubuntu-archive-keyring.gpg");
 
 #[cfg(test)]
 mod tests {

@@ -16,72 +16,72 @@ use crate::store::ImageName;
 use super::{Context, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Variant {
+pub(crate) enum Variant {
     Minbase,
     Buildd,
     Default,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct BootstrapArgs {
+pub(crate) struct BootstrapArgs {
     /// The suite: bookworm, trixie, sid, stable, jammy, noble, ...
-    pub suite: String,
+    pub(crate) suite: String,
     /// The image name
-    pub name: String,
+    pub(crate) name: String,
     /// The mirror (default: RMACH_MIRROR, /etc/rmach/rmach.toml, then the host's apt sources)
     #[arg(long, env = "RMACH_MIRROR")]
-    pub mirror: Option<String>,
+    pub(crate) mirror: Option<String>,
     /// The package set, as debootstrap's --variant
     #[arg(long, value_enum, default_value = "default")]
-    pub variant: Variant,
+    pub(crate) variant: Variant,
     /// The architecture (default: the host's)
     #[arg(long)]
-    pub arch: Option<String>,
+    pub(crate) arch: Option<String>,
     /// Archive components, comma-separated
     #[arg(long, value_delimiter = ',')]
-    pub components: Vec<String>,
+    pub(crate) components: Vec<String>,
     /// Extra packages, comma-separated
     #[arg(long, value_delimiter = ',')]
-    pub include: Vec<String>,
+    pub(crate) include: Vec<String>,
     /// Packages to leave out, comma-separated
     #[arg(long, value_delimiter = ',')]
-    pub exclude: Vec<String>,
+    pub(crate) exclude: Vec<String>,
     /// The OpenPGP keyring that signs the suite
     #[arg(long)]
-    pub keyring: Option<PathBuf>,
+    pub(crate) keyring: Option<PathBuf>,
     /// Replace an existing image of that name
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Run CMD with /bin/sh inside the finished image before it is committed (repeatable, in
     /// order); a failing hook means no image
     #[arg(long = "hook", value_name = "CMD")]
-    pub hooks: Vec<String>,
+    pub(crate) hooks: Vec<String>,
     /// Set root's password from the first line of FILE (a crypt(3) hash starting with `$` is
     /// used as it is)
     #[arg(long, value_name = "FILE")]
-    pub root_password_file: Option<PathBuf>,
+    pub(crate) root_password_file: Option<PathBuf>,
     /// The image's host name (default: the image name)
     #[arg(long)]
-    pub hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
     /// The image's LANG, e.g. C.UTF-8 or de_DE.UTF-8 (needs --include locales)
     #[arg(long)]
-    pub locale: Option<String>,
+    pub(crate) locale: Option<String>,
     /// The image's time zone, e.g. Europe/Berlin
     #[arg(long)]
-    pub timezone: Option<String>,
+    pub(crate) timezone: Option<String>,
     /// Build a reproducible image: as if SOURCE_DATE_EPOCH were set to the Release file's date
     /// (SOURCE_DATE_EPOCH, when set, is used instead)
     #[arg(long)]
-    pub reproducible: bool,
+    pub(crate) reproducible: bool,
     /// On failure, keep the unfinished tree in the store as the hidden image .NAME.failed
     /// (shown by `list --all`, removed by `clean --all`)
     #[arg(long)]
-    pub keep_failed: bool,
+    pub(crate) keep_failed: bool,
     #[command(flatten)]
-    pub disk: super::raw::DiskArgs,
+    pub(crate) disk: super::raw::DiskArgs,
 }
 
-pub fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
+pub(crate) fn bootstrap(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<Status> {
     let name = ImageName::parse(&args.name)?;
     let arch = match args.arch.clone() {
         Some(a) => a,

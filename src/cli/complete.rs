@@ -41,7 +41,7 @@ fn image_verbs(cmd: &clap::Command) -> Vec<&'static str> {
 }
 
 /// The completion script for `shell`.
-pub fn script(shell: clap_complete::Shell) -> Vec<u8> {
+pub(crate) fn script(shell: clap_complete::Shell) -> Vec<u8> {
     let mut cmd = super::command();
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, "rmach", &mut out);

@@ -12,71 +12,71 @@ use crate::store::{name_from_path, ImageInfo, ImageName, LockPurpose};
 use crate::transfer::{self, TransferError};
 
 #[derive(Debug, clap::Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Show hidden images and unfinished operations too
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
     /// Print one JSON document
     #[arg(long, conflicts_with_all = ["names", "no_legend"])]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Print the names only, one a line
     #[arg(long)]
-    pub names: bool,
+    pub(crate) names: bool,
     /// Print no column headings (and no "No images.")
     #[arg(long)]
-    pub no_legend: bool,
+    pub(crate) no_legend: bool,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// The image
-    pub name: String,
+    pub(crate) name: String,
     /// Print one JSON document
     #[arg(long, conflicts_with_all = ["property", "value"])]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Print only these properties as NAME=VALUE (repeat or separate with commas): Name, Type,
     /// Path, ReadOnly, Usage, Created, Modified, State, LockPID, LockVerb, or an os-release
     /// field such as PRETTY_NAME or VERSION_ID
     #[arg(short, long = "property", value_name = "NAME", value_delimiter = ',')]
-    pub property: Vec<String>,
+    pub(crate) property: Vec<String>,
     /// With --property: print the values only, one a line
     #[arg(long)]
-    pub value: bool,
+    pub(crate) value: bool,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RemoveArgs {
+pub(crate) struct RemoveArgs {
     /// The images to remove
     #[arg(required = true)]
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RenameArgs {
+pub(crate) struct RenameArgs {
     /// The image's current name
-    pub old: String,
+    pub(crate) old: String,
     /// Its new name
-    pub new: String,
+    pub(crate) new: String,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct CloneArgs {
+pub(crate) struct CloneArgs {
     /// The image to copy
-    pub source: String,
+    pub(crate) source: String,
     /// The name of the copy
-    pub destination: String,
+    pub(crate) destination: String,
     /// Mark the copy read-only
     #[arg(long)]
-    pub read_only: bool,
+    pub(crate) read_only: bool,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ReadOnlyArgs {
+pub(crate) struct ReadOnlyArgs {
     /// The image
-    pub name: String,
+    pub(crate) name: String,
     /// yes (the default) or no; also true/false, on/off, 1/0, y/n, t/f, as machinectl takes
     #[arg(value_name = "BOOL", value_parser = parse_boolean)]
-    pub value: Option<bool>,
+    pub(crate) value: Option<bool>,
 }
 
 /// systemd's parse_boolean: what machinectl's `read-only NAME BOOL` accepts. A clap value
@@ -94,33 +94,33 @@ fn parse_boolean(text: &str) -> Result<bool, NotABoolean> {
 struct NotABoolean(String);
 
 #[derive(Debug, clap::Args)]
-pub struct CleanArgs {
+pub(crate) struct CleanArgs {
     /// Remove hidden images too
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ImportFsArgs {
+pub(crate) struct ImportFsArgs {
     /// The directory tree to copy in
-    pub directory: PathBuf,
+    pub(crate) directory: PathBuf,
     /// The image name (default: the directory's name)
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Replace an existing image of that name
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Mark the new image read-only
     #[arg(long)]
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     #[command(flatten)]
-    pub disk: super::raw::DiskArgs,
+    pub(crate) disk: super::raw::DiskArgs,
 }
 
 fn image_name(name: &str) -> anyhow::Result<ImageName> {
     Ok(ImageName::parse(name)?)
 }
 
-pub fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<Status> {
+pub(crate) fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let images = store.images(args.all)?;
     let mut out = std::io::stdout().lock();
@@ -218,7 +218,7 @@ fn machine_leader(ctx: &Context, info: &ImageInfo) -> Option<u32> {
     crate::machine::record::leader_of(&ctx.global.state_dir, &info.name, lock.pid)
 }
 
-pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Status> {
+pub(crate) fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Status> {
     if args.value && args.property.is_empty() {
         return Err(UsageError("--value needs --property NAME".into()).into());
     }
@@ -299,7 +299,7 @@ pub fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<Status> {
+pub(crate) fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<Status> {
     // Every name is checked before anything is removed, so a typo removes nothing.
     let names = args
         .names
@@ -319,7 +319,7 @@ pub fn remove(ctx: &Context, args: RemoveArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn rename(ctx: &Context, args: RenameArgs) -> anyhow::Result<Status> {
+pub(crate) fn rename(ctx: &Context, args: RenameArgs) -> anyhow::Result<Status> {
     let (old, new) = (image_name(&args.old)?, image_name(&args.new)?);
     let store = ctx.store()?;
     store.rename(&old, &new)?;
@@ -328,7 +328,7 @@ pub fn rename(ctx: &Context, args: RenameArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn clone(ctx: &Context, args: CloneArgs) -> anyhow::Result<Status> {
+pub(crate) fn clone(ctx: &Context, args: CloneArgs) -> anyhow::Result<Status> {
     let (source, destination) = (image_name(&args.source)?, image_name(&args.destination)?);
     if source == destination {
         return Err(UsageError(format!(
@@ -348,21 +348,21 @@ pub fn clone(ctx: &Context, args: CloneArgs) -> anyhow::Result<Status> {
 
 /// As machinectl: `read-only NAME` marks the image read-only, `read-only NAME no` lifts it.
 /// (`show NAME -p ReadOnly --value` prints the setting.)
-pub fn read_only(ctx: &Context, args: ReadOnlyArgs) -> anyhow::Result<Status> {
+pub(crate) fn read_only(ctx: &Context, args: ReadOnlyArgs) -> anyhow::Result<Status> {
     let name = image_name(&args.name)?;
     ctx.store()?
         .set_read_only(&name, args.value.unwrap_or(true))?;
     Ok(0)
 }
 
-pub fn clean(ctx: &Context, args: CleanArgs) -> anyhow::Result<Status> {
+pub(crate) fn clean(ctx: &Context, args: CleanArgs) -> anyhow::Result<Status> {
     for path in ctx.store()?.clean(args.all)? {
         ctx.out.info(&format!("Removed {}.", path.display()));
     }
     Ok(0)
 }
 
-pub fn import_fs(ctx: &Context, args: ImportFsArgs) -> anyhow::Result<Status> {
+pub(crate) fn import_fs(ctx: &Context, args: ImportFsArgs) -> anyhow::Result<Status> {
     let name = match &args.name {
         Some(name) => image_name(name)?,
         None => name_from_path(

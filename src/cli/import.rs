@@ -13,23 +13,23 @@ use crate::transfer::{ImportRequest, TransferError};
 
 /// The options import-tar and import-raw share after FILE.
 #[derive(Debug, clap::Args)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     /// The image name (default: the file's name without its suffixes)
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Replace an existing image of that name
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Mark the new image read-only
     #[arg(long)]
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Refuse the input unless its SHA-256 is HEX
     #[arg(long, value_name = "HEX")]
-    pub sha256: Option<String>,
+    pub(crate) sha256: Option<String>,
 }
 
 impl ImportArgs {
     /// The request for importing `file` with these options.
-    pub fn request(&self, verb: &str, file: &Path) -> anyhow::Result<ImportRequest> {
+    pub(crate) fn request(&self, verb: &str, file: &Path) -> anyhow::Result<ImportRequest> {
         Ok(ImportRequest {
             name: image_name(verb, file, self.name.as_deref())?,
             force: self.force,
@@ -40,13 +40,13 @@ impl ImportArgs {
 }
 
 /// The input of an import: standard input, or an opened file that is not a directory.
-pub struct Input {
+pub(crate) struct Input {
     /// None for standard input.
-    pub file: Option<File>,
+    pub(crate) file: Option<File>,
     /// The file's length when it is a regular file.
-    pub len: Option<u64>,
+    pub(crate) len: Option<u64>,
     /// How messages name it.
-    pub shown: String,
+    pub(crate) shown: String,
 }
 
 /// The image name for `verb FILE [NAME]`.
@@ -77,7 +77,7 @@ fn parse_sha256(hex_str: Option<&str>) -> anyhow::Result<Option<[u8; 32]>> {
 }
 
 /// Opens `file` (`-`: standard input); a directory is refused with `not_a_dir`'s advice.
-pub fn open(file: &Path, not_a_dir: &str) -> anyhow::Result<Input> {
+pub(crate) fn open(file: &Path, not_a_dir: &str) -> anyhow::Result<Input> {
     if file.as_os_str() == "-" {
         return Ok(Input {
             file: None,
@@ -102,7 +102,7 @@ pub fn open(file: &Path, not_a_dir: &str) -> anyhow::Result<Input> {
 
 /// An import's failure, said as `cannot import FILE as NAME; nothing was imported: ...`
 /// unless the store refused before anything began (a lock, an existing image).
-pub fn failed(err: TransferError, shown: &str, name: &ImageName) -> anyhow::Error {
+pub(crate) fn failed(err: TransferError, shown: &str, name: &ImageName) -> anyhow::Error {
     match err {
         TransferError::Store(e) => e.into(),
         e => anyhow::Error::new(e).context(format!(

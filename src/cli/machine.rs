@@ -29,9 +29,9 @@ use crate::store::{ImageName, ImageState, LockPurpose};
         a.help("Run even where no cgroup device policy can be set (inside another machine)")
     })
 )]
-pub struct MachineOptions {
+pub(crate) struct MachineOptions {
     #[command(flatten)]
-    pub persistent: PersistentOptions,
+    pub(crate) persistent: PersistentOptions,
 }
 
 impl From<MachineOptions> for Settings {
@@ -41,120 +41,120 @@ impl From<MachineOptions> for Settings {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct StartArgs {
+pub(crate) struct StartArgs {
     /// The image
-    pub name: String,
+    pub(crate) name: String,
     #[command(flatten)]
-    pub options: MachineOptions,
+    pub(crate) options: MachineOptions,
     /// Seconds to wait for the machine to be up
     #[arg(long, default_value_t = 120)]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
     /// Supervise in this process instead of in the background (for rmach@.service)
     #[arg(long)]
-    pub foreground: bool,
+    pub(crate) foreground: bool,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct SuperviseArgs {
-    pub name: String,
+pub(crate) struct SuperviseArgs {
+    pub(crate) name: String,
     /// The merged settings, as JSON
     #[arg(long)]
-    pub settings_json: String,
+    pub(crate) settings_json: String,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct StopArgs {
+pub(crate) struct StopArgs {
     /// The machine
-    pub name: String,
+    pub(crate) name: String,
     /// Seconds to wait for a clean halt before killing it
     #[arg(long, default_value_t = 60)]
-    pub timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct KillArgs {
+pub(crate) struct KillArgs {
     /// The machine
-    pub name: String,
+    pub(crate) name: String,
     /// The signal for its init: a name (TERM, SIGKILL, RTMIN+4) or a number
     #[arg(short, long, default_value = "SIGTERM")]
-    pub signal: String,
+    pub(crate) signal: String,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct NameArgs {
+pub(crate) struct NameArgs {
     /// The machine
-    pub name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The machine
-    pub name: String,
+    pub(crate) name: String,
     /// Print one JSON document
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Console lines to show
     #[arg(short = 'n', long, default_value_t = 10)]
-    pub lines: usize,
+    pub(crate) lines: usize,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ShellArgs {
+pub(crate) struct ShellArgs {
     /// [USER@]NAME: the machine, and the user to be (default root)
-    pub target: String,
+    pub(crate) target: String,
     /// An environment variable K=V for the session
     #[arg(short = 'E', long)]
-    pub setenv: Vec<String>,
+    pub(crate) setenv: Vec<String>,
     /// The command and its arguments (default: the user's login shell)
     #[arg(last = true)]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct SetArgs {
+pub(crate) struct SetArgs {
     /// The machine
-    pub name: String,
+    pub(crate) name: String,
     #[command(flatten)]
-    pub options: MachineOptions,
+    pub(crate) options: MachineOptions,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct UnitArgs {
+pub(crate) struct UnitArgs {
     /// The machine
-    pub name: String,
+    pub(crate) name: String,
     /// Where systemd looks for units
     #[arg(long, env = "RMACH_UNIT_DIR", default_value = "/etc/systemd/system")]
-    pub unit_dir: PathBuf,
+    pub(crate) unit_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct CopyArgs {
+pub(crate) struct CopyArgs {
     /// The machine (running or not)
-    pub name: String,
+    pub(crate) name: String,
     /// What to copy
-    pub source: PathBuf,
+    pub(crate) source: PathBuf,
     /// Where to (default: the same path)
-    pub destination: Option<PathBuf>,
+    pub(crate) destination: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct BindArgs {
+pub(crate) struct BindArgs {
     /// The running machine
-    pub name: String,
+    pub(crate) name: String,
     /// The host path to mount
-    pub source: PathBuf,
+    pub(crate) source: PathBuf,
     /// Where in the machine (default: the same path)
-    pub destination: Option<PathBuf>,
+    pub(crate) destination: Option<PathBuf>,
     /// Mount it read-only
     #[arg(long)]
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// Create the mount point if it is missing
     #[arg(long)]
-    pub mkdir: bool,
+    pub(crate) mkdir: bool,
 }
 
 /// `start`, and the supervisor it re-executes.
-pub fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<Status> {
+pub(crate) fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let name = ImageName::parse(&a.name)?;
     let image = store.image(&name)?;
@@ -203,7 +203,7 @@ pub fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn supervise_hidden(ctx: &Context, a: SuperviseArgs) -> anyhow::Result<Status> {
+pub(crate) fn supervise_hidden(ctx: &Context, a: SuperviseArgs) -> anyhow::Result<Status> {
     // A session of its own: the shell or test that ran `start` can end without taking it along.
     let _ = rustix::process::setsid();
     let name = ImageName::parse(&a.name)?;
@@ -287,7 +287,7 @@ fn refuse_running(ctx: &Context, name: &ImageName) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn stop(ctx: &Context, a: StopArgs) -> anyhow::Result<Status> {
+pub(crate) fn stop(ctx: &Context, a: StopArgs) -> anyhow::Result<Status> {
     let rec = control::running(&ctx.global.state_dir, &a.name)?;
     let clean = control::stop(&rec, Duration::from_secs(a.timeout))?;
     if !clean {
@@ -299,7 +299,7 @@ pub fn stop(ctx: &Context, a: StopArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn kill(ctx: &Context, a: KillArgs) -> anyhow::Result<Status> {
+pub(crate) fn kill(ctx: &Context, a: KillArgs) -> anyhow::Result<Status> {
     let sig = control::parse_signal(&a.signal).ok_or_else(|| {
         UsageError(format!(
             "bad --signal {:?}: expected a name like TERM or a number",
@@ -311,7 +311,7 @@ pub fn kill(ctx: &Context, a: KillArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn reboot(ctx: &Context, a: NameArgs) -> anyhow::Result<Status> {
+pub(crate) fn reboot(ctx: &Context, a: NameArgs) -> anyhow::Result<Status> {
     let rec = control::running(&ctx.global.state_dir, &a.name)?;
     // SIGINT is ctrl-alt-del for systemd (reboot.target) and sysvinit alike.
     control::signal_leader(&rec, libc::SIGINT)?;
@@ -338,7 +338,7 @@ struct StatusDoc {
     console_tail: Vec<String>,
 }
 
-pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<Status> {
+pub(crate) fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<Status> {
     let state = &ctx.global.state_dir;
     let rec = control::running(state, &a.name)?;
     let cg = rec.machine_cgroup();
@@ -415,7 +415,7 @@ pub fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn shell(ctx: &Context, a: ShellArgs) -> anyhow::Result<Status> {
+pub(crate) fn shell(ctx: &Context, a: ShellArgs) -> anyhow::Result<Status> {
     let (user, name) = match a.target.split_once('@') {
         Some((u, n)) if !u.is_empty() => (Some(u.to_string()), n.to_string()),
         _ => (None, a.target.clone()),
@@ -447,7 +447,7 @@ pub fn shell(ctx: &Context, a: ShellArgs) -> anyhow::Result<Status> {
     Ok(shell::run(&rec, &session)?)
 }
 
-pub fn login(ctx: &Context, a: NameArgs) -> anyhow::Result<Status> {
+pub(crate) fn login(ctx: &Context, a: NameArgs) -> anyhow::Result<Status> {
     ImageName::parse(&a.name)?;
     let rec = control::running(&ctx.global.state_dir, &a.name)?;
     ctx.out.info(&format!(
@@ -460,7 +460,7 @@ pub fn login(ctx: &Context, a: NameArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn set(ctx: &Context, a: SetArgs) -> anyhow::Result<Status> {
+pub(crate) fn set(ctx: &Context, a: SetArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let name = ImageName::parse(&a.name)?;
     store.image(&name)?;
@@ -487,7 +487,7 @@ pub fn set(ctx: &Context, a: SetArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn enable(ctx: &Context, a: UnitArgs) -> anyhow::Result<Status> {
+pub(crate) fn enable(ctx: &Context, a: UnitArgs) -> anyhow::Result<Status> {
     let store = ctx.store()?;
     let name = ImageName::parse(&a.name)?;
     store.image(&name)?;
@@ -500,7 +500,7 @@ pub fn enable(ctx: &Context, a: UnitArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn disable(ctx: &Context, a: UnitArgs) -> anyhow::Result<Status> {
+pub(crate) fn disable(ctx: &Context, a: UnitArgs) -> anyhow::Result<Status> {
     let name = ImageName::parse(&a.name)?;
     if !machine::unit::disable(&a.unit_dir, name.as_str())? {
         ctx.out.info(&format!("{name} was not enabled"));
@@ -523,7 +523,7 @@ fn reload(unit_dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// A store refusal because a machine runs from the image also says how to stop it.
-pub fn explain_running(err: anyhow::Error) -> anyhow::Error {
+pub(crate) fn explain_running(err: anyhow::Error) -> anyhow::Error {
     match err.downcast_ref::<crate::store::StoreError>() {
         Some(crate::store::StoreError::Busy { name, holder })
             if holder.purpose == LockPurpose::Boot =>
@@ -534,7 +534,7 @@ pub fn explain_running(err: anyhow::Error) -> anyhow::Error {
     }
 }
 
-pub fn copy_to(ctx: &Context, a: CopyArgs) -> anyhow::Result<Status> {
+pub(crate) fn copy_to(ctx: &Context, a: CopyArgs) -> anyhow::Result<Status> {
     let root = machine_root(ctx, &a.name)?;
     let dst = a.destination.unwrap_or_else(|| a.source.clone());
     machine::files::copy_to(&root, &a.source, &dst)
@@ -542,7 +542,7 @@ pub fn copy_to(ctx: &Context, a: CopyArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn copy_from(ctx: &Context, a: CopyArgs) -> anyhow::Result<Status> {
+pub(crate) fn copy_from(ctx: &Context, a: CopyArgs) -> anyhow::Result<Status> {
     let root = machine_root(ctx, &a.name)?;
     let dst = a.destination.unwrap_or_else(|| a.source.clone());
     machine::files::copy_from(&root, &a.source, &dst)
@@ -559,7 +559,7 @@ fn machine_root(ctx: &Context, name: &str) -> anyhow::Result<PathBuf> {
     Ok(image.path().to_path_buf())
 }
 
-pub fn bind(ctx: &Context, a: BindArgs) -> anyhow::Result<Status> {
+pub(crate) fn bind(ctx: &Context, a: BindArgs) -> anyhow::Result<Status> {
     ImageName::parse(&a.name)?;
     if !a.source.is_absolute() {
         return Err(UsageError(format!(

@@ -21,20 +21,20 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-pub use output::Output;
+pub(crate) use output::Output;
 
 /// Keep, import, export, bootstrap and run machine images.
 #[derive(Debug, Parser)]
 #[command(name = "rmach", version, about, long_about = None, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub(crate) global: GlobalArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct GlobalArgs {
+pub(crate) struct GlobalArgs {
     /// Image store
     #[arg(
         long,
@@ -42,7 +42,7 @@ pub struct GlobalArgs {
         default_value = "/var/lib/machines",
         global = true
     )]
-    pub store: PathBuf,
+    pub(crate) store: PathBuf,
     /// Locks and running-machine records
     #[arg(
         long,
@@ -50,7 +50,7 @@ pub struct GlobalArgs {
         default_value = "/run/rmach",
         global = true
     )]
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// Downloaded packages and pulls
     #[arg(
         long,
@@ -58,17 +58,17 @@ pub struct GlobalArgs {
         default_value = "/var/cache/rmach",
         global = true
     )]
-    pub cache_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
     /// Print nothing but errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Say more about what is being done
     #[arg(short, long, global = true)]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// List the images in the store
     List(images::ListArgs),
     /// Show one image in full
@@ -144,23 +144,23 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for
-    pub shell: clap_complete::Shell,
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// What every verb handler gets: the global options, resolved.
-pub struct Context {
-    pub global: GlobalArgs,
-    pub out: Output,
+pub(crate) struct Context {
+    pub(crate) global: GlobalArgs,
+    pub(crate) out: Output,
     /// The verb creates images (an import, a pull, bootstrap): a missing store is created.
-    pub creates_images: bool,
+    pub(crate) creates_images: bool,
 }
 
 impl Context {
     /// The store; a missing one is an error naming the path, except for verbs that create
     /// images, which create it.
-    pub fn store(&self) -> anyhow::Result<crate::store::Store> {
+    pub(crate) fn store(&self) -> anyhow::Result<crate::store::Store> {
         let (root, state) = (&self.global.store, &self.global.state_dir);
         Ok(if self.creates_images {
             crate::store::Store::open(root, state)?
@@ -181,7 +181,7 @@ fn creates_images(name: &str) -> bool {
 }
 
 /// What a verb hands back: success, or a status the payload chose (run, boot).
-pub type Status = u8;
+pub(crate) type Status = u8;
 
 /// The clap command, for completions and the man page.
 pub fn command() -> clap::Command {

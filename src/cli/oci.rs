@@ -17,80 +17,80 @@ use crate::store::{name_from_path, ImageName, LockPurpose, Store};
 use crate::transfer::oci::{self, OciImport};
 
 #[derive(Debug, clap::Args)]
-pub struct ImportOciArgs {
+pub(crate) struct ImportOciArgs {
     /// An OCI image layout (directory or tar) or a `docker save` archive (tar or unpacked)
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The image name (default: the file's or directory's name without its suffixes)
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// The image to take from a layout that holds several (its ref name in index.json)
     #[arg(long)]
-    pub tag: Option<String>,
+    pub(crate) tag: Option<String>,
     /// The architecture to pick from a multi-architecture index (default: the host's)
     #[arg(long)]
-    pub arch: Option<String>,
+    pub(crate) arch: Option<String>,
     /// Replace an existing image of that name
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Mark the new image read-only
     #[arg(long)]
-    pub read_only: bool,
+    pub(crate) read_only: bool,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct PullOciArgs {
+pub(crate) struct PullOciArgs {
     /// HOST[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST]
-    pub reference: String,
+    pub(crate) reference: String,
     /// The image name (default: the repository's last component)
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// The architecture to pick from a multi-architecture index (default: the host's)
     #[arg(long)]
-    pub arch: Option<String>,
+    pub(crate) arch: Option<String>,
     /// false: accept any certificate, and plain HTTP from a registry without TLS
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub tls_verify: bool,
+    pub(crate) tls_verify: bool,
     /// Replace an existing image of that name
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Mark the new image read-only
     #[arg(long)]
-    pub read_only: bool,
+    pub(crate) read_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LayerFormat {
+pub(crate) enum LayerFormat {
     Gzip,
     Zstd,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct PushOciArgs {
+pub(crate) struct PushOciArgs {
     /// The image to push
-    pub name: String,
+    pub(crate) name: String,
     /// HOST[:PORT]/REPOSITORY[:TAG] (default tag: latest)
-    pub reference: String,
+    pub(crate) reference: String,
     /// Layer compression (gzip is what every client reads)
     #[arg(long, value_enum, default_value = "gzip")]
-    pub format: LayerFormat,
+    pub(crate) format: LayerFormat,
     /// false: accept any certificate, and plain HTTP from a registry without TLS
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub tls_verify: bool,
+    pub(crate) tls_verify: bool,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ExportOciArgs {
+pub(crate) struct ExportOciArgs {
     /// The image to export
-    pub name: String,
+    pub(crate) name: String,
     /// A new directory, or a FILE ending in .tar for the layout as a tarball
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Layer compression
     #[arg(long, value_enum, default_value = "gzip")]
-    pub format: LayerFormat,
+    pub(crate) format: LayerFormat,
     /// The image's ref name in index.json
     #[arg(long, default_value = "latest")]
-    pub tag: String,
+    pub(crate) tag: String,
 }
 
-pub fn import_oci(ctx: &Context, args: ImportOciArgs) -> anyhow::Result<Status> {
+pub(crate) fn import_oci(ctx: &Context, args: ImportOciArgs) -> anyhow::Result<Status> {
     let name = match &args.name {
         Some(n) => ImageName::parse(n)?,
         None => name_from_path(&args.path)?,
@@ -126,7 +126,7 @@ fn unpack(ctx: &Context, resolved: &Resolved, req: &OciImport<'_>) -> anyhow::Re
     Ok(oci::unpack_into_store(&store, resolved, req)?)
 }
 
-pub fn pull_oci(ctx: &Context, args: PullOciArgs) -> anyhow::Result<Status> {
+pub(crate) fn pull_oci(ctx: &Context, args: PullOciArgs) -> anyhow::Result<Status> {
     let reference = Reference::parse(&args.reference).map_err(invalid)?;
     let name = match &args.name {
         Some(n) => ImageName::parse(n)?,
@@ -190,7 +190,7 @@ fn build(ctx: &Context, name: &ImageName, format: LayerFormat) -> anyhow::Result
     )?)
 }
 
-pub fn push_oci(ctx: &Context, args: PushOciArgs) -> anyhow::Result<Status> {
+pub(crate) fn push_oci(ctx: &Context, args: PushOciArgs) -> anyhow::Result<Status> {
     let name = ImageName::parse(&args.name)?;
     let reference = Reference::parse(&args.reference).map_err(invalid)?;
     if reference.digest.is_some() {
@@ -216,7 +216,7 @@ pub fn push_oci(ctx: &Context, args: PushOciArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn export_oci(ctx: &Context, args: ExportOciArgs) -> anyhow::Result<Status> {
+pub(crate) fn export_oci(ctx: &Context, args: ExportOciArgs) -> anyhow::Result<Status> {
     let name = ImageName::parse(&args.name)?;
     let shown = args.path.display().to_string();
     if args.path.symlink_metadata().is_ok() {
@@ -238,7 +238,7 @@ pub fn export_oci(ctx: &Context, args: ExportOciArgs) -> anyhow::Result<Status> 
 /// The hook for `run NAME` with no command: the image's recorded settings (from its OCI
 /// config) fill in the command, and the environment, directory and user the options leave
 /// unset. Options given on the command line win.
-pub fn apply_run_settings(
+pub(crate) fn apply_run_settings(
     store: &Store,
     name: &ImageName,
     command: &mut Vec<String>,

@@ -8,20 +8,20 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// A usage error found after parsing (a bad name, a conflicting option): exit status 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 /// A library error that means the command line was wrong (a bad reference, a bad size): exit
 /// status 2, said as the error itself says it, its causes kept.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct InvalidArgument(pub Box<dyn std::error::Error + Send + Sync>);
+pub(crate) struct InvalidArgument(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// `map_err(invalid)`: a library error that is a usage error.
-pub fn invalid(err: impl std::error::Error + Send + Sync + 'static) -> InvalidArgument {
+pub(crate) fn invalid(err: impl std::error::Error + Send + Sync + 'static) -> InvalidArgument {
     InvalidArgument(Box::new(err))
 }
 
-pub fn is_usage_error(err: &anyhow::Error) -> bool {
+pub(crate) fn is_usage_error(err: &anyhow::Error) -> bool {
     err.downcast_ref::<UsageError>().is_some()
         || err.downcast_ref::<InvalidArgument>().is_some()
         || matches!(
@@ -31,7 +31,7 @@ pub fn is_usage_error(err: &anyhow::Error) -> bool {
 }
 
 /// Whether the error is a write to a closed pipe (`rmach list | head -1`): not a failure.
-pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
     let broken = Some(std::io::ErrorKind::BrokenPipe);
     err.chain().any(|cause| {
         cause.downcast_ref::<std::io::Error>().map(|e| e.kind()) == broken
@@ -43,7 +43,7 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 /// Whether the error comes from a full file system or quota (ENOSPC, EDQUOT).
-pub fn is_no_space(err: &anyhow::Error) -> bool {
+pub(crate) fn is_no_space(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()
@@ -53,7 +53,7 @@ pub fn is_no_space(err: &anyhow::Error) -> bool {
 }
 
 /// clap's multi-line usage error as one line: the message, its hints, the verb's usage.
-pub fn one_line_usage_error(err: &clap::Error) -> String {
+pub(crate) fn one_line_usage_error(err: &clap::Error) -> String {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let text = err.to_string();
     // The verb's own usage line (clap's error shows the globals' defaults as required).
@@ -128,7 +128,7 @@ fn cause_text(cause: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The error and its causes on one line, each cause once: `what failed: why`.
-pub fn error_line(err: &anyhow::Error) -> String {
+pub(crate) fn error_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
         let text = cause_text(cause);
@@ -144,14 +144,14 @@ pub fn error_line(err: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
-pub struct Output {
+pub(crate) struct Output {
     quiet: bool,
     verbose: bool,
     stderr_is_terminal: bool,
 }
 
 impl Output {
-    pub fn new(quiet: bool, verbose: bool) -> Output {
+    pub(crate) fn new(quiet: bool, verbose: bool) -> Output {
         Output {
             quiet,
             verbose,
@@ -160,32 +160,32 @@ impl Output {
     }
 
     /// Prints the error and its causes on one line: `rmach: what failed: why`.
-    pub fn error(&self, err: &anyhow::Error) {
+    pub(crate) fn error(&self, err: &anyhow::Error) {
         let _ = writeln!(std::io::stderr(), "rmach: {}", error_line(err));
     }
 
     /// A message for a person watching: only on a terminal and never under `--quiet`.
-    pub fn info(&self, message: &str) {
+    pub(crate) fn info(&self, message: &str) {
         if !self.quiet && (self.stderr_is_terminal || self.verbose) {
             let _ = writeln!(std::io::stderr(), "{message}");
         }
     }
 
     /// A warning: printed unless `--quiet`, even when not on a terminal.
-    pub fn warn(&self, message: &str) {
+    pub(crate) fn warn(&self, message: &str) {
         if !self.quiet {
             let _ = writeln!(std::io::stderr(), "rmach: warning: {message}");
         }
     }
 
-    pub fn verbose(&self, message: &str) {
+    pub(crate) fn verbose(&self, message: &str) {
         if self.verbose && !self.quiet {
             let _ = writeln!(std::io::stderr(), "{message}");
         }
     }
 
     /// A progress bar that draws only when stderr is a terminal and `--quiet` is off.
-    pub fn progress(&self, total: Option<u64>, message: &str) -> ProgressBar {
+    pub(crate) fn progress(&self, total: Option<u64>, message: &str) -> ProgressBar {
         if self.quiet || !self.stderr_is_terminal {
             return ProgressBar::hidden();
         }
@@ -208,7 +208,7 @@ impl Output {
     }
 
     /// Prints one JSON document on stdout.
-    pub fn json<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
+    pub(crate) fn json<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut stdout, value)?;
         writeln!(stdout)?;

@@ -11,33 +11,33 @@ use crate::store::{ImageName, Store};
 use crate::transfer::pull::{self, Event, PullOptions, PullRequest, Verify};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum VerifyArg {
+pub(crate) enum VerifyArg {
     No,
     Checksum,
     Signature,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct PullArgs {
+pub(crate) struct PullArgs {
     /// The http:// or https:// URL of the tarball (pull-tar) or disk image, raw or qcow2
     /// (pull-raw); compression is detected by content
-    pub url: String,
+    pub(crate) url: String,
     /// The image name (default: the URL's last component without its suffixes)
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Check the download against SHA256SUMS (checksum), and that list against its signature
     /// (signature)
     #[arg(long, value_enum, default_value = "signature")]
-    pub verify: VerifyArg,
+    pub(crate) verify: VerifyArg,
     /// OpenPGP keyring for --verify=signature (default: /etc/rmach/import-pubring.gpg, else
     /// /etc/systemd/import-pubring.gpg, else /usr/lib/systemd/import-pubring.gpg)
     #[arg(long, value_name = "FILE")]
-    pub keyring: Option<PathBuf>,
+    pub(crate) keyring: Option<PathBuf>,
     /// Replace an existing image of that name
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Mark the new image read-only
     #[arg(long)]
-    pub read_only: bool,
+    pub(crate) read_only: bool,
 }
 
 fn options(args: &PullArgs) -> anyhow::Result<(ImageName, PullOptions)> {
@@ -102,7 +102,7 @@ fn pulled<T>(
     Ok((name, opts, stats))
 }
 
-pub fn pull_raw(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
+pub(crate) fn pull_raw(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
     let (name, _, stats) = pulled(ctx, &args, pull::pull_raw)?;
     let format = if stats.qcow2 { "qcow2" } else { "raw" };
     ctx.out.info(&format!(
@@ -112,7 +112,7 @@ pub fn pull_raw(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
     Ok(0)
 }
 
-pub fn pull_tar(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
+pub(crate) fn pull_tar(ctx: &Context, args: PullArgs) -> anyhow::Result<Status> {
     let (name, opts, stats) = pulled(ctx, &args, pull::pull_tar)?;
     for w in &stats.warnings {
         ctx.out.warn(w);

@@ -17,15 +17,15 @@ use crate::store::{ImageKind, ImageName, LockPurpose, Store};
 use crate::transfer::{self, DiskSpec, ExportTarget, TransferError, TreeTarget};
 
 #[derive(Debug, clap::Args)]
-pub struct ImportRawArgs {
+pub(crate) struct ImportRawArgs {
     /// The disk image (raw or qcow2, any compression), or - for standard input
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     #[command(flatten)]
-    pub import: super::import::ImportArgs,
+    pub(crate) import: super::import::ImportArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RawFormat {
+pub(crate) enum RawFormat {
     Raw,
     Gzip,
     Zstd,
@@ -35,20 +35,20 @@ pub enum RawFormat {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ExportRawArgs {
+pub(crate) struct ExportRawArgs {
     /// The image to export
-    pub name: String,
+    pub(crate) name: String,
     /// The output file, or - for standard output (default: standard output)
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Output format (default: from the file's suffix: .qcow2, .gz, .zst, .xz, .bz2, else raw)
     #[arg(long)]
-    pub format: Option<RawFormat>,
+    pub(crate) format: Option<RawFormat>,
     /// Replace an existing output file
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
-pub fn import_raw(ctx: &Context, args: ImportRawArgs) -> anyhow::Result<Status> {
+pub(crate) fn import_raw(ctx: &Context, args: ImportRawArgs) -> anyhow::Result<Status> {
     let req = args.import.request("import-raw", &args.file)?;
     let name = &req.name;
     let input = super::import::open(&args.file, "not a disk image; import it with import-fs")?;
@@ -86,7 +86,7 @@ fn export_format(f: RawFormat) -> ExportFormat {
     }
 }
 
-pub fn export_raw(ctx: &Context, args: ExportRawArgs) -> anyhow::Result<Status> {
+pub(crate) fn export_raw(ctx: &Context, args: ExportRawArgs) -> anyhow::Result<Status> {
     let name = ImageName::parse(&args.name)?;
     let path = args.file.as_deref().filter(|f| f.as_os_str() != "-");
     let format = match (args.format, path) {
@@ -132,7 +132,7 @@ pub fn export_raw(ctx: &Context, args: ExportRawArgs) -> anyhow::Result<Status> 
 /// For a raw image, its file systems mounted (see [`image::mount_image`]) where the runner,
 /// `show` or `export-tar` can read them; `None` for a directory image. The mounts last until
 /// this process ends.
-pub fn mount_for_run(
+pub(crate) fn mount_for_run(
     ctx: &Context,
     image: &crate::store::Image,
     read_only: bool,
@@ -153,19 +153,22 @@ pub fn mount_for_run(
 
 /// The os-release of a raw image, read from its root file system mounted read-only; `None`
 /// for directory images (the store reads theirs) and for disks rmach cannot mount.
-pub fn os_release(ctx: &Context, image: &crate::store::Image) -> Option<crate::store::OsRelease> {
+pub(super) fn os_release(
+    ctx: &Context,
+    image: &crate::store::Image,
+) -> Option<crate::store::OsRelease> {
     let mounted = mount_for_run(ctx, image, true).ok()??;
     crate::store::os_release(mounted.root())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ImageFormat {
+pub(crate) enum ImageFormat {
     Directory,
     Raw,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FsArg {
+pub(crate) enum FsArg {
     Ext4,
     Btrfs,
     Xfs,
@@ -174,21 +177,21 @@ pub enum FsArg {
 
 /// `--format raw [--size S] [--fs FS]` for the verbs that build a tree.
 #[derive(Debug, clap::Args)]
-pub struct DiskArgs {
+pub(crate) struct DiskArgs {
     /// Store a directory tree (default) or a raw disk: GPT with a discoverable root partition
     #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<ImageFormat>,
+    pub(crate) format: Option<ImageFormat>,
     /// With --format raw: the disk's size (bytes or with K, M, G, T; default: the tree's size, a
     /// quarter more, and 64M)
     #[arg(long, value_name = "SIZE")]
-    pub size: Option<String>,
+    pub(crate) size: Option<String>,
     /// With --format raw: the root file system (default ext4)
     #[arg(long, value_enum, value_name = "FS")]
-    pub fs: Option<FsArg>,
+    pub(crate) fs: Option<FsArg>,
 }
 
 /// The disk `--format raw [--size S] [--fs FS]` asks for; None for a directory image.
-pub fn disk_spec(args: &DiskArgs) -> anyhow::Result<Option<DiskSpec>> {
+pub(crate) fn disk_spec(args: &DiskArgs) -> anyhow::Result<Option<DiskSpec>> {
     let raw = args.format == Some(ImageFormat::Raw);
     if !raw && (args.size.is_some() || args.fs.is_some()) {
         return Err(UsageError("--size and --fs need --format raw".into()).into());
@@ -210,7 +213,7 @@ pub fn disk_spec(args: &DiskArgs) -> anyhow::Result<Option<DiskSpec>> {
 
 /// A new image built from a tree, as `--format` says: a directory, or a raw disk built
 /// from the tree at commit.
-pub fn tree_target(
+pub(crate) fn tree_target(
     store: &Store,
     name: &ImageName,
     purpose: LockPurpose,

@@ -11,7 +11,7 @@ use crate::store::ImageName;
 
 /// systemd-nspawn's console modes (docs/console.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Console {
+pub(crate) enum Console {
     /// A pty relayed both ways; the terminal in raw mode (Ctrl-C goes to the machine)
     Interactive,
     /// A pty whose output is relayed; input is not (Ctrl-C halts the machine)
@@ -28,57 +28,57 @@ pub enum Console {
 /// them: `run` and `boot` ([`RunOptions`]), `start` and `set` (`machine::MachineOptions`, which
 /// words a few of them for a started machine). Each becomes one field of [`Settings`].
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct PersistentOptions {
+pub(crate) struct PersistentOptions {
     /// An environment variable K=V
     #[arg(short = 'E', long)]
-    pub setenv: Vec<String>,
+    pub(crate) setenv: Vec<String>,
     /// Bind SRC to DST (default: the same path) read-write
     #[arg(long, value_name = "SRC[:DST]")]
-    pub bind: Vec<String>,
+    pub(crate) bind: Vec<String>,
     /// Bind SRC to DST (default: the same path) read-only
     #[arg(long, value_name = "SRC[:DST]")]
-    pub bind_ro: Vec<String>,
+    pub(crate) bind_ro: Vec<String>,
     /// Mount a tmpfs at PATH
     #[arg(long, value_name = "PATH")]
-    pub tmpfs: Vec<PathBuf>,
+    pub(crate) tmpfs: Vec<PathBuf>,
     /// Run on a throw-away copy; changes vanish at exit
     #[arg(short = 'x', long)]
-    pub ephemeral: bool,
+    pub(crate) ephemeral: bool,
     /// Mount the root read-only
     #[arg(long)]
-    pub read_only: bool,
+    pub(crate) read_only: bool,
     /// The hostname inside (default: the image name)
     #[arg(long)]
-    pub hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
     /// host, private (loopback only) or veth
     #[arg(long, value_parser = ["host", "private", "veth"])]
-    pub network: Option<String>,
+    pub(crate) network: Option<String>,
     /// auto, no, pick, identity or UID[:COUNT] (auto: a private range where the file system
     /// has idmapped mounts, else no)
     #[arg(long)]
-    pub private_users: Option<String>,
+    pub(crate) private_users: Option<String>,
     /// Memory limit (bytes, or with K, M, G suffix)
     #[arg(long)]
-    pub memory_max: Option<String>,
+    pub(crate) memory_max: Option<String>,
     /// CPU limit in cores (may be fractional)
     #[arg(long)]
-    pub cpus: Option<f64>,
+    pub(crate) cpus: Option<f64>,
     /// Process count limit
     #[arg(long)]
-    pub pids_max: Option<u64>,
+    pub(crate) pids_max: Option<u64>,
     /// A capability to keep beyond the default set
     #[arg(long)]
-    pub capability: Vec<String>,
+    pub(crate) capability: Vec<String>,
     /// A capability to drop from the default set
     #[arg(long)]
-    pub drop_capability: Vec<String>,
+    pub(crate) drop_capability: Vec<String>,
     /// Set no_new_privs for the payload
     #[arg(long)]
-    pub no_new_privileges: bool,
+    pub(crate) no_new_privileges: bool,
     /// Run even where the host has no cgroup device controller: the machine may then open
     /// any device node it can create
     #[arg(long)]
-    pub unsafe_no_device_policy: bool,
+    pub(crate) unsafe_no_device_policy: bool,
 }
 
 impl From<PersistentOptions> for Settings {
@@ -110,47 +110,47 @@ impl From<PersistentOptions> for Settings {
     mut_arg("network", |a| a.default_value("host")),
     mut_arg("private_users", |a| a.default_value("auto"))
 )]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// The user to run as
     #[arg(short, long)]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// The working directory inside
     #[arg(long)]
-    pub chdir: Option<PathBuf>,
+    pub(crate) chdir: Option<PathBuf>,
     #[command(flatten)]
-    pub persistent: PersistentOptions,
+    pub(crate) persistent: PersistentOptions,
     /// The console (default: interactive on a terminal; else read-only for boot, pipe for run)
     #[arg(long, value_enum)]
-    pub console: Option<Console>,
+    pub(crate) console: Option<Console>,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The image
-    pub name: String,
+    pub(crate) name: String,
     #[command(flatten)]
-    pub options: RunOptions,
+    pub(crate) options: RunOptions,
     /// The command and its arguments (default: a login shell)
     #[arg(last = true)]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
-pub struct BootArgs {
+pub(crate) struct BootArgs {
     /// The image
-    pub name: String,
+    pub(crate) name: String,
     #[command(flatten)]
-    pub options: RunOptions,
+    pub(crate) options: RunOptions,
     /// Arguments for init
     #[arg(last = true)]
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
 }
 
-pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Status> {
+pub(crate) fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Status> {
     execute(ctx, &args.name, args.options, args.command, false)
 }
 
-pub fn boot(ctx: &Context, args: BootArgs) -> anyhow::Result<Status> {
+pub(crate) fn boot(ctx: &Context, args: BootArgs) -> anyhow::Result<Status> {
     execute(ctx, &args.name, args.options, args.args, true)
 }
 

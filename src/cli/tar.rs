@@ -14,17 +14,17 @@ use crate::store::ImageName;
 use crate::transfer;
 
 #[derive(Debug, clap::Args)]
-pub struct ImportTarArgs {
+pub(crate) struct ImportTarArgs {
     /// The tarball, or - for standard input (compression is detected by content)
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     #[command(flatten)]
-    pub import: super::import::ImportArgs,
+    pub(crate) import: super::import::ImportArgs,
     #[command(flatten)]
-    pub disk: super::raw::DiskArgs,
+    pub(crate) disk: super::raw::DiskArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TarFormat {
+pub(crate) enum TarFormat {
     Uncompressed,
     Gzip,
     Zstd,
@@ -33,26 +33,26 @@ pub enum TarFormat {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct ExportTarArgs {
+pub(crate) struct ExportTarArgs {
     /// The image to export
-    pub name: String,
+    pub(crate) name: String,
     /// The output file, or - for standard output (default: standard output)
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Compression (default: from the file's suffix)
     #[arg(long)]
-    pub format: Option<TarFormat>,
+    pub(crate) format: Option<TarFormat>,
     /// Compression level (zstd also takes negative fast levels: --level -5)
     #[arg(long, allow_negative_numbers = true)]
-    pub level: Option<i32>,
+    pub(crate) level: Option<i32>,
     /// Compression threads, 1 or more (default: all cores)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub threads: Option<u32>,
+    pub(crate) threads: Option<u32>,
     /// Replace an existing output file
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
-pub fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> {
+pub(crate) fn import_tar(ctx: &Context, args: ImportTarArgs) -> anyhow::Result<Status> {
     let req = args.import.request("import-tar", &args.file)?;
     let name = &req.name;
     let input = super::import::open(
@@ -115,7 +115,7 @@ fn compression(format: TarFormat) -> Compression {
     }
 }
 
-pub fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> {
+pub(crate) fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<Status> {
     let name = ImageName::parse(&args.name)?;
     let to_stdout = args.file.as_ref().is_none_or(|f| f.as_os_str() == "-");
     let file = args.file.as_deref().filter(|_| !to_stdout);

@@ -9,29 +9,29 @@ use std::os::unix::ffi::OsStrExt;
 use rustix::fs::{AtFlags, Gid, Mode, Timespec, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 
-pub const CAPABILITY_XATTR: &[u8] = b"security.capability";
+pub(crate) const CAPABILITY_XATTR: &[u8] = b"security.capability";
 
 #[derive(Debug, Clone, Default)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     /// `None`: leave the owner; inside, `None` leaves that one id.
-    pub owner: Option<(Option<Uid>, Option<Gid>)>,
+    pub(crate) owner: Option<(Option<Uid>, Option<Gid>)>,
     /// Permission bits with setuid/setgid/sticky; `None` leaves them (symlinks have none).
-    pub mode: Option<u32>,
-    /// Set in this order; see [`Metadata::capability_last`].
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    pub mtime: (i64, u32),
+    pub(crate) mode: Option<u32>,
+    /// Set in this order; capabilities last.
+    pub(crate) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) mtime: (i64, u32),
     /// `None` leaves the access time.
-    pub atime: Option<(i64, u32)>,
+    pub(crate) atime: Option<(i64, u32)>,
 }
 
 /// Which step failed, on which xattr if one.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {op}")]
-pub struct RestoreError {
-    pub op: &'static str,
-    pub xattr: Option<Vec<u8>>,
+pub(crate) struct RestoreError {
+    pub(crate) op: &'static str,
+    pub(crate) xattr: Option<Vec<u8>>,
     #[source]
-    pub source: Errno,
+    pub(crate) source: Errno,
 }
 
 fn fail(op: &'static str) -> impl Fn(Errno) -> RestoreError {
@@ -43,12 +43,6 @@ fn fail(op: &'static str) -> impl Fn(Errno) -> RestoreError {
 }
 
 impl Metadata {
-    /// Moves `security.capability` to the end of the xattr list.
-    pub fn capability_last(&mut self) {
-        self.xattrs
-            .sort_by_key(|(name, _)| name == CAPABILITY_XATTR);
-    }
-
     fn times(&self) -> Timestamps {
         let t = |v: Option<(i64, u32)>| match v {
             Some((s, n)) => Timespec {
@@ -68,7 +62,7 @@ impl Metadata {
 
     /// Restores on an open file. `tolerate(name, errno)` decides whether a failed xattr is
     /// skipped (true) or fails the restore.
-    pub fn restore_fd(
+    pub(crate) fn restore_fd(
         &self,
         fd: BorrowedFd<'_>,
         tolerate: &mut dyn FnMut(&[u8], Errno) -> bool,
@@ -91,7 +85,7 @@ impl Metadata {
     /// Restores on `name` in `dir` without following it (symlinks, devices, FIFOs: what must
     /// not be opened). `mode` is applied with chmodat, which follows: leave it `None` for a
     /// symlink.
-    pub fn restore_at(
+    pub(crate) fn restore_at(
         &self,
         dir: BorrowedFd<'_>,
         name: &OsStr,

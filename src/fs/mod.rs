@@ -8,5 +8,5 @@
 mod metadata;
 mod root;
 
-pub use metadata::{Metadata, RestoreError, CAPABILITY_XATTR};
-pub use root::{is_dir, join, proc_path, remove_existing, Missing, Root};
+pub(crate) use metadata::{Metadata, RestoreError, CAPABILITY_XATTR};
+pub(crate) use root::{is_dir, join, proc_path, remove_existing, Missing, Root};

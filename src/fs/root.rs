@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use rustix::fs::{openat2, AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-pub struct Root {
+pub(crate) struct Root {
     fd: OwnedFd,
     /// The last parent directory resolved, by its joined path. Dropped whenever the tree
     /// changes in a way that could change what a path resolves to (unlink, new symlink).
@@ -23,7 +23,7 @@ fn resolve() -> ResolveFlags {
 
 /// What [`Root::ensure`] makes of a missing path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Missing {
+pub(crate) enum Missing {
     /// Nothing: not found is an error.
     Fail,
     /// A directory (0755), with its parents.
@@ -32,25 +32,25 @@ pub enum Missing {
     File,
 }
 
-pub fn join(comps: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn join(comps: &[&[u8]]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
 impl Root {
-    pub fn new(fd: OwnedFd) -> Root {
+    pub(crate) fn new(fd: OwnedFd) -> Root {
         Root { fd, cache: None }
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
-    pub fn invalidate(&mut self) {
+    pub(crate) fn invalidate(&mut self) {
         self.cache = None;
     }
 
     /// Opens `rel` (any file type) inside the root, following in-root symlinks.
-    pub fn open(&self, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    pub(crate) fn open(&self, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
         let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
         openat2(
             &self.fd,
@@ -62,7 +62,7 @@ impl Root {
     }
 
     /// Opens `rel` (a directory) inside the root, following in-root symlinks.
-    pub fn open_dir(&self, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    pub(crate) fn open_dir(&self, rel: &[u8], flags: OFlags) -> rustix::io::Result<OwnedFd> {
         if rel.is_empty() {
             return openat2(
                 &self.fd,
@@ -82,7 +82,11 @@ impl Root {
     }
 
     /// The directory that holds the last of `comps`, created (0755) where missing.
-    pub fn parent(&mut self, comps: &[&[u8]], create: bool) -> rustix::io::Result<BorrowedFd<'_>> {
+    pub(crate) fn parent(
+        &mut self,
+        comps: &[&[u8]],
+        create: bool,
+    ) -> rustix::io::Result<BorrowedFd<'_>> {
         let dir = &comps[..comps.len() - 1];
         if dir.is_empty() {
             return Ok(self.fd.as_fd());
@@ -105,7 +109,11 @@ impl Root {
     /// Opens `comps` inside the root as an `O_PATH` descriptor, following in-root symlinks;
     /// when it is missing, creates it as `missing` says, parents included (for a mount
     /// point). Forgets the cached parent first: a mount since may have covered it.
-    pub fn ensure(&mut self, comps: &[&[u8]], missing: Missing) -> rustix::io::Result<OwnedFd> {
+    pub(crate) fn ensure(
+        &mut self,
+        comps: &[&[u8]],
+        missing: Missing,
+    ) -> rustix::io::Result<OwnedFd> {
         self.invalidate();
         let path = join(comps);
         match self.open(&path, OFlags::PATH) {
@@ -156,7 +164,7 @@ impl Root {
 
 /// Removes whatever is at `name` in `dir` so that something new can be created there; a
 /// directory only when empty. Missing is fine.
-pub fn remove_existing(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<()> {
+pub(crate) fn remove_existing(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(Errno::ISDIR) | Err(Errno::PERM) => rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR),
@@ -165,7 +173,7 @@ pub fn remove_existing(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<
 }
 
 /// Is `name` in `dir` a directory (not following a symlink)?
-pub fn is_dir(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
+pub(crate) fn is_dir(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
         .map(|st| {
             rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
@@ -175,7 +183,7 @@ pub fn is_dir(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
 
 /// The /proc path that reaches `name` in `dir` without following `name` itself, for the
 /// path-only `l*xattr` calls on symlinks and device nodes.
-pub fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
+pub(crate) fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
     use std::os::fd::AsRawFd;
     let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     p.push(name);

@@ -17,7 +17,7 @@ use crate::sys::mount::{mount, MountFlags};
 
 /// The file systems a disk can be built with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskFs {
+pub(crate) enum DiskFs {
     Ext4,
     Btrfs,
     Xfs,
@@ -25,7 +25,7 @@ pub enum DiskFs {
 }
 
 impl DiskFs {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             DiskFs::Ext4 => "ext4",
             DiskFs::Btrfs => "btrfs",
@@ -37,7 +37,7 @@ impl DiskFs {
 
 /// Bytes a disk for `tree` gets when no size is given: the tree's usage, a quarter more for
 /// the file system's own structures and growth, and 64 MiB, in whole MiB.
-pub fn default_size(tree: &Path, fs: DiskFs) -> u64 {
+pub(crate) fn default_size(tree: &Path, fs: DiskFs) -> u64 {
     // erofs (1.5) stores holes as zeros: it needs the files' full lengths.
     let usage = if fs == DiskFs::Erofs {
         apparent_size(tree)
@@ -69,7 +69,7 @@ fn apparent_size(dir: &Path) -> u64 {
 /// bytes long. Runs mkfs as a child process, then mounts the new file system to finish it, in
 /// a private mount namespace of this process, on a tmpfs over `mount_base` (created if
 /// missing; empty again on the host).
-pub fn build_disk(
+pub(crate) fn build_disk(
     tree: &Path,
     disk: &File,
     disk_path: &Path,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 /// Everything reading, converting, dissecting or mounting a raw image can refuse or fail at.
 /// qcow2 variants carry the byte offset in the (decompressed) qcow2 file.
 #[derive(Debug, thiserror::Error)]
-pub enum ImageError {
+pub(crate) enum ImageError {
     #[error("the input is empty")]
     Empty,
     #[error("the input is {what}, not a disk image; {hint}")]
@@ -68,7 +68,7 @@ impl ImageError {
     }
 
     /// Whether the failure was a full disk (the store's file system).
-    pub fn is_no_space(&self) -> bool {
+    pub(crate) fn is_no_space(&self) -> bool {
         use std::error::Error;
         let mut e: Option<&(dyn Error + 'static)> = Some(self);
         while let Some(err) = e {

@@ -10,7 +10,7 @@ use crate::archive::{Compression, Encoder};
 
 /// The formats export-raw writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
+pub(crate) enum ExportFormat {
     Raw,
     Compressed(Compression),
     Qcow2,
@@ -18,7 +18,7 @@ pub enum ExportFormat {
 
 impl ExportFormat {
     /// The format a file name asks for; any other name gets the plain bytes.
-    pub fn from_file_name(name: &[u8]) -> ExportFormat {
+    pub(crate) fn from_file_name(name: &[u8]) -> ExportFormat {
         let ends = |s: &str| name.ends_with(s.as_bytes());
         if ends(".qcow2") {
             ExportFormat::Qcow2
@@ -35,7 +35,7 @@ impl ExportFormat {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ExportFormat::Raw => "raw",
             ExportFormat::Qcow2 => "qcow2",
@@ -46,13 +46,13 @@ impl ExportFormat {
 
 /// Where the export goes: an empty regular file (written sparse, positioned writes allowed)
 /// or any stream.
-pub enum Target<'a> {
+pub(crate) enum Target<'a> {
     File(&'a File),
     Stream(Box<dyn Write + Send + 'a>),
 }
 
 /// Exports the raw image `source`; returns the image's size in bytes.
-pub fn export_raw(
+pub(crate) fn export_raw(
     source: &File,
     target: Target<'_>,
     format: ExportFormat,

@@ -13,10 +13,10 @@ const ENTRY_SIZE: u64 = 128;
 const ARRAY_SECTORS: u64 = ENTRIES * ENTRY_SIZE / SECTOR;
 
 /// The partition's first byte: 1 MiB, the alignment every partitioning tool uses.
-pub const PARTITION_START: u64 = 1 << 20;
+pub(crate) const PARTITION_START: u64 = 1 << 20;
 
 /// Bytes the table needs after the partition (backup array and header).
-pub const TRAILER: u64 = (ARRAY_SECTORS + 1) * SECTOR;
+pub(crate) const TRAILER: u64 = (ARRAY_SECTORS + 1) * SECTOR;
 
 /// A UUID string as the 16 bytes GPT stores (the first three fields little-endian).
 fn guid_bytes(uuid: &str) -> [u8; 16] {
@@ -52,7 +52,7 @@ fn crc32(data: &[u8]) -> u32 {
 /// Writes a GPT to the `disk_size`-byte file `disk` with one partition of type `type_uuid`
 /// named `name`, covering `PARTITION_START .. disk_size - TRAILER` rounded down to 1 MiB.
 /// Returns the partition's byte range.
-pub fn write_gpt(
+pub(crate) fn write_gpt(
     disk: &File,
     disk_size: u64,
     type_uuid: &str,

@@ -16,21 +16,21 @@ use crate::archive::{Compression, Decoder};
 
 /// Where the image comes from. A regular file is read in place (qcow2 without a copy, raw by
 /// reflink where possible); anything else is read once, front to back.
-pub enum Source {
+pub(crate) enum Source {
     File(File),
     Stream(Box<dyn Read + Send>),
 }
 
 /// What an import found.
 #[derive(Debug, Clone)]
-pub struct ImportReport {
-    pub compression: Compression,
+pub(crate) struct ImportReport {
+    pub(crate) compression: Compression,
     /// Set when the input was qcow2.
-    pub qcow2: Option<Qcow2Info>,
+    pub(crate) qcow2: Option<Qcow2Info>,
     /// Bytes of the raw image.
-    pub size: u64,
+    pub(crate) size: u64,
     /// The SHA-256 of the input as given (compressed, if it was), when asked for.
-    pub sha256: Option<[u8; 32]>,
+    pub(crate) sha256: Option<[u8; 32]>,
 }
 
 /// Bytes looked at to tell formats apart.
@@ -39,7 +39,7 @@ const PEEK: usize = 4096;
 /// Writes the raw image read from `source` into the empty file `dest`. A compressed qcow2 or
 /// one read from a stream is first decompressed into an unnamed temporary file in
 /// `scratch_dir` (the store, which has the room); it vanishes however the import ends.
-pub fn import_raw(
+pub(crate) fn import_raw(
     source: Source,
     dest: &File,
     scratch_dir: &Path,

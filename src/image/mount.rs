@@ -16,40 +16,22 @@ use crate::sys::mount::{mount, MountFlags};
 /// An image's file systems mounted under [`MountedImage::root`], in this process's private
 /// mount namespace.
 #[derive(Debug)]
-pub struct MountedImage {
+pub(crate) struct MountedImage {
     root: PathBuf,
     mounted: Vec<PathBuf>,
-    base: PathBuf,
     skipped: Vec<String>,
 }
 
 impl MountedImage {
     /// The directory holding the image's root file system (and the others below it).
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// Partitions left unmounted because the kernel lacks their file system (an ESP on a
     /// kernel without vfat): the machine runs without them. One sentence each, for a warning.
-    pub fn skipped(&self) -> &[String] {
+    pub(crate) fn skipped(&self) -> &[String] {
         &self.skipped
-    }
-
-    /// Unmounts everything now (the file systems are flushed to the image), instead of when the
-    /// process ends.
-    pub fn unmount(mut self) -> Result<(), ImageError> {
-        let mounted = std::mem::take(&mut self.mounted);
-        for path in mounted.iter().rev() {
-            rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty()).map_err(|e| {
-                ImageError::Mount {
-                    path: path.clone(),
-                    what: "cannot unmount".into(),
-                    source: e.into(),
-                }
-            })?;
-        }
-        let _ = rustix::mount::unmount(&self.base, rustix::mount::UnmountFlags::DETACH);
-        Ok(())
     }
 }
 
@@ -58,7 +40,7 @@ impl MountedImage {
 /// and empty again on the host afterwards). `read_only` attaches and mounts everything
 /// read-only; `direct_io` asks for direct I/O on the loop devices. Call it before any thread
 /// starts.
-pub fn mount_image(
+pub(crate) fn mount_image(
     image: &Path,
     base: &Path,
     read_only: bool,
@@ -74,7 +56,6 @@ pub fn mount_image(
     let mut mounted = MountedImage {
         root: root.clone(),
         mounted: Vec::new(),
-        base: base.to_path_buf(),
         skipped: Vec::new(),
     };
     let has_xbootldr = parts.iter().any(|p| p.role == Role::Xbootldr);

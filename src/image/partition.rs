@@ -13,7 +13,7 @@ use super::ImageError;
 
 /// What a partition is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Root,
     Usr,
     Home,
@@ -26,7 +26,7 @@ pub enum Role {
 
 impl Role {
     /// Where it is mounted, relative to the root.
-    pub fn mount_point(self) -> &'static str {
+    pub(crate) fn mount_point(self) -> &'static str {
         match self {
             Role::Root => "",
             Role::Usr => "usr",
@@ -42,12 +42,12 @@ impl Role {
 
 /// A file system to mount: its role, byte range in the image and type.
 #[derive(Debug, Clone)]
-pub struct Partition {
-    pub role: Role,
-    pub offset: u64,
-    pub size: u64,
-    pub read_only: bool,
-    pub fs: &'static str,
+pub(crate) struct Partition {
+    pub(crate) role: Role,
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+    pub(crate) read_only: bool,
+    pub(crate) fs: &'static str,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -64,7 +64,7 @@ const ROOT: &str = "unsupported-architecture";
 const USR: &str = "unsupported-architecture";
 
 /// The discoverable root partition type for this machine's architecture.
-pub const ROOT_TYPE: &str = ROOT;
+pub(crate) const ROOT_TYPE: &str = ROOT;
 const LINUX_GENERIC: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
 const VERITY: &[&str] = &[
     "2c7357ed-ebd2-46d9-aec1-23d437ec2bf5", // root verity x86-64
@@ -106,7 +106,7 @@ fn read_at(file: &File, offset: u64, len: usize) -> Result<Vec<u8>, ImageError> 
 }
 
 /// The file system starting at `offset`, by its superblock magic.
-pub fn detect_fs(file: &File, offset: u64) -> Result<Option<&'static str>, ImageError> {
+pub(crate) fn detect_fs(file: &File, offset: u64) -> Result<Option<&'static str>, ImageError> {
     let b = read_at(file, offset, 0x10048)?;
     let at = |i: usize, m: &[u8]| b.len() >= i + m.len() && &b[i..i + m.len()] == m;
     Ok(if at(0x438, &[0x53, 0xef]) {
@@ -127,7 +127,7 @@ pub fn detect_fs(file: &File, offset: u64) -> Result<Option<&'static str>, Image
 }
 
 /// Finds the file systems of the image `file` (shown as `path` in errors).
-pub fn dissect(file: &File, path: &Path) -> Result<Vec<Partition>, ImageError> {
+pub(crate) fn dissect(file: &File, path: &Path) -> Result<Vec<Partition>, ImageError> {
     let layout = |what: String| ImageError::Layout {
         path: path.to_path_buf(),
         what,

@@ -17,7 +17,7 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// The byte ranges of `file` (of length `size`) that hold data, in order. Where the file
 /// system cannot say, the whole file is data.
-pub fn data_ranges(file: &File, size: u64) -> Result<Vec<(u64, u64)>, ImageError> {
+pub(crate) fn data_ranges(file: &File, size: u64) -> Result<Vec<(u64, u64)>, ImageError> {
     let mut ranges = Vec::new();
     let mut offset = 0;
     while offset < size {
@@ -42,7 +42,7 @@ pub fn data_ranges(file: &File, size: u64) -> Result<Vec<(u64, u64)>, ImageError
 }
 
 /// The length of the input `file`.
-pub fn file_size(file: &File) -> Result<u64, ImageError> {
+pub(crate) fn file_size(file: &File) -> Result<u64, ImageError> {
     let meta = file.metadata().map_err(|e| ImageError::Read {
         offset: 0,
         source: e,
@@ -51,37 +51,37 @@ pub fn file_size(file: &File) -> Result<u64, ImageError> {
 }
 
 /// Fills `buf` from the input `file` at `offset`.
-pub fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), ImageError> {
+pub(crate) fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), ImageError> {
     file.read_exact_at(buf, offset)
         .map_err(|e| ImageError::Read { offset, source: e })
 }
 
 /// Writes a stream into a file, seeking over 4 KiB blocks of zeros so they stay holes.
-pub struct SparseWriter<'a> {
+pub(crate) struct SparseWriter<'a> {
     file: &'a File,
     offset: u64,
 }
 
 impl<'a> SparseWriter<'a> {
-    pub fn new(file: &'a File) -> SparseWriter<'a> {
+    pub(crate) fn new(file: &'a File) -> SparseWriter<'a> {
         SparseWriter { file, offset: 0 }
     }
 
     /// Writes `data` at the current offset.
-    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         write_sparse_at(self.file, data, self.offset)?;
         self.offset += data.len() as u64;
         Ok(())
     }
 
     /// Sets the file's length to what was written (a trailing hole has no block to write).
-    pub fn finish(self) -> std::io::Result<u64> {
+    pub(crate) fn finish(self) -> std::io::Result<u64> {
         self.file.set_len(self.offset)?;
         Ok(self.offset)
     }
 }
 
-pub fn is_zero(b: &[u8]) -> bool {
+pub(crate) fn is_zero(b: &[u8]) -> bool {
     // 16 bytes at a time: several times faster than byte by byte on the all-zero case.
     let mut chunks = b.chunks_exact(16);
     chunks
@@ -91,7 +91,7 @@ pub fn is_zero(b: &[u8]) -> bool {
 }
 
 /// Copies a whole stream into `file` sparsely; returns the bytes read.
-pub fn copy_stream_sparse(input: &mut impl Read, file: &File) -> Result<u64, ImageError> {
+pub(crate) fn copy_stream_sparse(input: &mut impl Read, file: &File) -> Result<u64, ImageError> {
     let mut w = SparseWriter::new(file);
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -111,7 +111,7 @@ pub fn copy_stream_sparse(input: &mut impl Read, file: &File) -> Result<u64, Ima
 }
 
 /// Reads until `buf` is full or the input ends.
-pub fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(crate) fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match input.read(&mut buf[got..]) {
@@ -128,7 +128,7 @@ pub fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// data ranges only, read and written back with 4 KiB blocks of zeros left as holes (as
 /// `cp --sparse=always` does), so the copy is never less sparse than the source. The copy's
 /// pages are sent to the disk as it goes, for the caller's fsync.
-pub fn copy_file_sparse(src: &File, dst: &File) -> Result<u64, ImageError> {
+pub(crate) fn copy_file_sparse(src: &File, dst: &File) -> Result<u64, ImageError> {
     let size = file_size(src)?;
     if size == 0 || rustix::fs::ioctl_ficlone(dst, src).is_ok() {
         return Ok(size);
@@ -177,7 +177,7 @@ pub(crate) fn write_sparse_at(file: &File, data: &[u8], offset: u64) -> std::io:
 }
 
 /// Writes every byte of `src` to `out`, holes as zeros without reading them.
-pub fn write_stream(src: &File, out: &mut impl Write) -> Result<u64, ImageError> {
+pub(crate) fn write_stream(src: &File, out: &mut impl Write) -> Result<u64, ImageError> {
     let size = file_size(src)?;
     let zeros = vec![0u8; 1 << 20];
     let mut buf = vec![0u8; 1 << 20];

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::record::Record;
 use super::{shell, MachineError, Result};
 
-pub fn bind(
+pub(crate) fn bind(
     rec: &Record,
     source: &Path,
     target: &Path,

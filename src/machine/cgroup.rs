@@ -14,17 +14,17 @@ const ROOT: &str = "/sys/fs/cgroup";
 
 /// The machine's cgroup directories.
 #[derive(Debug, Clone)]
-pub struct MachineCgroup {
+pub(crate) struct MachineCgroup {
     /// The v2 directory: `/sys/fs/cgroup/rmach/LEAF`, or under `unified/` on a hybrid host.
-    pub v2: PathBuf,
+    pub(crate) v2: PathBuf,
     /// v1 controller directories on a hybrid host, by controller name.
-    pub v1: Vec<(String, PathBuf)>,
+    pub(crate) v1: Vec<(String, PathBuf)>,
 }
 
 impl MachineCgroup {
     /// The directories of the machine whose cgroup leaf is `leaf`: below `rmach/` in each
     /// hierarchy, or below `v2_parent` (a delegated cgroup) in the v2 one.
-    pub fn of(leaf: &str, v2_parent: Option<&Path>) -> MachineCgroup {
+    pub(crate) fn of(leaf: &str, v2_parent: Option<&Path>) -> MachineCgroup {
         let root = Path::new(ROOT);
         let v2_parent = v2_parent.unwrap_or(Path::new("rmach"));
         if root.join("cgroup.controllers").exists() {
@@ -53,7 +53,7 @@ impl MachineCgroup {
     }
 
     /// Memory in use, in bytes.
-    pub fn memory_bytes(&self) -> Option<u64> {
+    pub(crate) fn memory_bytes(&self) -> Option<u64> {
         match self.controller("memory") {
             Some(d) => Self::read_u64(&d.join("memory.usage_in_bytes")),
             None => Self::read_u64(&self.v2.join("memory.current")),
@@ -61,7 +61,7 @@ impl MachineCgroup {
     }
 
     /// CPU time used, in nanoseconds (cpu.stat is kept by every v2 cgroup).
-    pub fn cpu_nanos(&self) -> Option<u64> {
+    pub(crate) fn cpu_nanos(&self) -> Option<u64> {
         let stat = std::fs::read_to_string(self.v2.join("cpu.stat")).ok()?;
         stat.lines()
             .find_map(|l| l.strip_prefix("usage_usec "))?
@@ -71,7 +71,7 @@ impl MachineCgroup {
             .map(|us| us * 1000)
     }
 
-    pub fn tasks(&self) -> Option<u64> {
+    pub(crate) fn tasks(&self) -> Option<u64> {
         let d = self.controller("pids").unwrap_or(&self.v2);
         Self::read_u64(&d.join("pids.current")).or_else(|| {
             std::fs::read_to_string(self.v2.join("cgroup.procs"))
@@ -81,7 +81,7 @@ impl MachineCgroup {
     }
 
     /// Writes the limits that are set (others stay as they are), at once.
-    pub fn set_limits(&self, limits: &Limits) -> Result<()> {
+    pub(crate) fn set_limits(&self, limits: &Limits) -> Result<()> {
         let write = |path: PathBuf, value: String| std::fs::write(&path, value).at(path);
         if let Some(m) = limits.memory_max {
             match self.controller("memory") {
@@ -107,7 +107,7 @@ impl MachineCgroup {
     }
 
     /// Freezes (or thaws) every process of the machine and waits until the kernel says so.
-    pub fn freeze(&self, frozen: bool) -> Result<()> {
+    pub(crate) fn freeze(&self, frozen: bool) -> Result<()> {
         let file = self.v2.join("cgroup.freeze");
         std::fs::write(&file, if frozen { "1" } else { "0" }).at(&file)?;
         let events = self.v2.join("cgroup.events");
@@ -127,7 +127,7 @@ impl MachineCgroup {
 
     /// Kills every process left in the machine's cgroup (`cgroup.kill`, or SIGKILL to each
     /// where the kernel has no cgroup.kill) and waits until it is empty.
-    pub fn kill_all(&self) {
+    pub(crate) fn kill_all(&self) {
         if std::fs::write(self.v2.join("cgroup.kill"), "1").is_err() {
             for pid in procs_below(&self.v2) {
                 let _ = crate::sys::process::kill(pid, libc::SIGKILL);
@@ -141,7 +141,7 @@ impl MachineCgroup {
 
     /// Removes the machine's (empty) cgroups, deepest first, retrying while the kernel still
     /// frees the last processes; a cgroup with live processes stays.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         let dirs = self.v1.iter().map(|c| c.1.clone()).chain([self.v2.clone()]);
         for d in dirs {
             for _ in 0..100 {
@@ -156,7 +156,7 @@ impl MachineCgroup {
     /// Moves this process into the machine's cgroups. In v2 the machine's own root may hold
     /// no processes once its init enabled controllers below it; `fallback` (the leader's
     /// cgroup) is used then.
-    pub fn join(&self, fallback: Option<PathBuf>) -> Result<()> {
+    pub(crate) fn join(&self, fallback: Option<PathBuf>) -> Result<()> {
         let me = std::process::id().to_string();
         for (_, d) in &self.v1 {
             let f = d.join("cgroup.procs");
@@ -190,7 +190,7 @@ fn v2_path_of(pid: &str) -> Option<PathBuf> {
 }
 
 /// The v2 cgroup directory a process is in.
-pub fn v2_dir_of(pid: u32) -> Option<PathBuf> {
+pub(crate) fn v2_dir_of(pid: u32) -> Option<PathBuf> {
     Some(v2_root().join(v2_path_of(&pid.to_string())?))
 }
 
@@ -201,7 +201,7 @@ pub fn v2_dir_of(pid: u32) -> Option<PathBuf> {
 /// below it, since a cgroup that hands controllers to children may hold no processes itself;
 /// the machine's cgroup is to go beside it. None, and nothing moved, outside such a cgroup or
 /// when other processes share it.
-pub fn enter_delegated() -> Result<Option<PathBuf>> {
+pub(crate) fn enter_delegated() -> Result<Option<PathBuf>> {
     let Some(rel) = v2_path_of("self").filter(|r| !r.as_os_str().is_empty()) else {
         return Ok(None);
     };

@@ -11,12 +11,12 @@ use super::{MachineError, Result};
 use crate::sys::pidfd;
 
 /// The running machine `name`, or NotRunning.
-pub fn running(state: &Path, name: &str) -> Result<Record> {
+pub(crate) fn running(state: &Path, name: &str) -> Result<Record> {
     record::load(state, name).ok_or_else(|| MachineError::NotRunning { name: name.into() })
 }
 
 /// Sends `sig` to the machine's leader.
-pub fn signal_leader(rec: &Record, sig: i32) -> Result<()> {
+pub(crate) fn signal_leader(rec: &Record, sig: i32) -> Result<()> {
     let not_running = || MachineError::NotRunning {
         name: rec.name.clone(),
     };
@@ -37,7 +37,7 @@ pub fn signal_leader(rec: &Record, sig: i32) -> Result<()> {
 }
 
 /// The signal that asks the machine's init to power off.
-pub fn halt_signal(rec: &Record) -> i32 {
+pub(crate) fn halt_signal(rec: &Record) -> i32 {
     if rec.systemd {
         return libc::SIGRTMIN() + 4;
     }
@@ -58,7 +58,7 @@ fn is_busybox(rec: &Record) -> bool {
 }
 
 /// Whether the supervisor of `rec` has exited (and with it the machine and its record).
-pub fn gone(rec: &Record) -> bool {
+pub(crate) fn gone(rec: &Record) -> bool {
     !rec.is_live()
 }
 
@@ -75,7 +75,7 @@ fn wait_gone(rec: &Record, within: Duration) -> bool {
 
 /// Powers the machine off cleanly; after `timeout` kills it. Returns when the supervisor has
 /// removed the machine's cgroup and record. `Ok(true)`: it halted by itself.
-pub fn stop(rec: &Record, timeout: Duration) -> Result<bool> {
+pub(crate) fn stop(rec: &Record, timeout: Duration) -> Result<bool> {
     match signal_leader(rec, halt_signal(rec)) {
         Ok(()) => {}
         Err(MachineError::NotRunning { .. }) if gone(rec) => return Ok(true),
@@ -95,7 +95,7 @@ pub fn stop(rec: &Record, timeout: Duration) -> Result<bool> {
 }
 
 /// Parses a signal as `kill` takes it: `TERM`, `SIGTERM`, `15`, `RTMIN+3`.
-pub fn parse_signal(s: &str) -> Option<i32> {
+pub(crate) fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return (1..=libc::SIGRTMAX()).contains(&n).then_some(n);
     }

@@ -57,7 +57,7 @@ fn open_root(root: &Path) -> Result<OwnedFd> {
 
 /// Copies host `src` (file or directory tree) to `dst` in the machine's `root`. A directory
 /// must not exist yet; a file replaces a regular file (never a symlink) of that name.
-pub fn copy_to(root: &Path, src: &Path, dst: &Path) -> Result<()> {
+pub(crate) fn copy_to(root: &Path, src: &Path, dst: &Path) -> Result<()> {
     let rootfd = open_root(root)?;
     let (parent_rel, leaf) = inside(dst)?;
     let parent = open_in(
@@ -86,7 +86,7 @@ pub fn copy_to(root: &Path, src: &Path, dst: &Path) -> Result<()> {
 }
 
 /// Copies `src` in the machine's `root` (file or directory tree) to host `dst`.
-pub fn copy_from(root: &Path, src: &Path, dst: &Path) -> Result<()> {
+pub(crate) fn copy_from(root: &Path, src: &Path, dst: &Path) -> Result<()> {
     let rootfd = open_root(root)?;
     let (parent_rel, leaf) = inside(src)?;
     let fd = open_in(&rootfd, &parent_rel.join(&leaf), OFlags::RDONLY, src)?;
@@ -106,7 +106,7 @@ pub fn copy_from(root: &Path, src: &Path, dst: &Path) -> Result<()> {
 }
 
 /// The machine's addresses but loopback, from its network namespace's view in /proc.
-pub fn addresses(leader: u32) -> Vec<String> {
+pub(crate) fn addresses(leader: u32) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     // fib_trie lists each local IPv4 address as a leaf followed by "/32 host LOCAL".
     let trie = std::fs::read_to_string(format!("/proc/{leader}/net/fib_trie")).unwrap_or_default();

@@ -14,24 +14,25 @@ use super::{IoAt, Result};
 use crate::store::{ImageName, LockPurpose, NameLock, Store, StoreError};
 
 /// A running machine held still (or snapshotted) for an export.
-pub struct LiveExport {
+pub(crate) struct LiveExport {
     cgroup: MachineCgroup,
     frozen: bool,
     /// The btrfs snapshot or reflink copy exported instead of the image.
     snapshot: Option<PathBuf>,
     /// One sentence on what was done, for `-v`.
-    pub how: String,
+    pub(crate) how: String,
 }
 
 /// What an export holds: the image's lock, or (for a running machine) a live export.
-pub enum Hold {
-    Locked(NameLock),
+pub(crate) enum Hold {
+    /// Held for its drop: the image stays locked as long as the export runs.
+    Locked(#[allow(dead_code)] NameLock),
     Live(LiveExport),
 }
 
 impl Hold {
     /// The tree to export instead of `image` (the snapshot, when there is one).
-    pub fn source<'a>(&'a self, image: &'a Path) -> &'a Path {
+    pub(crate) fn source<'a>(&'a self, image: &'a Path) -> &'a Path {
         match self {
             Hold::Live(LiveExport {
                 snapshot: Some(s), ..
@@ -40,7 +41,7 @@ impl Hold {
         }
     }
 
-    pub fn how(&self) -> Option<&str> {
+    pub(crate) fn how(&self) -> Option<&str> {
         match self {
             Hold::Live(l) => Some(&l.how),
             Hold::Locked(_) => None,
@@ -50,7 +51,11 @@ impl Hold {
 
 /// Takes the image's lock for `purpose`; when a started machine runs from it, freezes the machine
 /// (and snapshots where the store can) instead. Any other holder is refused as usual.
-pub fn lock_or_freeze(store: &Store, name: &ImageName, purpose: LockPurpose) -> Result<Hold> {
+pub(crate) fn lock_or_freeze(
+    store: &Store,
+    name: &ImageName,
+    purpose: LockPurpose,
+) -> Result<Hold> {
     match store.lock(name, purpose) {
         Ok(lock) => Ok(Hold::Locked(lock)),
         Err(busy @ StoreError::Busy { .. }) => match record::load(store.state_dir(), name.as_str())

@@ -7,26 +7,25 @@
 //! It uses the runner to boot and the store for locks and paths; it does not parse the
 //! command line or print.
 
-pub mod bind;
-pub mod cgroup;
-pub mod control;
-pub mod files;
-pub mod live;
-pub mod record;
+pub(crate) mod bind;
+pub(crate) mod cgroup;
+pub(crate) mod control;
+pub(crate) mod files;
+pub(crate) mod live;
+pub(crate) mod record;
 mod relay;
-pub mod settings;
-pub mod shell;
-pub mod supervisor;
-pub mod unit;
+pub(crate) mod settings;
+pub(crate) mod shell;
+pub(crate) mod supervisor;
+pub(crate) mod unit;
 mod user;
 
 use std::path::PathBuf;
 
-pub use record::Record;
 pub use settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
-pub enum MachineError {
+pub(crate) enum MachineError {
     #[error("{name} is not running; start it with `rmach start {name}`")]
     NotRunning { name: String },
     #[error(
@@ -76,7 +75,7 @@ pub enum MachineError {
     Runner(#[from] crate::runner::RunnerError),
 }
 
-pub type Result<T> = std::result::Result<T, MachineError>;
+pub(crate) type Result<T> = std::result::Result<T, MachineError>;
 
 pub(crate) trait IoAt<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;

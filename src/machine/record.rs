@@ -10,54 +10,54 @@ use serde::{Deserialize, Serialize};
 use super::{IoAt, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Record {
-    pub name: String,
-    pub root: PathBuf,
-    pub supervisor: u32,
+pub(crate) struct Record {
+    pub(crate) name: String,
+    pub(crate) root: PathBuf,
+    pub(crate) supervisor: u32,
     /// The supervisor's start time in clock ticks since boot (/proc/PID/stat field 22).
-    pub supervisor_start: u64,
-    pub boot_id: String,
+    pub(crate) supervisor_start: u64,
+    pub(crate) boot_id: String,
     /// The machine's PID 1 on the host, once it exists (it changes on reboot).
-    pub leader: Option<u32>,
-    pub leader_start: Option<u64>,
+    pub(crate) leader: Option<u32>,
+    pub(crate) leader_start: Option<u64>,
     /// Seconds since the epoch when the current leader was seen first.
-    pub since: u64,
+    pub(crate) since: u64,
     /// The image's init is systemd: ready means READY=1 arrived, not only exec.
-    pub systemd: bool,
-    pub ready: bool,
+    pub(crate) systemd: bool,
+    pub(crate) ready: bool,
     /// The leaf of the machine's cgroup in every hierarchy: `NAME-SUPERVISORPID`.
-    pub cgroup: String,
+    pub(crate) cgroup: String,
     /// Where that leaf is in the v2 hierarchy when not below `rmach/`: the cgroup systemd
     /// delegated to the supervisor (`rmach@.service`), relative to the hierarchy's root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup_parent: Option<PathBuf>,
+    pub(crate) cgroup_parent: Option<PathBuf>,
     /// The veth's host side, when the machine has one.
-    pub veth: Option<String>,
+    pub(crate) veth: Option<String>,
     /// The run options it was started with, as a settings document.
-    pub settings: super::Settings,
+    pub(crate) settings: super::Settings,
 }
 
-pub fn dir(state: &Path) -> PathBuf {
+pub(crate) fn dir(state: &Path) -> PathBuf {
     state.join("machines")
 }
 
-pub fn path(state: &Path, name: &str) -> PathBuf {
+pub(crate) fn path(state: &Path, name: &str) -> PathBuf {
     dir(state).join(format!("{name}.json"))
 }
 
 /// Where the supervisor writes the machine's console.
-pub fn console_log(state: &Path, name: &str) -> PathBuf {
+pub(crate) fn console_log(state: &Path, name: &str) -> PathBuf {
     dir(state).join(format!("{name}.console"))
 }
 
 /// The socket the machine's init sends READY=1 to (bound into it as /run/host/notify).
-pub fn notify_socket(state: &Path, name: &str) -> PathBuf {
+pub(crate) fn notify_socket(state: &Path, name: &str) -> PathBuf {
     dir(state).join(format!("{name}.notify"))
 }
 
 /// A running process's start time in clock ticks since boot; None when it does not exist or
 /// has ended (a zombie nobody reaped yet is not a running supervisor).
-pub fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -68,14 +68,14 @@ pub fn start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
-pub fn boot_id() -> String {
+pub(crate) fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
 
 /// The first child of `pid`'s main thread.
-pub fn first_child(pid: u32) -> Option<u32> {
+pub(crate) fn first_child(pid: u32) -> Option<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .ok()?
         .split_whitespace()
@@ -85,14 +85,14 @@ pub fn first_child(pid: u32) -> Option<u32> {
 }
 
 /// The machine's PID 1 under a supervisor: supervisor → namespace helper → leader.
-pub fn find_leader(supervisor: u32) -> Option<u32> {
+pub(crate) fn find_leader(supervisor: u32) -> Option<u32> {
     first_child(first_child(supervisor)?)
 }
 
 /// The host PID of the leader (PID 1, the init) of the machine running from image `name`:
 /// from a started machine's record, else below the `rmach run` or `boot` holding the image's
 /// lock (`holder`: rmach → namespace helper → leader).
-pub fn leader_of(state: &Path, name: &str, holder: Option<u32>) -> Option<u32> {
+pub(crate) fn leader_of(state: &Path, name: &str, holder: Option<u32>) -> Option<u32> {
     match load(state, name) {
         Some(rec) => rec.live_leader(),
         None => find_leader(holder?),
@@ -101,7 +101,7 @@ pub fn leader_of(state: &Path, name: &str, holder: Option<u32>) -> Option<u32> {
 
 impl Record {
     /// Writes the record atomically (a reader sees the old or the new one).
-    pub fn save(&self, state: &Path) -> Result<()> {
+    pub(crate) fn save(&self, state: &Path) -> Result<()> {
         let dir = dir(state);
         std::fs::create_dir_all(&dir).at(&dir)?;
         let path = path(state, &self.name);
@@ -114,36 +114,36 @@ impl Record {
     }
 
     /// Whether the supervisor that wrote this record is still the same process.
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.boot_id == boot_id() && start_time(self.supervisor) == Some(self.supervisor_start)
     }
 
     /// The current leader, checked against its recorded start time.
-    pub fn live_leader(&self) -> Option<u32> {
+    pub(crate) fn live_leader(&self) -> Option<u32> {
         let pid = self.leader?;
         (start_time(pid) == self.leader_start && find_leader(self.supervisor) == Some(pid))
             .then_some(pid)
     }
 
     /// The machine's cgroup directories.
-    pub fn machine_cgroup(&self) -> super::cgroup::MachineCgroup {
+    pub(crate) fn machine_cgroup(&self) -> super::cgroup::MachineCgroup {
         super::cgroup::MachineCgroup::of(&self.cgroup, self.cgroup_parent.as_deref())
     }
 
     /// Seconds since the machine's current leader started.
-    pub fn uptime(&self) -> u64 {
+    pub(crate) fn uptime(&self) -> u64 {
         now().saturating_sub(self.since)
     }
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 /// The live record of `name`; a stale one (its supervisor gone) is removed with its files.
-pub fn load(state: &Path, name: &str) -> Option<Record> {
+pub(crate) fn load(state: &Path, name: &str) -> Option<Record> {
     let path = path(state, name);
     let text = std::fs::read(&path).ok()?;
     match serde_json::from_slice::<Record>(&text) {
@@ -166,27 +166,10 @@ pub fn load(state: &Path, name: &str) -> Option<Record> {
 }
 
 /// Removes a record and the files beside it.
-pub fn remove(state: &Path, name: &str) {
+pub(crate) fn remove(state: &Path, name: &str) {
     for p in [path(state, name), notify_socket(state, name)] {
         let _ = std::fs::remove_file(p);
     }
-}
-
-/// Every live record (stale ones are cleaned on the way).
-pub fn all(state: &Path) -> Vec<Record> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir(state))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let file = e.file_name().to_string_lossy().into_owned();
-        if let Some(name) = file.strip_suffix(".json").filter(|n| !n.starts_with('.')) {
-            out.extend(load(state, name));
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::runner::console::{Escape, RawMode};
 use crate::sys::process as p;
 
 /// Waits for `child`, forwarding signals and relaying `pty` if given; returns its raw status.
-pub fn wait(child: i32, sigfd: &OwnedFd, pty: Option<OwnedFd>) -> i32 {
+pub(crate) fn wait(child: i32, sigfd: &OwnedFd, pty: Option<OwnedFd>) -> i32 {
     let stdin = std::io::stdin();
     let _raw = pty
         .as_ref()
@@ -94,7 +94,7 @@ pub fn wait(child: i32, sigfd: &OwnedFd, pty: Option<OwnedFd>) -> i32 {
 /// Relays this terminal to `master` until the escape (or the end of input). `slave` is held
 /// until the getty has opened the pty; reads from a master nobody holds fail, and a getty
 /// that restarts after a logout leaves such gaps, so those are waited out, not fatal.
-pub fn attach(master: OwnedFd, slave: std::fs::File) {
+pub(crate) fn attach(master: OwnedFd, slave: std::fs::File) {
     let stdin = std::io::stdin();
     let _raw = rustix::termios::isatty(&stdin).then(RawMode::enter);
     let _ = crate::sys::pty::copy_winsize(&stdin, &master);

@@ -12,47 +12,47 @@ use super::{IoAt, MachineError, Result};
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Settings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub setenv: Vec<String>,
+    pub(crate) setenv: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bind: Vec<String>,
+    pub(crate) bind: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bind_ro: Vec<String>,
+    pub(crate) bind_ro: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tmpfs: Vec<PathBuf>,
+    pub(crate) tmpfs: Vec<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ephemeral: Option<bool>,
+    pub(crate) ephemeral: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_only: Option<bool>,
+    pub(crate) read_only: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub(crate) hostname: Option<String>,
     /// host, private or veth (started machines: veth).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
+    pub(crate) network: Option<String>,
     /// no, pick, identity or UID[:COUNT] (started machines: pick).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub private_users: Option<String>,
+    pub(crate) private_users: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_max: Option<String>,
+    pub(crate) memory_max: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f64>,
+    pub(crate) cpus: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pids_max: Option<u64>,
+    pub(crate) pids_max: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub capability: Vec<String>,
+    pub(crate) capability: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub drop_capability: Vec<String>,
+    pub(crate) drop_capability: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub no_new_privileges: Option<bool>,
+    pub(crate) no_new_privileges: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub unsafe_no_device_policy: Option<bool>,
+    pub(crate) unsafe_no_device_policy: Option<bool>,
 }
 
-pub fn path(store: &Path, name: &str) -> PathBuf {
+pub(crate) fn path(store: &Path, name: &str) -> PathBuf {
     store.join(format!("{name}.rmach"))
 }
 
 /// Removes a removed image's settings file, if it had one.
-pub fn forget(store: &Path, name: &str) -> Result<()> {
+pub(crate) fn forget(store: &Path, name: &str) -> Result<()> {
     let path = path(store, name);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(path),
@@ -62,7 +62,7 @@ pub fn forget(store: &Path, name: &str) -> Result<()> {
 
 /// Moves a renamed image's settings file along with it (a file of the new name is replaced:
 /// it belonged to no image, since the rename succeeded).
-pub fn rename(store: &Path, old: &str, new: &str) -> Result<()> {
+pub(crate) fn rename(store: &Path, old: &str, new: &str) -> Result<()> {
     let from = path(store, old);
     match std::fs::rename(&from, path(store, new)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(from),
@@ -72,7 +72,7 @@ pub fn rename(store: &Path, old: &str, new: &str) -> Result<()> {
 
 impl Settings {
     /// The machine's settings; none recorded is the empty set.
-    pub fn load(store: &Path, name: &str) -> Result<Settings> {
+    pub(crate) fn load(store: &Path, name: &str) -> Result<Settings> {
         let path = path(store, name);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
@@ -84,7 +84,7 @@ impl Settings {
     }
 
     /// Writes the settings beside the image, atomically; the empty set removes the file.
-    pub fn save(&self, store: &Path, name: &str) -> Result<()> {
+    pub(crate) fn save(&self, store: &Path, name: &str) -> Result<()> {
         let path = path(store, name);
         if *self == Settings::default() {
             return match std::fs::remove_file(&path) {
@@ -105,7 +105,7 @@ impl Settings {
     }
 
     /// `over` on top of `self`: single values replace, lists add.
-    pub fn merged(&self, over: &Settings) -> Settings {
+    pub(crate) fn merged(&self, over: &Settings) -> Settings {
         let cat = |a: &Vec<String>, b: &Vec<String>| [a.clone(), b.clone()].concat();
         Settings {
             setenv: cat(&self.setenv, &over.setenv),

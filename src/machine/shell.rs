@@ -20,19 +20,19 @@ use crate::sys::{ns, pidfd, process as p};
 
 /// What the session runs and how.
 #[derive(Debug, Clone, Default)]
-pub struct Session {
+pub(crate) struct Session {
     /// User name or uid; None is root.
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// The command; empty means the user's login shell.
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
     /// A command line for the user's shell (`SSH_ORIGINAL_COMMAND`); wins over `command`.
-    pub shell_command: Option<String>,
+    pub(crate) shell_command: Option<String>,
     /// Give the session a pty (rmach is on a terminal).
-    pub pty: bool,
+    pub(crate) pty: bool,
     /// Variables over the login environment (TERM, ...).
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// Where compiled seccomp programs are kept (the runner's cache; None compiles afresh).
-    pub seccomp_cache: Option<PathBuf>,
+    pub(crate) seccomp_cache: Option<PathBuf>,
 }
 
 const NAMESPACES: &[(&str, i32)] = &[
@@ -64,11 +64,11 @@ fn enter_err(rec: &Record, what: impl Into<String>) -> impl FnOnce(std::io::Erro
 /// child of the machine's init would inherit it (the seccomp filter follows from the bounding
 /// set, as the runner compiles it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Confinement {
+pub(crate) struct Confinement {
     /// The capability bounding set.
-    pub bounding: u64,
+    pub(crate) bounding: u64,
     /// The machine runs with `--no-new-privileges`.
-    pub no_new_privs: bool,
+    pub(crate) no_new_privs: bool,
 }
 
 impl Confinement {
@@ -94,7 +94,7 @@ impl Confinement {
 
 /// Joins the machine (cgroups, namespaces, root of its user namespace) in this process.
 /// Returns the leader's confinement, which the session process takes on.
-pub fn join(rec: &Record) -> Result<Confinement> {
+pub(crate) fn join(rec: &Record) -> Result<Confinement> {
     let not_running = || MachineError::NotRunning {
         name: rec.name.clone(),
     };
@@ -123,7 +123,7 @@ pub fn join(rec: &Record) -> Result<Confinement> {
 }
 
 /// Runs the session; returns its status as a shell reports it (128+N for signal N).
-pub fn run(rec: &Record, session: &Session) -> Result<u8> {
+pub(crate) fn run(rec: &Record, session: &Session) -> Result<u8> {
     // The filter is compiled, or found in the cache, while the host's file system is still
     // this process's: compiling costs more than all the rest of a session.
     let early = rec
@@ -145,7 +145,7 @@ pub fn run(rec: &Record, session: &Session) -> Result<u8> {
 /// `login`: a getty inside on a new pty of the machine's devpts, attached to this terminal,
 /// as machinectl login does it: `container-getty@N.service` for `/dev/pts/N`. Returns when
 /// Ctrl-] is pressed three times within a second (or input ends).
-pub fn login(rec: &Record) -> Result<()> {
+pub(crate) fn login(rec: &Record) -> Result<()> {
     if !rec.systemd {
         return Err(MachineError::Enter {
             name: rec.name.clone(),

@@ -8,7 +8,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ fn shielded() -> Vec<i32> {
 }
 
 /// Whether the runner will exec systemd as the image's init.
-pub fn has_systemd(root: &Path) -> bool {
+pub(crate) fn has_systemd(root: &Path) -> bool {
     ["usr/lib/systemd/systemd", "lib/systemd/systemd"]
         .iter()
         .any(|p| root.join(p).exists())
@@ -39,7 +39,7 @@ pub fn has_systemd(root: &Path) -> bool {
 
 /// Boots `spec` in this process as the supervised machine `spec.name` and returns when it ends.
 /// The record exists from before the boot until after the machine's cgroup is gone.
-pub fn supervise(mut spec: RunSpec, state: &Path, settings: Settings) -> Result<ExitStatus> {
+pub(crate) fn supervise(mut spec: RunSpec, state: &Path, settings: Settings) -> Result<ExitStatus> {
     let name = spec.name.clone();
     let dir = record::dir(state);
     std::fs::create_dir_all(&dir).at(&dir)?;
@@ -161,14 +161,19 @@ fn watch(
 }
 
 /// `ve-` and as much of the name as fits in an interface name (15 bytes), as the runner names it.
-pub fn veth_name(name: &str) -> String {
+pub(crate) fn veth_name(name: &str) -> String {
     let mut n = format!("ve-{name}");
     n.truncate(15);
     n
 }
 
 /// Starts `exe ARGS` as a detached supervisor with its output going to the console log.
-pub fn spawn(exe: &Path, args: &[std::ffi::OsString], state: &Path, name: &str) -> Result<Child> {
+pub(crate) fn spawn(
+    exe: &Path,
+    args: &[std::ffi::OsString],
+    state: &Path,
+    name: &str,
+) -> Result<Child> {
     let dir = record::dir(state);
     std::fs::create_dir_all(&dir).at(&dir)?;
     let log_path = record::console_log(state, name);
@@ -194,7 +199,7 @@ pub fn spawn(exe: &Path, args: &[std::ffi::OsString], state: &Path, name: &str) 
 
 /// Waits until the supervisor reports the machine ready; on failure, the reason and the
 /// console's last lines.
-pub fn wait_ready(
+pub(crate) fn wait_ready(
     state: &Path,
     name: &str,
     child: &mut Child,
@@ -240,7 +245,7 @@ fn tail_text(log: &Path) -> String {
 }
 
 /// The last `n` non-empty lines of a console log, without escape sequences.
-pub fn console_tail(log: &Path, n: usize) -> Vec<String> {
+pub(crate) fn console_tail(log: &Path, n: usize) -> Vec<String> {
     let Ok(bytes) = std::fs::read(log) else {
         return Vec::new();
     };
@@ -277,18 +282,13 @@ fn strip_escapes(s: &str) -> String {
 }
 
 /// Empties the console log for a new run (the supervisor, once it holds the lock).
-pub fn reset_log(state: &Path, name: &str) {
+pub(crate) fn reset_log(state: &Path, name: &str) {
     if let Ok(f) = std::fs::OpenOptions::new()
         .write(true)
         .open(record::console_log(state, name))
     {
         let _ = f.set_len(0);
     }
-}
-
-/// The path of the log for callers that show it.
-pub fn log_path(state: &Path, name: &str) -> PathBuf {
-    record::console_log(state, name)
 }
 
 #[cfg(test)]

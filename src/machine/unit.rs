@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use super::{IoAt, Result};
 
-pub const SERVICE: &str = include_str!("../../units/rmach@.service");
-pub const TARGET: &str = include_str!("../../units/rmach-machines.target");
+pub(crate) const SERVICE: &str = include_str!("../../units/rmach@.service");
+pub(crate) const TARGET: &str = include_str!("../../units/rmach-machines.target");
 
 /// The unit template with ExecStart pointing at `rmach`.
-pub fn service_text(rmach: &Path) -> String {
+pub(crate) fn service_text(rmach: &Path) -> String {
     SERVICE.replace("@RMACH@", &rmach.to_string_lossy())
 }
 
@@ -34,7 +34,7 @@ fn link(target: &Path, at: &Path) -> Result<()> {
 
 /// Installs the units into `dir` and links `rmach@NAME.service` into the target; returns the
 /// links made.
-pub fn enable(dir: &Path, rmach: &Path, name: &str) -> Result<Vec<PathBuf>> {
+pub(crate) fn enable(dir: &Path, rmach: &Path, name: &str) -> Result<Vec<PathBuf>> {
     let wants = dir.join("rmach-machines.target.wants");
     let multi = dir.join("multi-user.target.wants");
     for d in [dir, &wants, &multi] {
@@ -53,7 +53,7 @@ pub fn enable(dir: &Path, rmach: &Path, name: &str) -> Result<Vec<PathBuf>> {
 
 /// Removes the machine's link; the units stay for the other machines. Returns whether it was
 /// enabled.
-pub fn disable(dir: &Path, name: &str) -> Result<bool> {
+pub(crate) fn disable(dir: &Path, name: &str) -> Result<bool> {
     let instance = dir
         .join("rmach-machines.target.wants")
         .join(format!("rmach@{name}.service"));
@@ -65,6 +65,6 @@ pub fn disable(dir: &Path, name: &str) -> Result<bool> {
 }
 
 /// Whether systemd runs this host (then `systemctl daemon-reload` makes the change known).
-pub fn systemd_running() -> bool {
+pub(crate) fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }

@@ -3,12 +3,12 @@
 //! the runner parses them for `run --user`.
 
 use crate::runner::passwd;
-pub use crate::runner::passwd::User;
+pub(crate) use crate::runner::passwd::User;
 
 /// Finds `want` (a name or a uid) in passwd; its groups from group. Only users the machine
 /// knows: a shell session is a login, not a bare identity. An empty home is `/`, an empty
 /// shell `/bin/sh`, as login(1) takes them.
-pub fn lookup(passwd: &str, group: &str, want: &str) -> Option<User> {
+pub(crate) fn lookup(passwd: &str, group: &str, want: &str) -> Option<User> {
     let mut u = passwd::with_groups(passwd::entry(passwd, want)?, group);
     if u.home.is_empty() {
         u.home = "/".into();
@@ -20,7 +20,7 @@ pub fn lookup(passwd: &str, group: &str, want: &str) -> Option<User> {
 }
 
 /// Looks `want` up in the current root's files.
-pub fn resolve(want: &str) -> Option<User> {
+pub(crate) fn resolve(want: &str) -> Option<User> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     lookup(&passwd, &group, want).or_else(|| (want == "root" || want == "0").then(passwd::root))

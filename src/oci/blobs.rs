@@ -10,25 +10,25 @@ use std::path::{Path, PathBuf};
 use super::digest::{Digest, HashingReader};
 use super::{io_err, OciError, Result};
 
-pub struct BlobCache {
+pub(crate) struct BlobCache {
     dir: PathBuf,
 }
 
 impl BlobCache {
     /// The cache under `cache_dir` (created when missing).
-    pub fn open(cache_dir: &Path) -> Result<BlobCache> {
+    pub(crate) fn open(cache_dir: &Path) -> Result<BlobCache> {
         let dir = cache_dir.join("oci/blobs/sha256");
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         remove_orphans(&dir);
         Ok(BlobCache { dir })
     }
 
-    pub fn path(&self, digest: &Digest) -> PathBuf {
+    pub(crate) fn path(&self, digest: &Digest) -> PathBuf {
         self.dir.join(digest.hex())
     }
 
     /// The cached blob when present with the right size (its digest was checked on entry).
-    pub fn get(&self, digest: &Digest, size: u64) -> Option<PathBuf> {
+    pub(crate) fn get(&self, digest: &Digest, size: u64) -> Option<PathBuf> {
         let path = self.path(digest);
         match std::fs::metadata(&path) {
             Ok(m) if m.is_file() && m.len() == size => Some(path),
@@ -38,7 +38,7 @@ impl BlobCache {
 
     /// Stores what `reader` yields as `digest`, refusing it unless its size is `size` and its
     /// digest matches. `what` names the source in errors.
-    pub fn put(
+    pub(crate) fn put(
         &self,
         digest: &Digest,
         size: u64,
@@ -97,7 +97,7 @@ impl BlobCache {
     }
 
     /// Stores bytes made here (a config or manifest being written) and returns their digest.
-    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+    pub(crate) fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of(bytes);
         self.put(
             &digest,
@@ -129,7 +129,7 @@ fn remove_orphans(dir: &Path) {
 
 /// Checks a file's size and digest against a descriptor's (for blobs read in place from a
 /// layout).
-pub fn verify_file(path: &Path, digest: &Digest, size: Option<u64>) -> Result<()> {
+pub(crate) fn verify_file(path: &Path, digest: &Digest, size: Option<u64>) -> Result<()> {
     let file = File::open(path).map_err(io_err(path))?;
     // A hostile archive may name a device or a FIFO (through a symlink) as a blob: only a
     // regular file is read, and never more than its announced size and a byte.

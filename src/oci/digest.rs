@@ -9,12 +9,12 @@ use super::OciError;
 
 /// A validated `sha256:` digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Digest {
+pub(crate) struct Digest {
     hex: String,
 }
 
 impl Digest {
-    pub fn parse(text: &str) -> Result<Digest, OciError> {
+    pub(crate) fn parse(text: &str) -> Result<Digest, OciError> {
         let hex = text
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -25,19 +25,19 @@ impl Digest {
         Ok(Digest { hex: hex.into() })
     }
 
-    pub fn of(bytes: &[u8]) -> Digest {
+    pub(crate) fn of(bytes: &[u8]) -> Digest {
         Digest {
             hex: hex::encode(Sha256::digest(bytes)),
         }
     }
 
-    pub fn from_hash(hash: Sha256) -> Digest {
+    pub(crate) fn from_hash(hash: Sha256) -> Digest {
         Digest {
             hex: hex::encode(hash.finalize()),
         }
     }
 
-    pub fn hex(&self) -> &str {
+    pub(crate) fn hex(&self) -> &str {
         &self.hex
     }
 }
@@ -49,14 +49,14 @@ impl std::fmt::Display for Digest {
 }
 
 /// Hashes and counts what is read through it.
-pub struct HashingReader<R> {
-    pub inner: R,
-    pub hash: Sha256,
-    pub count: u64,
+pub(crate) struct HashingReader<R> {
+    pub(crate) inner: R,
+    pub(crate) hash: Sha256,
+    pub(crate) count: u64,
 }
 
 impl<R: Read> HashingReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         HashingReader {
             inner,
             hash: Sha256::new(),
@@ -75,14 +75,14 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 /// Hashes and counts what is written through it.
-pub struct HashingWriter<W> {
-    pub inner: W,
-    pub hash: Sha256,
-    pub count: u64,
+pub(crate) struct HashingWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hash: Sha256,
+    pub(crate) count: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
             hash: Sha256::new(),

@@ -15,7 +15,7 @@ use crate::archive::{self, Compression, Encoder, WriteOptions};
 
 /// Where manifests and blobs come from; every blob handed out has been checked. Blobs are
 /// fetched from several threads at once.
-pub trait Source: Sync {
+pub(crate) trait Source: Sync {
     /// The manifest or index `desc` points to, checked against it.
     fn manifest(&self, desc: &Descriptor) -> Result<Vec<u8>>;
     /// A checked blob on disk.
@@ -23,14 +23,14 @@ pub trait Source: Sync {
 }
 
 /// An image ready to unpack: its config, and its layers (checked blob, label) in order.
-pub struct Resolved {
-    pub config: ImageConfig,
-    pub config_digest: Digest,
-    pub layers: Vec<(PathBuf, String)>,
+pub(crate) struct Resolved {
+    pub(crate) config: ImageConfig,
+    pub(crate) config_digest: Digest,
+    pub(crate) layers: Vec<(PathBuf, String)>,
 }
 
 /// The manifest for `arch`/linux in an index.
-pub fn pick_platform(index: &Manifest, arch: &str, what: &str) -> Result<Descriptor> {
+pub(crate) fn pick_platform(index: &Manifest, arch: &str, what: &str) -> Result<Descriptor> {
     let entries = index.manifests.as_deref().unwrap_or_default();
     let matches = |p: &Option<Platform>| {
         p.as_ref()
@@ -53,7 +53,7 @@ pub fn pick_platform(index: &Manifest, arch: &str, what: &str) -> Result<Descrip
 }
 
 /// Resolves the manifest (or index) `top_bytes` to a checked image.
-pub fn resolve(
+pub(crate) fn resolve(
     source: &dyn Source,
     top_bytes: Vec<u8>,
     media_type: Option<&str>,
@@ -155,7 +155,7 @@ fn fetch_all(source: &dyn Source, layers: &[Descriptor]) -> Result<Vec<(PathBuf,
 }
 
 /// Applies the layers of `image` in order onto the empty directory `root`.
-pub fn unpack(image: &Resolved, root: &Path) -> Result<u64> {
+pub(crate) fn unpack(image: &Resolved, root: &Path) -> Result<u64> {
     let mut members = 0;
     for (i, (blob, label)) in image.layers.iter().enumerate() {
         members += apply_layer(root, blob, label, i == 0)?.members;
@@ -164,15 +164,15 @@ pub fn unpack(image: &Resolved, root: &Path) -> Result<u64> {
 }
 
 /// An image built from a tree: its blobs in the cache and its manifest.
-pub struct Built {
-    pub manifest: Vec<u8>,
-    pub layer: (PathBuf, Descriptor),
-    pub config: (PathBuf, Descriptor),
+pub(crate) struct Built {
+    pub(crate) manifest: Vec<u8>,
+    pub(crate) layer: (PathBuf, Descriptor),
+    pub(crate) config: (PathBuf, Descriptor),
 }
 
 /// Writes the tree at `root` as one layer (gzip or zstd) with a config carrying `exec`, into
 /// the blob cache, and makes the manifest. `warn` hears about what the tar writer skipped.
-pub fn build(
+pub(crate) fn build(
     root: &Path,
     cache: &BlobCache,
     compression: Compression,

@@ -61,7 +61,12 @@ fn deletion(path: &[u8]) -> Option<Deletion> {
 }
 
 /// Applies the layer in `blob` onto `root`. `label` (the digest) names it in errors.
-pub fn apply_layer(root: &Path, blob: &Path, label: &str, first: bool) -> Result<ExtractStats> {
+pub(crate) fn apply_layer(
+    root: &Path,
+    blob: &Path,
+    label: &str,
+    first: bool,
+) -> Result<ExtractStats> {
     let layer_err = |source: ArchiveError| OciError::Layer {
         digest: label.into(),
         source,

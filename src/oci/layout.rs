@@ -12,12 +12,12 @@ use super::spec::{self, Descriptor, ImageConfig, Manifest};
 use super::{io_err, json, OciError, Result};
 
 /// An OCI image layout directory.
-pub struct Layout {
+pub(crate) struct Layout {
     dir: PathBuf,
 }
 
 impl Layout {
-    pub fn open(dir: &Path) -> Result<Layout> {
+    pub(crate) fn open(dir: &Path) -> Result<Layout> {
         let marker = dir.join("oci-layout");
         let text = std::fs::read(&marker).map_err(io_err(&marker))?;
         let doc: serde_json::Value = json(&text, &marker.display().to_string())?;
@@ -31,7 +31,7 @@ impl Layout {
     }
 
     /// The manifest (or index) `tag` names in index.json; without a tag, the only entry.
-    pub fn top(&self, tag: Option<&str>) -> Result<Descriptor> {
+    pub(crate) fn top(&self, tag: Option<&str>) -> Result<Descriptor> {
         let path = self.dir.join("index.json");
         let bytes = std::fs::read(&path).map_err(io_err(&path))?;
         let what = path.display().to_string();
@@ -82,7 +82,7 @@ impl Source for Layout {
 
 /// A `docker save` archive unpacked to `dir` (the classic format: manifest.json, a config
 /// JSON and one uncompressed tar per layer, each checked against the config's diff_ids).
-pub fn docker_archive(dir: &Path) -> Result<Resolved> {
+pub(crate) fn docker_archive(dir: &Path) -> Result<Resolved> {
     let path = dir.join("manifest.json");
     let what = path.display().to_string();
     let bytes = std::fs::read(&path).map_err(io_err(&path))?;
@@ -131,7 +131,7 @@ pub fn docker_archive(dir: &Path) -> Result<Resolved> {
 
 /// Writes an OCI layout in `dir` (created) holding one image: the blobs (paths and
 /// descriptors) and the manifest, tagged `tag`.
-pub fn write_layout(
+pub(crate) fn write_layout(
     dir: &Path,
     blobs: &[(&Path, &Descriptor)],
     manifest: &[u8],

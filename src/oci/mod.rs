@@ -5,23 +5,22 @@
 //! image's run settings kept beside it ([`settings`]). It does not know the store's layout or
 //! names: callers hand it a directory to fill or read. It never prints.
 
-pub mod blobs;
-pub mod digest;
-pub mod image;
-pub mod layers;
-pub mod layout;
-pub mod registry;
-pub mod settings;
-pub mod spec;
+pub(crate) mod blobs;
+pub(crate) mod digest;
+pub(crate) mod image;
+pub(crate) mod layers;
+pub(crate) mod layout;
+pub(crate) mod registry;
+pub(crate) mod settings;
+pub(crate) mod spec;
 
 use std::path::PathBuf;
 
-pub use blobs::BlobCache;
-pub use digest::Digest;
-pub use spec::{Descriptor, ImageConfig, Manifest};
+pub(crate) use blobs::BlobCache;
+pub(crate) use digest::Digest;
 
 #[derive(Debug, thiserror::Error)]
-pub enum OciError {
+pub(crate) enum OciError {
     #[error("{digest:?} is not a sha256 digest")]
     BadDigest { digest: String },
     #[error("{what}: digest is {actual}, expected {expected}")]
@@ -87,7 +86,7 @@ pub enum OciError {
     },
 }
 
-pub type Result<T, E = OciError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = OciError> = std::result::Result<T, E>;
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> OciError {
     let path = path.into();

@@ -21,10 +21,10 @@ use super::{io_err, OciError, Result};
 mod auth;
 mod reference;
 
-pub use auth::{credentials_for, Credentials};
-pub use reference::Reference;
+pub(crate) use auth::{credentials_for, Credentials};
+pub(crate) use reference::Reference;
 
-pub struct Registry {
+pub(crate) struct Registry {
     agent: ureq::Agent,
     /// `https://host[:port]` or `http://host[:port]`.
     base: String,
@@ -52,7 +52,7 @@ fn agent(tls_verify: bool) -> ureq::Agent {
 
 impl Registry {
     /// Opens the registry of `reference` for its repository.
-    pub fn connect(reference: &Reference, tls_verify: bool) -> Result<Registry> {
+    pub(crate) fn connect(reference: &Reference, tls_verify: bool) -> Result<Registry> {
         let agent = agent(tls_verify);
         let mut base = format!("https://{}", reference.registry);
         if !tls_verify {
@@ -167,7 +167,7 @@ impl Registry {
 
     /// A manifest or index by tag or digest: its bytes and the media type the registry gave.
     /// Fetched by digest, the bytes are checked against it.
-    pub fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>)> {
+    pub(crate) fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>)> {
         let url = self.url(&format!("manifests/{reference}"));
         let resp = self.call(
             "GET",
@@ -209,7 +209,7 @@ impl Registry {
 
     /// The blob of `desc` in the cache: downloaded (and checked) unless already there.
     /// `on_bytes` hears of every chunk downloaded.
-    pub fn blob(
+    pub(crate) fn blob(
         &self,
         desc: &Descriptor,
         cache: &BlobCache,
@@ -232,14 +232,14 @@ impl Registry {
     }
 
     /// Whether the repository already has the blob (then it need not be uploaded).
-    pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
+    pub(crate) fn has_blob(&self, digest: &Digest) -> Result<bool> {
         let url = self.url(&format!("blobs/{digest}"));
         let resp = self.call("HEAD", &url, &[], Body::None, &self.push_scope())?;
         Ok(resp.status().is_success())
     }
 
     /// Uploads the file at `path` as blob `digest` (a monolithic upload: POST, then PUT).
-    pub fn push_blob(&self, digest: &Digest, path: &Path) -> Result<()> {
+    pub(crate) fn push_blob(&self, digest: &Digest, path: &Path) -> Result<()> {
         if self.has_blob(digest)? {
             return Ok(());
         }
@@ -277,7 +277,12 @@ impl Registry {
     }
 
     /// Uploads a manifest (or index) under a tag or its digest.
-    pub fn put_manifest(&self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<()> {
         let url = self.url(&format!("manifests/{reference}"));
         let resp = self.call(
             "PUT",
@@ -377,10 +382,10 @@ impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
 }
 
 /// A registry repository as a [`Source`], its blobs going through the cache.
-pub struct RegistrySource<'a> {
-    pub registry: &'a Registry,
-    pub cache: &'a BlobCache,
-    pub on_bytes: Option<&'a (dyn Fn(u64) + Sync)>,
+pub(crate) struct RegistrySource<'a> {
+    pub(crate) registry: &'a Registry,
+    pub(crate) cache: &'a BlobCache,
+    pub(crate) on_bytes: Option<&'a (dyn Fn(u64) + Sync)>,
 }
 
 impl super::image::Source for RegistrySource<'_> {

@@ -7,15 +7,15 @@
 use super::spec::ExecConfig;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunSettings {
-    pub command: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub working_dir: Option<String>,
-    pub user: Option<String>,
+pub(crate) struct RunSettings {
+    pub(crate) command: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) working_dir: Option<String>,
+    pub(crate) user: Option<String>,
 }
 
 impl RunSettings {
-    pub fn from_config(c: &ExecConfig) -> RunSettings {
+    pub(crate) fn from_config(c: &ExecConfig) -> RunSettings {
         let mut command = c.entrypoint.clone().unwrap_or_default();
         command.extend(c.cmd.clone().unwrap_or_default());
         let env = c
@@ -39,7 +39,7 @@ impl RunSettings {
     }
 
     /// The ExecConfig these settings stand for (for an image pushed again).
-    pub fn to_config(&self) -> ExecConfig {
+    pub(crate) fn to_config(&self) -> ExecConfig {
         ExecConfig {
             user: self.user.clone(),
             env: (!self.env.is_empty())
@@ -51,7 +51,7 @@ impl RunSettings {
     }
 
     /// The settings file text; `origin` (the image's source) goes in a comment.
-    pub fn to_nspawn(&self, origin: &str) -> String {
+    pub(crate) fn to_nspawn(&self, origin: &str) -> String {
         let mut out = format!(
             "# Written by rmach from the OCI image config of {}\n[Exec]\n",
             origin.replace('\n', " ")
@@ -73,7 +73,7 @@ impl RunSettings {
     }
 
     /// Reads the [Exec] keys rmach writes from a settings file; other keys are ignored.
-    pub fn from_nspawn(text: &str) -> RunSettings {
+    pub(crate) fn from_nspawn(text: &str) -> RunSettings {
         let mut s = RunSettings::default();
         let mut in_exec = false;
         for line in text.lines().map(str::trim) {

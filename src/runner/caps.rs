@@ -3,7 +3,7 @@
 use super::RunnerError;
 
 /// Every capability the kernel knew about when this was written, by number.
-pub const NAMES: &[&str] = &[
+pub(crate) const NAMES: &[&str] = &[
     "chown",
     "dac_override",
     "dac_read_search",
@@ -79,7 +79,7 @@ const DEFAULT: &[&str] = &[
 ];
 
 /// Looks a capability up by `CAP_NAME`, `name` or number.
-pub fn number(name: &str) -> Result<u32, RunnerError> {
+pub(crate) fn number(name: &str) -> Result<u32, RunnerError> {
     let lower = name.to_ascii_lowercase();
     let short = lower.strip_prefix("cap_").unwrap_or(&lower);
     if let Some(i) = NAMES.iter().position(|n| *n == short) {
@@ -94,7 +94,7 @@ pub fn number(name: &str) -> Result<u32, RunnerError> {
 
 /// The bounding set as a bit mask: the default, plus net_admin with a private network, plus
 /// `add`, minus `drop` (`all` is accepted in both).
-pub fn bounding_set(
+pub(crate) fn bounding_set(
     add: &[String],
     drop: &[String],
     private_net: bool,

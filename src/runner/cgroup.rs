@@ -11,16 +11,16 @@ use super::RunnerError;
 
 const ROOT: &str = "/sys/fs/cgroup";
 /// Parent of every machine's cgroup, in each hierarchy.
-pub const PARENT: &str = "rmach";
+pub(crate) const PARENT: &str = "rmach";
 
 /// Which layout the host uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
+pub(crate) enum Layout {
     Unified,
     Hybrid,
 }
 
-pub fn layout() -> Layout {
+pub(crate) fn layout() -> Layout {
     if Path::new(ROOT).join("cgroup.controllers").exists() {
         Layout::Unified
     } else {
@@ -32,15 +32,15 @@ pub fn layout() -> Layout {
 /// rules: the machine's cgroup namespace is rooted here, so it can neither see nor write the
 /// limits, and whatever it writes in its own cgroup stays within them (limits and device rules
 /// are hierarchical).
-pub const PAYLOAD: &str = "payload";
+pub(crate) const PAYLOAD: &str = "payload";
 
 /// A machine's cgroup directories (one per hierarchy it lives in).
 #[derive(Debug)]
-pub struct Cgroup {
-    pub layout: Layout,
+pub(crate) struct Cgroup {
+    pub(crate) layout: Layout,
     /// `rmach/NAME-PID` in each hierarchy: limits and device rules; the machine is in
     /// [`PAYLOAD`] below each.
-    pub dirs: Vec<PathBuf>,
+    pub(crate) dirs: Vec<PathBuf>,
 }
 
 fn write(path: &Path, value: &str) -> Result<(), RunnerError> {
@@ -63,7 +63,7 @@ fn mkdir(path: &Path) -> Result<(), RunnerError> {
 impl Cgroup {
     /// Creates the plan's cgroup (`rmach/NAME-PID`) in every hierarchy needed and writes its
     /// limits and device rules.
-    pub fn create(plan: &Plan) -> Result<Cgroup, RunnerError> {
+    pub(crate) fn create(plan: &Plan) -> Result<Cgroup, RunnerError> {
         remove_stale();
         let mut cg = Cgroup {
             layout: layout(),
@@ -223,7 +223,7 @@ impl Cgroup {
     /// Hands the machine's v2 cgroup (the unified one on a hybrid host) to the root of its user
     /// namespace, as cgroup v2 delegation prescribes: the directory and the files that move
     /// processes and enable controllers.
-    pub fn delegate(&self, uid: u32, gid: u32) -> Result<(), RunnerError> {
+    pub(crate) fn delegate(&self, uid: u32, gid: u32) -> Result<(), RunnerError> {
         let v2 = self.dirs.iter().filter(|d| match self.layout {
             Layout::Unified => true,
             Layout::Hybrid => d.starts_with(Path::new(ROOT).join("unified")),
@@ -244,7 +244,7 @@ impl Cgroup {
     }
 
     /// Moves `pid` into every directory of the machine.
-    pub fn add(&self, pid: i32) -> Result<(), RunnerError> {
+    pub(crate) fn add(&self, pid: i32) -> Result<(), RunnerError> {
         for d in &self.dirs {
             write(&d.join(PAYLOAD).join("cgroup.procs"), &pid.to_string())?;
         }
@@ -252,7 +252,7 @@ impl Cgroup {
     }
 
     /// Moves `pid` back into rmach's own cgroup in every hierarchy of the machine.
-    pub fn release(&self, pid: i32) -> Result<(), RunnerError> {
+    pub(crate) fn release(&self, pid: i32) -> Result<(), RunnerError> {
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         for d in &self.dirs {
             // Which hierarchy: /sys/fs/cgroup itself (pure v2) or the one mounted below it.
@@ -271,7 +271,7 @@ impl Cgroup {
 
     /// Removes the directories, deepest first (systemd inside creates its own), retrying while
     /// the kernel still frees the last processes.
-    pub fn remove(&mut self) {
+    pub(crate) fn remove(&mut self) {
         for d in self.dirs.drain(..) {
             for _ in 0..200 {
                 if remove_tree(&d).is_ok() || !d.exists() {

@@ -14,13 +14,13 @@ use std::os::fd::AsFd;
 #[error("{what}")]
 pub struct SetupError {
     /// The step, naming the path it worked on (`mount /proc`, `set the hostname`).
-    pub what: String,
+    pub(crate) what: String,
     #[source]
-    pub source: io::Error,
+    pub(crate) source: io::Error,
 }
 
 impl SetupError {
-    pub fn new(what: impl std::fmt::Display, source: impl Into<io::Error>) -> SetupError {
+    pub(crate) fn new(what: impl std::fmt::Display, source: impl Into<io::Error>) -> SetupError {
         SetupError {
             what: what.to_string(),
             source: source.into(),
@@ -28,7 +28,7 @@ impl SetupError {
     }
 
     /// The same failure, said to be part of `step`.
-    pub fn within(self, step: impl std::fmt::Display) -> SetupError {
+    pub(crate) fn within(self, step: impl std::fmt::Display) -> SetupError {
         SetupError {
             what: format!("{step}: {}", self.what),
             source: self.source,
@@ -48,16 +48,16 @@ impl SetupError {
 }
 
 /// Attaches the step `what` to a failed system call (io::Error or rustix's Errno).
-pub fn ctx<T, E: Into<io::Error>>(r: Result<T, E>, what: impl std::fmt::Display) -> Step<T> {
+pub(crate) fn ctx<T, E: Into<io::Error>>(r: Result<T, E>, what: impl std::fmt::Display) -> Step<T> {
     r.map_err(|e| SetupError::new(what, e))
 }
 
 /// The result of a setup step in a child process.
-pub type Step<T> = Result<T, SetupError>;
+pub(crate) type Step<T> = Result<T, SetupError>;
 
 /// One message.
 #[derive(Debug)]
-pub enum Message {
+pub(crate) enum Message {
     /// The machine's PID (report channel).
     Pid(i32),
     /// The machine's raw wait status, or the payload's with `run` (report channel).
@@ -99,7 +99,7 @@ impl Message {
 }
 
 /// Sends `message` with one write (errors ignored: the reader's absence is its own signal).
-pub fn send(fd: impl AsFd, message: &Message) {
+pub(crate) fn send(fd: impl AsFd, message: &Message) {
     let _ = rustix::io::write(fd, &message.encode());
 }
 
@@ -118,12 +118,12 @@ impl<F: AsFd> Read for FdReader<F> {
 }
 
 /// Reads the next message; None at end of file (or on a malformed one).
-pub fn receive(fd: impl AsFd) -> Option<Message> {
+pub(crate) fn receive(fd: impl AsFd) -> Option<Message> {
     decode(&mut FdReader(fd))
 }
 
 /// Waits for [`Message::Go`]; false when anything else (or nothing) comes.
-pub fn wait_go(fd: impl AsFd) -> bool {
+pub(crate) fn wait_go(fd: impl AsFd) -> bool {
     matches!(receive(fd), Some(Message::Go))
 }
 

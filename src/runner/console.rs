@@ -26,28 +26,28 @@ const ESCAPE: u8 = 0x1d;
 const HANGUP_RETRY: Duration = Duration::from_millis(40);
 
 /// What the relay loop watches besides the signal fd.
-pub struct Relay {
+pub(crate) struct Relay {
     /// Which directions the pty is relayed in.
-    pub console: Console,
-    pub pty: Option<OwnedFd>,
+    pub(crate) console: Console,
+    pub(crate) pty: Option<OwnedFd>,
     /// Capture pipes (None once closed) and what came through them.
-    pub captured: Vec<(Option<OwnedFd>, Vec<u8>)>,
+    pub(crate) captured: Vec<(Option<OwnedFd>, Vec<u8>)>,
 }
 
 /// Puts the terminal on stdin into raw mode until dropped.
-pub struct RawMode(Option<Termios>);
+pub(crate) struct RawMode(Option<Termios>);
 
 impl RawMode {
     /// Raw mode for an interactive console whose stdin is a terminal; nothing otherwise (so a
     /// read-only console on a terminal leaves Ctrl-C to the terminal: SIGINT to rmach).
-    pub fn enter_for(console: Console) -> RawMode {
+    pub(crate) fn enter_for(console: Console) -> RawMode {
         if console != Console::Interactive || !rustix::termios::isatty(std::io::stdin()) {
             return RawMode(None);
         }
         RawMode::enter()
     }
 
-    pub fn enter() -> RawMode {
+    pub(crate) fn enter() -> RawMode {
         let stdin = std::io::stdin();
         let Ok(saved) = tcgetattr(&stdin) else {
             return RawMode(None);
@@ -162,7 +162,7 @@ impl Escape {
 
 /// Runs until the child `wait_pid` exits; returns its raw wait status. `on_signal` maps a
 /// signal rmach received to the signal sent to `pid`, the machine (None: not forwarded).
-pub fn relay(
+pub(crate) fn relay(
     pid: i32,
     wait_pid: i32,
     sigfd: &OwnedFd,

@@ -49,7 +49,7 @@ fn parse(rule: &str) -> Option<Rule> {
 }
 
 /// The program: r2 = access, r3 = type, r4 = major, r5 = minor; allow mknod, then each rule.
-pub fn program(allow: &[&str]) -> Vec<BpfInsn> {
+pub(crate) fn program(allow: &[&str]) -> Vec<BpfInsn> {
     let mut p = vec![
         i(LDX_W, 2, 1, 0, 0),
         i(MOV64_X, 3, 2, 0, 0),

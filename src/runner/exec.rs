@@ -19,15 +19,15 @@ use super::{helper, init, userns, RunnerError};
 use crate::sys::{net, ns, process as p};
 
 /// What one run of the machine ended with.
-pub struct Ended {
-    pub status: ExitStatus,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+pub(crate) struct Ended {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
     /// The machine asked to reboot (init killed by SIGHUP through `reboot(2)`).
-    pub reboot: bool,
+    pub(crate) reboot: bool,
 }
 
-pub fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
+pub(crate) fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     check_root(&plan.root)?;
     let cgroup = Cgroup::create(plan)?;
     let scratch = ScratchDir::create(plan.scratch_dir.as_deref())?;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::sys::process as p;
 
 /// Signals rmach forwards and this init passes on (all blocked since before the fork).
-pub const FORWARDED: &[i32] = &[
+pub(crate) const FORWARDED: &[i32] = &[
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGHUP,
@@ -21,10 +21,10 @@ pub const FORWARDED: &[i32] = &[
 ];
 
 /// Set in the shared word above the status bits once the payload's status is there.
-pub const REPORTED: u64 = 1 << 32;
+pub(crate) const REPORTED: u64 = 1 << 32;
 
 /// Runs the init loop after forking off `exec_payload`; never returns.
-pub fn run(
+pub(crate) fn run(
     status: &'static AtomicU64,
     error_pipe: OwnedFd,
     exec_payload: impl FnOnce() -> std::convert::Infallible,

@@ -113,7 +113,7 @@ pub fn output(spec: &RunSpec) -> Result<Output, RunnerError> {
 
 /// Carries out a plan made by [`plan()`]: what [`output`] does after planning, for callers
 /// that inspect or report the plan first (the CLI says what `--private-users auto` chose).
-pub fn execute(plan: &Plan) -> Result<Output, RunnerError> {
+pub(crate) fn execute(plan: &Plan) -> Result<Output, RunnerError> {
     loop {
         let ended = exec::execute_once(plan)?;
         if !ended.reboot {
@@ -127,7 +127,7 @@ pub fn execute(plan: &Plan) -> Result<Output, RunnerError> {
 }
 
 /// The status a shell would report: the exit code, or 128 + N for signal N.
-pub fn exit_code(status: ExitStatus) -> u8 {
+pub(crate) fn exit_code(status: ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(c), _) => c as u8,

@@ -40,7 +40,7 @@ fn components(target: &Path) -> Vec<&[u8]> {
 
 /// The mount flags a statvfs result reports, as mount(2) flags. The two sets differ
 /// (`ST_RELATIME` is 0x1000, `MS_RELATIME` 1 << 21), so each is mapped by name.
-pub fn mount_flags_of(st: StatVfsMountFlags) -> MountFlags {
+pub(crate) fn mount_flags_of(st: StatVfsMountFlags) -> MountFlags {
     let mut flags = [
         (StatVfsMountFlags::RDONLY, MountFlags::RDONLY),
         (StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
@@ -95,7 +95,7 @@ fn remount_bind(root: &mut Root, target: &Path, flags: MountFlags) -> Step<()> {
 
 /// Applies the table's entries of `stage` under the current directory (the machine's root).
 /// The kernel stage ends by making the root read-only when asked, so that too is locked.
-pub fn apply(plan: &Plan, stage: Stage, console: Option<&Path>) -> Step<()> {
+pub(crate) fn apply(plan: &Plan, stage: Stage, console: Option<&Path>) -> Step<()> {
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let fd = rustix::fs::open(".", flags, Mode::empty());
     let mut root = Root::new(ctx(fd, "the machine's root")?);

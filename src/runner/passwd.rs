@@ -3,17 +3,17 @@
 use super::channel::{SetupError, Step};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: String,
-    pub shell: String,
-    pub groups: Vec<u32>,
+pub(crate) struct User {
+    pub(crate) name: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) home: String,
+    pub(crate) shell: String,
+    pub(crate) groups: Vec<u32>,
 }
 
 /// Finds `user` (a name or a number; None: root) in the passwd text.
-pub fn lookup(passwd: &str, group: &str, user: Option<&str>) -> Option<User> {
+pub(crate) fn lookup(passwd: &str, group: &str, user: Option<&str>) -> Option<User> {
     let want = user.unwrap_or("root");
     let u = match entry(passwd, want) {
         Some(u) => u,
@@ -77,7 +77,7 @@ pub(crate) fn root() -> User {
 }
 
 /// Resolves in the current root (the machine's, after pivot_root).
-pub fn resolve(user: Option<&str>) -> Step<User> {
+pub(crate) fn resolve(user: Option<&str>) -> Step<User> {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let mut u = lookup(&passwd, &group, user).ok_or_else(|| {

@@ -10,7 +10,7 @@ use crate::sys::ns::Namespaces;
 /// What is mounted at one place inside the machine. Targets are paths inside the new root;
 /// they are resolved with `RESOLVE_IN_ROOT`, so a symlink in the image cannot point them out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountKind {
+pub(crate) enum MountKind {
     /// A fresh file system of this type with these options (`tmpfs`, `proc`, `sysfs`, ...).
     Fs { fstype: &'static str, data: String },
     /// A path of the host, bound before the root is pivoted.
@@ -34,7 +34,7 @@ pub enum MountKind {
 
 /// Who carries an entry out, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// rmach's helper, in the machine's mount namespace before the machine's own copy of it is
     /// made, with host root's rights over host paths (a 0700 store, `--bind` sources). The
     /// kernel locks these mounts' flags in a user namespace's copy: read-only stays read-only.
@@ -50,30 +50,30 @@ pub enum Stage {
 
 /// One row of the mount table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    pub target: PathBuf,
-    pub kind: MountKind,
-    pub read_only: bool,
-    pub nosuid: bool,
-    pub nodev: bool,
-    pub noexec: bool,
+pub(crate) struct MountEntry {
+    pub(crate) target: PathBuf,
+    pub(crate) kind: MountKind,
+    pub(crate) read_only: bool,
+    pub(crate) nosuid: bool,
+    pub(crate) nodev: bool,
+    pub(crate) noexec: bool,
     /// Skip without error when the target (or host source) does not exist.
-    pub optional: bool,
-    pub stage: Stage,
+    pub(crate) optional: bool,
+    pub(crate) stage: Stage,
     /// A `--bind`/`--tmpfs` of the user: its mount point is never created in a read-only root.
-    pub from_user: bool,
+    pub(crate) from_user: bool,
 }
 
 /// A user namespace's single-extent id map: inside 0..count is outside base..base+count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IdMap {
-    pub base: u32,
-    pub count: u32,
+pub(crate) struct IdMap {
+    pub(crate) base: u32,
+    pub(crate) count: u32,
 }
 
 /// How the root is prepared before the table is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RootMode {
+pub(crate) enum RootMode {
     /// The directory bound onto itself.
     Bind,
     /// An overlay: the directory as the lower layer, a tmpfs as the upper.
@@ -82,54 +82,56 @@ pub enum RootMode {
 
 /// Everything the executor does, decided in advance.
 #[derive(Debug, Clone)]
+// The name, network and uuid are carried for inspection (the plan unit tests read some).
+#[allow(dead_code)]
 pub struct Plan {
-    pub root: PathBuf,
-    pub root_mode: RootMode,
-    pub root_read_only: bool,
-    pub name: String,
-    pub hostname: String,
-    pub network: Network,
+    pub(crate) root: PathBuf,
+    pub(crate) root_mode: RootMode,
+    pub(crate) root_read_only: bool,
+    pub(crate) name: String,
+    pub(crate) hostname: String,
+    pub(crate) network: Network,
     /// The namespaces the machine is cloned into: PID, UTS and IPC always, network unless
     /// `--network host`, user with an id map. (Its mount namespace is the helper's, or a copy
     /// the machine makes in its user namespace; its cgroup namespace it makes itself once in
     /// its cgroup.)
-    pub namespaces: Namespaces,
+    pub(crate) namespaces: Namespaces,
     /// The user namespace's id map (None: no user namespace), resolved from `--private-users`.
-    pub id_map: Option<IdMap>,
+    pub(crate) id_map: Option<IdMap>,
     /// The root is attached through an idmapped mount (a user namespace that shifts ids).
-    pub idmapped_root: bool,
+    pub(crate) idmapped_root: bool,
     /// What `--private-users auto` chose and why, in words (None for the other modes).
-    pub private_users_note: Option<String>,
-    pub mounts: Vec<MountEntry>,
-    pub limits: Limits,
+    pub(crate) private_users_note: Option<String>,
+    pub(crate) mounts: Vec<MountEntry>,
+    pub(crate) limits: Limits,
     /// Rules for the cgroup v1 device controller, in `devices.allow` syntax.
-    pub device_allow: Vec<&'static str>,
+    pub(crate) device_allow: Vec<&'static str>,
     /// Refuse a host without a device controller.
-    pub device_policy: bool,
+    pub(crate) device_policy: bool,
     /// The machine's cgroup, `rmach/NAME-PID` in each hierarchy (the PID is rmach's).
-    pub cgroup: PathBuf,
+    pub(crate) cgroup: PathBuf,
     /// In the v2 hierarchy, the delegated cgroup the machine's goes below instead of `rmach/`.
-    pub cgroup_parent: Option<PathBuf>,
+    pub(crate) cgroup_parent: Option<PathBuf>,
     /// The host end of the veth pair (with `--network veth`).
-    pub veth: Option<String>,
-    pub bounding_caps: u64,
-    pub no_new_privs: bool,
+    pub(crate) veth: Option<String>,
+    pub(crate) bounding_caps: u64,
+    pub(crate) no_new_privs: bool,
     /// The seccomp programs the machine runs under, compiled for its capability set.
-    pub seccomp: super::seccomp::SeccompProgram,
-    pub env: Vec<(String, String)>,
-    pub command: Vec<String>,
-    pub user: Option<String>,
-    pub chdir: Option<PathBuf>,
-    pub console: Console,
-    pub boot: bool,
-    pub uuid: String,
+    pub(crate) seccomp: super::seccomp::SeccompProgram,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) command: Vec<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) chdir: Option<PathBuf>,
+    pub(crate) console: Console,
+    pub(crate) boot: bool,
+    pub(crate) uuid: String,
     /// The per-run scratch directory on the host (the ephemeral overlay's layers), removed
     /// when the run ends: `.rmach-PID-UUID` in the spec's scratch directory (`--state-dir`).
-    pub scratch_dir: Option<PathBuf>,
+    pub(crate) scratch_dir: Option<PathBuf>,
 }
 
 /// Device nodes created in the private /dev: name under /dev, major, minor.
-pub const DEVICES: &[(&str, u32, u32)] = &[
+pub(crate) const DEVICES: &[(&str, u32, u32)] = &[
     ("null", 1, 3),
     ("zero", 1, 5),
     ("full", 1, 7),
@@ -141,7 +143,7 @@ pub const DEVICES: &[(&str, u32, u32)] = &[
 
 /// The v1 device controller's allow list: the nodes above, ptys, and mknod of anything
 /// (creating a node is harmless when opening it is refused).
-pub const DEVICE_ALLOW: &[&str] = &[
+pub(crate) const DEVICE_ALLOW: &[&str] = &[
     "c 1:3 rwm",
     "c 1:5 rwm",
     "c 1:7 rwm",
@@ -266,7 +268,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
 }
 
 /// `ve-` and as much of the name as fits in an interface name (15 bytes).
-pub fn veth_name(name: &str) -> String {
+pub(crate) fn veth_name(name: &str) -> String {
     let mut n: String = format!("ve-{name}");
     n.truncate(15);
     n

@@ -16,7 +16,7 @@ use crate::sys::ns::{self, Namespaces};
 /// host), mounts the machine's root (a bind of the directory onto itself, the idmapped `tree`,
 /// or an overlay with a tmpfs upper layer in the plan's scratch directory) and makes it the
 /// current directory, which the machine inherits: it never walks the host path (a 0700 store).
-pub fn prepare(plan: &Plan, tree: Option<&OwnedFd>) -> Step<()> {
+pub(crate) fn prepare(plan: &Plan, tree: Option<&OwnedFd>) -> Step<()> {
     ctx(ns::unshare(Namespaces::NEWNS), "new mount namespace")?;
     ctx(m::make_private(Path::new("/")), "make / private")?;
     let attach = |at: &Path| match tree {
@@ -91,11 +91,11 @@ fn overlay(plan: &Plan, scratch: &Path, attach: impl Fn(&Path) -> Step<()>) -> S
 
 /// Where the host's root waits, inside the machine's /dev, between the helper's pivot and the
 /// kernel stage (whose /proc and /sys mounts the kernel allows only beside visible ones).
-pub const OLD_ROOT: &str = "dev/.rmach-old-root";
+pub(crate) const OLD_ROOT: &str = "dev/.rmach-old-root";
 
 /// Makes the current directory (the machine's root) the root, keeping the host's at
 /// [`OLD_ROOT`] until [`detach_old_root`].
-pub fn pivot() -> Step<()> {
+pub(crate) fn pivot() -> Step<()> {
     let mode = Mode::from_raw_mode(0o700);
     ctx(rustix::fs::mkdir(OLD_ROOT, mode), "old root mount point")?;
     ctx(
@@ -106,7 +106,7 @@ pub fn pivot() -> Step<()> {
 }
 
 /// Detaches the host's root: nothing of the host's mount tree is left for the machine to copy.
-pub fn detach_old_root() -> Step<()> {
+pub(crate) fn detach_old_root() -> Step<()> {
     let old = Path::new("/").join(OLD_ROOT);
     ctx(m::umount_detach(&old), "detach the old root")?;
     ctx(std::fs::remove_dir(&old), "old root mount point")

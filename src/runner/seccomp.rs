@@ -29,7 +29,7 @@ const ARCHES: &[ScmpArch] = &[ScmpArch::Native];
 /// The compiled programs, in the order they are installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeccompProgram {
-    pub filters: Vec<Vec<Insn>>,
+    pub(crate) filters: Vec<Vec<Insn>>,
 }
 
 fn fail(what: &str, e: impl std::fmt::Display) -> RunnerError {
@@ -51,7 +51,7 @@ fn context(default: ScmpAction, bad_arch: ScmpAction) -> Result<ScmpFilterContex
 }
 
 /// Names allowed with the capability bounding set `caps` (bit N: capability N).
-pub fn allowed_names(bounding_caps: u64) -> Vec<&'static str> {
+pub(crate) fn allowed_names(bounding_caps: u64) -> Vec<&'static str> {
     let keeps = |name: &str| caps::number(name).is_ok_and(|n| bounding_caps & (1u64 << n) != 0);
     let mut names: Vec<&'static str> = GROUPS
         .iter()
@@ -111,7 +111,7 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<Insn>, RunnerError> {
 /// most of a `run`'s time. The file name carries everything the program depends on (the
 /// capabilities that gate groups, the list, libseccomp's and rmach's versions), the file a
 /// SHA-256 of its contents; anything unreadable or inconsistent is compiled afresh.
-pub fn compile_cached(
+pub(crate) fn compile_cached(
     bounding_caps: u64,
     cache: Option<&std::path::Path>,
 ) -> Result<SeccompProgram, RunnerError> {
@@ -206,7 +206,7 @@ fn decode(bytes: &[u8]) -> Option<SeccompProgram> {
 }
 
 /// Compiles both programs for a machine with the capability bounding set `bounding_caps`.
-pub fn compile(bounding_caps: u64) -> Result<SeccompProgram, RunnerError> {
+pub(crate) fn compile(bounding_caps: u64) -> Result<SeccompProgram, RunnerError> {
     Ok(SeccompProgram {
         filters: vec![export(&allow_list(bounding_caps)?)?, export(&refusals()?)?],
     })

@@ -50,7 +50,7 @@ pub enum Console {
 
 impl Console {
     /// Whether the machine gets a pty as its console (and as fds 0-2).
-    pub fn has_pty(self) -> bool {
+    pub(crate) fn has_pty(self) -> bool {
         matches!(
             self,
             Console::Interactive | Console::ReadOnly | Console::Passive
@@ -61,14 +61,14 @@ impl Console {
 /// A bind mount from the host into the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
-    pub source: PathBuf,
-    pub target: PathBuf,
-    pub read_only: bool,
+    pub(crate) source: PathBuf,
+    pub(crate) target: PathBuf,
+    pub(crate) read_only: bool,
 }
 
 impl Bind {
     /// Parses `SRC[:DST]` as `--bind` takes it; DST defaults to SRC.
-    pub fn parse(arg: &str, read_only: bool) -> Result<Bind, super::RunnerError> {
+    pub(crate) fn parse(arg: &str, read_only: bool) -> Result<Bind, super::RunnerError> {
         let (src, dst) = match arg.split_once(':') {
             Some((s, d)) => (s, d),
             None => (arg, arg),
@@ -87,9 +87,9 @@ impl Bind {
 /// Resource limits, applied through the machine's own cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Limits {
-    pub memory_max: Option<u64>,
-    pub cpus: Option<f64>,
-    pub pids_max: Option<u64>,
+    pub(crate) memory_max: Option<u64>,
+    pub(crate) cpus: Option<f64>,
+    pub(crate) pids_max: Option<u64>,
 }
 
 /// Everything needed to run one command in (or boot) a root directory.
@@ -98,47 +98,47 @@ pub struct Limits {
 #[derive(Debug, Clone)]
 pub struct RunSpec {
     /// The root directory of the machine (an image's path in the store, or any directory).
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
     /// The machine's name: hostname default, cgroup and veth names.
-    pub name: String,
+    pub(crate) name: String,
     /// The command and its arguments; empty means root's login shell (or init when booting).
     pub command: Vec<String>,
     /// Extra environment variables, over the defaults (PATH, HOME, container, ...).
     pub env: Vec<(String, String)>,
     /// User name or numeric uid to run as (resolved in the image's /etc/passwd).
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Working directory inside.
-    pub chdir: Option<PathBuf>,
-    pub binds: Vec<Bind>,
-    pub tmpfs: Vec<PathBuf>,
+    pub(crate) chdir: Option<PathBuf>,
+    pub(crate) binds: Vec<Bind>,
+    pub(crate) tmpfs: Vec<PathBuf>,
     /// Run on an overlay whose upper layer is a tmpfs: changes vanish at exit.
-    pub ephemeral: bool,
-    pub read_only: bool,
+    pub(crate) ephemeral: bool,
+    pub(crate) read_only: bool,
     /// Hostname inside; defaults to `name`.
-    pub hostname: Option<String>,
-    pub network: Network,
-    pub private_users: PrivateUsers,
-    pub limits: Limits,
+    pub(crate) hostname: Option<String>,
+    pub(crate) network: Network,
+    pub(crate) private_users: PrivateUsers,
+    pub(crate) limits: Limits,
     /// Capabilities to keep beyond the default bounding set (names like `CAP_NET_ADMIN` or `net_admin`).
-    pub add_caps: Vec<String>,
+    pub(crate) add_caps: Vec<String>,
     /// Capabilities to drop from the default bounding set.
-    pub drop_caps: Vec<String>,
-    pub no_new_privileges: bool,
+    pub(crate) drop_caps: Vec<String>,
+    pub(crate) no_new_privileges: bool,
     pub console: Console,
     /// Run the image's init as PID 1 (boot) instead of a command under a small init.
-    pub boot: bool,
+    pub(crate) boot: bool,
     /// A directory on the host for per-run scratch mount points (removed at exit).
-    pub scratch: PathBuf,
+    pub(crate) scratch: PathBuf,
     /// Refuse to run where the host has no device controller (v1 `devices`); false runs
     /// without a device policy.
-    pub device_policy: bool,
+    pub(crate) device_policy: bool,
     /// A directory where compiled seccomp programs are kept between runs (None: compile each
     /// time).
-    pub seccomp_cache: Option<PathBuf>,
+    pub(crate) seccomp_cache: Option<PathBuf>,
     /// Where in the v2 hierarchy (relative to its root) the machine's cgroup goes instead of
     /// `rmach/`: a cgroup systemd delegated to the caller (a unit with `Delegate=yes`), so the
     /// unit's KillMode reaches the machine. v1 controller hierarchies keep `rmach/`.
-    pub cgroup_parent: Option<PathBuf>,
+    pub(crate) cgroup_parent: Option<PathBuf>,
 }
 
 impl RunSpec {

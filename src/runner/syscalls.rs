@@ -9,12 +9,12 @@
 //! CPU emulation (`modify_ldt`, `vm86`), and obsolete calls.
 
 /// A group of calls, allowed when the machine keeps `capability` (None: always).
-pub struct Group {
+pub(crate) struct Group {
     /// Its name in docs/runner.md (checked by a test).
     #[allow(dead_code)]
-    pub name: &'static str,
-    pub capability: Option<&'static str>,
-    pub calls: &'static [&'static str],
+    pub(crate) name: &'static str,
+    pub(crate) capability: Option<&'static str>,
+    pub(crate) calls: &'static [&'static str],
 }
 
 const fn always(name: &'static str, calls: &'static [&'static str]) -> Group {
@@ -37,7 +37,7 @@ const fn with_cap(
     }
 }
 
-pub const GROUPS: &[Group] = &[
+pub(crate) const GROUPS: &[Group] = &[
     always(
         "@default",
         &[
@@ -564,5 +564,5 @@ pub const GROUPS: &[Group] = &[
 
 /// ioctl requests refused whatever the list above says: both push input into a terminal, and
 /// a terminal the machine holds may be the caller's.
-pub const REFUSED_IOCTLS: &[(&str, u64)] =
+pub(crate) const REFUSED_IOCTLS: &[(&str, u64)] =
     &[("TIOCSTI", libc::TIOCSTI), ("TIOCLINUX", libc::TIOCLINUX)];

@@ -71,7 +71,7 @@ fn pick_free(root: &Path, used: &[(u32, u32)]) -> Option<IdMap> {
         })
 }
 
-pub fn pick(p: PrivateUsers, root: &Path) -> Result<IdMap, RunnerError> {
+pub(crate) fn pick(p: PrivateUsers, root: &Path) -> Result<IdMap, RunnerError> {
     Ok(match p {
         PrivateUsers::No | PrivateUsers::Auto | PrivateUsers::Identity => IdMap {
             base: 0,
@@ -85,7 +85,7 @@ pub fn pick(p: PrivateUsers, root: &Path) -> Result<IdMap, RunnerError> {
 /// Whether the kernel can idmap a mount of the file system holding `root`; the answer and
 /// why, in words (for `-v`). Idmapped mounts came with Linux 5.12 (ext4, btrfs, xfs, fat,
 /// f2fs); tmpfs has them from 6.3.
-pub fn idmap_support(root: &Path) -> (bool, String) {
+pub(crate) fn idmap_support(root: &Path) -> (bool, String) {
     const EXT4: i64 = 0xEF53;
     const BTRFS: i64 = 0x9123_683E;
     const XFS: i64 = 0x5846_5342;
@@ -145,7 +145,7 @@ pub fn idmap_support(root: &Path) -> (bool, String) {
 }
 
 /// Writes `0 base count` as the uid and gid maps of `pid`'s user namespace.
-pub fn write_maps(pid: i32, map: IdMap) -> Result<(), RunnerError> {
+pub(crate) fn write_maps(pid: i32, map: IdMap) -> Result<(), RunnerError> {
     let line = format!("0 {} {}\n", map.base, map.count);
     for f in ["uid_map", "gid_map"] {
         let path = Path::new("/proc").join(pid.to_string()).join(f);
@@ -157,7 +157,7 @@ pub fn write_maps(pid: i32, map: IdMap) -> Result<(), RunnerError> {
 /// A detached, idmapped copy of `root`: files owned by id N on disk appear as `base + N` to the
 /// kernel, which the machine's user namespace (same map) shows as N again. The map comes from
 /// a short-lived helper process's user namespace.
-pub fn idmapped_root(root: &Path, map: IdMap) -> Result<std::os::fd::OwnedFd, RunnerError> {
+pub(crate) fn idmapped_root(root: &Path, map: IdMap) -> Result<std::os::fd::OwnedFd, RunnerError> {
     use crate::sys::{mount as m, ns, process as p};
     let fail = |e: std::io::Error| RunnerError::Idmap {
         path: root.into(),

@@ -23,9 +23,10 @@ use crate::fs::Metadata;
 
 /// What a copy did.
 #[derive(Debug, Default, Clone, Copy)]
+#[allow(dead_code)] // what a copy did, for callers that report it; none does yet
 pub struct CopyStats {
-    pub entries: u64,
-    pub bytes: u64,
+    pub(crate) entries: u64,
+    pub(crate) bytes: u64,
 }
 
 /// The xattr that must be set last: chown and chmod clear it, and a later xattr write must
@@ -106,7 +107,7 @@ pub fn copy_tree(
 }
 
 /// Copies one file's data (holes kept, reflinked where possible) and metadata; for raw images.
-pub fn copy_file(
+pub(crate) fn copy_file(
     source: &Path,
     destination: &Path,
     progress: Option<&(dyn Fn(u64) + Sync)>,

@@ -23,7 +23,7 @@ pub enum ImageKind {
 }
 
 impl ImageKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ImageKind::Directory => "directory",
             ImageKind::Subvolume => "subvolume",
@@ -31,7 +31,7 @@ impl ImageKind {
         }
     }
 
-    pub fn is_tree(self) -> bool {
+    pub(crate) fn is_tree(self) -> bool {
         self != ImageKind::Raw
     }
 }
@@ -46,20 +46,20 @@ pub struct Image {
 
 impl Image {
     /// The image's name (for hidden entries, the entry's file name).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
-    pub fn kind(&self) -> ImageKind {
+    pub(crate) fn kind(&self) -> ImageKind {
         self.kind
     }
     /// The directory (or raw file) that holds the image.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
-    pub fn is_hidden(&self) -> bool {
+    pub(crate) fn is_hidden(&self) -> bool {
         self.name.starts_with('.')
     }
-    pub fn read_only(&self) -> Result<bool, StoreError> {
+    pub(crate) fn read_only(&self) -> Result<bool, StoreError> {
         is_read_only_path(&self.path, self.kind)
     }
 }
@@ -68,19 +68,19 @@ impl Image {
 /// contract documented in docs/store.md.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImageInfo {
-    pub name: String,
+    pub(crate) name: String,
     #[serde(rename = "type")]
-    pub kind: ImageKind,
-    pub path: PathBuf,
-    pub read_only: bool,
+    pub(crate) kind: ImageKind,
+    pub(crate) path: PathBuf,
+    pub(crate) read_only: bool,
     /// Bytes allocated, hard links counted once.
-    pub usage: u64,
-    pub created: Option<String>,
-    pub modified: Option<String>,
-    pub state: ImageState,
+    pub(crate) usage: u64,
+    pub(crate) created: Option<String>,
+    pub(crate) modified: Option<String>,
+    pub(crate) state: ImageState,
     /// Who holds the image's lock, if anyone.
-    pub lock: Option<LockHolder>,
-    pub os_release: Option<OsRelease>,
+    pub(crate) lock: Option<LockHolder>,
+    pub(crate) os_release: Option<OsRelease>,
 }
 
 /// Whether an image is in use by a machine.
@@ -95,7 +95,7 @@ pub enum ImageState {
 }
 
 impl ImageState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ImageState::Running => "running",
             ImageState::Stopped => "stopped",

@@ -66,7 +66,7 @@ const PURPOSES: [LockPurpose; 12] = [
 
 impl LockPurpose {
     /// The word written in rmach's lock file and in JSON (`lock.verb`).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LockPurpose::Run => "run",
             LockPurpose::Boot => "booted",
@@ -88,7 +88,7 @@ impl LockPurpose {
     }
 
     /// Whether a holder with this purpose means the image is running.
-    pub fn is_running(self) -> bool {
+    pub(crate) fn is_running(self) -> bool {
         matches!(
             self,
             LockPurpose::Run | LockPurpose::Boot | LockPurpose::Foreign
@@ -127,11 +127,11 @@ impl serde::Serialize for LockPurpose {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LockHolder {
     /// The holder's PID, when known (rmach writes it; another program's is looked up in /proc).
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     #[serde(rename = "verb")]
-    pub purpose: LockPurpose,
+    pub(crate) purpose: LockPurpose,
     /// The holding program's name (`rmach`, `systemd-nspawn`), when known.
-    pub program: Option<String>,
+    pub(crate) program: Option<String>,
 }
 
 impl fmt::Display for LockHolder {
@@ -172,7 +172,7 @@ impl Drop for Held {
 pub struct NameLock {
     // Held only to be released on drop, fields in order: systemd's locks, then rmach's.
     _image: Vec<Held>,
-    state: Held,
+    _state: Held,
 }
 
 impl NameLock {
@@ -218,12 +218,8 @@ impl NameLock {
         }
         Ok(NameLock {
             _image: image,
-            state,
+            _state: state,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.state.path
     }
 }
 

@@ -26,7 +26,7 @@ pub use image::usage as tree_usage;
 pub use image::{Image, ImageInfo, ImageKind, ImageState, OsRelease};
 pub use lock::{LockHolder, LockPurpose, NameLock};
 pub use name::{name_from_path, ImageName};
-pub use staging::{Staging, TreeScratch};
+pub(crate) use staging::{Staging, TreeScratch};
 
 use std::ffi::CString;
 use std::fs::File;
@@ -40,7 +40,7 @@ use staging::cstr;
 
 use crate::sys::btrfs;
 
-pub type Result<T> = std::result::Result<T, StoreError>;
+pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
 /// An opened store: its root and the directory for locks.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ impl Store {
 
     /// Opens the existing store at `root`; a missing one is an error naming the path (a typo
     /// in `--store` must not look like an empty store). Creates the lock directory.
-    pub fn open_existing(root: &Path, state_dir: &Path) -> Result<Store> {
+    pub(crate) fn open_existing(root: &Path, state_dir: &Path) -> Result<Store> {
         match std::fs::metadata(root) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
@@ -92,22 +92,22 @@ impl Store {
         })
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn state_dir(&self) -> &Path {
+    pub(crate) fn state_dir(&self) -> &Path {
         &self.state_dir
     }
 
     /// `NAME.nspawn`, the image's systemd-nspawn settings file.
-    pub fn nspawn_settings_path(&self, name: &ImageName) -> PathBuf {
+    pub(crate) fn nspawn_settings_path(&self, name: &ImageName) -> PathBuf {
         self.layout.nspawn_settings_path(name)
     }
 
     /// Where to write a file for image `name` before renaming it into place (`what` names
     /// it); `clean` removes one left behind.
-    pub fn temp_path(&self, name: &ImageName, what: &str) -> PathBuf {
+    pub(crate) fn temp_path(&self, name: &ImageName, what: &str) -> PathBuf {
         self.layout.temp_path(name, what)
     }
 
@@ -121,7 +121,11 @@ impl Store {
     /// Like [`Store::lock`], with systemd's locks taken shared: for a machine that does not
     /// write to the image (`--read-only`, `--ephemeral`, a read-only image), as
     /// `systemd-nspawn --read-only` takes them. rmach's own lock stays exclusive.
-    pub fn lock_read_only(&self, name: &ImageName, purpose: LockPurpose) -> Result<NameLock> {
+    pub(crate) fn lock_read_only(
+        &self,
+        name: &ImageName,
+        purpose: LockPurpose,
+    ) -> Result<NameLock> {
         self.lock_with(name, purpose, true)
     }
 
@@ -138,7 +142,7 @@ impl Store {
     }
 
     /// Who holds the locks of `name` (an image name or a hidden entry's owner), if anyone.
-    pub fn holder(&self, name: &str) -> Option<LockHolder> {
+    pub(crate) fn holder(&self, name: &str) -> Option<LockHolder> {
         let image = ImageName::parse(name).ok().and_then(|n| self.find(&n));
         lock::holder(
             &self.state_dir,
@@ -149,12 +153,12 @@ impl Store {
     }
 
     /// Whether the store is on btrfs, where images are subvolumes.
-    pub fn on_btrfs(&self) -> bool {
+    pub(crate) fn on_btrfs(&self) -> bool {
         File::open(&self.root).is_ok_and(btrfs::is_btrfs)
     }
 
     /// Finds the image called `name`.
-    pub fn image(&self, name: &ImageName) -> Result<Image> {
+    pub(crate) fn image(&self, name: &ImageName) -> Result<Image> {
         self.find(name).ok_or_else(|| StoreError::NotFound {
             name: name.to_string(),
             store: self.root.clone(),
@@ -196,7 +200,7 @@ impl Store {
     }
 
     /// Every image, sorted by name; with `all`, hidden entries and unfinished operations too.
-    pub fn images(&self, all: bool) -> Result<Vec<Image>> {
+    pub(crate) fn images(&self, all: bool) -> Result<Vec<Image>> {
         let mut images = Vec::new();
         for entry in std::fs::read_dir(&self.root).at(&self.root)? {
             let entry = entry.at(&self.root)?;
@@ -238,7 +242,7 @@ impl Store {
     }
 
     /// Everything known about an image; `with_usage` walks the whole tree.
-    pub fn info(&self, image: &Image, with_usage: bool) -> Result<ImageInfo> {
+    pub(crate) fn info(&self, image: &Image, with_usage: bool) -> Result<ImageInfo> {
         let staging_owner = match Layout::entry(&image.name) {
             Entry::Staging { owner } => Some(owner),
             _ => None,
@@ -281,7 +285,7 @@ impl Store {
     /// Starts building image `name`: takes its lock, refuses an existing image unless
     /// `force`, removes stale leftovers, and creates an empty staging directory (a subvolume
     /// on btrfs) or, for `Raw`, an empty staging file.
-    pub fn create(
+    pub(crate) fn create(
         &self,
         name: &ImageName,
         purpose: LockPurpose,
@@ -387,7 +391,7 @@ impl Store {
     }
 
     /// Removes an image. A read-only image is refused.
-    pub fn remove(&self, name: &ImageName) -> Result<()> {
+    pub(crate) fn remove(&self, name: &ImageName) -> Result<()> {
         let _lock = self.lock(name, LockPurpose::Remove)?;
         let image = self.image(name)?;
         if image.read_only()? {
@@ -399,7 +403,7 @@ impl Store {
     }
 
     /// Renames an image; it keeps its read-only flag.
-    pub fn rename(&self, old: &ImageName, new: &ImageName) -> Result<()> {
+    pub(crate) fn rename(&self, old: &ImageName, new: &ImageName) -> Result<()> {
         let _old_lock = self.lock(old, LockPurpose::Rename)?;
         let _new_lock = self.lock(new, LockPurpose::Rename)?;
         let image = self.image(old)?;
@@ -436,7 +440,7 @@ impl Store {
 
     /// Copies image `source` to a new image `destination`: a btrfs snapshot when both are
     /// subvolumes, else a full-fidelity copy that reflinks file data where the file system can.
-    pub fn clone_image(
+    pub(crate) fn clone_image(
         &self,
         source: &ImageName,
         destination: &ImageName,
@@ -479,12 +483,12 @@ impl Store {
     }
 
     /// Whether an image is read-only.
-    pub fn is_read_only(&self, name: &ImageName) -> Result<bool> {
+    pub(crate) fn is_read_only(&self, name: &ImageName) -> Result<bool> {
         self.image(name)?.read_only()
     }
 
     /// Sets or clears an image's read-only flag.
-    pub fn set_read_only(&self, name: &ImageName, read_only: bool) -> Result<()> {
+    pub(crate) fn set_read_only(&self, name: &ImageName, read_only: bool) -> Result<()> {
         let _lock = self.lock(name, LockPurpose::Modify)?;
         let image = self.image(name)?;
         set_read_only_path(&image.path, image.kind, read_only)
@@ -494,7 +498,7 @@ impl Store {
     /// locked); with `all`, every other hidden entry too. Returns what was removed.
     /// Lock files nobody holds (left by killed processes) go too, unreported: in the store, in
     /// the state directory, and nspawn's global ones of this store's images.
-    pub fn clean(&self, all: bool) -> Result<Vec<PathBuf>> {
+    pub(crate) fn clean(&self, all: bool) -> Result<Vec<PathBuf>> {
         let removed = self.remove_stale_staging(None, all);
         let store_locks = std::fs::read_dir(&self.root)
             .into_iter()

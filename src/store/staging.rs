@@ -13,7 +13,7 @@ use super::{ImageKind, ImageName, NameLock, StoreError};
 /// An image being built: `path()` is a directory (or, for raw images, a file) under a hidden
 /// name. `commit` renames it into place; dropping it uncommitted removes it.
 #[derive(Debug)]
-pub struct Staging {
+pub(crate) struct Staging {
     /// Held until the staging is committed or dropped.
     pub(crate) _lock: NameLock,
     pub(crate) name: ImageName,
@@ -41,18 +41,18 @@ pub(crate) fn rand_tag() -> u64 {
 
 impl Staging {
     /// Where to build the image.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn name(&self) -> &ImageName {
+    pub(crate) fn name(&self) -> &ImageName {
         &self.name
     }
 
     /// Flushes the image to disk and renames it into place, replacing the old image when the
     /// staging was created with `force`. After a crash the store holds either the old image or
     /// the new one under the real name, never a partial one.
-    pub fn commit(mut self, read_only: bool) -> Result<(), StoreError> {
+    pub(crate) fn commit(mut self, read_only: bool) -> Result<(), StoreError> {
         let top = File::open(&self.path).at(&self.path)?;
         if self.kind == ImageKind::Raw {
             // One file: its own fsync, not a flush of everything else on the file system.
@@ -96,12 +96,12 @@ impl Staging {
 /// the same name's hidden staging prefix, so the staging's lock covers it and `clean` removes
 /// it after a crash; it is removed when dropped.
 #[derive(Debug)]
-pub struct TreeScratch {
+pub(crate) struct TreeScratch {
     path: PathBuf,
 }
 
 impl TreeScratch {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -115,7 +115,7 @@ impl Drop for TreeScratch {
 
 impl Staging {
     /// Creates a [`TreeScratch`] for this staging.
-    pub fn tree_scratch(&self) -> Result<TreeScratch, StoreError> {
+    pub(crate) fn tree_scratch(&self) -> Result<TreeScratch, StoreError> {
         use std::os::unix::fs::DirBuilderExt;
         let path = super::layout::Layout::new(&self.store).staging_path(
             &self.name,

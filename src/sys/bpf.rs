@@ -6,11 +6,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// One eBPF instruction, laid out like `struct bpf_insn` (registers packed dst low, src high).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BpfInsn {
-    pub code: u8,
-    pub regs: u8,
-    pub off: i16,
-    pub imm: i32,
+pub(crate) struct BpfInsn {
+    pub(crate) code: u8,
+    pub(crate) regs: u8,
+    pub(crate) off: i16,
+    pub(crate) imm: i32,
 }
 
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -58,7 +58,7 @@ fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
 }
 
 /// Loads `program` as a BPF_PROG_TYPE_CGROUP_DEVICE program.
-pub fn load_device_program(program: &[BpfInsn]) -> io::Result<OwnedFd> {
+pub(crate) fn load_device_program(program: &[BpfInsn]) -> io::Result<OwnedFd> {
     let license = c"GPL";
     let attr = LoadAttr {
         prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
@@ -77,7 +77,10 @@ pub fn load_device_program(program: &[BpfInsn]) -> io::Result<OwnedFd> {
 }
 
 /// Attaches a device program to the cgroup open at `cgroup` (programs below may add their own).
-pub fn attach_device_program(cgroup: &impl AsRawFd, program: &impl AsRawFd) -> io::Result<()> {
+pub(crate) fn attach_device_program(
+    cgroup: &impl AsRawFd,
+    program: &impl AsRawFd,
+) -> io::Result<()> {
     let attr = AttachAttr {
         target_fd: cgroup.as_raw_fd() as u32,
         attach_bpf_fd: program.as_raw_fd() as u32,

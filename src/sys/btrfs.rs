@@ -36,12 +36,12 @@ const SUBVOL_GETFLAGS: Opcode = opcode::read::<u64>(0x94, 25);
 const SUBVOL_SETFLAGS: Opcode = opcode::write::<u64>(0x94, 26);
 
 /// Whether the file system under `fd` is btrfs.
-pub fn is_btrfs(fd: impl AsFd) -> bool {
+pub(crate) fn is_btrfs(fd: impl AsFd) -> bool {
     fstatfs(fd).is_ok_and(|s| s.f_type == BTRFS_SUPER_MAGIC)
 }
 
 /// Whether `name` in `dir` is the top directory of a btrfs subvolume.
-pub fn is_subvolume(dir: impl AsFd, name: &CStr) -> bool {
+pub(crate) fn is_subvolume(dir: impl AsFd, name: &CStr) -> bool {
     is_btrfs(&dir)
         && statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
             st.st_ino == BTRFS_FIRST_FREE_OBJECTID && (st.st_mode & libc::S_IFMT) == libc::S_IFDIR
@@ -59,7 +59,7 @@ fn copy_name<const N: usize>(name: &CStr) -> Result<[u8; N]> {
 }
 
 /// Creates an empty subvolume `name` in `dir`.
-pub fn create_subvolume(dir: impl AsFd, name: &CStr) -> Result<()> {
+pub(crate) fn create_subvolume(dir: impl AsFd, name: &CStr) -> Result<()> {
     let args = VolArgs {
         fd: 0,
         name: copy_name(name)?,
@@ -70,7 +70,12 @@ pub fn create_subvolume(dir: impl AsFd, name: &CStr) -> Result<()> {
 }
 
 /// Snapshots the subvolume open at `source` as `name` in `dir`.
-pub fn snapshot(source: impl AsFd, dir: impl AsFd, name: &CStr, read_only: bool) -> Result<()> {
+pub(crate) fn snapshot(
+    source: impl AsFd,
+    dir: impl AsFd,
+    name: &CStr,
+    read_only: bool,
+) -> Result<()> {
     use std::os::fd::AsRawFd;
     let args = VolArgsV2 {
         fd: source.as_fd().as_raw_fd() as i64,
@@ -85,14 +90,14 @@ pub fn snapshot(source: impl AsFd, dir: impl AsFd, name: &CStr, read_only: bool)
 }
 
 /// Whether the subvolume open at `fd` is read-only.
-pub fn subvolume_read_only(fd: impl AsFd) -> Result<bool> {
+pub(crate) fn subvolume_read_only(fd: impl AsFd) -> Result<bool> {
     // SAFETY: SUBVOL_GETFLAGS writes one u64 through the pointer Getter provides.
     let flags = unsafe { ioctl(fd, Getter::<SUBVOL_GETFLAGS, u64>::new()) }?;
     Ok(flags & BTRFS_SUBVOL_RDONLY != 0)
 }
 
 /// Sets or clears the read-only flag of the subvolume open at `fd`.
-pub fn set_subvolume_read_only(fd: impl AsFd, read_only: bool) -> Result<()> {
+pub(crate) fn set_subvolume_read_only(fd: impl AsFd, read_only: bool) -> Result<()> {
     // SAFETY: as above; the value read is a plain u64 of flag bits.
     let flags = unsafe { ioctl(&fd, Getter::<SUBVOL_GETFLAGS, u64>::new()) }?;
     let flags = if read_only {

@@ -25,7 +25,7 @@ extern "C" fn on_interrupt(_signal: libc::c_int) {
 
 /// Installs the handler for SIGINT, SIGTERM and SIGHUP. Child processes get the default back
 /// at exec; a runner that blocks these signals to forward them still sees them first.
-pub fn exit_on_interrupt(message: &'static str) -> std::io::Result<()> {
+pub(crate) fn exit_on_interrupt(message: &'static str) -> std::io::Result<()> {
     let _ = MESSAGE.set(message);
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: a zeroed sigaction is a valid value of the C struct; the fields used are set
@@ -45,7 +45,7 @@ pub fn exit_on_interrupt(message: &'static str) -> std::io::Result<()> {
 }
 
 /// Makes the handler remove `path` (once per process; later calls are ignored).
-pub fn remove_on_interrupt(path: &std::path::Path) {
+pub(crate) fn remove_on_interrupt(path: &std::path::Path) {
     use std::os::unix::ffi::OsStrExt;
     if let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
         let _ = REMOVE.set(path);

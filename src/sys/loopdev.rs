@@ -43,7 +43,8 @@ struct LoopConfig {
 
 /// An attached loop device; it detaches itself when this and every mount of it are gone.
 #[derive(Debug)]
-pub struct LoopDevice {
+#[allow(dead_code)] // the open device keeps the loop device attached until dropped
+pub(crate) struct LoopDevice {
     device: File,
     path: PathBuf,
     direct_io: bool,
@@ -51,20 +52,20 @@ pub struct LoopDevice {
 
 /// What to attach: a byte range of `backing`.
 #[derive(Debug, Clone, Copy)]
-pub struct LoopRange {
-    pub offset: u64,
+pub(crate) struct LoopRange {
+    pub(crate) offset: u64,
     /// 0: to the end of the file.
-    pub size: u64,
-    pub read_only: bool,
+    pub(crate) size: u64,
+    pub(crate) read_only: bool,
     /// Try direct I/O (no second copy of the data in the host's page cache; every read goes
     /// to the backing file's disk).
-    pub direct_io: bool,
+    pub(crate) direct_io: bool,
 }
 
 impl LoopDevice {
     /// Attaches `range` of `backing` to a free loop device, with direct I/O when the backing
     /// file system allows it for this offset (it does not for tmpfs, or unaligned offsets).
-    pub fn attach(backing: &File, range: LoopRange) -> io::Result<LoopDevice> {
+    pub(crate) fn attach(backing: &File, range: LoopRange) -> io::Result<LoopDevice> {
         let control = OpenOptions::new()
             .read(true)
             .write(true)
@@ -113,17 +114,8 @@ impl LoopDevice {
     }
 
     /// `/dev/loopN`.
-    pub fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
-    }
-
-    pub fn direct_io(&self) -> bool {
-        self.direct_io
-    }
-
-    /// The open device, for reading it.
-    pub fn file(&self) -> &File {
-        &self.device
     }
 }
 
@@ -167,7 +159,7 @@ fn configure(device: &File, backing: &File, range: LoopRange, direct_io: bool) -
 /// Makes this process's mount namespace its own, with every mount private, so that mounts made
 /// afterwards are seen by no other process and vanish with the last process in it. Call it
 /// before any thread starts (threads keep the namespace they had).
-pub fn private_mount_namespace() -> io::Result<()> {
+pub(crate) fn private_mount_namespace() -> io::Result<()> {
     super::ns::unshare(super::ns::Namespaces::NEWNS)?;
     super::mount::make_private(std::path::Path::new("/"))
 }

@@ -7,12 +7,12 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
-pub use rustix::mount::{MountAttrFlags, MountFlags, MountPropagationFlags};
+pub(crate) use rustix::mount::{MountAttrFlags, MountFlags, MountPropagationFlags};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags, UnmountFlags};
 
 /// mount(2). A `None` source is passed as "none" and a `None` type as "": the kernel reads
 /// neither for a bind, a remount or a change of propagation.
-pub fn mount(
+pub(crate) fn mount(
     source: Option<&Path>,
     target: &Path,
     fstype: Option<&str>,
@@ -34,7 +34,7 @@ pub fn mount(
 }
 
 /// A bind of `source` at `target` (with every mount below it when `recursive`).
-pub fn bind(source: &Path, target: &Path, recursive: bool) -> io::Result<()> {
+pub(crate) fn bind(source: &Path, target: &Path, recursive: bool) -> io::Result<()> {
     match recursive {
         true => rustix::mount::mount_bind_recursive(source, target),
         false => rustix::mount::mount_bind(source, target),
@@ -43,27 +43,27 @@ pub fn bind(source: &Path, target: &Path, recursive: bool) -> io::Result<()> {
 }
 
 /// Changes the flags of the bind mount at `target` to `flags` (MS_REMOUNT | MS_BIND).
-pub fn remount_bind(target: &Path, flags: MountFlags) -> io::Result<()> {
+pub(crate) fn remount_bind(target: &Path, flags: MountFlags) -> io::Result<()> {
     rustix::mount::mount_remount(target, flags | MountFlags::BIND, "").map_err(io::Error::from)
 }
 
 /// Makes the mount at `target` and every mount below it private: nothing propagates out.
-pub fn make_private(target: &Path) -> io::Result<()> {
+pub(crate) fn make_private(target: &Path) -> io::Result<()> {
     let flags = MountPropagationFlags::PRIVATE | MountPropagationFlags::REC;
     rustix::mount::mount_change(target, flags).map_err(io::Error::from)
 }
 
 /// Detaches the mount at `target` lazily.
-pub fn umount_detach(target: &Path) -> io::Result<()> {
+pub(crate) fn umount_detach(target: &Path) -> io::Result<()> {
     rustix::mount::unmount(target, UnmountFlags::DETACH).map_err(io::Error::from)
 }
 
-pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
+pub(crate) fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
     rustix::process::pivot_root(new_root, put_old).map_err(io::Error::from)
 }
 
 /// A detached copy of the mount tree at `path` (open_tree with OPEN_TREE_CLONE, recursive).
-pub fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
     let flags = OpenTreeFlags::OPEN_TREE_CLONE
         | OpenTreeFlags::OPEN_TREE_CLOEXEC
         | OpenTreeFlags::AT_RECURSIVE;
@@ -71,13 +71,13 @@ pub fn clone_tree(path: &Path) -> io::Result<OwnedFd> {
 }
 
 /// Attaches the detached tree `tree` at `target`.
-pub fn attach_tree(tree: &impl AsFd, target: &Path) -> io::Result<()> {
+pub(crate) fn attach_tree(tree: &impl AsFd, target: &Path) -> io::Result<()> {
     let flags = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH;
     rustix::mount::move_mount(tree, "", rustix::fs::CWD, target, flags).map_err(io::Error::from)
 }
 
 /// Makes the detached tree `tree` an idmapped mount using the maps of the user namespace `userns`.
-pub fn idmap_tree(tree: &impl AsRawFd, userns: &impl AsRawFd) -> io::Result<()> {
+pub(crate) fn idmap_tree(tree: &impl AsRawFd, userns: &impl AsRawFd) -> io::Result<()> {
     set_attr(
         tree,
         MountAttrFlags::MOUNT_ATTR_IDMAP,
@@ -87,7 +87,7 @@ pub fn idmap_tree(tree: &impl AsRawFd, userns: &impl AsRawFd) -> io::Result<()> 
 
 /// Makes the mount open at `tree` and every mount below it read-only, as a recursive bind's
 /// remount alone changes only the top one.
-pub fn read_only_tree(tree: &impl AsRawFd) -> io::Result<()> {
+pub(crate) fn read_only_tree(tree: &impl AsRawFd) -> io::Result<()> {
     set_attr(tree, MountAttrFlags::MOUNT_ATTR_RDONLY, 0)
 }
 

@@ -16,7 +16,7 @@ fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
 }
 
 /// Sets IFF_UP on the interface `name` in the current network namespace.
-pub fn link_up(name: &str) -> io::Result<()> {
+pub(crate) fn link_up(name: &str) -> io::Result<()> {
     let s = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
     // SAFETY: ifreq is plain data; the name is copied in bounds (at most IFNAMSIZ-1 bytes) and
     // the ioctls read and write only the struct we own.
@@ -63,7 +63,7 @@ fn name_z(name: &str) -> io::Result<Vec<u8>> {
 const IFINFOMSG_LEN: usize = 16;
 
 /// Creates a veth pair: `host` in this namespace, `peer` in the network namespace of `pid`.
-pub fn create_veth(host: &str, peer: &str, pid: i32) -> io::Result<()> {
+pub(crate) fn create_veth(host: &str, peer: &str, pid: i32) -> io::Result<()> {
     const IFLA_IFNAME: u16 = 3;
     const IFLA_LINKINFO: u16 = 18;
     const IFLA_NET_NS_PID: u16 = 19;

@@ -3,12 +3,12 @@
 
 use std::io;
 
-pub use libc::{
+pub(crate) use libc::{
     CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER,
     CLONE_NEWUTS,
 };
 /// A set of namespaces (`CLONE_NEW*` bits), as `clone` and `unshare` take them.
-pub use rustix::thread::UnshareFlags as Namespaces;
+pub(crate) use rustix::thread::UnshareFlags as Namespaces;
 
 /// Forks into the new namespaces `namespaces`: `Ok(None)` in the child, `Ok(Some(pid))` in
 /// the parent.
@@ -19,7 +19,7 @@ pub use rustix::thread::UnshareFlags as Namespaces;
 /// glibc's locks (the allocator's among them) are left as they were. So either the caller is
 /// single-threaded, or the child calls only async-signal-safe functions (no allocation) until
 /// it execs or exits with [`super::process::exit_now`].
-pub unsafe fn clone_fork(namespaces: Namespaces) -> io::Result<Option<i32>> {
+pub(crate) unsafe fn clone_fork(namespaces: Namespaces) -> io::Result<Option<i32>> {
     // SAFETY: the raw clone syscall with a null stack behaves like fork (the child continues
     // on a copy of the parent's stack); no CLONE_VM, so no memory is shared. What the child
     // may do afterwards is the caller's promise (see # Safety).
@@ -42,7 +42,7 @@ pub unsafe fn clone_fork(namespaces: Namespaces) -> io::Result<Option<i32>> {
 
 /// glibc's fork, safe to call from a multi-threaded process: glibc takes and resets its
 /// allocator locks around it, so the (single-threaded) child may allocate.
-pub fn fork_threadsafe() -> io::Result<Option<i32>> {
+pub(crate) fn fork_threadsafe() -> io::Result<Option<i32>> {
     // SAFETY: fork has no memory-safety preconditions; glibc's implementation makes the heap
     // usable in the child, which is all the child relies on.
     match unsafe { libc::fork() } {
@@ -57,14 +57,14 @@ pub fn fork_threadsafe() -> io::Result<Option<i32>> {
 /// # Safety
 ///
 /// As for [`clone_fork`].
-pub unsafe fn fork() -> io::Result<Option<i32>> {
+pub(crate) unsafe fn fork() -> io::Result<Option<i32>> {
     // SAFETY: the caller keeps clone_fork's promise.
     unsafe { clone_fork(Namespaces::empty()) }
 }
 
 /// Moves the calling process into new namespaces (never a new descriptor table: `FILES` is
 /// refused, which is what makes rustix's `unshare_unsafe` unsafe).
-pub fn unshare(namespaces: Namespaces) -> io::Result<()> {
+pub(crate) fn unshare(namespaces: Namespaces) -> io::Result<()> {
     if namespaces.contains(Namespaces::FILES) {
         return Err(io::ErrorKind::InvalidInput.into());
     }

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 /// Who else holds a lock on a file, as `F_OFD_GETLK` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Conflict {
+pub(crate) enum Conflict {
     /// Nobody holds a lock that would conflict.
     None,
     /// Someone holds a shared (read) lock.
@@ -31,7 +31,7 @@ fn whole_file(exclusive: bool) -> libc::flock {
 
 /// Takes a whole-file lock without waiting: Ok(true) when taken, Ok(false) when another open
 /// file description holds a conflicting one. An exclusive lock needs the file open for writing.
-pub fn try_lock(fd: impl AsFd, exclusive: bool) -> io::Result<bool> {
+pub(crate) fn try_lock(fd: impl AsFd, exclusive: bool) -> io::Result<bool> {
     let fl = whole_file(exclusive);
     // SAFETY: F_OFD_SETLK reads the flock struct we own; the fd is borrowed for the call.
     let r = unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_OFD_SETLK, &fl) };
@@ -46,7 +46,7 @@ pub fn try_lock(fd: impl AsFd, exclusive: bool) -> io::Result<bool> {
 }
 
 /// Whether another open file description holds a lock that would conflict with an exclusive one.
-pub fn conflict(fd: impl AsFd) -> io::Result<Conflict> {
+pub(crate) fn conflict(fd: impl AsFd) -> io::Result<Conflict> {
     let mut fl = whole_file(true);
     // SAFETY: F_OFD_GETLK fills the flock struct we own; the fd is borrowed for the call.
     let r = unsafe { libc::fcntl(fd.as_fd().as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };

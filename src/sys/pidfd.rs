@@ -4,14 +4,14 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// Opens a pidfd for `pid`.
-pub fn open(pid: u32) -> io::Result<OwnedFd> {
+pub(crate) fn open(pid: u32) -> io::Result<OwnedFd> {
     let pid = rustix::process::Pid::from_raw(pid as i32)
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(io::Error::from)
 }
 
 /// Sends signal `sig` (any number, real-time ones included) to the process behind `pidfd`.
-pub fn send_signal(pidfd: &impl AsRawFd, sig: i32) -> io::Result<()> {
+pub(crate) fn send_signal(pidfd: &impl AsRawFd, sig: i32) -> io::Result<()> {
     // SAFETY: pidfd_send_signal takes a borrowed fd, a signal number, a null siginfo and flags.
     let r = unsafe {
         libc::syscall(
@@ -29,7 +29,7 @@ pub fn send_signal(pidfd: &impl AsRawFd, sig: i32) -> io::Result<()> {
 }
 
 /// Joins the namespaces `flags` (CLONE_NEW* bits) of the process behind `pidfd`, all at once.
-pub fn enter_namespaces(pidfd: &impl std::os::fd::AsFd, flags: i32) -> io::Result<()> {
+pub(crate) fn enter_namespaces(pidfd: &impl std::os::fd::AsFd, flags: i32) -> io::Result<()> {
     let types = rustix::thread::ThreadNameSpaceType::from_bits_retain(flags as u32);
     rustix::thread::move_into_thread_name_spaces(pidfd.as_fd(), types).map_err(io::Error::from)
 }

@@ -26,7 +26,7 @@ fn sigset(signals: &[i32]) -> libc::sigset_t {
 }
 
 /// The signal mask as it was before [`block_signals`]; restored when dropped.
-pub struct SavedMask(libc::sigset_t);
+pub(crate) struct SavedMask(libc::sigset_t);
 
 impl Drop for SavedMask {
     fn drop(&mut self) {
@@ -37,7 +37,7 @@ impl Drop for SavedMask {
 
 /// Blocks `signals` in the calling thread (they stay pending for a signalfd) until the
 /// returned guard is dropped.
-pub fn block_signals(signals: &[i32]) -> io::Result<SavedMask> {
+pub(crate) fn block_signals(signals: &[i32]) -> io::Result<SavedMask> {
     let set = sigset(signals);
     let mut old = sigset(&[]);
     // SAFETY: `set` is initialised and `old` is a valid out pointer.
@@ -46,7 +46,7 @@ pub fn block_signals(signals: &[i32]) -> io::Result<SavedMask> {
 }
 
 /// Empties the signal mask and restores default dispositions (before exec of the payload).
-pub fn reset_signals() -> io::Result<()> {
+pub(crate) fn reset_signals() -> io::Result<()> {
     let set = sigset(&[]);
     // SAFETY: `set` is initialised.
     check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) })?;
@@ -61,7 +61,7 @@ pub fn reset_signals() -> io::Result<()> {
 }
 
 /// A signalfd for `signals`, which the caller must have blocked.
-pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
+pub(crate) fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     let set = sigset(signals);
     // SAFETY: `set` is initialised; -1 asks for a new fd, which we own from here on.
     let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
@@ -70,7 +70,7 @@ pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
 }
 
 /// Reads one signal number from a signalfd; `None` when none is pending.
-pub fn read_signal(fd: &OwnedFd) -> io::Result<Option<i32>> {
+pub(crate) fn read_signal(fd: &OwnedFd) -> io::Result<Option<i32>> {
     // SAFETY: signalfd_siginfo is plain data; zeroed is a valid value.
     let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
@@ -94,7 +94,7 @@ pub fn read_signal(fd: &OwnedFd) -> io::Result<Option<i32>> {
 }
 
 /// Blocks until a signal in `signals` (blocked by the caller) arrives; returns its number.
-pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
+pub(crate) fn wait_signal(signals: &[i32]) -> io::Result<i32> {
     let set = sigset(signals);
     loop {
         // SAFETY: `set` is initialised; no siginfo is requested.
@@ -111,7 +111,7 @@ pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
 
 /// waitpid returning the raw status, for any child (`pid` -1) or one, clones included
 /// (`__WALL`); `Ok(None)` with `nohang` when the child still runs.
-pub fn wait_raw(pid: i32, nohang: bool) -> io::Result<Option<(i32, i32)>> {
+pub(crate) fn wait_raw(pid: i32, nohang: bool) -> io::Result<Option<(i32, i32)>> {
     use rustix::process::{Pid, WaitOptions};
     let mut options = WaitOptions::from_bits_retain(libc::__WALL as u32);
     if nohang {
@@ -135,20 +135,20 @@ pub fn wait_raw(pid: i32, nohang: bool) -> io::Result<Option<(i32, i32)>> {
 
 /// kill(2) with any signal number: rustix's safe `kill_process` takes named signals only, and
 /// the machine's halt is a real-time one (SIGRTMIN+3).
-pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
     // SAFETY: kill takes plain integers.
     check(unsafe { libc::kill(pid, sig) }).map(drop)
 }
 
 /// Exits at once without running destructors or atexit handlers (for forked children).
-pub fn exit_now(code: i32) -> ! {
+pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no Rust state.
     unsafe { libc::_exit(code) }
 }
 
 /// Sets supplementary groups, then gid, then uid (all three of each) of the calling thread,
 /// which is all of a forked child.
-pub fn set_identity(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+pub(crate) fn set_identity(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
     use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
     let groups: Vec<_> = groups
         .iter()
@@ -166,7 +166,7 @@ pub fn set_identity(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
 
 /// Drops every capability not in `keep` (a bit mask) from the bounding set, and clears the
 /// inheritable and ambient sets so nothing outside the bounding set survives exec.
-pub fn limit_capabilities(keep: u64) -> io::Result<()> {
+pub(crate) fn limit_capabilities(keep: u64) -> io::Result<()> {
     use rustix::thread::{CapabilitySet, CapabilitySets};
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -194,12 +194,12 @@ pub fn limit_capabilities(keep: u64) -> io::Result<()> {
     Ok(())
 }
 
-pub fn set_no_new_privs() -> io::Result<()> {
+pub(crate) fn set_no_new_privs() -> io::Result<()> {
     rustix::thread::set_no_new_privs(true).map_err(io::Error::from)
 }
 
 /// execve; returns only on failure.
-pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
+pub(crate) fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
     let mut a: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
     a.push(std::ptr::null());
     let mut e: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
@@ -211,7 +211,7 @@ pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
 
 /// Duplicates `fd` onto standard input, output or error (`target` 0, 1 or 2), clearing
 /// close-on-exec on the copy.
-pub fn dup2(fd: &impl AsFd, target: i32) -> io::Result<()> {
+pub(crate) fn dup2(fd: &impl AsFd, target: i32) -> io::Result<()> {
     match target {
         0 => rustix::stdio::dup2_stdin(fd),
         1 => rustix::stdio::dup2_stdout(fd),
@@ -222,22 +222,22 @@ pub fn dup2(fd: &impl AsFd, target: i32) -> io::Result<()> {
 }
 
 /// Makes the tty on `fd` the controlling terminal of this (new) session.
-pub fn set_controlling_tty(fd: &impl AsFd) -> io::Result<()> {
+pub(crate) fn set_controlling_tty(fd: &impl AsFd) -> io::Result<()> {
     rustix::process::ioctl_tiocsctty(fd).map_err(io::Error::from)
 }
 
 /// A pipe whose ends are both close-on-exec: (read, write).
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(io::Error::from)
 }
 
-pub fn sigrtmin() -> i32 {
+pub(crate) fn sigrtmin() -> i32 {
     libc::SIGRTMIN()
 }
 
 /// Marks every descriptor from `first` up close-on-exec, so nothing rmach inherited from its
 /// own parent reaches the machine's payload.
-pub fn cloexec_from(first: u32) -> io::Result<()> {
+pub(crate) fn cloexec_from(first: u32) -> io::Result<()> {
     // SAFETY: close_range with the CLOEXEC flag only changes descriptor flags; no memory involved.
     let r = unsafe {
         libc::syscall(
@@ -255,7 +255,7 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
 
 /// Closes every descriptor from 3 up except those in `keep`, so nothing the caller had open
 /// (an inherited descriptor, a lock file) survives into a forked child.
-pub fn close_all_except(keep: &[i32]) -> io::Result<()> {
+pub(crate) fn close_all_except(keep: &[i32]) -> io::Result<()> {
     let mut keep: Vec<u32> = keep.iter().filter(|f| **f > 2).map(|f| *f as u32).collect();
     keep.sort_unstable();
     let mut first = 3u32;
@@ -313,7 +313,7 @@ struct MmMap {
 /// children that do not exec) with `cmdline` and `environ` (NUL-separated), and wipes the
 /// original strings, so a forked process that never execs reveals nothing of its caller's
 /// arguments or environment. Uses `PR_SET_MM_MAP`, which needs no capability.
-pub fn replace_cmdline_and_environ(cmdline: &[u8], environ: &[u8]) -> io::Result<()> {
+pub(crate) fn replace_cmdline_and_environ(cmdline: &[u8], environ: &[u8]) -> io::Result<()> {
     let f = stat_fields(&[26, 27, 28, 45, 46, 47, 48, 49, 50, 51])?;
     let (arg_start, arg_end, env_start, env_end) = (f[6], f[7], f[8], f[9]);
     for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
@@ -363,7 +363,7 @@ pub fn replace_cmdline_and_environ(cmdline: &[u8], environ: &[u8]) -> io::Result
 /// A word of memory shared with every process forked after this call (an anonymous shared
 /// mapping, never unmapped): how the machine's init hands the payload's status to the helper
 /// without holding any descriptor.
-pub fn shared_word() -> io::Result<&'static std::sync::atomic::AtomicU64> {
+pub(crate) fn shared_word() -> io::Result<&'static std::sync::atomic::AtomicU64> {
     // SAFETY: a fresh anonymous mapping of one page, readable and writable, not aliased by
     // anything else in this process; it is never unmapped, so the 'static borrow stays valid,
     // and an AtomicU64 is valid for any (zeroed) bit pattern at this page-aligned address.
@@ -386,7 +386,7 @@ pub fn shared_word() -> io::Result<&'static std::sync::atomic::AtomicU64> {
 /// Sets the filesystem uid and gid (the ids files are created with and checked against),
 /// returning the previous ones. Changing them away from 0 also clears the file-system
 /// capabilities from the effective set until they are set back to 0.
-pub fn set_fs_ids(uid: u32, gid: u32) -> (u32, u32) {
+pub(crate) fn set_fs_ids(uid: u32, gid: u32) -> (u32, u32) {
     // SAFETY: setfsgid/setfsuid take plain integers and return the previous id.
     unsafe { (libc::setfsuid(uid) as u32, libc::setfsgid(gid) as u32) }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use rustix::pty::OpenptFlags;
 
 /// Opens a new pty master on the host's devpts and returns it with its slave's path.
-pub fn open_pty() -> io::Result<(OwnedFd, PathBuf)> {
+pub(crate) fn open_pty() -> io::Result<(OwnedFd, PathBuf)> {
     let master =
         rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
     rustix::pty::grantpt(&master)?;
@@ -19,7 +19,7 @@ pub fn open_pty() -> io::Result<(OwnedFd, PathBuf)> {
 }
 
 /// Copies the window size of the terminal on `from` to the one on `to`.
-pub fn copy_winsize(from: &impl AsFd, to: &impl AsFd) -> io::Result<()> {
+pub(crate) fn copy_winsize(from: &impl AsFd, to: &impl AsFd) -> io::Result<()> {
     let size = rustix::termios::tcgetwinsize(from)?;
     rustix::termios::tcsetwinsize(to, size)?;
     Ok(())

@@ -5,11 +5,11 @@ use std::io;
 /// One classic BPF instruction, laid out like `struct sock_filter`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    pub code: u16,
-    pub jt: u8,
-    pub jf: u8,
-    pub k: u32,
+pub(crate) struct Insn {
+    pub(crate) code: u16,
+    pub(crate) jt: u8,
+    pub(crate) jf: u8,
+    pub(crate) k: u32,
 }
 
 #[repr(C)]
@@ -19,7 +19,7 @@ struct SockFprog {
 }
 
 /// Installs `program` as a seccomp filter on the calling thread (inherited across fork/exec).
-pub fn install(program: &[Insn]) -> io::Result<()> {
+pub(crate) fn install(program: &[Insn]) -> io::Result<()> {
     let len = libc::c_ushort::try_from(program.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
     let prog = SockFprog {
         len,

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 /// Queues the dirty pages of `fd` in `offset..offset + len` for writing and returns without
 /// waiting for them. A hint: durability still needs `fsync`.
-pub fn start(fd: impl AsFd, offset: u64, len: u64) -> io::Result<()> {
+pub(crate) fn start(fd: impl AsFd, offset: u64, len: u64) -> io::Result<()> {
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     };

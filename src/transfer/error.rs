@@ -8,7 +8,7 @@ use crate::image::ImageError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum TransferError {
+pub(crate) enum TransferError {
     /// Taking the image's lock or staging it: said as the store says it.
     #[error(transparent)]
     Store(#[from] StoreError),

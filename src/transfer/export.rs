@@ -12,22 +12,23 @@ use crate::image::{self, ExportFormat};
 use crate::store::{ImageKind, ImageName, LockPurpose, Store};
 
 #[derive(Debug, Clone)]
-pub struct ExportRequest {
-    pub name: ImageName,
-    pub format: Compression,
+#[allow(dead_code)] // `name` is for messages; the callers print it themselves today
+pub(crate) struct ExportRequest {
+    pub(crate) name: ImageName,
+    pub(crate) format: Compression,
     /// The compressor's level; `None` takes the tool's default.
-    pub level: Option<i32>,
+    pub(crate) level: Option<i32>,
     /// Compression threads; 0 means all cores.
-    pub threads: u32,
+    pub(crate) threads: u32,
 }
 
 #[derive(Debug)]
-pub struct Exported {
-    pub members: u64,
+pub(crate) struct Exported {
+    pub(crate) members: u64,
 }
 
 /// Where the output goes: a file (written beside it and renamed when complete) or a stream.
-pub enum ExportTarget<'a> {
+pub(crate) enum ExportTarget<'a> {
     File { path: &'a Path, force: bool },
     Stream(Box<dyn Write + Send>),
 }
@@ -35,7 +36,7 @@ pub enum ExportTarget<'a> {
 /// Writes the tree of image `req.name` as a tar archive. The caller holds the image (its lock,
 /// or a frozen running machine) and gives the tree to read: the image's directory, a snapshot,
 /// or a raw image's mounted root; `req.name` is only for messages.
-pub fn export_tar(
+pub(crate) fn export_tar(
     tree: &Path,
     req: &ExportRequest,
     target: ExportTarget<'_>,
@@ -66,7 +67,7 @@ pub fn export_tar(
 
 /// Writes raw image `name` in `format`. Its lock is held throughout, so a running machine or
 /// another operation on it makes the export fail at once instead of tearing.
-pub fn export_raw(
+pub(crate) fn export_raw(
     store: &Store,
     name: &ImageName,
     target: ExportTarget<'_>,

@@ -14,25 +14,25 @@ use crate::store::{copy_tree, ImageKind, ImageName, LockPurpose, Staging, Store}
 
 /// What to import and how.
 #[derive(Debug, Clone)]
-pub struct ImportRequest {
-    pub name: ImageName,
+pub(crate) struct ImportRequest {
+    pub(crate) name: ImageName,
     /// Replace an existing image of that name.
-    pub force: bool,
-    pub read_only: bool,
+    pub(crate) force: bool,
+    pub(crate) read_only: bool,
     /// Refuse the input unless every byte of it hashes to this.
-    pub sha256: Option<[u8; 32]>,
+    pub(crate) sha256: Option<[u8; 32]>,
 }
 
 #[derive(Debug)]
-pub struct Imported {
-    pub compression: Compression,
-    pub members: u64,
+pub(crate) struct Imported {
+    pub(crate) compression: Compression,
+    pub(crate) members: u64,
     /// The single top-level directory whose contents became the image root.
-    pub lifted: Option<OsString>,
+    pub(crate) lifted: Option<OsString>,
     /// Non-fatal problems, each naming the archive member.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// The SHA-256 of every byte of the input, when it was asked for.
-    pub sha256: Option<[u8; 32]>,
+    pub(crate) sha256: Option<[u8; 32]>,
 }
 
 /// Imports the tar stream `input` (compression detected by content) as a new image: a
@@ -40,7 +40,7 @@ pub struct Imported {
 /// under a hidden name and committed only when the archive was read to its end, the
 /// compressed stream's checks passed and the digest matched; on any error nothing is left.
 /// `on_detect` learns the compression as soon as it is known.
-pub fn import_tar(
+pub(crate) fn import_tar(
     store: &Store,
     input: impl Read + Send + 'static,
     req: &ImportRequest,
@@ -63,7 +63,7 @@ pub fn import_tar(
 /// The work of [`import_tar`] into a tree the caller staged and commits (a pull checks the
 /// digest against a list first): decode, extract, hash every byte when `sha256`, lift a
 /// single top directory. `store` is named when the disk fills.
-pub fn extract_tar(
+pub(crate) fn extract_tar(
     tree: &Path,
     store: &Path,
     input: impl Read + Send + 'static,
@@ -108,7 +108,10 @@ pub fn extract_tar(
 }
 
 /// The input's digest against the one asked for.
-pub fn check_sha256(want: Option<[u8; 32]>, got: Option<[u8; 32]>) -> Result<(), TransferError> {
+pub(crate) fn check_sha256(
+    want: Option<[u8; 32]>,
+    got: Option<[u8; 32]>,
+) -> Result<(), TransferError> {
     match (want, got) {
         (Some(want), Some(got)) if want != got => Err(TransferError::Digest {
             got: hex::encode(got),
@@ -120,7 +123,7 @@ pub fn check_sha256(want: Option<[u8; 32]>, got: Option<[u8; 32]>) -> Result<(),
 
 /// Imports the disk image `source` (raw or qcow2, any compression) as the raw image
 /// `req.name`, committed only when converted whole and its digest matched.
-pub fn import_raw(
+pub(crate) fn import_raw(
     store: &Store,
     source: Source,
     req: &ImportRequest,
@@ -136,7 +139,7 @@ pub fn import_raw(
 
 /// The work of [`import_raw`] into a raw staging the caller commits: convert `source` into
 /// it and flush it, hashing the input when `sha256`.
-pub fn write_raw(
+pub(crate) fn write_raw(
     staging: &Staging,
     store: &Store,
     source: Source,
@@ -170,7 +173,7 @@ pub fn write_raw(
 /// import-fs: the directory `dir` copied (file data reflinked where the file system can) into
 /// a new image, or with `disk` built straight into a raw disk with no copy first; committed
 /// only when complete. A full store is said as such.
-pub fn import_fs(
+pub(crate) fn import_fs(
     store: &Store,
     dir: &Path,
     req: &ImportRequest,

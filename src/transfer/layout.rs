@@ -21,7 +21,7 @@ fn fs_err(op: &'static str, path: &Path, source: impl Into<std::io::Error>) -> T
 
 /// An OS tree has an os-release file, as systemd's `path_is_os_tree()` requires; both paths
 /// are resolved with the tree as `/`.
-pub fn is_os_tree(dir: &Path) -> Result<bool, TransferError> {
+pub(crate) fn is_os_tree(dir: &Path) -> Result<bool, TransferError> {
     let fd = rustix::fs::open(
         dir,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -37,7 +37,7 @@ pub fn is_os_tree(dir: &Path) -> Result<bool, TransferError> {
 /// If `root` is not an OS tree but holds exactly one entry, a directory that is one, moves that
 /// directory's contents (and its owner, mode and times) up into `root`. Returns the name of the
 /// directory that was lifted.
-pub fn strip_single_top_dir(root: &Path) -> Result<Option<OsString>, TransferError> {
+pub(crate) fn strip_single_top_dir(root: &Path) -> Result<Option<OsString>, TransferError> {
     if is_os_tree(root)? {
         return Ok(None);
     }

@@ -12,17 +12,13 @@ mod error;
 mod export;
 mod import;
 mod layout;
-pub mod oci;
+pub(crate) mod oci;
 mod output;
-pub mod pull;
+pub(crate) mod pull;
 mod tree;
 
-pub use error::TransferError;
-pub use export::{export_raw, export_tar, ExportRequest, ExportTarget, Exported};
-pub use import::{
-    check_sha256, extract_tar, import_fs, import_raw, import_tar, write_raw, ImportRequest,
-    Imported,
-};
-pub use layout::{is_os_tree, strip_single_top_dir};
-pub use output::TempOutput;
-pub use tree::{DiskSpec, TreeTarget};
+pub(crate) use error::TransferError;
+pub(crate) use export::{export_raw, export_tar, ExportRequest, ExportTarget};
+pub(crate) use import::{extract_tar, import_fs, import_raw, import_tar, write_raw, ImportRequest};
+pub(crate) use output::TempOutput;
+pub(crate) use tree::{DiskSpec, TreeTarget};

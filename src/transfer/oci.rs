@@ -19,11 +19,11 @@ fn fs_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Trans
 }
 
 /// A directory removed when dropped (and on SIGINT, SIGTERM, SIGHUP).
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     /// A new directory below `parent` (created when missing); `what` names it.
-    pub fn new(parent: &Path, what: &str) -> Result<TempDir, TransferError> {
+    pub(crate) fn new(parent: &Path, what: &str) -> Result<TempDir, TransferError> {
         std::fs::create_dir_all(parent).map_err(fs_err("create", parent))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -35,7 +35,7 @@ impl TempDir {
         Ok(TempDir(dir))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -48,20 +48,20 @@ impl Drop for TempDir {
 
 /// A layout or archive as a directory: the one given, or a tarball unpacked into a
 /// temporary one (removed when this is dropped).
-pub struct LayoutDir {
+pub(crate) struct LayoutDir {
     dir: PathBuf,
     _unpacked: Option<TempDir>,
 }
 
 impl LayoutDir {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.dir
     }
 }
 
 /// Opens `path`: a directory as it is; anything else is a tarball, unpacked below `scratch`.
 /// The first error is about `path` itself (it cannot be opened); the second, the unpacking.
-pub fn open_layout(
+pub(crate) fn open_layout(
     path: &Path,
     scratch: &Path,
 ) -> Result<Result<LayoutDir, TransferError>, TransferError> {
@@ -94,14 +94,14 @@ fn unpack_tarball(file: std::fs::File, tmp: TempDir) -> Result<LayoutDir, Transf
 }
 
 /// What kind of OCI input a directory holds.
-pub enum LayoutKind {
+pub(crate) enum LayoutKind {
     /// `oci-layout` and `index.json`.
     Oci,
     /// `manifest.json`, as `docker save` writes.
     Docker,
 }
 
-pub fn layout_kind(dir: &Path) -> Option<LayoutKind> {
+pub(crate) fn layout_kind(dir: &Path) -> Option<LayoutKind> {
     if dir.join("oci-layout").exists() {
         Some(LayoutKind::Oci)
     } else if dir.join("manifest.json").exists() {
@@ -113,7 +113,7 @@ pub fn layout_kind(dir: &Path) -> Option<LayoutKind> {
 
 /// The image a layout directory of `kind` holds: `tag` picks one of several in an OCI
 /// layout, `arch` one of a multi-architecture index; `what` names it in errors.
-pub fn resolve_layout(
+pub(crate) fn resolve_layout(
     dir: &Path,
     kind: LayoutKind,
     tag: Option<&str>,
@@ -153,18 +153,18 @@ fn identity(path: &Path) -> Option<String> {
 }
 
 /// How an OCI image becomes a stored one.
-pub struct OciImport<'a> {
-    pub name: &'a ImageName,
+pub(crate) struct OciImport<'a> {
+    pub(crate) name: &'a ImageName,
     /// Where it came from, recorded in its settings.
-    pub origin: &'a str,
-    pub purpose: LockPurpose,
-    pub force: bool,
-    pub read_only: bool,
+    pub(crate) origin: &'a str,
+    pub(crate) purpose: LockPurpose,
+    pub(crate) force: bool,
+    pub(crate) read_only: bool,
 }
 
 /// Unpacks `image` into a new store image and writes its settings beside it; the members
 /// unpacked.
-pub fn unpack_into_store(
+pub(crate) fn unpack_into_store(
     store: &Store,
     image: &Resolved,
     req: &OciImport<'_>,
@@ -192,7 +192,7 @@ pub fn unpack_into_store(
 /// The run settings recorded for image `name` when it was imported, if they are still its
 /// own: settings left behind by an image that was removed or replaced (by a verb that does
 /// not know about them) must not apply to the image now under the name.
-pub fn recorded_settings(store: &Store, name: &ImageName) -> Option<RunSettings> {
+pub(crate) fn recorded_settings(store: &Store, name: &ImageName) -> Option<RunSettings> {
     let text = std::fs::read_to_string(store.nspawn_settings_path(name)).ok()?;
     let recorded = text.lines().find_map(|l| l.strip_prefix(IDENTITY));
     let current = store.image(name).ok().and_then(|i| identity(i.path()));
@@ -204,7 +204,7 @@ pub fn recorded_settings(store: &Store, name: &ImageName) -> Option<RunSettings>
 
 /// Writes `built` as an OCI layout at `path` (a new directory, or with a `.tar` suffix a
 /// tarball of one), tagged `tag`; it appears only when complete.
-pub fn write_layout(
+pub(crate) fn write_layout(
     path: &Path,
     built: &Built,
     tag: &str,

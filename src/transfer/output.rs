@@ -8,7 +8,7 @@ use super::TransferError;
 
 /// An output file written beside its target under a hidden name and renamed over it only when
 /// complete; removed if the export fails or is interrupted (SIGINT, SIGTERM, SIGHUP).
-pub struct TempOutput {
+pub(crate) struct TempOutput {
     file: File,
     temp: PathBuf,
     target: PathBuf,
@@ -16,7 +16,7 @@ pub struct TempOutput {
 }
 
 impl TempOutput {
-    pub fn create(target: &Path, force: bool) -> Result<TempOutput, TransferError> {
+    pub(crate) fn create(target: &Path, force: bool) -> Result<TempOutput, TransferError> {
         if !force && target.symlink_metadata().is_ok() {
             return Err(TransferError::OutputExists {
                 path: target.to_path_buf(),
@@ -55,7 +55,7 @@ impl TempOutput {
     }
 
     /// The open temporary file, to write the output into.
-    pub fn file(&self) -> &File {
+    pub(crate) fn file(&self) -> &File {
         &self.file
     }
 
@@ -67,7 +67,7 @@ impl TempOutput {
         }
     }
 
-    pub fn commit(&mut self) -> Result<(), TransferError> {
+    pub(crate) fn commit(&mut self) -> Result<(), TransferError> {
         self.file.sync_all().map_err(|e| self.fs_err("write", e))?;
         std::fs::rename(&self.temp, &self.target).map_err(|e| TransferError::Fs {
             op: "rename the finished output to",

@@ -10,13 +10,13 @@ use crate::store::{ImageKind, ImageName, LockPurpose, Staging, Store, TreeScratc
 
 /// A raw disk to build from the tree: its root file system and size (`None`: from the tree).
 #[derive(Debug, Clone, Copy)]
-pub struct DiskSpec {
-    pub fs: DiskFs,
-    pub size: Option<u64>,
+pub(crate) struct DiskSpec {
+    pub(crate) fs: DiskFs,
+    pub(crate) size: Option<u64>,
 }
 
 /// A new image being built from a tree; dropped uncommitted, it leaves nothing.
-pub struct TreeTarget {
+pub(crate) struct TreeTarget {
     staging: Staging,
     scratch: Option<TreeScratch>,
     disk: Option<DiskSpec>,
@@ -25,7 +25,7 @@ pub struct TreeTarget {
 
 impl TreeTarget {
     /// Takes `name`'s lock for `purpose` and stages a directory, or with `disk` a raw image.
-    pub fn create(
+    pub(crate) fn create(
         store: &Store,
         name: &ImageName,
         purpose: LockPurpose,
@@ -50,18 +50,22 @@ impl TreeTarget {
     }
 
     /// Where to build the tree.
-    pub fn tree(&self) -> &Path {
+    pub(crate) fn tree(&self) -> &Path {
         self.scratch
             .as_ref()
             .map_or(self.staging.path(), |s| s.path())
     }
 
-    pub fn is_raw(&self) -> bool {
+    pub(crate) fn is_raw(&self) -> bool {
         self.disk.is_some()
     }
 
     /// Builds the disk from `source` (default: [`TreeTarget::tree`]) when raw, then commits.
-    pub fn commit(self, source: Option<&Path>, read_only: bool) -> Result<(), TransferError> {
+    pub(crate) fn commit(
+        self,
+        source: Option<&Path>,
+        read_only: bool,
+    ) -> Result<(), TransferError> {
         if let Some(DiskSpec { fs, size }) = self.disk {
             let tree = source.unwrap_or(self.tree());
             let size = size.unwrap_or_else(|| image::default_size(tree, fs));

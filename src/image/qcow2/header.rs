@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 
 use crate::image::ImageError;
 
-pub const MAGIC: &[u8; 4] = b"QFI\xfb";
+pub(crate) const MAGIC: &[u8; 4] = b"QFI\xfb";
 
 /// QEMU's own limits: an L1 table of at most 32 MiB and a refcount table of at most 8 MiB.
 const MAX_L1_BYTES: u64 = 32 << 20;
@@ -23,34 +23,34 @@ const EXT_CRYPTO: u32 = 0x0537_be77;
 const EXT_DATA_FILE: u32 = 0x4441_5441;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClusterCompression {
+pub(crate) enum ClusterCompression {
     Deflate,
     Zstd,
 }
 
 #[derive(Debug, Clone)]
-pub struct Header {
-    pub version: u32,
-    pub cluster_bits: u32,
-    pub virtual_size: u64,
-    pub l1_size: u64,
-    pub l1_offset: u64,
-    pub reftable_offset: u64,
-    pub reftable_clusters: u64,
+pub(crate) struct Header {
+    pub(crate) version: u32,
+    pub(crate) cluster_bits: u32,
+    pub(crate) virtual_size: u64,
+    pub(crate) l1_size: u64,
+    pub(crate) l1_offset: u64,
+    pub(crate) reftable_offset: u64,
+    pub(crate) reftable_clusters: u64,
     /// Bytes of cluster 0 the header and its extensions use.
-    pub header_bytes: u64,
-    pub compression: ClusterCompression,
+    pub(crate) header_bytes: u64,
+    pub(crate) compression: ClusterCompression,
     /// The file's length: every offset is checked against it.
-    pub file_len: u64,
+    pub(crate) file_len: u64,
 }
 
 impl Header {
-    pub fn cluster_size(&self) -> u64 {
+    pub(crate) fn cluster_size(&self) -> u64 {
         1 << self.cluster_bits
     }
 
     /// Entries in one L2 table.
-    pub fn l2_entries(&self) -> u64 {
+    pub(crate) fn l2_entries(&self) -> u64 {
         self.cluster_size() / 8
     }
 }
@@ -64,7 +64,7 @@ fn be64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, calling a short read a truncated image.
-pub fn read_exact_at(
+pub(crate) fn read_exact_at(
     file: &File,
     buf: &mut [u8],
     offset: u64,
@@ -79,7 +79,7 @@ pub fn read_exact_at(
     })
 }
 
-pub fn parse(file: &File) -> Result<Header, ImageError> {
+pub(crate) fn parse(file: &File) -> Result<Header, ImageError> {
     let file_len = crate::image::sparse::file_size(file)?;
     let mut b = [0u8; 112];
     let got = file.read_at(&mut b, 0).map_err(|e| ImageError::Read {
@@ -296,7 +296,7 @@ fn check_tables(h: &Header) -> Result<(), ImageError> {
 }
 
 /// A table must start on a cluster boundary, after cluster 0, and end inside the file.
-pub fn check_region(
+pub(crate) fn check_region(
     h: &Header,
     offset: u64,
     len: u64,

@@ -18,10 +18,10 @@ const L2_RESERVED: u64 = 0x3f00_0000_0000_01fe;
 /// One guest cluster with data: where it is in the file and, when compressed, how many bytes
 /// to read there.
 #[derive(Debug, Clone, Copy)]
-pub struct Job {
-    pub guest: u64,
-    pub host: u64,
-    pub compressed_len: u64,
+pub(crate) struct Job {
+    pub(crate) guest: u64,
+    pub(crate) host: u64,
+    pub(crate) compressed_len: u64,
 }
 
 /// What each host cluster is used for.
@@ -70,7 +70,7 @@ fn be64(b: &[u8], i: usize) -> u64 {
 }
 
 /// Reads and checks the whole map; returns the clusters to convert in guest order.
-pub fn plan(file: &File, h: &Header) -> Result<Vec<Job>, ImageError> {
+pub(super) fn plan(file: &File, h: &Header) -> Result<Vec<Job>, ImageError> {
     let cs = h.cluster_size();
     let mut owners = Owners {
         uses: vec![Use::Free; h.file_len.div_ceil(cs) as usize],

@@ -12,13 +12,13 @@
 
 mod header;
 mod map;
-pub mod write;
+pub(crate) mod write;
 
 use std::fs::File;
 
 use rayon::prelude::*;
 
-pub use header::MAGIC;
+pub(crate) use header::MAGIC;
 use header::{ClusterCompression, Header};
 use map::Job;
 
@@ -26,30 +26,27 @@ use super::sparse::fill;
 use super::ImageError;
 
 /// Whether `magic` starts a qcow2 file.
-pub fn is_qcow2(magic: &[u8]) -> bool {
+pub(crate) fn is_qcow2(magic: &[u8]) -> bool {
     magic.starts_with(MAGIC)
 }
 
 /// What a conversion found.
 #[derive(Debug, Clone, Copy)]
-pub struct Qcow2Info {
-    pub version: u32,
-    pub virtual_size: u64,
-    pub clusters: u64,
-    pub compressed: u64,
+pub(crate) struct Qcow2Info {
+    pub(crate) version: u32,
+    pub(crate) virtual_size: u64,
 }
 
 /// Converts the qcow2 file `input` into raw bytes written to `output` (which must be empty),
 /// leaving holes where the guest reads zeros. Everything is validated before anything is
 /// written.
-pub fn convert(input: &File, output: &File) -> Result<Qcow2Info, ImageError> {
+pub(crate) fn convert(input: &File, output: &File) -> Result<Qcow2Info, ImageError> {
     let h = header::parse(input)?;
     let jobs = map::plan(input, &h)?;
     output
         .set_len(h.virtual_size)
         .map_err(|e| ImageError::io("the new image", e))?;
     let cs = h.cluster_size() as usize;
-    let compressed = jobs.iter().filter(|j| j.compressed_len > 0).count() as u64;
     // Clusters are independent: decompress and write them on every core, one buffer pair per
     // worker. Writes land at distinct offsets, so their order does not matter.
     jobs.par_iter().try_for_each_init(
@@ -59,8 +56,6 @@ pub fn convert(input: &File, output: &File) -> Result<Qcow2Info, ImageError> {
     Ok(Qcow2Info {
         version: h.version,
         virtual_size: h.virtual_size,
-        clusters: jobs.len() as u64,
-        compressed,
     })
 }
 

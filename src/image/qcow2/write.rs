@@ -15,7 +15,7 @@ const REFCOUNTS_PER_BLOCK: u64 = CS / 2;
 const COPIED: u64 = 1 << 63;
 
 /// Writes the raw image `source` as qcow2 to `out`; returns the number of data clusters.
-pub fn write_qcow2(source: &File, out: &mut impl Write) -> Result<u64, ImageError> {
+pub(crate) fn write_qcow2(source: &File, out: &mut impl Write) -> Result<u64, ImageError> {
     let size = file_size(source)?;
     let clusters = nonzero_clusters(source, size)?;
     let guest_clusters = size.div_ceil(CS);

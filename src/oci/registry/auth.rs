@@ -14,9 +14,9 @@ use super::{basic, transport_err};
 use crate::http::HttpError;
 
 #[derive(Clone)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
+pub(crate) struct Credentials {
+    pub(crate) user: String,
+    pub(crate) password: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -47,7 +47,7 @@ fn auth_files() -> Vec<PathBuf> {
 }
 
 /// The credentials stored for `registry` (`host[:port]`), if any.
-pub fn credentials_for(registry: &str) -> Option<Credentials> {
+pub(crate) fn credentials_for(registry: &str) -> Option<Credentials> {
     for file in auth_files() {
         let Ok(bytes) = std::fs::read(&file) else {
             continue;

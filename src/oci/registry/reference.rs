@@ -6,15 +6,15 @@ use super::super::digest::Digest;
 use super::super::{OciError, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
-    pub registry: String,
-    pub repository: String,
-    pub tag: Option<String>,
-    pub digest: Option<Digest>,
+pub(crate) struct Reference {
+    pub(crate) registry: String,
+    pub(crate) repository: String,
+    pub(crate) tag: Option<String>,
+    pub(crate) digest: Option<Digest>,
 }
 
 impl Reference {
-    pub fn parse(text: &str) -> Result<Reference> {
+    pub(crate) fn parse(text: &str) -> Result<Reference> {
         let bad = |reason: &str| OciError::BadReference {
             reference: text.to_string(),
             reason: reason.to_string(),
@@ -65,7 +65,7 @@ impl Reference {
     }
 
     /// What to ask the registry for: the digest, else the tag, else `latest`.
-    pub fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         match (&self.digest, &self.tag) {
             (Some(d), _) => d.to_string(),
             (None, Some(t)) => t.clone(),
@@ -74,7 +74,7 @@ impl Reference {
     }
 
     /// The last component of the repository, for a default image name.
-    pub fn short_name(&self) -> &str {
+    pub(crate) fn short_name(&self) -> &str {
         self.repository
             .rsplit('/')
             .next()

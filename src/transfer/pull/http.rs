@@ -11,7 +11,7 @@ use crate::http::{self, AgentOptions, HttpError, ATTEMPTS};
 
 /// A shared HTTP agent.
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     agent: ureq::Agent,
 }
 
@@ -24,7 +24,7 @@ impl Default for Client {
 }
 
 impl Client {
-    pub fn new() -> Client {
+    pub(crate) fn new() -> Client {
         let agent = http::agent(AgentOptions {
             tls_verify: true,
             response_timeout: Duration::from_secs(60),
@@ -33,7 +33,7 @@ impl Client {
     }
 
     /// A small file in memory, or None when the server answers 404/410.
-    pub fn get_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, HttpError> {
+    pub(crate) fn get_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, HttpError> {
         let got = http::retry(|| {
             let (resp, _) = self.request(url, 0)?;
             let mut buf = Vec::new();
@@ -65,7 +65,7 @@ impl Client {
     /// Opens `url` for streaming. The reader resumes by itself after a broken connection;
     /// a failure it cannot get past is left in its `failure` slot, as the reader itself can
     /// only return an `io::Error`.
-    pub fn open(&self, url: &str) -> Result<Download, HttpError> {
+    pub(crate) fn open(&self, url: &str) -> Result<Download, HttpError> {
         let (resp, _) = http::retry(|| self.request(url, 0))?;
         let total = content_length(&resp);
         Ok(Download {
@@ -125,7 +125,7 @@ fn body_reader(resp: Response) -> ureq::BodyReader<'static> {
 
 /// A streaming download that resumes after a broken connection (Range from the current
 /// offset; if the server ignores Range, the bytes already read are skipped).
-pub struct Download {
+pub(crate) struct Download {
     client: Client,
     url: String,
     body: Option<ureq::BodyReader<'static>>,
@@ -137,12 +137,12 @@ pub struct Download {
 
 impl Download {
     /// The size the server announced, if it did.
-    pub fn total(&self) -> Option<u64> {
+    pub(crate) fn total(&self) -> Option<u64> {
         self.total
     }
 
     /// Where the reason for an `io::Error` from `read` is kept.
-    pub fn failure_slot(&self) -> Arc<Mutex<Option<HttpError>>> {
+    pub(crate) fn failure_slot(&self) -> Arc<Mutex<Option<HttpError>>> {
         self.failure.clone()
     }
 

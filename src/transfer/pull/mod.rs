@@ -5,7 +5,7 @@
 //! removed. HTTP details (redirects, retries, resume) live in [`http`]; this module does not
 //! print: progress goes to a callback.
 
-pub mod http;
+pub(crate) mod http;
 mod sums;
 
 use std::io::Read;
@@ -20,11 +20,11 @@ use crate::openpgp::{verify_detached, Keyring, OpenPgpError};
 use crate::store::{ImageKind, ImageName, LockPurpose, Store, StoreError};
 use crate::transfer::{self, TransferError, TreeTarget};
 
-pub use http::{Client, Download};
+pub(crate) use http::{Client, Download};
 
 /// Keyrings tried, in order, when none is given: rmach's own, then systemd-importd's (the
 /// administrator's, then the vendor's), as machinectl looks for its own.
-pub const DEFAULT_KEYRINGS: [&str; 3] = [
+pub(crate) const DEFAULT_KEYRINGS: [&str; 3] = [
     "/etc/rmach/import-pubring.gpg",
     "/etc/systemd/import-pubring.gpg",
     "/usr/lib/systemd/import-pubring.gpg",
@@ -34,7 +34,7 @@ pub const DEFAULT_KEYRINGS: [&str; 3] = [
 const SUMS_LIMIT: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PullError {
+pub(crate) enum PullError {
     #[error("{url}: not a URL rmach can pull: {reason}")]
     BadUrl { url: String, reason: &'static str },
     #[error(transparent)]
@@ -76,27 +76,27 @@ pub enum PullError {
 
 /// How much of the download is checked (machinectl's `--verify`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verify {
+pub(crate) enum Verify {
     No,
     Checksum,
     Signature,
 }
 
 #[derive(Debug, Clone)]
-pub struct PullOptions {
-    pub verify: Verify,
+pub(crate) struct PullOptions {
+    pub(crate) verify: Verify,
     /// None: the first of [`DEFAULT_KEYRINGS`] that exists.
-    pub keyring: Option<PathBuf>,
-    pub force: bool,
-    pub read_only: bool,
+    pub(crate) keyring: Option<PathBuf>,
+    pub(crate) force: bool,
+    pub(crate) read_only: bool,
 }
 
 /// The SHA-256 a verified checksum list gives for the download, and the list's URL; None
 /// with `--verify=no`.
-pub type Expected = Option<([u8; 32], String)>;
+pub(crate) type Expected = Option<([u8; 32], String)>;
 
 /// What the caller hears about while a pull runs.
-pub enum Event<'a> {
+pub(crate) enum Event<'a> {
     /// A checksum list or signature was found and checked.
     Verified(&'a str),
     /// The download started; its size when the server said.
@@ -104,28 +104,28 @@ pub enum Event<'a> {
 }
 
 /// Bytes as they arrive, from the decoding thread.
-pub type ByteCounter = Arc<dyn Fn(u64) + Send + Sync>;
+pub(crate) type ByteCounter = Arc<dyn Fn(u64) + Send + Sync>;
 
 #[derive(Debug, Default)]
-pub struct PullStats {
-    pub members: u64,
-    pub sha256: String,
-    pub compression: &'static str,
-    pub warnings: Vec<String>,
-    pub stripped_top_dir: Option<std::ffi::OsString>,
+pub(crate) struct PullStats {
+    pub(crate) members: u64,
+    pub(crate) sha256: String,
+    pub(crate) compression: &'static str,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) stripped_top_dir: Option<std::ffi::OsString>,
 }
 
 #[derive(Debug)]
-pub struct PullRawStats {
-    pub sha256: String,
-    pub compression: &'static str,
-    pub qcow2: bool,
+pub(crate) struct PullRawStats {
+    pub(crate) sha256: String,
+    pub(crate) compression: &'static str,
+    pub(crate) qcow2: bool,
     /// Bytes of the raw image.
-    pub size: u64,
+    pub(crate) size: u64,
 }
 
 /// The directory URL (with its trailing slash) and the file name of `url`.
-pub fn split_url(url: &str) -> Result<(&str, &str), PullError> {
+pub(crate) fn split_url(url: &str) -> Result<(&str, &str), PullError> {
     let bad = |reason| PullError::BadUrl {
         url: url.into(),
         reason,
@@ -147,13 +147,13 @@ pub fn split_url(url: &str) -> Result<(&str, &str), PullError> {
 }
 
 /// The image name a URL gives: its last component with the store's suffix rules.
-pub fn name_from_url(url: &str) -> Result<ImageName, PullError> {
+pub(crate) fn name_from_url(url: &str) -> Result<ImageName, PullError> {
     let (_, file) = split_url(url)?;
     Ok(crate::store::name_from_path(Path::new(file))?)
 }
 
 /// The keyring `opts` names, or the first default that exists.
-pub fn load_keyring(path: Option<&Path>) -> Result<(Keyring, PathBuf), PullError> {
+pub(crate) fn load_keyring(path: Option<&Path>) -> Result<(Keyring, PathBuf), PullError> {
     let path = match path {
         Some(p) => p.to_path_buf(),
         None => DEFAULT_KEYRINGS
@@ -171,7 +171,7 @@ pub fn load_keyring(path: Option<&Path>) -> Result<(Keyring, PathBuf), PullError
 /// The SHA-256 the server's checksum list gives for `url`, checked as `verify` asks; None
 /// for `Verify::No`. Tries `SHA256SUMS` beside the file, then `FILE.sha256`; signatures are
 /// the list's name with `.gpg`, then `.asc`.
-pub fn expected_digest(
+pub(crate) fn expected_digest(
     client: &Client,
     url: &str,
     verify: Verify,
@@ -269,17 +269,17 @@ fn check_digest(
 }
 
 /// One pull: where from, into which image, checked how, and who hears of its progress.
-pub struct PullRequest<'a> {
-    pub url: &'a str,
-    pub name: &'a ImageName,
-    pub opts: &'a PullOptions,
-    pub events: &'a dyn Fn(Event),
+pub(crate) struct PullRequest<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) name: &'a ImageName,
+    pub(crate) opts: &'a PullOptions,
+    pub(crate) events: &'a dyn Fn(Event),
     /// Sees every byte downloaded.
-    pub bytes: ByteCounter,
+    pub(crate) bytes: ByteCounter,
 }
 
 /// Pulls the tarball at `req.url` into the store as `req.name`.
-pub fn pull_tar(store: &Store, req: PullRequest<'_>) -> Result<PullStats, PullError> {
+pub(crate) fn pull_tar(store: &Store, req: PullRequest<'_>) -> Result<PullStats, PullError> {
     let url = req.url;
     let (client, expected) = verify_first(url, req.opts, req.events)?;
     let target = TreeTarget::create(store, req.name, LockPurpose::Pull, req.opts.force, None)
@@ -305,7 +305,7 @@ pub fn pull_tar(store: &Store, req: PullRequest<'_>) -> Result<PullStats, PullEr
 /// Pulls the disk image at `req.url` (raw or qcow2, any compression) into the store as the
 /// raw image `req.name`, through the same verification as [`pull_tar`] and import-raw's
 /// conversion.
-pub fn pull_raw(store: &Store, req: PullRequest<'_>) -> Result<PullRawStats, PullError> {
+pub(crate) fn pull_raw(store: &Store, req: PullRequest<'_>) -> Result<PullRawStats, PullError> {
     let url = req.url;
     let (client, expected) = verify_first(url, req.opts, req.events)?;
     let staging = store.create(req.name, LockPurpose::Pull, ImageKind::Raw, req.opts.force)?;

@@ -3,7 +3,7 @@
 
 /// The SHA-256 the list gives for `file`, when it names it. A `.sha256` file with one bare
 /// digest applies to its file; with `single` the one entry is taken whatever its name.
-pub fn find(list: &str, file: &str, single: bool) -> Option<[u8; 32]> {
+pub(crate) fn find(list: &str, file: &str, single: bool) -> Option<[u8; 32]> {
     let mut lines = list.lines().map(str::trim).filter(|l| !l.is_empty());
     if single {
         let first = lines.next()?;
