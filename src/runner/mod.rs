@@ -43,7 +43,7 @@ pub use spec::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("cannot use {path} as a machine's root: {source}")]
+    #[error("cannot use {path} as a machine's root")]
     NoRoot {
         path: PathBuf,
         source: std::io::Error,
@@ -52,7 +52,7 @@ pub enum RunnerError {
     CommandNotFound { command: String, root: PathBuf },
     #[error("setting up the machine failed")]
     Setup(#[source] channel::SetupError),
-    #[error("cgroup {path}: {source}; rmach needs root and a writable /sys/fs/cgroup")]
+    #[error("cgroup {path} (rmach needs root and a writable /sys/fs/cgroup)")]
     Cgroup {
         path: PathBuf,
         source: std::io::Error,
@@ -63,30 +63,33 @@ pub enum RunnerError {
     NoController { name: String },
     #[error("this host has no cgroup device controller, so a machine could open any device node; pass --unsafe-no-device-policy to run without one")]
     NoDeviceController,
-    #[error("user namespace map {path}: {source}")]
+    #[error("user namespace map {path}")]
     UserNamespace {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("idmapped mount of {path}: {source}; the file system must support idmapped mounts (ext4, btrfs, xfs, tmpfs)")]
+    #[error("idmapped mount of {path} (the file system must support idmapped mounts: ext4, btrfs, xfs, tmpfs)")]
     Idmap {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("no free 65536-id range for --private-users=pick; stop a machine or give UID:COUNT")]
     NoFreeIds,
-    #[error("network interface {name}: {source}")]
+    #[error("network interface {name}")]
     Network {
         name: String,
         source: std::io::Error,
     },
-    #[error("scratch directory {path}: {source}")]
+    #[error("scratch directory {path}")]
     Scratch {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("building the seccomp filter failed: {message}")]
-    Seccomp { message: String },
+    #[error("building the seccomp filter failed: {what}")]
+    Seccomp {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("unknown capability {name:?}; use names like CAP_NET_ADMIN or net_admin")]
     BadCapability { name: String },
     #[error("bad bind {arg:?}: expected SRC[:DST] with absolute paths")]

@@ -32,9 +32,10 @@ pub struct SeccompProgram {
     pub(crate) filters: Vec<Vec<Insn>>,
 }
 
-fn fail(what: &str, e: impl std::fmt::Display) -> RunnerError {
+fn fail(what: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> RunnerError {
     RunnerError::Seccomp {
-        message: format!("{what}: {e}"),
+        what: what.to_string(),
+        source: e.into(),
     }
 }
 
