@@ -12,6 +12,10 @@
 //!   staging and atomic commit, locks, read-only flags, usage, and full-fidelity tree copies.
 //! - [`archive`] reads and writes tar archives with their full metadata, detects and codes
 //!   compression, and holds the safe extractor.
+//! - `parallel` is the one thread-count policy: one thread per core for CPU-bound work, two
+//!   for work that blocks in file-system calls.
+//! - [`image`] handles raw disk images: qcow2 and compressed inputs, partition tables, loop
+//!   devices and mounts, disks built from trees.
 //! - [`http`] speaks HTTP(S) for pulls and the registry client: one agent configuration,
 //!   errors that keep their causes, retries.
 //! - [`runner`] turns a run specification into a plan (namespaces, mounts, cgroup,
@@ -40,6 +44,7 @@ pub mod image;
 pub mod machine;
 pub mod oci;
 pub mod openpgp;
+mod parallel;
 pub mod runner;
 pub mod store;
 pub mod sys;

@@ -347,9 +347,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
         threads: u32,
     ) -> Result<Self, ArchiveError> {
         let threads = if threads == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1)
+            crate::parallel::cpu_workers() as u32
         } else {
             threads
         };

@@ -33,9 +33,7 @@ pub(super) fn extract(
 pub(crate) type FileLists = HashMap<String, Vec<Vec<u8>>>;
 
 pub(crate) fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8)
+    crate::parallel::cpu_workers()
 }
 
 /// Extracts the data of one package; returns its member paths in archive order.

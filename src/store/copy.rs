@@ -63,12 +63,8 @@ pub fn copy_tree(
         error: Mutex::new(None),
         progress,
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8)
-        * 2;
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+        .num_threads(crate::parallel::io_workers())
         .build()
         .map_err(|e| StoreError::io(destination, std::io::Error::other(e)))?;
     pool.scope(|scope| copier.spawn_dir(scope, PathBuf::new()));
