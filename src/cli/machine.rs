@@ -22,7 +22,7 @@ use crate::store::{ImageName, ImageState, LockPurpose};
     mut_arg("ephemeral", |a| a.help("Run on a throw-away copy; changes vanish when it stops")),
     mut_arg("network", |a| a.help("host, private or veth (default for started machines: veth)")),
     mut_arg("private_users", |a| {
-        a.help("no, pick, identity or UID[:COUNT] (default for started machines: pick)")
+        a.help("auto, no, pick, identity or UID[:COUNT] (default: auto)")
     }),
     mut_arg("no_new_privileges", |a| a.help("Set no_new_privs for init")),
     mut_arg("unsafe_no_device_policy", |a| {
@@ -164,10 +164,7 @@ pub(crate) fn start(ctx: &Context, a: StartArgs) -> anyhow::Result<Status> {
     refuse_running(ctx, &name)?;
     let settings = Settings::load(store.root(), name.as_str())?.merged(&a.options.into());
     // Bad option values are refused here, before anything runs.
-    let run_spec = spec(ctx, &name, &settings)?;
-    if run_spec.private_users != crate::runner::PrivateUsers::No {
-        reachable_by_others(image.path())?;
-    }
+    spec(ctx, &name, &settings)?;
     if a.foreground {
         return supervise(ctx, &name, settings, false);
     }
@@ -235,7 +232,7 @@ fn spec(ctx: &Context, name: &ImageName, s: &Settings) -> anyhow::Result<crate::
     let image = store.image(name)?;
     let mut s = s.clone();
     s.network.get_or_insert_with(|| "veth".into());
-    s.private_users.get_or_insert_with(|| "pick".into());
+    s.private_users.get_or_insert_with(|| "auto".into());
     let payload = run::Payload {
         boot: true,
         console: Some(run::Console::Interactive),
@@ -243,28 +240,6 @@ fn spec(ctx: &Context, name: &ImageName, s: &Settings) -> anyhow::Result<crate::
     };
     let read_only = store.is_read_only(name)?;
     run::spec_from(image.path(), name.as_str(), s, payload, read_only)
-}
-
-/// The machine's root user is an unprivileged user of the host: the runner attaches its
-/// idmapped root from inside the user namespace, which needs every directory above the image
-/// searchable by others (systemd creates /var/lib/machines with mode 0700).
-fn reachable_by_others(image: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    for dir in image.ancestors().skip(1) {
-        let mode = std::fs::metadata(dir)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0o755);
-        if mode & 0o001 == 0 {
-            anyhow::bail!(
-                "{} (mode {:o}) is not searchable by others, which a machine in a user namespace needs; \
-                 run `chmod o+x {}` or start it with --private-users no",
-                dir.display(),
-                mode & 0o7777,
-                dir.display()
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Refuses to start a machine that runs already, naming its supervisor.
@@ -367,7 +342,7 @@ pub(crate) fn status(ctx: &Context, a: StatusArgs) -> anyhow::Result<Status> {
             .settings
             .private_users
             .clone()
-            .unwrap_or_else(|| "pick".into()),
+            .unwrap_or_else(|| "auto".into()),
         root: rec.root.clone(),
         console_tail: supervisor::console_tail(&log, a.lines),
         console_log: log,
