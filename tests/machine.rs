@@ -401,6 +401,13 @@ fn a_non_systemd_init_is_up_once_started_and_stops_on_sigterm() {
     drop(m);
     common::sh(&format!("chmod 755 {}", env.store.display()));
 
+    // A clone takes its source's settings, as machinectl's clone copies the .nspawn file.
+    env.ok(&["clone", name, "mplain-copy"]);
+    let settings = |n: &str| std::fs::read_to_string(env.store.join(format!("{n}.rmach")));
+    assert_eq!(settings("mplain-copy").unwrap(), settings(name).unwrap());
+    env.ok(&["remove", "mplain-copy"]);
+    assert!(settings("mplain-copy").is_err(), "removed with its image");
+
     // A start that cannot work fails with the reason and leaves nothing behind.
     let e = env.fails(&["start", name, "--bind", "/nonexistent-rmach-src:/mnt"], 1);
     assert!(

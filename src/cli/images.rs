@@ -342,6 +342,8 @@ pub(crate) fn clone(ctx: &Context, args: CloneArgs) -> anyhow::Result<Status> {
     store
         .clone_image(&source, &destination, args.read_only, Some(&progress))
         .map_err(|e| store_full(e.into(), &store, format!("cannot clone {source}")))?;
+    // Its settings file (docs/machines.md) is copied with it.
+    crate::machine::settings::copy(store.root(), source.as_str(), destination.as_str())?;
     bar.finish_and_clear();
     Ok(0)
 }

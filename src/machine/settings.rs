@@ -70,6 +70,21 @@ pub(crate) fn rename(store: &Path, old: &str, new: &str) -> Result<()> {
     }
 }
 
+/// Gives a cloned image its source's settings file, if it had one, as machinectl's clone copies
+/// the `.nspawn` file (written aside and renamed, so a reader never sees half of it).
+pub(crate) fn copy(store: &Path, source: &str, destination: &str) -> Result<()> {
+    let from = path(store, source);
+    let text = match std::fs::read(&from) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).at(from),
+    };
+    let tmp = store.join(format!(".#{destination}.rmach.{}", std::process::id()));
+    std::fs::write(&tmp, text).at(&tmp)?;
+    let to = path(store, destination);
+    std::fs::rename(&tmp, &to).at(to)
+}
+
 impl Settings {
     /// The machine's settings; none recorded is the empty set.
     pub(crate) fn load(store: &Path, name: &str) -> Result<Settings> {
