@@ -207,10 +207,7 @@ fn same_times(tree: &Path, target: &Path) -> Result<(), ImageError> {
 fn copy_into(tree: &Path, target: &Path) -> Result<(), ImageError> {
     crate::store::copy_tree(tree, target, None)
         .map(|_| ())
-        .map_err(|e| ImageError::Tool {
-            tool: "copy".into(),
-            detail: e.to_string(),
-        })
+        .map_err(|source| ImageError::Copy { source })
 }
 
 fn tool(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), ImageError> {

@@ -50,6 +50,11 @@ pub(crate) enum ImageError {
     },
     #[error("{tool} failed: {detail}")]
     Tool { tool: String, detail: String },
+    #[error("copying the tree into the disk")]
+    Copy {
+        #[source]
+        source: crate::store::StoreError,
+    },
 }
 
 impl ImageError {

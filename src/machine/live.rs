@@ -131,7 +131,7 @@ fn snapshot(source: &Path, target: &Path) -> Result<()> {
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
         .at(target)?;
     crate::sys::btrfs::snapshot(&src, &dir, &leaf, true)
-        .map_err(|e| std::io::Error::other(e.to_string()))
+        .map_err(std::io::Error::from)
         .at(target)
 }
 
