@@ -132,8 +132,7 @@ pub(crate) fn error_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
         let text = cause_text(cause);
-        // Enums that still repeat their source's text in their own: print it once.
-        if text.is_empty() || line.contains(&text) {
+        if text.is_empty() {
             continue;
         }
         if !line.is_empty() {
