@@ -106,9 +106,14 @@ impl MachineCgroup {
         Ok(())
     }
 
+    /// The v2 file that freezes and thaws the machine.
+    pub(crate) fn freeze_file(&self) -> PathBuf {
+        self.v2.join("cgroup.freeze")
+    }
+
     /// Freezes (or thaws) every process of the machine and waits until the kernel says so.
     pub(crate) fn freeze(&self, frozen: bool) -> Result<()> {
-        let file = self.v2.join("cgroup.freeze");
+        let file = self.freeze_file();
         std::fs::write(&file, if frozen { "1" } else { "0" }).at(&file)?;
         let events = self.v2.join("cgroup.events");
         let want = if frozen { "frozen 1" } else { "frozen 0" };

@@ -17,6 +17,8 @@ use crate::store::{ImageName, LockPurpose, NameLock, Store, StoreError};
 pub(crate) struct LiveExport {
     cgroup: MachineCgroup,
     frozen: bool,
+    /// While frozen, Ctrl-C (whose handler exits without running this value's drop) thaws it.
+    thaw_on_interrupt: Option<crate::sys::interrupt::ThawOnInterrupt>,
     /// The btrfs snapshot or reflink copy exported instead of the image.
     snapshot: Option<PathBuf>,
     /// One sentence on what was done, for `-v`.
@@ -71,10 +73,14 @@ fn freeze(store: &Store, rec: &Record) -> Result<LiveExport> {
     let mut live = LiveExport {
         cgroup: rec.machine_cgroup(),
         frozen: false,
+        thaw_on_interrupt: None,
         snapshot: None,
         how: String::new(),
     };
     let started = std::time::Instant::now();
+    let freeze_file = live.cgroup.freeze_file();
+    live.thaw_on_interrupt =
+        Some(crate::sys::interrupt::thaw_on_interrupt(&freeze_file).at(&freeze_file)?);
     live.cgroup.freeze(true)?;
     live.frozen = true;
     let image = store.image(&ImageName::parse(&rec.name)?)?;
@@ -101,6 +107,7 @@ fn freeze(store: &Store, rec: &Record) -> Result<LiveExport> {
     };
     live.cgroup.freeze(false)?;
     live.frozen = false;
+    live.thaw_on_interrupt = None;
     live.how = format!(
         "{} is running: frozen for {} ms to take {what}, which is exported",
         rec.name,

@@ -10,7 +10,16 @@ static MESSAGE: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
 /// look for.
 static REMOVE: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
 
+/// An open `cgroup.freeze` the handler writes "0" to: a machine frozen for a live export is
+/// thawed when the export is interrupted (its destructor does not run after `_exit`). -1: none.
+static THAW: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
 extern "C" fn on_interrupt(_signal: libc::c_int) {
+    let thaw = THAW.load(std::sync::atomic::Ordering::SeqCst);
+    if thaw >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the descriptor stays open while registered.
+        unsafe { libc::write(thaw, b"0".as_ptr().cast(), 1) };
+    }
     if let Some(path) = REMOVE.get() {
         // SAFETY: unlink(2) is async-signal-safe; the path is a NUL-terminated 'static string.
         unsafe { libc::unlink(path.as_ptr()) };
@@ -42,6 +51,24 @@ pub(crate) fn exit_on_interrupt(message: &'static str) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// While the returned guard lives, an interrupt writes "0" to `freeze_file` (a cgroup's
+/// `cgroup.freeze`, opened now) before the process exits, thawing what a live export froze.
+pub(crate) fn thaw_on_interrupt(freeze_file: &std::path::Path) -> std::io::Result<ThawOnInterrupt> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new().write(true).open(freeze_file)?;
+    THAW.store(file.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
+    Ok(ThawOnInterrupt(file))
+}
+
+/// Keeps the `cgroup.freeze` descriptor open for the handler; unregisters it when dropped.
+pub(crate) struct ThawOnInterrupt(#[allow(dead_code)] std::fs::File);
+
+impl Drop for ThawOnInterrupt {
+    fn drop(&mut self) {
+        THAW.store(-1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Makes the handler remove `path` (once per process; later calls are ignored).
