@@ -15,6 +15,7 @@ use common::run::{
     KillOnDrop,
 };
 use common::tree::{assert_same, differences, make_full_tree, snapshot, FULL};
+use common::udev::Udev;
 use common::{require, sh, Env};
 
 fn stored(env: &Env, name: &str) -> std::path::PathBuf {
@@ -205,8 +206,8 @@ fn bookworm_disks_boot_mkosi_style_and_rmach_made() {
     env.ok(&["import-raw", disk.to_str().unwrap(), "mkosi"]);
     std::fs::remove_file(&disk).unwrap();
     boot_to_running(&env, "mkosi");
-    // rmach's own disk from the same tree boots too, and systemd-nspawn -i reads it where the
-    // host runs udev (nspawn needs udev's control socket for --image).
+    // rmach's own disk from the same tree boots too, and systemd-nspawn -i reads it (nspawn
+    // needs a udev daemon for --image: the host's, or one run for this check).
     env.ok(&[
         "import-fs",
         image.to_str().unwrap(),
@@ -216,17 +217,21 @@ fn bookworm_disks_boot_mkosi_style_and_rmach_made() {
     ]);
     assert_discoverable_gpt(&stored(&env, "made"));
     boot_to_running(&env, "made");
-    if Path::new("/run/udev/control").exists() {
-        let o = in_own_cgroup("systemd-nspawn")
-            .args(["--register=no", "-q", "--pipe", "-i"])
-            .arg(stored(&env, "made"))
-            .args(["cat", "/etc/debian_version"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_no_loops(&stored(&env, "made"));
-    } else {
-        eprintln!("systemd-nspawn -i not tried: no udev on this host (/run/udev/control)");
+    match Udev::get() {
+        Ok(udev) => {
+            let o = in_own_cgroup("systemd-nspawn")
+                .args(["--register=no", "--keep-unit", "-q", "--pipe", "-i"])
+                .arg(stored(&env, "made"))
+                .args(["cat", "/etc/debian_version"])
+                .output()
+                .unwrap();
+            drop(udev);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let inside = std::fs::read_to_string(image.join("etc/debian_version")).unwrap();
+            assert_eq!(String::from_utf8_lossy(&o.stdout), inside);
+            assert_no_loops(&stored(&env, "made"));
+        }
+        Err(why) => eprintln!("systemd-nspawn -i not tried: {why}"),
     }
 }
 
