@@ -662,3 +662,56 @@ fn release_of_another_suite_or_older_date_is_refused() {
     let err = bootstrap::print_debs(&o, &|_| {}).unwrap_err().to_string();
     assert!(err.contains("Sun, 12 Jul 2026"), "{err}");
 }
+
+/// Two bootstraps sharing a cache at once (as parallel CI jobs do): each package is downloaded
+/// once, the second waiting for the first's partial file instead of writing into it, and both
+/// first stages succeed with verified files.
+#[test]
+fn concurrent_first_stages_share_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    // 384 KiB the fixture server sends at 160 KiB/s: the two runs overlap on it for seconds.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: String = (0..384 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect();
+    let m = mirror_with(dir.path(), "slowshared", noise);
+    let o = opts(&m, dir.path(), Variant::Minbase);
+    let (t1, t2) = (dir.path().join("t1"), dir.path().join("t2"));
+    std::fs::create_dir(&t1).unwrap();
+    std::fs::create_dir(&t2).unwrap();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| bootstrap::first_stage(&o, &t1, &|_| {}));
+        let b = s.spawn(|| bootstrap::first_stage(&o, &t2, &|_| {}));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let debs = dir.path().join("cache/bootstrap/debs");
+    let cached: u64 = std::fs::read_dir(&debs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "deb"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert_eq!(
+        a.downloaded_bytes + b.downloaded_bytes,
+        cached,
+        "every package downloaded once ({} + {} bytes)",
+        a.downloaded_bytes,
+        b.downloaded_bytes
+    );
+    let parts: Vec<_> = std::fs::read_dir(&debs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+        .collect();
+    assert!(parts.is_empty(), "partial files left: {parts:?}");
+    assert_eq!(
+        std::fs::read(t1.join("usr/share/slowshared/data")).unwrap(),
+        std::fs::read(t2.join("usr/share/slowshared/data")).unwrap()
+    );
+}
