@@ -324,6 +324,19 @@ fn refused_from(env: &Env, m: &Mirror, suite: &str, extra: &[&str], expect: &str
     must_fail(env, &args, expect);
 }
 
+/// `len` characters of hex that xz cannot shrink much (a package whose download takes time).
+fn noise(len: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect()
+}
+
 /// The fixture's packages plus one required package with `content` in a file.
 fn mirror_with(dir: &Path, name: &str, content: String) -> Mirror {
     let mut pkgs = debian_pkgs();
@@ -371,17 +384,8 @@ fn a_full_disk_fails_cleanly_and_leaves_no_image() {
 fn ctrl_c_stops_at_once_and_leaves_no_image() {
     let env = Env::new();
     let d = env.dir.path();
-    // 2 MiB of hex that xz cannot shrink much, served at 160 KiB/s: several seconds to download.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let noise: String = (0..2 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from_digit((x % 16) as u32, 16).unwrap()
-        })
-        .collect();
-    let m = mirror_with(d, "slowpkg", noise);
+    // 2 MiB served at 160 KiB/s: several seconds to download.
+    let m = mirror_with(d, "slowpkg", noise(2 << 20));
     let key = m.keyring.display().to_string();
     let child = common::bootstrap::command(&env)
         .args(["bootstrap", "bookworm", "img", "--mirror", &m.url])
@@ -670,16 +674,7 @@ fn release_of_another_suite_or_older_date_is_refused() {
 fn concurrent_first_stages_share_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     // 384 KiB the fixture server sends at 160 KiB/s: the two runs overlap on it for seconds.
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let noise: String = (0..384 << 10)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from_digit((x % 16) as u32, 16).unwrap()
-        })
-        .collect();
-    let m = mirror_with(dir.path(), "slowshared", noise);
+    let m = mirror_with(dir.path(), "slowshared", noise(384 << 10));
     let o = opts(&m, dir.path(), Variant::Minbase);
     let (t1, t2) = (dir.path().join("t1"), dir.path().join("t2"));
     std::fs::create_dir(&t1).unwrap();
