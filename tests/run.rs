@@ -811,3 +811,46 @@ fn bad_hostnames_and_boot_users_are_refused() {
     ]);
     assert_eq!(stdout(&o), "good.host-1\n", "{}", stderr(&o));
 }
+
+#[test]
+fn sigkill_of_the_helper_ends_the_run_and_its_machine() {
+    let ts = ProbeStore::new("probe17");
+    let mut run = KillOnDrop(
+        probe_command(&ts, &[], "echo ready; exec sleep 100")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut run.0;
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    assert!(out.read_line(&mut line).unwrap() > 0 && line == "ready\n");
+    // rmach's only child is its helper, the machine's parent.
+    let rmach = child.id();
+    let helper: i32 = std::fs::read_to_string(format!("/proc/{rmach}/task/{rmach}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let helper = rustix::process::Pid::from_raw(helper).unwrap();
+    rustix::process::kill_process(helper, Signal::KILL).unwrap();
+    // The machine goes with its parent (its parent-death signal): its stdout closes, and rmach
+    // returns the helper's status and removes the cgroup.
+    line.clear();
+    assert_eq!(out.read_line(&mut line).unwrap(), 0, "{line}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rmach did not end with its helper"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(137), "the helper's SIGKILL");
+    assert!(cgroup_leftovers("probe17").is_empty());
+}
