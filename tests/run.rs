@@ -834,6 +834,19 @@ fn sigkill_of_the_helper_ends_the_run_and_its_machine() {
         .unwrap()
         .parse()
         .unwrap();
+    // By now the helper holds one end of one channel, its own with rmach: the machine's end
+    // is the machine's alone, or rmach could not tell that its exec went through.
+    let sockets = |pid: i32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+            })
+            .count()
+    };
+    assert_eq!(sockets(helper), 1, "the helper's sockets");
     let helper = rustix::process::Pid::from_raw(helper).unwrap();
     rustix::process::kill_process(helper, Signal::KILL).unwrap();
     // The machine goes with its parent (its parent-death signal): its stdout closes, and rmach
