@@ -13,7 +13,7 @@ use rustix::process::Signal;
 
 use common::run::{
     bookworm_with_systemd, cgroup_leftovers, failed_units, in_machine, probe, probe_command,
-    probe_ok, signal_and_wait, system_state, wait_for_leader, KillOnDrop, ProbeStore,
+    probe_ok, signal_and_wait, system_state, wait_for_leader, wait_within, KillOnDrop, ProbeStore,
 };
 use common::{command_line, on_terminal, stderr, stdout, wrapped, Env};
 
@@ -853,17 +853,7 @@ fn sigkill_of_the_helper_ends_the_run_and_its_machine() {
     // returns the helper's status and removes the cgroup.
     line.clear();
     assert_eq!(out.read_line(&mut line).unwrap(), 0, "{line}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rmach did not end with its helper"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_within(child, Duration::from_secs(20), "its helper's SIGKILL");
     assert_eq!(status.code(), Some(137), "the helper's SIGKILL");
     assert!(cgroup_leftovers("probe17").is_empty());
 }
