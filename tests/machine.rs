@@ -93,6 +93,18 @@ fn start_shell_status_limits_copies_refusals_and_stop() {
     let o = env.run(&["shell", &format!("nosuchuser@{name}"), "--", "true"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no user nosuchuser"));
+    // A session whose exec fails says which step failed and why (the session process's
+    // message, with its errno, from before the exec).
+    let not_a_program = env.store.join(name).join("usr/local/bin/not-a-program");
+    std::fs::write(&not_a_program, "neither ELF nor #!").unwrap();
+    common::sh(&format!("chmod 755 {}", not_a_program.display()));
+    let e = env.fails(&["shell", name, "--", "/usr/local/bin/not-a-program"], 1);
+    assert!(
+        e.contains(&format!(
+            "cannot enter {name}: execute /usr/local/bin/not-a-program"
+        )) && e.contains("Exec format error"),
+        "{e}"
+    );
     // On a terminal (script gives one) the session gets a pty of the machine's devpts.
     let mut term = Terminal::spawn(env.command().args([
         "shell",

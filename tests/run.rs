@@ -13,7 +13,7 @@ use rustix::process::Signal;
 
 use common::run::{
     bookworm_with_systemd, cgroup_leftovers, failed_units, in_machine, probe, probe_command,
-    probe_ok, signal_and_wait, system_state, wait_for_leader, KillOnDrop, ProbeStore,
+    probe_ok, signal_and_wait, system_state, wait_for_leader, wait_within, KillOnDrop, ProbeStore,
 };
 use common::{command_line, on_terminal, stderr, stdout, wrapped, Env};
 
@@ -810,4 +810,50 @@ fn bad_hostnames_and_boot_users_are_refused() {
         "hostname",
     ]);
     assert_eq!(stdout(&o), "good.host-1\n", "{}", stderr(&o));
+}
+
+#[test]
+fn sigkill_of_the_helper_ends_the_run_and_its_machine() {
+    let ts = ProbeStore::new("probe17");
+    let mut run = KillOnDrop(
+        probe_command(&ts, &[], "echo ready; exec sleep 100")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut run.0;
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    assert!(out.read_line(&mut line).unwrap() > 0 && line == "ready\n");
+    // rmach's only child is its helper, the machine's parent.
+    let rmach = child.id();
+    let helper: i32 = std::fs::read_to_string(format!("/proc/{rmach}/task/{rmach}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // By now the helper holds one end of one channel, its own with rmach: the machine's end
+    // is the machine's alone, or rmach could not tell that its exec went through.
+    let sockets = |pid: i32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+            })
+            .count()
+    };
+    assert_eq!(sockets(helper), 1, "the helper's sockets");
+    let helper = rustix::process::Pid::from_raw(helper).unwrap();
+    rustix::process::kill_process(helper, Signal::KILL).unwrap();
+    // The machine goes with its parent (its parent-death signal): its stdout closes, and rmach
+    // returns the helper's status and removes the cgroup.
+    line.clear();
+    assert_eq!(out.read_line(&mut line).unwrap(), 0, "{line}");
+    let status = wait_within(child, Duration::from_secs(20), "its helper's SIGKILL");
+    assert_eq!(status.code(), Some(137), "the helper's SIGKILL");
+    assert!(cgroup_leftovers("probe17").is_empty());
 }

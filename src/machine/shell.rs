@@ -16,6 +16,7 @@ use super::cgroup;
 use super::record::{self, Record};
 use super::user::{self, User};
 use super::{MachineError, Result};
+use crate::runner::channel::{Channel, Message, SetupError};
 use crate::sys::{ns, pidfd, process as p};
 
 /// What the session runs and how.
@@ -208,29 +209,28 @@ fn run_joined(
     ];
     let _mask = p::block_signals(&forwarded).map_err(enter_err(rec, "block signals"))?;
     let sigfd = p::signalfd(&forwarded).map_err(enter_err(rec, "signalfd"))?;
-    // The session process reports a failure before exec here; exec closes it (close-on-exec).
-    let (err_r, err_w) = p::pipe().map_err(enter_err(rec, "create a pipe"))?;
+    // The session process reports a failure before exec over this channel; exec closes its
+    // end (close-on-exec).
+    let (channel, session_end) = Channel::pair().map_err(enter_err(rec, "create a channel"))?;
     let child = match ns::fork_threadsafe().map_err(enter_err(rec, "fork"))? {
         None => {
-            drop(err_r);
+            drop(channel);
             session_process(
                 &exec,
                 confinement,
                 pty.as_ref().map(|p| p.1.as_path()),
-                err_w,
+                session_end,
             )
         }
         Some(pid) => pid,
     };
-    drop(err_w);
+    drop(session_end);
     let raw = super::relay::wait(child, &sigfd, pty.map(|p| p.0));
-    let mut message = String::new();
-    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(err_r), &mut message);
-    if !message.is_empty() {
+    if let Some(Message::Failed(e)) = channel.receive() {
         return Err(MachineError::Enter {
             name: rec.name.clone(),
-            what: message,
-            source: std::io::Error::from_raw_os_error(libc::WEXITSTATUS(raw)),
+            what: e.what,
+            source: e.source,
         });
     }
     Ok(crate::runner::exit_code(
@@ -316,12 +316,10 @@ fn find_executable(cmd: &str, path: &str) -> Option<PathBuf> {
 }
 
 /// The forked session process (in the machine's PID namespace); never returns.
-fn session_process(exec: &Exec, confined: Confinement, tty: Option<&Path>, error: OwnedFd) -> ! {
-    let error = std::cell::RefCell::new(std::fs::File::from(error));
+fn session_process(exec: &Exec, confined: Confinement, tty: Option<&Path>, rmach: Channel) -> ! {
     let fail = |what: &str, e: std::io::Error| -> ! {
-        let code = e.raw_os_error().unwrap_or(libc::EIO);
-        let _ = std::io::Write::write_all(&mut *error.borrow_mut(), what.as_bytes());
-        p::exit_now(code)
+        rmach.send(&SetupError::new(what, e).into());
+        p::exit_now(1)
     };
     if let Err(e) = rustix::process::setsid() {
         fail("setsid", e.into());

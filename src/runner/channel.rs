@@ -1,13 +1,16 @@
-//! Typed messages between rmach and the processes it starts, over pipes: each message is one
-//! `write` of at most `PIPE_BUF` bytes (so writers never interleave): a tag byte, and a
-//! 4-byte integer or a 2-byte length and that many bytes of text (a failure: its errno, then
-//! the text). Three kinds of pipe carry them: the *report* channel from the helper (the
-//! machine's PID, then its final wait status), the *setup* channel from everything that sets
-//! the machine up (close-on-exec: its end-of-file with no message means the payload's exec
-//! went through) and the *go* pipes, on which a process waits for [`Message::Go`].
+//! Typed messages between rmach and the processes it starts, over one [`Channel`] per
+//! process pair, as youki does: an `AF_UNIX` `SOCK_SEQPACKET` socket pair, close-on-exec.
+//! Each message is one packet (so it is never split, nor merged with another, whoever else
+//! holds a copy of the sending end): a tag byte, and a 4-byte integer or a 2-byte length and
+//! that many bytes of text (a failure: its errno, then the text), at most 4096 bytes in all.
+//! `run` and `boot` use two channels: rmach's with its helper (Go down; the machine's PID, Go
+//! once the kernel stage is mounted, the machine's status, or a setup failure up) and rmach's
+//! with the machine (Go down; a setup failure or a command not found up; end of file with no
+//! message once the payload's exec went through). `shell` and `login` use one with the session
+//! process for its failure before exec.
 
-use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// A setup step that failed in a process rmach started: what it was doing and why.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +38,7 @@ impl SetupError {
         }
     }
 
-    /// The errno that carries the source across a pipe.
+    /// The errno that carries the source across a channel.
     fn errno(&self) -> i32 {
         self.source
             .raw_os_error()
@@ -58,15 +61,16 @@ pub(crate) type Step<T> = Result<T, SetupError>;
 /// One message.
 #[derive(Debug)]
 pub(crate) enum Message {
-    /// The machine's PID (report channel).
+    /// The machine's PID (from the helper).
     Pid(i32),
-    /// The machine's raw wait status, or the payload's with `run` (report channel).
+    /// The machine's raw wait status, or the payload's with `run` (from the helper).
     Status(i32),
-    /// The other side's part is done: go on (go pipes).
+    /// The sender's part is done: go on (from rmach; from the helper: the kernel stage is
+    /// mounted).
     Go,
-    /// A setup step failed (setup channel).
+    /// A setup step failed (from any process rmach started).
     Failed(SetupError),
-    /// The command does not exist in the machine (setup channel).
+    /// The command does not exist in the machine (from the machine).
     CommandNotFound(String),
 }
 
@@ -76,7 +80,8 @@ impl From<SetupError> for Message {
     }
 }
 
-/// At most what one atomic pipe write carries (PIPE_BUF), tag included.
+/// The longest message, tag included: a failure's text is cut to fit, so every message fits
+/// the receiver's buffer whole.
 const MAX: usize = 4096;
 
 impl Message {
@@ -96,90 +101,135 @@ impl Message {
             Message::CommandNotFound(c) => text(vec![b'N'], c),
         }
     }
-}
 
-/// Sends `message` with one write (errors ignored: the reader's absence is its own signal).
-pub(crate) fn send(fd: impl AsFd, message: &Message) {
-    let _ = rustix::io::write(fd, &message.encode());
-}
-
-/// Reads a descriptor without taking it over.
-struct FdReader<F>(F);
-
-impl<F: AsFd> Read for FdReader<F> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match rustix::io::read(&self.0, &mut *buf) {
-                Err(rustix::io::Errno::INTR) => continue,
-                r => return r.map_err(io::Error::from),
+    /// The message one packet holds; None when it is malformed or has bytes left over.
+    fn decode(packet: &[u8]) -> Option<Message> {
+        let (&tag, rest) = packet.split_first()?;
+        let mut body = Body(rest);
+        let message = match tag {
+            b'P' => Message::Pid(body.int()?),
+            b'S' => Message::Status(body.int()?),
+            b'G' => Message::Go,
+            b'F' => {
+                let errno = body.int()?;
+                Message::Failed(SetupError {
+                    what: body.text()?,
+                    source: io::Error::from_raw_os_error(errno),
+                })
             }
-        }
+            b'N' => Message::CommandNotFound(body.text()?),
+            _ => return None,
+        };
+        body.0.is_empty().then_some(message)
     }
 }
 
-/// Reads the next message; None at end of file (or on a malformed one).
-pub(crate) fn receive(fd: impl AsFd) -> Option<Message> {
-    decode(&mut FdReader(fd))
+/// What is left of a packet after its tag, read front to back.
+struct Body<'a>(&'a [u8]);
+
+impl<'a> Body<'a> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, tail) = self.0.split_first_chunk::<N>()?;
+        self.0 = tail;
+        Some(*head)
+    }
+
+    fn int(&mut self) -> Option<i32> {
+        self.take().map(i32::from_ne_bytes)
+    }
+
+    /// A 2-byte length and that many bytes of text.
+    fn text(&mut self) -> Option<String> {
+        let len = u16::from_ne_bytes(self.take()?) as usize;
+        let (text, tail) = self.0.split_at_checked(len)?;
+        self.0 = tail;
+        Some(String::from_utf8_lossy(text).into_owned())
+    }
 }
 
-/// Waits for [`Message::Go`]; false when anything else (or nothing) comes.
-pub(crate) fn wait_go(fd: impl AsFd) -> bool {
-    matches!(receive(fd), Some(Message::Go))
-}
+/// One end of a channel between rmach and a process it starts: an `AF_UNIX` `SOCK_SEQPACKET`
+/// socket, close-on-exec. Each message is one packet, so it arrives whole and alone, however
+/// many copies of the other end send. A receive sees end of file once every copy of the other
+/// end is closed: a process's exit (or exec) is seen as such, which is why each process closes
+/// the ends that are not its own.
+#[derive(Debug)]
+pub(crate) struct Channel(OwnedFd);
 
-fn decode(reader: &mut impl Read) -> Option<Message> {
-    let mut tag = [0u8; 1];
-    reader.read_exact(&mut tag).ok()?;
-    let mut int = || -> Option<i32> {
-        let mut b = [0u8; 4];
-        reader.read_exact(&mut b).ok()?;
-        Some(i32::from_ne_bytes(b))
-    };
-    Some(match tag[0] {
-        b'P' => Message::Pid(int()?),
-        b'S' => Message::Status(int()?),
-        b'G' => Message::Go,
-        b'F' => {
-            let errno = int()?;
-            Message::Failed(SetupError {
-                what: text(reader)?,
-                source: io::Error::from_raw_os_error(errno),
-            })
+impl Channel {
+    /// A connected pair of ends, one for each side.
+    pub(crate) fn pair() -> io::Result<(Channel, Channel)> {
+        use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
+        let (a, b) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        Ok((Channel(a), Channel(b)))
+    }
+
+    /// Another descriptor for this end (for a process that passes it on to a child).
+    pub(crate) fn try_clone(&self) -> io::Result<Channel> {
+        Ok(Channel(self.0.try_clone()?))
+    }
+
+    /// Sends `message` as one packet. Errors are ignored: the other side's absence is its
+    /// own signal, seen by whoever waits for it. (No SIGPIPE: the caller may not ignore it.)
+    pub(crate) fn send(&self, message: &Message) {
+        let packet = message.encode();
+        while let Err(rustix::io::Errno::INTR) =
+            rustix::net::send(&self.0, &packet, rustix::net::SendFlags::NOSIGNAL)
+        {}
+    }
+
+    /// Waits for the next message; None at end of file (or on a malformed one).
+    pub(crate) fn receive(&self) -> Option<Message> {
+        let mut packet = [0u8; MAX];
+        loop {
+            match rustix::net::recv(&self.0, &mut packet[..], rustix::net::RecvFlags::empty()) {
+                Err(rustix::io::Errno::INTR) => continue,
+                Ok((len, _)) => return Message::decode(&packet[..len]),
+                Err(_) => return None,
+            }
         }
-        b'N' => Message::CommandNotFound(text(reader)?),
-        _ => return None,
-    })
+    }
+
+    /// Waits for [`Message::Go`]; false when anything else (or nothing) comes.
+    pub(crate) fn wait_go(&self) -> bool {
+        matches!(self.receive(), Some(Message::Go))
+    }
 }
 
-fn text(reader: &mut impl Read) -> Option<String> {
-    let mut len = [0u8; 2];
-    reader.read_exact(&mut len).ok()?;
-    let mut body = vec![0u8; u16::from_ne_bytes(len) as usize];
-    reader.read_exact(&mut body).ok()?;
-    Some(String::from_utf8_lossy(&body).into_owned())
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn eperm(what: &str) -> Message {
+        SetupError::new(what, io::Error::from_raw_os_error(libc::EPERM)).into()
+    }
+
     #[test]
-    fn messages_round_trip_through_a_pipe() {
-        let (r, w) = crate::sys::process::pipe().unwrap();
-        send(&w, &Message::Pid(4242));
-        send(&w, &Message::Status(9));
-        send(&w, &Message::Go);
-        send(&w, &Message::CommandNotFound("nosuch".into()));
-        let eperm = io::Error::from_raw_os_error(libc::EPERM);
-        send(&w, &SetupError::new("mount /proc", eperm).into());
+    fn messages_round_trip_both_ways() {
+        let (rmach, child) = Channel::pair().unwrap();
+        rmach.send(&Message::Go);
+        child.send(&Message::Pid(4242));
+        child.send(&Message::Status(9));
+        child.send(&Message::CommandNotFound("nosuch".into()));
+        child.send(&eperm("mount /proc"));
         let nul = io::Error::from(io::ErrorKind::InvalidInput);
-        send(&w, &SetupError::new("a NUL byte", nul).into());
-        drop(w);
-        assert!(matches!(receive(&r), Some(Message::Pid(4242))));
-        assert!(matches!(receive(&r), Some(Message::Status(9))));
-        assert!(wait_go(&r));
-        assert!(matches!(receive(&r), Some(Message::CommandNotFound(c)) if c == "nosuch"));
-        let Some(Message::Failed(e)) = receive(&r) else {
+        child.send(&SetupError::new("a NUL byte", nul).into());
+        rmach.send(&Message::Go);
+        assert!(child.wait_go());
+        assert!(matches!(rmach.receive(), Some(Message::Pid(4242))));
+        assert!(matches!(rmach.receive(), Some(Message::Status(9))));
+        assert!(matches!(rmach.receive(), Some(Message::CommandNotFound(c)) if c == "nosuch"));
+        let Some(Message::Failed(e)) = rmach.receive() else {
             panic!("a failure")
         };
         assert_eq!(
@@ -191,18 +241,84 @@ mod tests {
             "mount /proc",
             "Display leaves out the source"
         );
-        let Some(Message::Failed(e)) = receive(&r) else {
+        let Some(Message::Failed(e)) = rmach.receive() else {
             panic!("a failure")
         };
         assert_eq!(e.source.raw_os_error(), Some(libc::EINVAL));
-        assert!(receive(&r).is_none());
-        let long = SetupError::new("x".repeat(10_000), io::Error::from_raw_os_error(1));
-        assert_eq!(Message::Failed(long).encode().len(), MAX);
-        assert!(decode(&mut &b"Zjunk"[..]).is_none());
-        let (r, w) = crate::sys::process::pipe().unwrap();
-        send(&w, &Message::Pid(1));
-        drop(w);
-        assert!(!wait_go(&r), "only Go lets a process go on");
-        assert!(!wait_go(&r), "nor does end of file");
+        assert!(child.wait_go());
+    }
+
+    #[test]
+    fn end_of_file_once_every_copy_of_the_other_end_is_closed() {
+        let (rmach, child) = Channel::pair().unwrap();
+        let copy = child.try_clone().unwrap();
+        drop(child);
+        copy.send(&Message::Pid(1));
+        assert!(matches!(rmach.receive(), Some(Message::Pid(1))));
+        // A copy still open (as a forked process's would be): no end of file yet.
+        let pending = rustix::net::recv(&rmach, &mut [0u8; 8], rustix::net::RecvFlags::DONTWAIT);
+        assert_eq!(pending.err(), Some(rustix::io::Errno::AGAIN));
+        drop(copy);
+        assert!(rmach.receive().is_none());
+        assert!(rmach.receive().is_none(), "and it stays at end of file");
+        assert!(!rmach.wait_go(), "nor does end of file let a process go on");
+        // The other way, and no SIGPIPE for a send to a closed end.
+        let (rmach, child) = Channel::pair().unwrap();
+        drop(rmach);
+        child.send(&Message::Status(0));
+        assert!(child.receive().is_none());
+    }
+
+    #[test]
+    fn only_go_lets_a_process_go_on() {
+        let (rmach, child) = Channel::pair().unwrap();
+        rmach.send(&Message::Pid(1));
+        assert!(!child.wait_go());
+    }
+
+    #[test]
+    fn a_message_is_one_packet_never_split_nor_merged() {
+        let (rmach, child) = Channel::pair().unwrap();
+        let copy = child.try_clone().unwrap();
+        let long = "x".repeat(3000);
+        child.send(&eperm(&long));
+        copy.send(&Message::Go);
+        child.send(&Message::Status(7));
+        // A receive far larger than all three still takes exactly one message.
+        let mut buf = vec![0u8; 65536];
+        let (len, _) =
+            rustix::net::recv(&rmach, &mut buf[..], rustix::net::RecvFlags::empty()).unwrap();
+        assert_eq!(len, eperm(&long).encode().len());
+        assert!(matches!(Message::decode(&buf[..len]), Some(Message::Failed(e)) if e.what == long));
+        assert!(rmach.wait_go());
+        assert!(matches!(rmach.receive(), Some(Message::Status(7))));
+    }
+
+    #[test]
+    fn long_text_is_cut_to_the_cap() {
+        let (rmach, child) = Channel::pair().unwrap();
+        child.send(&eperm(&"x".repeat(10_000)));
+        assert_eq!(eperm(&"x".repeat(10_000)).encode().len(), MAX);
+        let Some(Message::Failed(e)) = rmach.receive() else {
+            panic!("a failure, whole")
+        };
+        assert_eq!(e.what, "x".repeat(MAX - 1 - 4 - 2));
+        assert_eq!(e.source.raw_os_error(), Some(libc::EPERM));
+        let name = "n".repeat(70_000);
+        assert_eq!(Message::CommandNotFound(name).encode().len(), MAX);
+    }
+
+    #[test]
+    fn malformed_packets_are_refused() {
+        assert!(Message::decode(b"").is_none());
+        assert!(Message::decode(b"Zjunk").is_none());
+        assert!(Message::decode(b"P12").is_none(), "a short integer");
+        assert!(Message::decode(b"G!").is_none(), "bytes left over");
+        let mut short = eperm("mount /proc").encode();
+        short.pop();
+        assert!(
+            Message::decode(&short).is_none(),
+            "text shorter than its length"
+        );
     }
 }

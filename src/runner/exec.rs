@@ -1,8 +1,9 @@
 //! The one place a plan is carried out, rmach's side, as a sequence of small steps. Each host
 //! resource is held by a guard that undoes it however the run ends: the machine's cgroup, the
-//! scratch directory, the idmapped root, the console's pty, the pipes, the signal mask, and
-//! the helper (`helper`) that builds the machine (`machine`), killed and reaped with it. The
-//! steps decide nothing: every choice is in the [`Plan`].
+//! scratch directory, the idmapped root, the console's pty, the capture pipes, the signal mask,
+//! and the helper (`helper`) that builds the machine (`machine`), killed and reaped with it.
+//! rmach holds one channel with the helper and one with the machine (`channel`) and steps
+//! both along with `Go`. The steps decide nothing: every choice is in the [`Plan`].
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 
 use super::cgroup::Cgroup;
-use super::channel::{self, Message, SetupError};
+use super::channel::{Channel, Message, SetupError};
 use super::console::{self, RawMode, Relay};
 use super::machine::ChildFds;
 use super::plan::Plan;
@@ -50,11 +51,11 @@ pub(crate) fn execute_once(plan: &Plan) -> Result<Ended, RunnerError> {
     cgroup.release(helper.pid)?;
     host_setup(plan, &cgroup, pid)?;
     helper.send_go();
-    helper.wait_exec(plan)?;
+    helper.start_machine(plan)?;
     let (raw, stdout, stderr) = relay(plan, &mut helper, &signals, pty, capture);
     drop((cgroup, scratch));
-    // The helper's own status says nothing; the machine's comes through the report channel.
-    let raw = match channel::receive(&helper.report) {
+    // The helper's own status says nothing; the machine's comes through its channel.
+    let raw = match helper.channel.receive() {
         Some(Message::Status(status)) => status,
         _ => raw,
     };
@@ -208,19 +209,20 @@ impl Signals {
     }
 }
 
-/// rmach's helper and rmach's ends of the channels with it. Dropped before the helper was
-/// reaped (any failure), it kills the machine and the helper and reaps the helper.
+/// rmach's helper and rmach's ends of the channels with it and with the machine it clones.
+/// Dropped before the helper was reaped (any failure), it kills the machine and the helper and
+/// reaps the helper.
 struct Helper {
     pid: i32,
     machine: Option<i32>,
     reaped: bool,
-    /// The report channel: the machine's PID, then its status.
-    report: OwnedFd,
-    /// The setup channel: a failure, or end of file once the payload's exec went through.
-    setup: OwnedFd,
-    /// The helper's go pipe: it is in the machine's cgroup; then, rmach's host-side setup is
-    /// done (closed: give up).
-    go: Option<OwnedFd>,
+    /// With the helper. Down: Go when it is in the machine's cgroup, Go when rmach's
+    /// host-side setup is done. Up: the machine's PID, Go once the kernel stage is mounted,
+    /// then the machine's status; or a failure (end of file: the helper ended).
+    channel: Channel,
+    /// With the machine. Down: Go. Up: a failure, or end of file once the payload's exec went
+    /// through (or the machine ended).
+    machine_channel: Channel,
 }
 
 impl Helper {
@@ -232,16 +234,14 @@ impl Helper {
         pty: &Option<Pty>,
         capture: &mut Capture,
     ) -> Result<Helper, RunnerError> {
-        let (setup, setup_w) = pipe("the setup channel")?;
-        let (report, report_w) = pipe("the report channel")?;
-        let (go_r, go) = pipe("the helper's go pipe")?;
-        let (sync, sync_w) = pipe("the machine's go pipe")?;
+        let (channel, helper_end) = Channel::pair().map_err(failed("the helper's channel"))?;
+        let (machine_channel, machine_end) =
+            Channel::pair().map_err(failed("the machine's channel"))?;
         let payload_status = p::shared_word().map_err(failed("shared memory"))?;
         let [stdout, stderr] = std::mem::take(&mut capture.write);
         let tty = pty.as_ref().map(|p| p.slave.try_clone());
         let fds = ChildFds {
             tree,
-            sync,
             stdout,
             stderr,
             tty: tty
@@ -250,55 +250,56 @@ impl Helper {
             pty: pty.as_ref().map(|p| p.path.clone()),
         };
         let ends = helper::Ends {
-            error: setup_w,
-            report: report_w,
-            sync: sync_w,
-            ready: go_r,
+            rmach: helper_end,
+            machine: machine_end,
         };
+        // Each side keeps only its own ends (the other side's end of file depends on it): the
+        // helper drops rmach's here, rmach drops the helper's and the machine's on return.
         match ns::fork_threadsafe().map_err(failed("fork the helper"))? {
             None => {
-                drop((setup, report, go));
+                drop((channel, machine_channel));
                 helper::run(plan, fds, ends, payload_status)
             }
             Some(pid) => Ok(Helper {
                 pid,
                 machine: None,
                 reaped: false,
-                report,
-                setup,
-                go: Some(go),
+                channel,
+                machine_channel,
             }),
         }
     }
 
     /// The machine's PID, once the helper has cloned it.
     fn machine_pid(&mut self, plan: &Plan) -> Result<i32, RunnerError> {
-        match channel::receive(&self.report) {
+        match self.channel.receive() {
             Some(Message::Pid(pid)) => {
                 self.machine = Some(pid);
                 Ok(pid)
             }
-            _ => Err(failure(plan, channel::receive(&self.setup))),
+            message => Err(failure(plan, message)),
         }
     }
 
     /// The failure the helper reported, if it has ended (a failed step ends it).
     fn failure_if_ended(&mut self, plan: &Plan) -> Option<RunnerError> {
         self.reaped = matches!(p::wait_raw(self.pid, true), Ok(Some(_)));
-        self.reaped
-            .then(|| failure(plan, channel::receive(&self.setup)))
+        self.reaped.then(|| failure(plan, self.channel.receive()))
     }
 
     /// Lets the helper go on to its next step.
     fn send_go(&self) {
-        if let Some(go) = &self.go {
-            channel::send(go, &Message::Go);
-        }
+        self.channel.send(&Message::Go);
     }
 
-    /// Waits until the payload's exec went through.
-    fn wait_exec(&mut self, plan: &Plan) -> Result<(), RunnerError> {
-        match channel::receive(&self.setup) {
+    /// Lets the machine go once the helper has mounted its kernel stage, and waits until the
+    /// payload's exec went through.
+    fn start_machine(&mut self, plan: &Plan) -> Result<(), RunnerError> {
+        match self.channel.receive() {
+            Some(Message::Go) => self.machine_channel.send(&Message::Go),
+            message => return Err(failure(plan, message)),
+        }
+        match self.machine_channel.receive() {
             None => Ok(()),
             message => Err(failure(plan, message)),
         }
@@ -310,8 +311,6 @@ impl Drop for Helper {
         if self.reaped {
             return;
         }
-        // The helper waits on its go pipe: closing it ends the helper too.
-        self.go = None;
         if let Some(machine) = self.machine {
             let _ = p::kill(machine, libc::SIGKILL);
         }
@@ -320,7 +319,8 @@ impl Drop for Helper {
     }
 }
 
-/// The error a setup channel message (or its absence) stands for.
+/// The error a message from the helper or the machine (or its absence) stands for, where a
+/// step's word was awaited.
 fn failure(plan: &Plan, message: Option<Message>) -> RunnerError {
     let unexpected = |what: String| SetupError::new(what, std::io::ErrorKind::InvalidData);
     RunnerError::Setup(match message {
@@ -331,7 +331,7 @@ fn failure(plan: &Plan, message: Option<Message>) -> RunnerError {
             }
         }
         Some(Message::Failed(e)) => e,
-        Some(other) => unexpected(format!("{other:?} on the setup channel")),
+        Some(other) => unexpected(format!("unexpected message {other:?}")),
         None => SetupError::new(
             "the helper ended without a word",
             std::io::ErrorKind::UnexpectedEof,

@@ -3,9 +3,9 @@
 //! status in a shared word for the helper before exiting (which ends every other process in
 //! the namespace). It holds no descriptor but 0-2 once the payload runs.
 
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::channel::{Channel, SetupError};
 use crate::sys::process as p;
 
 /// Signals rmach forwards and this init passes on (all blocked since before the fork).
@@ -26,16 +26,15 @@ pub(crate) const REPORTED: u64 = 1 << 32;
 /// Runs the init loop after forking off `exec_payload`; never returns.
 pub(crate) fn run(
     status: &'static AtomicU64,
-    error_pipe: OwnedFd,
+    rmach: Channel,
     exec_payload: impl FnOnce() -> std::convert::Infallible,
 ) -> ! {
     // The payload waits for the end of this pipe before it execs, so that init has closed
-    // its copies of the setup channel by then: nothing but 0-2 is ever seen in PID 1.
+    // its end of the machine's channel by then: nothing but 0-2 is ever seen in PID 1.
     let (hold_r, hold_w) = match p::pipe() {
         Ok(ends) => ends,
         Err(e) => {
-            let e = super::channel::SetupError::new("a pipe for the payload", e);
-            super::channel::send(&error_pipe, &e.into());
+            rmach.send(&SetupError::new("a pipe for the payload", e).into());
             p::exit_now(1)
         }
     };
@@ -47,18 +46,18 @@ pub(crate) fn run(
             match exec_payload() {}
         }
         Ok(Some(pid)) => {
-            // The closure owns the payload's copy of the error pipe: close it here.
+            // The closure owns the payload's copy of the channel's end: close it here.
             drop((exec_payload, hold_r));
             pid
         }
         Err(e) => {
-            let e = super::channel::SetupError::new("fork the payload", e);
-            super::channel::send(&error_pipe, &e.into());
+            rmach.send(&SetupError::new("fork the payload", e).into());
             p::exit_now(1)
         }
     };
-    // rmach waits for this pipe to close as a sign that the payload's exec went through.
-    drop((error_pipe, hold_w));
+    // rmach waits for the channel's end of file as a sign that the payload's exec went
+    // through.
+    drop((rmach, hold_w));
     let mut set = FORWARDED.to_vec();
     set.push(libc::SIGCHLD);
     loop {

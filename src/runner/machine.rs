@@ -1,14 +1,16 @@
 //! The machine's side: the process rmach's helper clones into the new namespaces. It waits
-//! for the helper's word, takes its own mount and cgroup namespaces, mounts the inner stage,
-//! sets up its console, seccomp, capabilities and user, and execs the payload (under the small
-//! init for `run`). Failures go to rmach over the setup channel as typed messages.
+//! for rmach's word (given once the helper has mounted the host and kernel stages), takes its
+//! own mount and cgroup namespaces, mounts the inner stage, sets up its console, seccomp,
+//! capabilities and user, and execs the payload (under the small init for `run`). Failures go
+//! to rmach over the machine's channel as typed messages; its end of file (every copy of the
+//! machine's end closed, the last by the payload's exec) tells rmach the exec went through.
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::channel::{self, ctx, Message, SetupError, Step};
+use super::channel::{ctx, Channel, Message, SetupError, Step};
 use super::mounts;
 use super::plan::{Plan, Stage};
 use super::spec::Console;
@@ -20,8 +22,6 @@ use crate::sys::{net, ns, process as p};
 pub(super) struct ChildFds {
     /// The idmapped root the helper attaches, with a user namespace.
     pub(super) tree: Option<OwnedFd>,
-    /// The machine's go pipe, read end: the helper has mounted the host and kernel stages.
-    pub(super) sync: OwnedFd,
     pub(super) stdout: Option<OwnedFd>,
     pub(super) stderr: Option<OwnedFd>,
     pub(super) pty: Option<PathBuf>,
@@ -29,48 +29,48 @@ pub(super) struct ChildFds {
     pub(super) tty: Option<OwnedFd>,
 }
 
-/// The machine side; never returns. Failures go to the setup channel.
+/// The machine side; never returns. `rmach` is the machine's end of its channel with rmach.
 pub(super) fn child(
     plan: &Plan,
     fds: ChildFds,
-    error: OwnedFd,
+    rmach: Channel,
     status: &'static std::sync::atomic::AtomicU64,
 ) -> ! {
-    let (c_exe, c_argv, c_env) = match setup(plan, &fds) {
+    let (c_exe, c_argv, c_env) = match setup(plan, &fds, &rmach) {
         Ok(v) => v,
         Err(message) => {
-            channel::send(&error, &message);
+            rmach.send(&message);
             p::exit_now(1)
         }
     };
     // Everything the setup needed is done with: from here the machine holds 0-2 and, until
-    // the payload's exec, the error pipe.
+    // the payload's exec, its channel's end.
     std::mem::forget(fds);
-    if p::close_all_except(&[std::os::fd::AsRawFd::as_raw_fd(&error)]).is_err() {
+    if p::close_all_except(&[rmach.as_fd().as_raw_fd()]).is_err() {
         p::exit_now(1)
     }
-    let exec = move |error: OwnedFd| -> std::convert::Infallible {
+    let exec = move |rmach: Channel| -> std::convert::Infallible {
         let _ = p::reset_signals();
         let _ = p::cloexec_from(3);
         let e = p::execve(&c_exe, &c_argv, &c_env);
         let e = SetupError::new(format!("execute {}", c_exe.to_string_lossy()), e);
-        channel::send(&error, &e.into());
+        rmach.send(&e.into());
         p::exit_now(127)
     };
     if plan.boot {
-        match exec(error) {}
+        match exec(rmach) {}
     }
-    let Ok(payload_error) = error.try_clone() else {
+    let Ok(payload_end) = rmach.try_clone() else {
         p::exit_now(1)
     };
-    init::run(status, error, move || exec(payload_error))
+    init::run(status, rmach, move || exec(payload_end))
 }
 
 type Exec = (CString, Vec<CString>, Vec<CString>);
 
-fn setup(plan: &Plan, fds: &ChildFds) -> Result<Exec, Message> {
+fn setup(plan: &Plan, fds: &ChildFds, rmach: &Channel) -> Result<Exec, Message> {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    if !channel::wait_go(&fds.sync) {
+    if !rmach.wait_go() {
         p::exit_now(1);
     }
     let user_ns = plan.namespaces.contains(Namespaces::NEWUSER);

@@ -16,7 +16,7 @@
 
 mod caps;
 mod cgroup;
-mod channel;
+pub(crate) mod channel;
 pub(crate) mod console;
 mod devices;
 mod exec;

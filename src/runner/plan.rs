@@ -82,15 +82,11 @@ pub(crate) enum RootMode {
 
 /// Everything the executor does, decided in advance.
 #[derive(Debug, Clone)]
-// The name, network and uuid are carried for inspection (the plan unit tests read some).
-#[allow(dead_code)]
 pub struct Plan {
     pub(crate) root: PathBuf,
     pub(crate) root_mode: RootMode,
     pub(crate) root_read_only: bool,
-    pub(crate) name: String,
     pub(crate) hostname: String,
-    pub(crate) network: Network,
     /// The namespaces the machine is cloned into: PID, UTS and IPC always, network unless
     /// `--network host`, user with an id map. (Its mount namespace is the helper's, or a copy
     /// the machine makes in its user namespace; its cgroup namespace it makes itself once in
@@ -124,7 +120,6 @@ pub struct Plan {
     pub(crate) chdir: Option<PathBuf>,
     pub(crate) console: Console,
     pub(crate) boot: bool,
-    pub(crate) uuid: String,
     /// The per-run scratch directory on the host (the ephemeral overlay's layers), removed
     /// when the run ends: `.rmach-PID-UUID` in the spec's scratch directory (`--state-dir`).
     pub(crate) scratch_dir: Option<PathBuf>,
@@ -237,9 +232,7 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
             RootMode::Bind
         },
         root_read_only: spec.read_only,
-        name: spec.name.clone(),
         hostname: hostname(spec),
-        network: spec.network,
         namespaces,
         id_map,
         idmapped_root: id_map.is_some_and(|m| m.base != 0),
@@ -263,7 +256,6 @@ pub fn plan(spec: &RunSpec) -> Result<Plan, RunnerError> {
         scratch_dir: spec
             .ephemeral
             .then(|| spec.scratch.join(format!(".rmach-{rmach}-{uuid}"))),
-        uuid,
     })
 }
 
@@ -458,6 +450,11 @@ mod tests {
         p.mounts.iter().find(|m| m.target == Path::new(t))
     }
 
+    /// The run's UUID, as the machine is told it.
+    fn run_uuid(p: &Plan) -> &str {
+        &p.env.iter().find(|e| e.0 == "container_uuid").unwrap().1
+    }
+
     #[test]
     fn table_like_nspawn() {
         let p = plan(&RunSpec::new("/srv/dev", vec!["true".into()])).unwrap();
@@ -480,7 +477,7 @@ mod tests {
         assert!(matches!(&pts.kind, MountKind::Fs { data, .. } if data.contains("newinstance")));
         assert!(find(&p, "/run/host/os-release").is_some());
         assert!(p.env.contains(&("container".into(), "rmach".into())));
-        assert_eq!(p.uuid.len(), 36);
+        assert_eq!(run_uuid(&p).len(), 36);
         assert!(p.seccomp.filters.len() == 2 && !p.no_new_privs && p.id_map.is_none());
         assert_eq!(
             p.namespaces,
@@ -524,7 +521,7 @@ mod tests {
             .contains(Namespaces::NEWNET | Namespaces::NEWUSER));
         assert!(p.idmapped_root, "pick shifts ids: the root is idmapped");
         let scratch = p.scratch_dir.as_deref().unwrap();
-        assert!(scratch.starts_with("/run") && scratch.to_string_lossy().contains(&p.uuid));
+        assert!(scratch.starts_with("/run") && scratch.to_string_lossy().contains(run_uuid(&p)));
         assert_eq!(p.env.iter().filter(|e| e.0 == "PATH").count(), 1);
         assert_ne!(
             p.bounding_caps & (1 << 12),
@@ -584,8 +581,8 @@ mod tests {
         assert!(p.root_read_only && p.root_mode == RootMode::Bind);
         assert_eq!(p.hostname, "h");
         assert_eq!(
-            (p.network, p.veth.as_deref()),
-            (Network::Veth, Some("ve-web"))
+            (p.namespaces.contains(Namespaces::NEWNET), p.veth.as_deref()),
+            (true, Some("ve-web"))
         );
         assert_eq!(
             p.id_map,

@@ -362,6 +362,15 @@ pub fn signal_and_wait(
 ) -> std::process::ExitStatus {
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, signal).unwrap();
+    wait_within(child, limit, &format!("{signal:?}"))
+}
+
+/// Waits up to `limit` for `child` to end after `cause`; its status.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    cause: &str,
+) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -369,7 +378,7 @@ pub fn signal_and_wait(
         }
         assert!(
             Instant::now() < deadline,
-            "{} did not end within {limit:?} of {signal:?}",
+            "{} did not end within {limit:?} of {cause}",
             child.id()
         );
         std::thread::sleep(Duration::from_millis(50));
