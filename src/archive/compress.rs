@@ -333,6 +333,8 @@ pub enum Encoder<W: Write + Send + 'static> {
     Gzip(flate2::write::GzEncoder<W>),
     ParGzip(ParGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
+    /// zstd with worker threads of its own (`threads` above 1).
+    ZstdWorkers(zstd::stream::write::Encoder<'static, W>),
     Xz(liblzma::write::XzEncoder<W>),
     Bzip2(bzip2::write::BzEncoder<W>),
 }
@@ -370,8 +372,10 @@ impl<W: Write + Send + 'static> Encoder<W> {
                 enc.include_checksum(true).map_err(codec)?;
                 if threads > 1 {
                     enc.multithread(threads).map_err(codec)?;
+                    Encoder::ZstdWorkers(enc)
+                } else {
+                    Encoder::Zstd(enc)
                 }
-                Encoder::Zstd(enc)
             }
             Compression::Xz => {
                 let stream = liblzma::stream::MtStreamBuilder::new()
@@ -389,13 +393,21 @@ impl<W: Write + Send + 'static> Encoder<W> {
         })
     }
 
+    /// Whether the encoder copies what it is given into buffers of its own and compresses them
+    /// on worker threads of its own (multithreaded zstd), so that its writer returns at once
+    /// while the workers have room: a thread that hands it the input gains no overlap, only a
+    /// copy of every byte.
+    pub(crate) fn has_own_workers(&self) -> bool {
+        matches!(self, Encoder::ZstdWorkers(_))
+    }
+
     /// Writes the format's trailer and hands back the inner writer.
     pub(crate) fn finish(self) -> Result<W, ArchiveError> {
         let r = match self {
             Encoder::None(w) => Ok(w),
             Encoder::Gzip(e) => e.finish(),
             Encoder::ParGzip(e) => e.finish(),
-            Encoder::Zstd(e) => e.finish(),
+            Encoder::Zstd(e) | Encoder::ZstdWorkers(e) => e.finish(),
             Encoder::Xz(e) => e.finish(),
             Encoder::Bzip2(e) => e.finish(),
         };
@@ -407,7 +419,7 @@ impl<W: Write + Send + 'static> Encoder<W> {
             Encoder::None(w) => w,
             Encoder::Gzip(e) => e,
             Encoder::ParGzip(e) => e,
-            Encoder::Zstd(e) => e,
+            Encoder::Zstd(e) | Encoder::ZstdWorkers(e) => e,
             Encoder::Xz(e) => e,
             Encoder::Bzip2(e) => e,
         }

@@ -1,6 +1,6 @@
 //! A writer that hands its data to another thread in 1 MiB chunks, so that whoever produces
-//! the data (walking a tree, reading files) never waits while a compressor's own thread pool is
-//! busy, and the compressor never waits on the file system: the two sides of `tar | zstd`.
+//! the data (walking a tree, reading files) never waits while a compressor is busy, and the
+//! compressor never waits on the file system: the two sides of `tar | gzip`.
 
 use std::io::{self, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
