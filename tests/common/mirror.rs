@@ -1,7 +1,6 @@
 //! A hermetic Debian-style mirror for tests: tiny .debs built with dpkg-deb, Packages and
 //! Packages.xz with by-hash copies, a Release signed (InRelease) with a key generated here by
 //! sequoia, served on 127.0.0.1 by a small HTTP server that honours Range requests.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
