@@ -154,12 +154,7 @@ fn inside(root: &Path, args: &[&str]) -> String {
         .env("LC_ALL", "C")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} in {}: {}",
-        root.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, &format!("{args:?} in {}", root.display()));
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -11,7 +11,7 @@ use common::run as common_run;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{require, sh, Env};
+use common::{assert_success, require, sh, Env};
 use common_raw::*;
 
 /// A small tree with a bit of everything, and a file system image of it.
@@ -99,11 +99,7 @@ fn every_input_format_imports_to_the_same_bytes() {
         .unwrap();
     let sum = String::from_utf8_lossy(&sum.stdout)[..64].to_string();
     let out = env.run_input(&["import-raw", "-", "piped", "--sha256", &sum], &packed);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "import-raw - piped --sha256");
     same_bytes(&stored(&env, "piped"), &img);
     let err = String::from_utf8_lossy(
         &env.run_input(

@@ -328,6 +328,17 @@ pub fn wrapped(wrapper: &[&str], cmd: &Command) -> Command {
     outer
 }
 
+/// Requires a program's `out` to say success; a failure names `what` and shows the status and
+/// the program's stderr.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs a bash script with `-eu` and requires success; a failure shows the script's stderr.
 pub fn sh(script: &str) {
     let out = Command::new("bash")
@@ -335,12 +346,7 @@ pub fn sh(script: &str) {
         .arg(script)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "sh failed ({:?}): {script}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, &format!("sh: {script}"));
 }
 
 /// A small tmpfs mounted over a directory, for full-disk cases; unmounted when dropped.
