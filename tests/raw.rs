@@ -573,30 +573,11 @@ fn descendants(pid: u32) -> Vec<u32> {
     all
 }
 
-/// A btrfs file system on a loop device for a store, unmounted (and so detached) when dropped.
-struct BtrfsStore {
-    mount: tempfile::TempDir,
-}
-
-impl Drop for BtrfsStore {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.mount.path()).status();
-    }
-}
-
 #[test]
 fn clone_of_a_raw_image_is_a_reflink_on_btrfs() {
-    require("mkfs.btrfs");
     let scratch = Env::new();
-    let mount = tempfile::tempdir().unwrap();
-    let fsimg = scratch.path("store.btrfs");
-    sh(&format!(
-        "truncate -s 400M '{i}' && mkfs.btrfs -q '{i}' && mount -o loop '{i}' '{m}'",
-        i = fsimg.display(),
-        m = mount.path().display()
-    ));
-    let btrfs = BtrfsStore { mount };
-    let env = Env::with_store_in(Some(btrfs.mount.path()));
+    let btrfs = common::LoopFs::new(&scratch, "mkfs.btrfs -q", "400M");
+    let env = Env::with_store_in(Some(&btrfs.mount));
     let (_, img) = tree_and_ext4(&scratch);
     env.ok(&["import-raw", img.to_str().unwrap(), "orig"]);
     env.ok(&["clone", "orig", "copy"]);

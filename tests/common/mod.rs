@@ -374,6 +374,34 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A file system made by `mkfs` (a command line such as "mkfs.btrfs -q") in an image file of
+/// `size` (as truncate takes it: "300M") in `env`, loop-mounted on a directory of `env`;
+/// unmounted, which frees the loop device, when dropped (so drop it before `env`).
+pub struct LoopFs {
+    pub mount: PathBuf,
+}
+
+impl LoopFs {
+    pub fn new(env: &Env, mkfs: &str, size: &str) -> LoopFs {
+        require(mkfs.split(' ').next().unwrap());
+        let image = env.path("loopfs.img");
+        let mount = env.path("loopfs");
+        std::fs::create_dir(&mount).unwrap();
+        sh(&format!(
+            "truncate -s {size} '{i}'; {mkfs} '{i}'; mount -o loop '{i}' '{m}'",
+            i = image.display(),
+            m = mount.display()
+        ));
+        LoopFs { mount }
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
 /// Whether a program is on PATH; tests that need it install it through scripts/test, so a
 /// missing one is a failure, not a skip.
 pub fn require(program: &str) {
