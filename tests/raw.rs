@@ -346,6 +346,15 @@ fn hostile_qcow2_corpus_is_refused_with_bounded_memory() {
     assert_eq!(env.store_entries(), vec!["good.raw".to_string()]);
 }
 
+/// [`probe_root`] made into a bare ext4 disk and imported as `name`; the root's path.
+fn probe_disk_imported(env: &Env, name: &str) -> PathBuf {
+    let root = probe_root(env, "root");
+    let img = env.path("ext4.img");
+    mkfs("ext4", &root, &img);
+    env.ok(&["import-raw", img.to_str().unwrap(), name]);
+    root
+}
+
 /// A probe root with mount points for every partition and an os-release.
 fn probe_root(env: &Env, name: &str) -> PathBuf {
     let root = env.path(name);
@@ -480,10 +489,7 @@ fn every_layout_runs_and_leaves_no_loop_device() {
 #[test]
 fn run_options_read_only_ephemeral_and_writes() {
     let env = Env::new();
-    let root = probe_root(&env, "root");
-    let img = env.path("ext4.img");
-    mkfs("ext4", &root, &img);
-    env.ok(&["import-raw", img.to_str().unwrap(), "opts"]);
+    let root = probe_disk_imported(&env, "opts");
     // Writes reach the disk image and persist.
     let (code, _, err) = run_in(&env, "opts", &[], "echo written > /etc/new");
     assert_eq!(code, 0, "{err}");
@@ -522,10 +528,7 @@ fn run_options_read_only_ephemeral_and_writes() {
 #[test]
 fn sigkill_leaves_no_loop_device_or_mount() {
     let env = Env::new();
-    let root = probe_root(&env, "root");
-    let img = env.path("ext4.img");
-    mkfs("ext4", &root, &img);
-    env.ok(&["import-raw", img.to_str().unwrap(), "killed"]);
+    probe_disk_imported(&env, "killed");
     let file = stored(&env, "killed");
     // SIGKILL of the payload: rmach reports 128+9 and cleans up.
     let (code, _, _) = run_in(&env, "killed", &[], "kill -9 $$");
