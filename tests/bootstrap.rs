@@ -320,6 +320,19 @@ fn refused_from(env: &Env, m: &Mirror, suite: &str, extra: &[&str], expect: &str
     must_fail(env, &args, expect);
 }
 
+/// `len` characters of hex that xz cannot shrink much (a package whose download takes time).
+fn noise(len: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect()
+}
+
 /// The fixture's packages plus one required package with `content` in a file.
 fn mirror_with(dir: &Path, name: &str, content: String) -> Mirror {
     let mut pkgs = debian_pkgs();
@@ -367,17 +380,8 @@ fn a_full_disk_fails_cleanly_and_leaves_no_image() {
 fn ctrl_c_stops_at_once_and_leaves_no_image() {
     let env = Env::new();
     let d = env.dir.path();
-    // 2 MiB of hex that xz cannot shrink much, served at 160 KiB/s: several seconds to download.
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let noise: String = (0..2 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from_digit((x % 16) as u32, 16).unwrap()
-        })
-        .collect();
-    let m = mirror_with(d, "slowpkg", noise);
+    // 2 MiB served at 160 KiB/s: several seconds to download.
+    let m = mirror_with(d, "slowpkg", noise(2 << 20));
     let key = m.keyring.display().to_string();
     let child = common::bootstrap::command(&env)
         .args(["bootstrap", "bookworm", "img", "--mirror", &m.url])
@@ -657,4 +661,48 @@ fn release_of_another_suite_or_older_date_is_refused() {
     m.resign(|r| r.to_string());
     let err = bootstrap::print_debs(&o, &|_| {}).unwrap_err().to_string();
     assert!(err.contains("Sun, 12 Jul 2026"), "{err}");
+}
+
+/// Two bootstraps sharing a cache at once (as parallel CI jobs do): each package is downloaded
+/// once, the second waiting for the first's partial file instead of writing into it, and both
+/// first stages succeed with verified files.
+#[test]
+fn concurrent_first_stages_share_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    // 384 KiB the fixture server sends at 160 KiB/s: the two runs overlap on it for seconds.
+    let m = mirror_with(dir.path(), "slowshared", noise(384 << 10));
+    let o = opts(&m, dir.path(), Variant::Minbase);
+    let (t1, t2) = (dir.path().join("t1"), dir.path().join("t2"));
+    std::fs::create_dir(&t1).unwrap();
+    std::fs::create_dir(&t2).unwrap();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| bootstrap::first_stage(&o, &t1, &|_| {}));
+        let b = s.spawn(|| bootstrap::first_stage(&o, &t2, &|_| {}));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let debs = dir.path().join("cache/bootstrap/debs");
+    let cached: u64 = std::fs::read_dir(&debs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "deb"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert_eq!(
+        a.downloaded_bytes + b.downloaded_bytes,
+        cached,
+        "every package downloaded once ({} + {} bytes)",
+        a.downloaded_bytes,
+        b.downloaded_bytes
+    );
+    let parts: Vec<_> = std::fs::read_dir(&debs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
+        .collect();
+    assert!(parts.is_empty(), "partial files left: {parts:?}");
+    assert_eq!(
+        std::fs::read(t1.join("usr/share/slowshared/data")).unwrap(),
+        std::fs::read(t2.join("usr/share/slowshared/data")).unwrap()
+    );
 }

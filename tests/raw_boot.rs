@@ -11,10 +11,11 @@ use std::process::{Command, Stdio};
 
 use common::raw::{assert_no_loops, gpt_disk, ROOT_X86_64};
 use common::run::{
-    bookworm_with_systemd, in_own_cgroup, signal_and_wait, system_state, wait_for_leader,
-    KillOnDrop,
+    bookworm_with_systemd, failed_units, in_own_cgroup, signal_and_wait, system_state,
+    wait_for_leader, KillOnDrop,
 };
 use common::tree::{assert_same, differences, make_full_tree, snapshot, FULL};
+use common::udev::Udev;
 use common::{require, sh, Env};
 
 fn stored(env: &Env, name: &str) -> std::path::PathBuf {
@@ -205,8 +206,8 @@ fn bookworm_disks_boot_mkosi_style_and_rmach_made() {
     env.ok(&["import-raw", disk.to_str().unwrap(), "mkosi"]);
     std::fs::remove_file(&disk).unwrap();
     boot_to_running(&env, "mkosi");
-    // rmach's own disk from the same tree boots too, and systemd-nspawn -i reads it where the
-    // host runs udev (nspawn needs udev's control socket for --image).
+    // rmach's own disk from the same tree boots too, and systemd-nspawn -i reads it (nspawn
+    // needs a udev daemon for --image: the host's, or one run for this check).
     env.ok(&[
         "import-fs",
         image.to_str().unwrap(),
@@ -216,17 +217,48 @@ fn bookworm_disks_boot_mkosi_style_and_rmach_made() {
     ]);
     assert_discoverable_gpt(&stored(&env, "made"));
     boot_to_running(&env, "made");
-    if Path::new("/run/udev/control").exists() {
-        let o = in_own_cgroup("systemd-nspawn")
-            .args(["--register=no", "-q", "--pipe", "-i"])
-            .arg(stored(&env, "made"))
-            .args(["cat", "/etc/debian_version"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_no_loops(&stored(&env, "made"));
-    } else {
-        eprintln!("systemd-nspawn -i not tried: no udev on this host (/run/udev/control)");
+    match Udev::get() {
+        Ok(udev) => {
+            let o = in_own_cgroup("systemd-nspawn")
+                .args(["--register=no", "--keep-unit", "-q", "--pipe", "-i"])
+                .arg(stored(&env, "made"))
+                .args(["cat", "/etc/debian_version"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let inside = std::fs::read_to_string(image.join("etc/debian_version")).unwrap();
+            assert_eq!(String::from_utf8_lossy(&o.stdout), inside);
+            // And boots it: systemd reaches `running` with no failed unit; SIGTERM halts.
+            let mut nspawn = KillOnDrop(
+                in_own_cgroup("systemd-nspawn")
+                    .args([
+                        "--register=no",
+                        "--keep-unit",
+                        "-q",
+                        "--console=pipe",
+                        "-b",
+                        "-i",
+                    ])
+                    .arg(stored(&env, "made"))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let leader = wait_for_leader(nspawn.0.id(), None);
+            assert_eq!(system_state(leader), "running");
+            assert_eq!(failed_units(leader), "");
+            let status = signal_and_wait(
+                &mut nspawn.0,
+                rustix::process::Signal::TERM,
+                std::time::Duration::from_secs(60),
+            );
+            assert_eq!(status.code(), Some(0));
+            drop(udev);
+            assert_no_loops(&stored(&env, "made"));
+        }
+        Err(why) => eprintln!("systemd-nspawn -i not tried: {why}"),
     }
 }
 

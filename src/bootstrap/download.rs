@@ -98,6 +98,30 @@ fn fetch_one(
         let _ = std::fs::remove_file(&path);
     }
     let part = dir.join(format!("{}.part", pkg.sha256));
+    // Bootstraps that share a cache (two at once, or tests in parallel) must not write one
+    // partial file together: the first holds a lock on it while it downloads, the others wait
+    // and then find the file in place, or a fresh partial file to take over.
+    let _lock = loop {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&part)
+            .map_err(io_err(&part))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err(&part)(e.into()))?;
+        // Locked the partial file that is still there, not one renamed or removed meanwhile.
+        let live = same_file(&file, &part);
+        if path.exists() && verify_file(&path, &url, pkg).is_ok() {
+            if live {
+                // Made by this open after the holder before us renamed its file into place.
+                let _ = std::fs::remove_file(&part);
+            }
+            return Ok(());
+        }
+        if live {
+            break file;
+        }
+    };
     for attempt in 0..2 {
         fetcher.download(&url, &part, pkg.size, on_bytes)?;
         match verify_file(&part, &url, pkg) {
@@ -112,6 +136,15 @@ fn fetch_one(
         }
     }
     Ok(())
+}
+
+/// Whether `path` still names the file open as `file`.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// Size, then SHA256, streamed.

@@ -112,7 +112,8 @@ pub(crate) fn check_not_rolled_back(
         }
     }
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let tmp = record.with_extension("tmp");
+    // A name of this process's own: bootstraps sharing the cache may record at once.
+    let tmp = record.with_extension(format!("tmp.{}", std::process::id()));
     let body = format!("{} {}\n{mirror} {suite}\n", release.date, release.date_text);
     std::fs::write(&tmp, body).map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, &record).map_err(io_err(&record))

@@ -1,23 +1,23 @@
 //! Network setup that needs raw sockets: bringing an interface up and creating a veth pair
-//! with one end in another network namespace (rtnetlink).
+//! with one end in another network namespace (rtnetlink). The one netlink message rmach sends
+//! (RTM_NEWLINK of a veth pair) is built here by hand: `rtnetlink` runs on tokio, and
+//! `netlink-packet-route` with `netlink-sys` would bring a message model of the whole route
+//! family for these forty lines.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
-fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
-    // SAFETY: socket takes integers; the returned fd is owned from here on.
-    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
-    if fd == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
+use rustix::net::{socket_with, AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
 /// Sets IFF_UP on the interface `name` in the current network namespace.
 pub(crate) fn link_up(name: &str) -> io::Result<()> {
-    let s = socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    let s = socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain data; the name is copied in bounds (at most IFNAMSIZ-1 bytes) and
     // the ioctls read and write only the struct we own.
     unsafe {
@@ -92,35 +92,25 @@ pub(crate) fn create_veth(host: &str, peer: &str, pid: i32) -> io::Result<()> {
     msg.extend_from_slice(&1u32.to_ne_bytes());
     msg.extend_from_slice(&0u32.to_ne_bytes());
     msg.extend_from_slice(&body);
-    let s = socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
-    // SAFETY: send/recv use buffers we own with their true lengths.
-    unsafe {
-        if libc::send(
-            s.as_raw_fd(),
-            msg.as_ptr() as *const libc::c_void,
-            msg.len(),
-            0,
-        ) == -1
-        {
-            return Err(io::Error::last_os_error());
-        }
-        let mut reply = [0u8; 1024];
-        let n = libc::recv(
-            s.as_raw_fd(),
-            reply.as_mut_ptr() as *mut libc::c_void,
-            reply.len(),
-            0,
-        );
-        if n < 20 {
-            return Err(io::Error::last_os_error());
-        }
-        // An NLMSG_ERROR reply carries a negative errno (0 is the acknowledgement).
-        let ty = u16::from_ne_bytes([reply[4], reply[5]]);
-        if ty == libc::NLMSG_ERROR as u16 {
-            let err = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
-            if err != 0 {
-                return Err(io::Error::from_raw_os_error(-err));
-            }
+    // Protocol None is NETLINK_ROUTE (0).
+    let s = socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::send(&s, &msg, SendFlags::empty())?;
+    let mut reply = [0u8; 1024];
+    let (_, n) = rustix::net::recv(&s, &mut reply[..], RecvFlags::empty())?;
+    if n < 20 {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+    }
+    // An NLMSG_ERROR reply carries a negative errno (0 is the acknowledgement).
+    let ty = u16::from_ne_bytes([reply[4], reply[5]]);
+    if ty == libc::NLMSG_ERROR as u16 {
+        let err = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(-err));
         }
     }
     Ok(())

@@ -368,17 +368,12 @@ pub(crate) fn shared_word() -> io::Result<&'static std::sync::atomic::AtomicU64>
     // anything else in this process; it is never unmapped, so the 'static borrow stays valid,
     // and an AtomicU64 is valid for any (zeroed) bit pattern at this page-aligned address.
     unsafe {
-        let p = libc::mmap(
+        let p = rustix::mm::mmap_anonymous(
             std::ptr::null_mut(),
             4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+        )?;
         Ok(&*(p as *const std::sync::atomic::AtomicU64))
     }
 }

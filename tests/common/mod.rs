@@ -4,7 +4,8 @@
 //! or another program), a shell runner, tree fixtures and the one attribute-by-attribute tree
 //! comparison ([`tree`]), builders for tar archives ([`tar`]), raw disks ([`raw`]), OCI layouts
 //! ([`oci`]) and Debian mirrors ([`mirror`]), the runner's probe image ([`run`]), a terminal to
-//! type into ([`terminal`]), and the started-machine helpers ([`machine`]).
+//! type into ([`terminal`]), the started-machine helpers ([`machine`]) and a udev daemon for
+//! `systemd-nspawn --image` on hosts that run none ([`udev`]).
 //! Each test binary takes it with `mod common;` and uses what it needs.
 // Each test binary compiles all of it and uses a part, so every binary would call the rest
 // unused: this allow covers the submodules too. Nothing here is unused by every binary (checked
@@ -22,6 +23,7 @@ pub mod run;
 pub mod tar;
 pub mod terminal;
 pub mod tree;
+pub mod udev;
 
 use std::ffi::OsStr;
 use std::io::Write;
