@@ -145,6 +145,23 @@ pub(crate) fn agent(opts: AgentOptions) -> ureq::Agent {
     config.build().into()
 }
 
+/// The whole body of `resp`, the answer from `url`, in memory; more than `limit` bytes fail
+/// the read.
+pub(crate) fn read_body(
+    resp: ureq::http::Response<ureq::Body>,
+    url: &str,
+    limit: u64,
+) -> Result<Vec<u8>, HttpError> {
+    resp.into_body()
+        .into_with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|source| HttpError::Transport {
+            url: url.to_string(),
+            source,
+        })
+}
+
 /// Waits before attempt `attempt + 1`: 250 ms, doubling, at most 8 s.
 pub(crate) fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_millis(250 << attempt.min(5)));

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::bootstrap::{assert_store_empty, interrupt, must_fail, run, stderr, wait_for};
-use common::Env;
+use common::{assert_success, Env};
 use mirror::{pkg, Mirror, Pkg, Spec};
 use rmach::bootstrap::{self, Options, Variant};
 
@@ -119,11 +119,7 @@ fn package_set_is_debootstraps_on_the_same_mirror() {
             .arg(&m.url)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "debootstrap: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "debootstrap --print-debs");
         let theirs = sorted(
             String::from_utf8_lossy(&out.stdout)
                 .split_whitespace()

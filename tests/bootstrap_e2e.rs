@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -22,7 +20,7 @@ use std::time::Duration;
 use common::bootstrap::{
     command, interrupt, package_states, run, shared_cache_env, wait_for, SHARED_CACHE,
 };
-use sha2::{Digest, Sha256};
+use common::tree::{differences, snapshot_without, Compare, Tree, FULL};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -46,68 +44,33 @@ fn varies(path: &str) -> bool {
         "var/lib/apt/lists/",      // debootstrap leaves its indices, named after the mirror
         "run/mount/",
     ];
-    // Byte-compiled Python keeps sets in the order of a randomly seeded hash (debootstrap's
-    // own runs differ there too); rmach fixes the seed only for reproducible builds.
-    let pyc = path.contains("/__pycache__/") && path.ends_with(".pyc");
-    pyc || EXACT.contains(&path) || UNDER.iter().any(|u| path.starts_with(u))
+    EXACT.contains(&path) || UNDER.iter().any(|u| path.starts_with(u))
 }
 
-#[derive(Debug, PartialEq, Eq)]
-struct Node {
-    kind: &'static str,
-    mode: u32,
-    owner: (u32, u32),
-    size: u64,
-    link: Option<PathBuf>,
-    sha256: Option<String>,
-    rdev: u64,
+/// Byte-compiled Python keeps sets in the order of a randomly seeded hash (debootstrap's own
+/// runs differ there too; rmach fixes the seed only for reproducible builds): such a file is
+/// compared in everything but its bytes and its size.
+fn bytes_vary(path: &[u8]) -> bool {
+    let path = String::from_utf8_lossy(path);
+    path.contains("/__pycache__/") && path.ends_with(".pyc")
 }
 
-fn snapshot(root: &Path) -> BTreeMap<String, Node> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let m = std::fs::symlink_metadata(&path).unwrap();
-            let ft = m.file_type();
-            let kind = if ft.is_dir() {
-                stack.push(path.clone());
-                "dir"
-            } else if ft.is_symlink() {
-                "symlink"
-            } else if ft.is_file() {
-                "file"
-            } else {
-                "special"
-            };
-            if varies(&rel) {
-                continue;
-            }
-            let sha256 = ft
-                .is_file()
-                .then(|| hex::encode(Sha256::digest(std::fs::read(&path).unwrap())));
-            let mode = m.mode();
-            out.insert(
-                rel,
-                Node {
-                    kind,
-                    mode,
-                    owner: (m.uid(), m.gid()),
-                    size: if ft.is_dir() { 0 } else { m.size() },
-                    link: ft.is_symlink().then(|| std::fs::read_link(&path).unwrap()),
-                    sha256,
-                    rdev: m.rdev(),
-                },
-            );
-        }
+/// What two bootstraps of the same packages agree on: everything but modification times
+/// (every tool stamps its own) in the trees that [`bootstrap_tree`] takes.
+const BOOTSTRAPS: Compare = Compare {
+    mtimes: false,
+    ..FULL
+};
+
+/// The tree of a bootstrap at `root` without the varying paths, and without the bytes of
+/// those whose bytes vary.
+fn bootstrap_tree(root: &Path) -> Tree {
+    let mut tree = snapshot_without(root, |p| varies(&String::from_utf8_lossy(p)));
+    for (_, entry) in tree.entries.iter_mut().filter(|(p, _)| bytes_vary(p)) {
+        entry.content = None;
+        entry.size = 0;
     }
-    out
+    tree
 }
 
 fn host_mirror() -> String {
@@ -191,12 +154,7 @@ fn inside(root: &Path, args: &[&str]) -> String {
         .env("LC_ALL", "C")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} in {}: {}",
-        root.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out, &format!("{args:?} in {}", root.display()));
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -313,25 +271,10 @@ fn compare(archive: Archive, suite: &str, variant: &str) {
         .starts_with(b"\x7fELF"));
     assert!(!ours.join("usr/bin/ischroot.REAL").exists());
 
-    let (ta, tb) = (snapshot(&theirs), snapshot(&ours));
-    let mut diffs = Vec::new();
-    for (path, node) in &ta {
-        match tb.get(path) {
-            None => diffs.push(format!("only in debootstrap's: {path}")),
-            Some(n) if n != node => diffs.push(format!(
-                "differs: {path}: debootstrap {node:?}, rmach {n:?}"
-            )),
-            _ => {}
-        }
-    }
-    diffs.extend(
-        tb.keys()
-            .filter(|p| !ta.contains_key(*p))
-            .map(|p| format!("only in rmach's: {p}")),
-    );
+    let diffs = differences(&bootstrap_tree(&theirs), &bootstrap_tree(&ours), BOOTSTRAPS);
     assert!(
         diffs.is_empty(),
-        "{} differences:\n{}",
+        "rmach's tree (got) differs from debootstrap's (want) in {} places:\n{}",
         diffs.len(),
         diffs.join("\n")
     );

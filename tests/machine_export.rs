@@ -125,24 +125,9 @@ fn on_xfs_a_running_machine_is_exported_from_a_reflink_copy() {
 /// so, with the milliseconds), the copy is gone afterwards, the machine runs on, and the
 /// archive equals a stopped export but for a file its init rewrites every second.
 fn exported_from_a_copy(name: &str, mkfs: &str, size: &str, copy: &str) {
-    common::require(mkfs.split(' ').next().unwrap());
     let scratch = Env::new();
-    let img = scratch.path("fs.img");
-    let mount = scratch.path("mnt");
-    std::fs::create_dir(&mount).unwrap();
-    common::sh(&format!(
-        "truncate -s {size} {i}; {mkfs} {i}; mount -o loop {i} {m}",
-        i = img.display(),
-        m = mount.display()
-    ));
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mount.clone());
-    let env = Env::with_store_in(Some(&mount));
+    let fs = common::LoopFs::new(&scratch, mkfs, size);
+    let env = Env::with_store_in(Some(&fs.mount));
     let src = env.path("src");
     rootfs_with_init(
         &src,

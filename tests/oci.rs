@@ -11,13 +11,13 @@ mod common;
 use common::run as common_run;
 
 use common::oci::{
-    manifest_of, ok, rewrite_blob, rmach_with, same_tree, skopeo, store_image, tools, umoci_layout,
+    manifest_of, rewrite_blob, rmach_with, same_tree, skopeo, store_image, tools, umoci_layout,
     umoci_unpack,
 };
 use common::registry::{write_auth_json, Auth, Registry, PASSWORD, USER};
 use common::tar::RawTar;
 use common::tree::FULL;
-use common::{sh, Env};
+use common::{assert_success, sh, Env};
 
 #[test]
 fn skopeo_pushed_layers_unpack_as_umoci_does() {
@@ -101,7 +101,7 @@ fn skopeo_pushed_layers_unpack_as_umoci_does() {
         .arg(format!("docker://{reference}"))
         .output()
         .unwrap();
-    ok(&out, "skopeo inspect");
+    assert_success(&out, "skopeo inspect");
     let digest = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let by_digest = format!("{}/test/img@{digest}", reg.host());
     env.ok(&["pull-oci", &by_digest, "pinned", "--tls-verify=false"]);
@@ -224,7 +224,7 @@ fn auth_round_trip(auth: Auth) {
     let auth_file = env.path("auth.json");
     write_auth_json(&auth_file, &reg.host());
     let vars = [("REGISTRY_AUTH_FILE", auth_file.as_path())];
-    ok(
+    assert_success(
         &rmach_with(&env, &["pull-oci", &reference, "--tls-verify=false"], &vars),
         "pull with credentials",
     );
@@ -234,7 +234,7 @@ fn auth_round_trip(auth: Auth) {
     let docker_dir = env.path("docker");
     std::fs::create_dir_all(&docker_dir).unwrap();
     write_auth_json(&docker_dir.join("config.json"), &reg.host());
-    ok(
+    assert_success(
         &rmach_with(
             &env,
             &["pull-oci", &reference, "app2", "--tls-verify=false"],
@@ -244,7 +244,7 @@ fn auth_round_trip(auth: Auth) {
     );
     // And pushing, then skopeo reading it back.
     let pushed = format!("{}/team/pushed:v2", reg.host());
-    ok(
+    assert_success(
         &rmach_with(
             &env,
             &["push-oci", "app", &pushed, "--tls-verify=false"],

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use common::http::{Proxy, Route, Server};
 use common::tree::{assert_same, make_full_tree, FULL};
-use common::{require, sh, Env};
+use common::{assert_success, require, sh, Env};
 
 /// A throw-away GnuPG home with one signing key; its agent is stopped on drop.
 struct Gpg {
@@ -56,11 +56,7 @@ impl Gpg {
             .args(["--detach-sign", "-o", "-", input.to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "gpg --detach-sign");
         out.stdout
     }
 }
@@ -466,11 +462,7 @@ fn proxies_come_from_the_environment() {
             None => cmd.env_remove("NO_PROXY").env_remove("no_proxy"),
         };
         let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, &format!("rmach {args:?} through the proxy"));
     };
     pull(&["pull-tar", &url, "--verify=no"], None);
     assert_same(&fx.src, &env.store.join("img"), FULL);

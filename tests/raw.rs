@@ -11,7 +11,7 @@ use common::run as common_run;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{require, sh, Env};
+use common::{assert_success, require, sh, Env};
 use common_raw::*;
 
 /// A small tree with a bit of everything, and a file system image of it.
@@ -99,11 +99,7 @@ fn every_input_format_imports_to_the_same_bytes() {
         .unwrap();
     let sum = String::from_utf8_lossy(&sum.stdout)[..64].to_string();
     let out = env.run_input(&["import-raw", "-", "piped", "--sha256", &sum], &packed);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "import-raw - piped --sha256");
     same_bytes(&stored(&env, "piped"), &img);
     let err = String::from_utf8_lossy(
         &env.run_input(
@@ -350,6 +346,15 @@ fn hostile_qcow2_corpus_is_refused_with_bounded_memory() {
     assert_eq!(env.store_entries(), vec!["good.raw".to_string()]);
 }
 
+/// [`probe_root`] made into a bare ext4 disk and imported as `name`; the root's path.
+fn probe_disk_imported(env: &Env, name: &str) -> PathBuf {
+    let root = probe_root(env, "root");
+    let img = env.path("ext4.img");
+    mkfs("ext4", &root, &img);
+    env.ok(&["import-raw", img.to_str().unwrap(), name]);
+    root
+}
+
 /// A probe root with mount points for every partition and an os-release.
 fn probe_root(env: &Env, name: &str) -> PathBuf {
     let root = env.path(name);
@@ -484,10 +489,7 @@ fn every_layout_runs_and_leaves_no_loop_device() {
 #[test]
 fn run_options_read_only_ephemeral_and_writes() {
     let env = Env::new();
-    let root = probe_root(&env, "root");
-    let img = env.path("ext4.img");
-    mkfs("ext4", &root, &img);
-    env.ok(&["import-raw", img.to_str().unwrap(), "opts"]);
+    let root = probe_disk_imported(&env, "opts");
     // Writes reach the disk image and persist.
     let (code, _, err) = run_in(&env, "opts", &[], "echo written > /etc/new");
     assert_eq!(code, 0, "{err}");
@@ -526,10 +528,7 @@ fn run_options_read_only_ephemeral_and_writes() {
 #[test]
 fn sigkill_leaves_no_loop_device_or_mount() {
     let env = Env::new();
-    let root = probe_root(&env, "root");
-    let img = env.path("ext4.img");
-    mkfs("ext4", &root, &img);
-    env.ok(&["import-raw", img.to_str().unwrap(), "killed"]);
+    probe_disk_imported(&env, "killed");
     let file = stored(&env, "killed");
     // SIGKILL of the payload: rmach reports 128+9 and cleans up.
     let (code, _, _) = run_in(&env, "killed", &[], "kill -9 $$");
@@ -577,30 +576,11 @@ fn descendants(pid: u32) -> Vec<u32> {
     all
 }
 
-/// A btrfs file system on a loop device for a store, unmounted (and so detached) when dropped.
-struct BtrfsStore {
-    mount: tempfile::TempDir,
-}
-
-impl Drop for BtrfsStore {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.mount.path()).status();
-    }
-}
-
 #[test]
 fn clone_of_a_raw_image_is_a_reflink_on_btrfs() {
-    require("mkfs.btrfs");
     let scratch = Env::new();
-    let mount = tempfile::tempdir().unwrap();
-    let fsimg = scratch.path("store.btrfs");
-    sh(&format!(
-        "truncate -s 400M '{i}' && mkfs.btrfs -q '{i}' && mount -o loop '{i}' '{m}'",
-        i = fsimg.display(),
-        m = mount.path().display()
-    ));
-    let btrfs = BtrfsStore { mount };
-    let env = Env::with_store_in(Some(btrfs.mount.path()));
+    let btrfs = common::LoopFs::new(&scratch, "mkfs.btrfs -q", "400M");
+    let env = Env::with_store_in(Some(&btrfs.mount));
     let (_, img) = tree_and_ext4(&scratch);
     env.ok(&["import-raw", img.to_str().unwrap(), "orig"]);
     env.ok(&["clone", "orig", "copy"]);

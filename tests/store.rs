@@ -552,38 +552,11 @@ fn global_options_and_environment_choose_the_store() {
     );
 }
 
-/// A btrfs file system on a loop device, unmounted and detached when dropped.
-struct Btrfs {
-    mount: tempfile::TempDir,
-}
-
-impl Btrfs {
-    fn new(env: &Env) -> Btrfs {
-        let mount = tempfile::tempdir().unwrap();
-        let img = env.path("btrfs.img");
-        sh(&format!(
-            "truncate -s 300M {img}; mkfs.btrfs -q {img}; mount -o loop {img} {m}",
-            img = img.display(),
-            m = mount.path().display()
-        ));
-        Btrfs { mount }
-    }
-}
-
-impl Drop for Btrfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.mount.path())
-            .status();
-    }
-}
-
 #[test]
 fn on_btrfs_images_are_subvolumes_and_clones_are_snapshots() {
-    common::require("mkfs.btrfs");
     let scratch = Env::new();
-    let fs = Btrfs::new(&scratch);
-    let env = Env::with_store_in(Some(fs.mount.path()));
+    let fs = common::LoopFs::new(&scratch, "mkfs.btrfs -q", "300M");
+    let env = Env::with_store_in(Some(&fs.mount));
     let src = env.path("src");
     make_full_tree(&src);
     env.ok(&["import-fs", src.to_str().unwrap(), "dev"]);

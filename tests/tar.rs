@@ -12,7 +12,7 @@ use std::process::Command;
 
 use common::tar::make_fixture;
 use common::tree::{assert_same, Compare, FULL};
-use common::{sh, Env, Tmpfs};
+use common::{assert_success, sh, Env, Tmpfs};
 
 fn gnu_tar(args: &[&str], dir: &Path) {
     let out = Command::new("tar")
@@ -266,11 +266,7 @@ fn stdin_and_stdout() {
         OsStr::new("--format"),
         OsStr::new("zstd"),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "export-tar fx - --format zstd");
     assert!(
         out.stderr.is_empty(),
         "a non-terminal run prints nothing: {}",
@@ -291,11 +287,7 @@ fn stdin_and_stdout() {
         ],
         &out.stdout,
     );
-    assert!(
-        back.status.success(),
-        "{}",
-        String::from_utf8_lossy(&back.stderr)
-    );
+    assert_success(&back, "import-tar - piped");
     assert_same(&image, &env.store.join("piped"), FULL);
     // Without FILE, the archive goes to standard output, uncompressed.
     let plain = env.run(&[OsStr::new("export-tar"), OsStr::new("fx")]);
@@ -567,11 +559,7 @@ fn a_running_machine_is_not_exported() {
         drop(lock);
     }
     let out = export();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "export-tar once the lock is gone");
 }
 
 /// Options that used to be taken or refused wrongly: `--threads 0`; a negative `--level`

@@ -9,7 +9,7 @@ use std::ffi::OsStr;
 
 use common::tar::RawTar;
 use common::tree::{snapshot, FULL};
-use common::{sh, Env, Tmpfs};
+use common::{assert_success, sh, Env, Tmpfs};
 
 /// A canary tree outside the store; hostile archives aim at it.
 fn outside(env: &Env) -> std::path::PathBuf {
@@ -390,11 +390,7 @@ const CEILING_MIB: u64 = 128;
 /// names the case in a failure.
 fn imports_under_the_ceiling(env: &Env, file: &std::path::Path, name: &str, what: &str) {
     let (out, mib) = import_peak_mib(env, file, name);
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, what);
     assert!(mib < CEILING_MIB, "{what}: {mib} MiB");
 }
 

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use common::tar::make_fixture;
 use common::tree::{assert_same, Compare, FULL};
-use common::{sh, Env};
+use common::{assert_success, sh, Env};
 
 const IMPORT: &str = "/lib/systemd/systemd-import";
 const EXPORT: &str = "/lib/systemd/systemd-export";
@@ -25,12 +25,7 @@ fn systemd(args: &[&str]) {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed ({:?}; 124 is a hang): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, &format!("{args:?} (124 is a hang)"));
 }
 
 /// The fixture plus enough files and data for several gzip blocks and hundreds of entries:

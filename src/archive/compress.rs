@@ -94,20 +94,7 @@ impl Decoder {
         sha256: bool,
     ) -> Result<Decoder, ArchiveError> {
         let mut magic = [0u8; 6];
-        let mut got = 0;
-        while got < magic.len() {
-            match input.read(&mut magic[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(ArchiveError::Read {
-                        offset: got as u64,
-                        source: e,
-                    })
-                }
-            }
-        }
+        let got = super::reader::read_up_to(&mut input, &mut magic, 0)?;
         if got == 0 {
             return Err(ArchiveError::Empty);
         }

@@ -180,20 +180,7 @@ impl<R: Read> TarReader<R> {
         loop {
             let offset = self.pos;
             let mut block = [0u8; 512];
-            let mut got = 0;
-            while got < 512 {
-                match self.inner.read(&mut block[got..]) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        return Err(ArchiveError::Read {
-                            offset: offset + got as u64,
-                            source: e,
-                        })
-                    }
-                }
-            }
+            let got = read_up_to(&mut self.inner, &mut block, offset)?;
             self.pos += got as u64;
             if got < 512 && self.after_end && block[..got].iter().all(|&b| b == 0) {
                 self.ended = true;
@@ -482,6 +469,30 @@ fn apply_pax(
         m.size = stored;
     }
     Ok(stored)
+}
+
+/// Reads into `buf` until it is full or `input` ends, and says how much it read; `offset` is
+/// where `buf` starts in the input, for the error.
+pub(super) fn read_up_to(
+    input: &mut impl Read,
+    buf: &mut [u8],
+    offset: u64,
+) -> Result<usize, ArchiveError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(ArchiveError::Read {
+                    offset: offset + got as u64,
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(got)
 }
 
 fn pad(size: u64) -> u64 {

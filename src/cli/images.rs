@@ -106,12 +106,8 @@ pub(crate) struct ImportFsArgs {
     pub(crate) directory: PathBuf,
     /// The image name (default: the directory's name)
     pub(crate) name: Option<String>,
-    /// Replace an existing image of that name
-    #[arg(long)]
-    pub(crate) force: bool,
-    /// Mark the new image read-only
-    #[arg(long)]
-    pub(crate) read_only: bool,
+    #[command(flatten)]
+    pub(crate) new: super::import::NewImageArgs,
     #[command(flatten)]
     pub(crate) disk: super::raw::DiskArgs,
 }
@@ -385,8 +381,8 @@ pub(crate) fn import_fs(ctx: &Context, args: ImportFsArgs) -> anyhow::Result<Sta
     let progress = |bytes: u64| bar.set_position(bytes);
     let req = transfer::ImportRequest {
         name: name.clone(),
-        force: args.force,
-        read_only: args.read_only,
+        force: args.new.force,
+        read_only: args.new.read_only,
         sha256: None,
     };
     transfer::import_fs(&store, &args.directory, &req, disk, Some(&progress)).map_err(

@@ -11,17 +11,24 @@ use super::output::UsageError;
 use crate::store::{name_from_path, ImageName};
 use crate::transfer::{ImportRequest, TransferError};
 
-/// The options import-tar and import-raw share after FILE.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ImportArgs {
-    /// The image name (default: the file's name without its suffixes)
-    pub(crate) name: Option<String>,
+/// What every verb that makes a new image from outside the store takes about it.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct NewImageArgs {
     /// Replace an existing image of that name
     #[arg(long)]
     pub(crate) force: bool,
     /// Mark the new image read-only
     #[arg(long)]
     pub(crate) read_only: bool,
+}
+
+/// The options import-tar and import-raw share after FILE.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ImportArgs {
+    /// The image name (default: the file's name without its suffixes)
+    pub(crate) name: Option<String>,
+    #[command(flatten)]
+    pub(crate) new: NewImageArgs,
     /// Refuse the input unless its SHA-256 is HEX
     #[arg(long, value_name = "HEX")]
     pub(crate) sha256: Option<String>,
@@ -32,8 +39,8 @@ impl ImportArgs {
     pub(crate) fn request(&self, verb: &str, file: &Path) -> anyhow::Result<ImportRequest> {
         Ok(ImportRequest {
             name: image_name(verb, file, self.name.as_deref())?,
-            force: self.force,
-            read_only: self.read_only,
+            force: self.new.force,
+            read_only: self.new.read_only,
             sha256: parse_sha256(self.sha256.as_deref())?,
         })
     }

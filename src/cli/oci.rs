@@ -28,12 +28,8 @@ pub(crate) struct ImportOciArgs {
     /// The architecture to pick from a multi-architecture index (default: the host's)
     #[arg(long)]
     pub(crate) arch: Option<String>,
-    /// Replace an existing image of that name
-    #[arg(long)]
-    pub(crate) force: bool,
-    /// Mark the new image read-only
-    #[arg(long)]
-    pub(crate) read_only: bool,
+    #[command(flatten)]
+    pub(crate) new: super::import::NewImageArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,12 +44,8 @@ pub(crate) struct PullOciArgs {
     /// false: accept any certificate, and plain HTTP from a registry without TLS
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub(crate) tls_verify: bool,
-    /// Replace an existing image of that name
-    #[arg(long)]
-    pub(crate) force: bool,
-    /// Mark the new image read-only
-    #[arg(long)]
-    pub(crate) read_only: bool,
+    #[command(flatten)]
+    pub(crate) new: super::import::NewImageArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -109,8 +101,8 @@ pub(crate) fn import_oci(ctx: &Context, args: ImportOciArgs) -> anyhow::Result<S
         name: &name,
         origin: &shown,
         purpose: LockPurpose::Import,
-        force: args.force,
-        read_only: args.read_only,
+        force: args.new.force,
+        read_only: args.new.read_only,
     };
     let members = unpack(ctx, &resolved, &req).with_context(fail)?;
     ctx.out.info(&format!(
@@ -152,8 +144,8 @@ pub(crate) fn pull_oci(ctx: &Context, args: PullOciArgs) -> anyhow::Result<Statu
         name: &name,
         origin: &what,
         purpose: LockPurpose::Pull,
-        force: args.force,
-        read_only: args.read_only,
+        force: args.new.force,
+        read_only: args.new.read_only,
     };
     let members = unpack(ctx, &resolved, &req).with_context(fail)?;
     bar.finish_and_clear();

@@ -32,12 +32,8 @@ pub(crate) struct PullArgs {
     /// /etc/systemd/import-pubring.gpg, else /usr/lib/systemd/import-pubring.gpg)
     #[arg(long, value_name = "FILE")]
     pub(crate) keyring: Option<PathBuf>,
-    /// Replace an existing image of that name
-    #[arg(long)]
-    pub(crate) force: bool,
-    /// Mark the new image read-only
-    #[arg(long)]
-    pub(crate) read_only: bool,
+    #[command(flatten)]
+    pub(crate) new: super::import::NewImageArgs,
 }
 
 fn options(args: &PullArgs) -> anyhow::Result<(ImageName, PullOptions)> {
@@ -52,8 +48,8 @@ fn options(args: &PullArgs) -> anyhow::Result<(ImageName, PullOptions)> {
             VerifyArg::Signature => Verify::Signature,
         },
         keyring: args.keyring.clone(),
-        force: args.force,
-        read_only: args.read_only,
+        force: args.new.force,
+        read_only: args.new.read_only,
     };
     Ok((name, opts))
 }

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use super::output::UsageError;
 use super::{Context, Status};
-use crate::archive::Compression;
+use crate::archive::{Compression, Packing};
 use crate::store::ImageName;
 use crate::transfer;
 
@@ -170,8 +170,7 @@ pub(crate) fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<S
     let shown = file
         .map(|p| p.display().to_string())
         .unwrap_or("standard output".into());
-    let req = transfer::ExportRequest {
-        name: name.clone(),
+    let packing = Packing {
         format,
         level: args.level,
         threads: args.threads.unwrap_or(0),
@@ -192,7 +191,7 @@ pub(crate) fn export_tar(ctx: &Context, args: ExportTarArgs) -> anyhow::Result<S
     let tree = mounted
         .as_ref()
         .map_or(hold.source(image.path()), |m| m.root());
-    let exported = transfer::export_tar(tree, &req, target, &mut warn, Some(&progress))
+    let exported = transfer::export_tar(tree, packing, target, &mut warn, Some(&progress))
         .with_context(|| format!("cannot export {name} to {shown}"))?;
     bar.finish_and_clear();
     ctx.out.info(&format!(

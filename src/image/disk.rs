@@ -205,9 +205,7 @@ fn same_times(tree: &Path, target: &Path) -> Result<(), ImageError> {
 /// The store's full-fidelity copy, which copies into an existing directory (the mounted
 /// file system's root, which takes the tree top's own metadata too).
 fn copy_into(tree: &Path, target: &Path) -> Result<(), ImageError> {
-    crate::store::copy_tree(tree, target, None)
-        .map(|_| ())
-        .map_err(|source| ImageError::Copy { source })
+    crate::store::copy_tree(tree, target, None).map_err(|source| ImageError::Copy { source })
 }
 
 fn tool(program: &str, args: &[&std::ffi::OsStr]) -> Result<(), ImageError> {

@@ -27,8 +27,10 @@ pub(crate) struct LiveExport {
 
 /// What an export holds: the image's lock, or (for a running machine) a live export.
 pub(crate) enum Hold {
-    /// Held for its drop: the image stays locked as long as the export runs.
-    Locked(#[allow(dead_code)] NameLock),
+    /// The image stays locked as long as the export runs (the lock is held for its drop).
+    Locked {
+        _lock: NameLock,
+    },
     Live(LiveExport),
 }
 
@@ -46,7 +48,7 @@ impl Hold {
     pub(crate) fn how(&self) -> Option<&str> {
         match self {
             Hold::Live(l) => Some(&l.how),
-            Hold::Locked(_) => None,
+            Hold::Locked { .. } => None,
         }
     }
 }
@@ -59,7 +61,7 @@ pub(crate) fn lock_or_freeze(
     purpose: LockPurpose,
 ) -> Result<Hold> {
     match store.lock(name, purpose) {
-        Ok(lock) => Ok(Hold::Locked(lock)),
+        Ok(lock) => Ok(Hold::Locked { _lock: lock }),
         Err(busy @ StoreError::Busy { .. }) => match record::load(store.state_dir(), name.as_str())
         {
             Some(rec) => Ok(Hold::Live(freeze(store, &rec)?)),

@@ -75,21 +75,7 @@ impl BlobCache {
                 source,
             })
         })?;
-        if hashing.count != size {
-            return Err(OciError::SizeMismatch {
-                what: what.into(),
-                expected: size,
-                actual: hashing.count,
-            });
-        }
-        let got = Digest::from_hash(hashing.hash);
-        if &got != digest {
-            return Err(OciError::DigestMismatch {
-                what: what.into(),
-                expected: digest.to_string(),
-                actual: got.to_string(),
-            });
-        }
+        check_read(hashing, what, Some(size), digest)?;
         file.flush().map_err(io_err(tmp))?;
         let path = self.path(digest);
         std::fs::rename(tmp, &path).map_err(io_err(&path))?;
@@ -143,10 +129,20 @@ pub(crate) fn verify_file(path: &Path, digest: &Digest, size: Option<u64>) -> Re
     let limit = size.map_or(u64::MAX, |s| s.saturating_add(1));
     let mut hashing = HashingReader::new(file.take(limit));
     std::io::copy(&mut hashing, &mut std::io::sink()).map_err(io_err(path))?;
-    let what = path.display().to_string();
+    check_read(hashing, &path.display().to_string(), size, digest)
+}
+
+/// Checks what `hashing` read of blob `what` against the size (where one was announced) and
+/// the digest.
+fn check_read<R>(
+    hashing: HashingReader<R>,
+    what: &str,
+    size: Option<u64>,
+    digest: &Digest,
+) -> Result<()> {
     if let Some(size) = size.filter(|s| *s != hashing.count) {
         return Err(OciError::SizeMismatch {
-            what,
+            what: what.into(),
             expected: size,
             actual: hashing.count,
         });
@@ -154,7 +150,7 @@ pub(crate) fn verify_file(path: &Path, digest: &Digest, size: Option<u64>) -> Re
     let got = Digest::from_hash(hashing.hash);
     if &got != digest {
         return Err(OciError::DigestMismatch {
-            what,
+            what: what.into(),
             expected: digest.to_string(),
             actual: got.to_string(),
         });

@@ -182,17 +182,7 @@ impl Registry {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
-        let bytes = resp
-            .into_body()
-            .into_with_config()
-            .limit(8 << 20)
-            .read_to_vec()
-            .map_err(|source| {
-                OciError::from(HttpError::Transport {
-                    url: url.clone(),
-                    source,
-                })
-            })?;
+        let bytes = http::read_body(resp, &url, 8 << 20)?;
         if reference.starts_with("sha256:") {
             let want = Digest::parse(reference)?;
             let got = Digest::of(&bytes);

@@ -169,6 +169,30 @@ pub(crate) fn relay(
     relay: &mut Relay,
     on_signal: impl Fn(i32) -> Option<i32>,
 ) -> i32 {
+    relay_until_exit(pid, wait_pid, sigfd, relay, on_signal, Some(Escape::new()))
+}
+
+/// The same relay for a session in a running machine (`rmach shell`): `pty` relayed both ways,
+/// every signal passed on to `child` as it is, and no escape (a session's input is the
+/// session's; it ends when `child` exits).
+pub(crate) fn relay_session(child: i32, sigfd: &OwnedFd, pty: Option<OwnedFd>) -> i32 {
+    let mut relay = Relay {
+        console: Console::Interactive,
+        pty,
+        captured: Vec::new(),
+    };
+    relay_until_exit(child, child, sigfd, &mut relay, Some, None)
+}
+
+/// [`relay`], with the ^] escape when `escape` is given.
+fn relay_until_exit(
+    pid: i32,
+    wait_pid: i32,
+    sigfd: &OwnedFd,
+    relay: &mut Relay,
+    on_signal: impl Fn(i32) -> Option<i32>,
+    mut escape: Option<Escape>,
+) -> i32 {
     let stdin = std::io::stdin();
     let interactive = relay.console == Console::Interactive && relay.pty.is_some();
     let mut stdin_open = interactive;
@@ -177,7 +201,6 @@ pub(crate) fn relay(
         show: relay.console != Console::Passive,
         pending: Vec::new(),
     };
-    let mut escape = Escape::new();
     let mut buf = vec![0u8; 64 * 1024];
     if let Some(pty) = &relay.pty {
         let _ = rustix::fs::fcntl_setfl(pty, rustix::fs::OFlags::NONBLOCK);
@@ -234,7 +257,7 @@ pub(crate) fn relay(
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => stdin_open = false,
                 Ok(n) => {
-                    if escape.feed(&buf[..n]) {
+                    if escape.as_mut().is_some_and(|e| e.feed(&buf[..n])) {
                         let _ = p::kill(pid, libc::SIGKILL);
                     }
                     master.pending.extend_from_slice(&buf[..n]);

@@ -21,14 +21,6 @@ use std::sync::Mutex;
 use super::StoreError;
 use crate::fs::Metadata;
 
-/// What a copy did.
-#[derive(Debug, Default, Clone, Copy)]
-#[allow(dead_code)] // what a copy did, for callers that report it; none does yet
-pub struct CopyStats {
-    pub(crate) entries: u64,
-    pub(crate) bytes: u64,
-}
-
 /// The xattr that must be set last: chown and chmod clear it, and a later xattr write must
 /// not be refused because of it.
 const CAPABILITY_XATTR: &[u8] = b"security.capability";
@@ -44,7 +36,7 @@ pub fn copy_tree(
     source: &Path,
     destination: &Path,
     progress: Option<&(dyn Fn(u64) + Sync)>,
-) -> Result<CopyStats, StoreError> {
+) -> Result<(), StoreError> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let src = rfs::open(source, dir_flags, Mode::empty()).map_err(|e| StoreError::io(source, e))?;
     let dst = rfs::open(destination, dir_flags | OFlags::NOFOLLOW, Mode::empty())
@@ -58,7 +50,6 @@ pub fn copy_tree(
         links: Mutex::new(HashMap::new()),
         later_links: Mutex::new(Vec::new()),
         dirs: Mutex::new(Vec::new()),
-        entries: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
         error: Mutex::new(None),
         progress,
@@ -96,10 +87,7 @@ pub fn copy_tree(
         let (src, dst) = copier.open_dirs(&rel)?;
         copier.apply_fd_metadata(&mut buffers, &src, &dst, &st, &rel)?;
     }
-    Ok(CopyStats {
-        entries: copier.entries.load(Ordering::Relaxed),
-        bytes: copier.bytes.load(Ordering::Relaxed),
-    })
+    Ok(())
 }
 
 /// Copies one file's data (holes kept, reflinked where possible) and metadata; for raw images.
@@ -107,7 +95,7 @@ pub(crate) fn copy_file(
     source: &Path,
     destination: &Path,
     progress: Option<&(dyn Fn(u64) + Sync)>,
-) -> Result<CopyStats, StoreError> {
+) -> Result<(), StoreError> {
     let src = rfs::open(source, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| StoreError::io(source, e))?;
     let dst_flags = OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
@@ -129,16 +117,11 @@ pub(crate) fn copy_file(
         links: Mutex::new(HashMap::new()),
         later_links: Mutex::new(Vec::new()),
         dirs: Mutex::new(Vec::new()),
-        entries: AtomicU64::new(1),
         bytes: AtomicU64::new(st.st_size as u64),
         error: Mutex::new(None),
         progress: None,
     };
-    copier.apply_fd_metadata(&mut Buffers::new(), &src, &dst, &st, Path::new(""))?;
-    Ok(CopyStats {
-        entries: 1,
-        bytes: st.st_size as u64,
-    })
+    copier.apply_fd_metadata(&mut Buffers::new(), &src, &dst, &st, Path::new(""))
 }
 
 /// Scratch space for xattr names and values, one per task.
@@ -167,7 +150,7 @@ struct Copier<'a> {
     later_links: Mutex<Vec<(PathBuf, PathBuf)>>,
     /// Every directory below the root with its source metadata, applied after the walk.
     dirs: Mutex<Vec<(PathBuf, Stat)>>,
-    entries: AtomicU64,
+    /// Bytes copied so far, for `progress`.
     bytes: AtomicU64,
     /// The first error; once set, no further directory is started.
     error: Mutex<Option<StoreError>>,
@@ -238,7 +221,6 @@ impl<'a> Copier<'a> {
         let st = rfs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.src_err(rel, e))?;
         let file_type = FileType::from_raw_mode(st.st_mode);
-        self.entries.fetch_add(1, Ordering::Relaxed);
         if file_type != FileType::Directory && st.st_nlink > 1 {
             let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(first) = links.get(&(st.st_dev, st.st_ino)) {

@@ -17,7 +17,7 @@ mod lock;
 mod name;
 mod staging;
 
-pub use copy::{copy_tree, CopyStats};
+pub use copy::copy_tree;
 pub use error::StoreError;
 /// An os-release read with every path resolved inside `root` (raw images: their mounted root).
 pub use image::os_release;

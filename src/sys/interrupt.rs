@@ -59,11 +59,14 @@ pub(crate) fn thaw_on_interrupt(freeze_file: &std::path::Path) -> std::io::Resul
     use std::os::fd::AsRawFd;
     let file = std::fs::OpenOptions::new().write(true).open(freeze_file)?;
     THAW.store(file.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
-    Ok(ThawOnInterrupt(file))
+    Ok(ThawOnInterrupt { _freeze_file: file })
 }
 
-/// Keeps the `cgroup.freeze` descriptor open for the handler; unregisters it when dropped.
-pub(crate) struct ThawOnInterrupt(#[allow(dead_code)] std::fs::File);
+/// Keeps the `cgroup.freeze` descriptor open for the handler (the file is held for its drop,
+/// which closes the descriptor after this value's own drop has unregistered it).
+pub(crate) struct ThawOnInterrupt {
+    _freeze_file: std::fs::File,
+}
 
 impl Drop for ThawOnInterrupt {
     fn drop(&mut self) {

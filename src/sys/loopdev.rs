@@ -43,11 +43,10 @@ struct LoopConfig {
 
 /// An attached loop device; it detaches itself when this and every mount of it are gone.
 #[derive(Debug)]
-#[allow(dead_code)] // the open device keeps the loop device attached until dropped
 pub(crate) struct LoopDevice {
-    device: File,
+    /// Held for its drop: the open device keeps the loop device attached until then.
+    _device: File,
     path: PathBuf,
-    direct_io: bool,
 }
 
 /// What to attach: a byte range of `backing`.
@@ -96,9 +95,8 @@ impl LoopDevice {
                 match configure(&device, backing, range, direct_io) {
                     Ok(()) => {
                         return Ok(LoopDevice {
-                            device,
+                            _device: device,
                             path,
-                            direct_io,
                         })
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {

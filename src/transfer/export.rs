@@ -7,20 +7,9 @@ use std::io::Write;
 use std::path::Path;
 
 use super::{TempOutput, TransferError};
-use crate::archive::{self, Compression};
+use crate::archive;
 use crate::image::{self, ExportFormat};
 use crate::store::{ImageKind, ImageName, LockPurpose, Store};
-
-#[derive(Debug, Clone)]
-#[allow(dead_code)] // `name` is for messages; the callers print it themselves today
-pub(crate) struct ExportRequest {
-    pub(crate) name: ImageName,
-    pub(crate) format: Compression,
-    /// The compressor's level; `None` takes the tool's default.
-    pub(crate) level: Option<i32>,
-    /// Compression threads; 0 means all cores.
-    pub(crate) threads: u32,
-}
 
 #[derive(Debug)]
 pub(crate) struct Exported {
@@ -33,12 +22,12 @@ pub(crate) enum ExportTarget<'a> {
     Stream(Box<dyn Write + Send>),
 }
 
-/// Writes the tree of image `req.name` as a tar archive. The caller holds the image (its lock,
-/// or a frozen running machine) and gives the tree to read: the image's directory, a snapshot,
-/// or a raw image's mounted root; `req.name` is only for messages.
+/// Writes an image's tree as a tar archive compressed as `packing` says. The caller holds the
+/// image (its lock, or a frozen running machine) and gives the tree to read: the image's
+/// directory, a snapshot, or a raw image's mounted root.
 pub(crate) fn export_tar(
     tree: &Path,
-    req: &ExportRequest,
+    packing: archive::Packing,
     target: ExportTarget<'_>,
     warn: &mut dyn FnMut(String),
     progress: Option<&dyn Fn(u64)>,
@@ -51,11 +40,6 @@ pub(crate) fn export_tar(
             (Some(t), Box::new(archive::WritebackFile::new(w)))
         }
         ExportTarget::Stream(w) => (None, w),
-    };
-    let packing = archive::Packing {
-        format: req.format,
-        level: req.level,
-        threads: req.threads,
     };
     let (_, members) = archive::write_compressed_tree(tree, writer, packing, warn, progress)
         .map_err(TransferError::Archive)?;

@@ -18,7 +18,7 @@ pub(crate) mod pull;
 mod tree;
 
 pub(crate) use error::TransferError;
-pub(crate) use export::{export_raw, export_tar, ExportRequest, ExportTarget};
+pub(crate) use export::{export_raw, export_tar, ExportTarget};
 pub(crate) use import::{extract_tar, import_fs, import_raw, import_tar, write_raw, ImportRequest};
 pub(crate) use output::TempOutput;
 pub(crate) use tree::{DiskSpec, TreeTarget};

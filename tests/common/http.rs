@@ -2,6 +2,8 @@
 //! it can misbehave on purpose: answer a status, redirect, or drop the connection part-way
 //! through a body. It honours `Range: bytes=N-` (206 with Content-Range) and records every
 //! request's path and Range header. One thread per connection, `Connection: close` always.
+//! [`read_head`] reads a request's head for every test server here (this one, the registry's
+//! token server, the Debian mirror).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -30,6 +32,49 @@ pub enum Route {
     Status(u16),
     /// 302 to the location (a path on this server or a full URL).
     Redirect(String),
+}
+
+/// The head of an HTTP/1.1 request: its request line's method and target, and its headers.
+pub struct Head {
+    pub method: String,
+    pub target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// The value of header `name` (any case), trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads the next request's head from a connection; None when the client has closed it.
+pub fn read_head(reader: &mut impl BufRead) -> std::io::Result<Option<Head>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = header.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok(Some(Head {
+        method,
+        target,
+        headers,
+    }))
 }
 
 /// One request: the path and the Range header, if any.
@@ -110,24 +155,11 @@ fn serve(
     routes: &Mutex<HashMap<String, Route>>,
     requests: &Mutex<Vec<Request>>,
 ) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("").to_string();
-    let mut range = None;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = header.split_once(':') {
-            if k.eq_ignore_ascii_case("range") {
-                range = Some(v.trim().to_string());
-            }
-        }
-    }
+    let Some(head) = read_head(&mut BufReader::new(conn.try_clone()?))? else {
+        return Ok(());
+    };
+    let (method, path) = (head.method.as_str(), head.target.clone());
+    let range = head.header("range").map(str::to_string);
     requests.lock().unwrap().push(Request {
         path: path.clone(),
         range: range.clone(),

@@ -3,8 +3,6 @@
 //! tests cache theirs), a store holding a copy of it, and a guard that stops the machine at the
 //! end of the test, however it ends, and checks that nothing of it is left on the host.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,9 +1,8 @@
 //! A hermetic Debian-style mirror for tests: tiny .debs built with dpkg-deb, Packages and
 //! Packages.xz with by-hash copies, a Release signed (InRelease) with a key generated here by
 //! sequoia, served on 127.0.0.1 by a small HTTP server that honours Range requests.
-#![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -118,11 +117,7 @@ fn build_deb(pool: &Path, work: &Path, p: &Pkg) -> PathBuf {
         .arg(&deb)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "dpkg-deb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::assert_success(&out, "dpkg-deb --build");
     deb
 }
 
@@ -246,22 +241,13 @@ fn serve(root: PathBuf) -> String {
 fn handle(stream: TcpStream, root: &Path) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut stream = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-        let mut from = 0u64;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-                break;
-            }
-            if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
-                from = v.trim().trim_end_matches('-').parse().unwrap_or(0);
-            }
-        }
+    // Keep-alive: one request after another on the connection, until the client closes it.
+    while let Some(head) = super::http::read_head(&mut reader)? {
+        let path = head.target.as_str();
+        let from: u64 = head
+            .header("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .map_or(0, |v| v.trim_end_matches('-').parse().unwrap_or(0));
         let file = root.join(path.trim_start_matches('/'));
         match std::fs::read(&file) {
             Ok(data) if file.is_file() => {
@@ -293,4 +279,5 @@ fn handle(stream: TcpStream, root: &Path) -> std::io::Result<()> {
         }
         stream.flush()?;
     }
+    Ok(())
 }

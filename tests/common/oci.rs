@@ -8,7 +8,7 @@ use std::process::Output;
 use super::registry::Registry;
 use super::tar::RawTar;
 use super::tree::{assert_same, FULL};
-use super::{require, sh, Env};
+use super::{assert_success, require, sh, Env};
 
 pub fn tools() {
     for t in ["skopeo", "umoci", "docker-registry"] {
@@ -24,14 +24,6 @@ pub fn rmach_with(env: &Env, args: &[&str], vars: &[(&str, &Path)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().unwrap()
-}
-
-pub fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// An OCI layout `L` under `dir` built with umoci, tagged v1, with three layers: a base
@@ -91,7 +83,7 @@ pub fn skopeo(args: &[&str]) {
         .args(args)
         .output()
         .unwrap();
-    ok(&out, &format!("skopeo {args:?}"));
+    assert_success(&out, &format!("skopeo {args:?}"));
 }
 
 pub fn same_tree(a: &Path, b: &Path) {
@@ -119,7 +111,7 @@ pub fn manifest_of(reg: &Registry, repo_tag: &str) -> serde_json::Value {
         .arg(format!("docker://{}/{repo_tag}", reg.host()))
         .output()
         .unwrap();
-    ok(&out, "skopeo inspect");
+    assert_success(&out, "skopeo inspect");
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

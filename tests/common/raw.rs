@@ -2,8 +2,6 @@
 //! tree, disks laid out with sgdisk (GPT, discoverable type UUIDs) or sfdisk (MBR), hand-made
 //! hostile qcow2 files, and the host checks (no loop device left on a file).
 
-#![allow(dead_code)]
-
 use std::path::Path;
 use std::process::Command;
 

@@ -4,7 +4,7 @@
 //! (signed with `openssl dgst`, carrying the certificate in `x5c`) for exactly the scope asked;
 //! the registry checks them against that certificate. Stopped (killed and reaped) on drop.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+use super::http::read_head;
 use super::{require, sh};
 
 pub const USER: &str = "tester";
@@ -254,28 +255,17 @@ fn answer(
     x5c: &str,
     issued: &std::sync::atomic::AtomicUsize,
 ) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut authorization = None;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("authorization") {
-                authorization = Some(v.trim().to_string());
-            }
-        }
-    }
+    let Some(head) = read_head(&mut BufReader::new(conn.try_clone()?))? else {
+        return Ok(());
+    };
+    let target = &head.target;
+    let authorization = head.header("authorization");
     let mut out = conn;
     let want = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
     );
-    if authorization.as_deref() != Some(want.as_str()) {
+    if authorization != Some(want.as_str()) {
         return write!(
             out,
             "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

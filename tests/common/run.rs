@@ -2,8 +2,6 @@
 //! the libraries `ldd` names, placed in a test store ([`ProbeStore`]), and a way to run a
 //! script in it ([`probe`]); the bookworm image with systemd, and waiting for its boot.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

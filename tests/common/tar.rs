@@ -1,7 +1,6 @@
 //! Builders for the tar tests: a fixture tree with every kind of member rmach must carry
 //! through an archive, and a raw tar writer for hostile archives that no well-behaved tool
 //! would produce. The store, the binary and the tree comparison are in the parent module.
-#![allow(dead_code)]
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

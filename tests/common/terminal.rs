@@ -2,8 +2,6 @@
 //! pty as stdin, stdout and stderr, as a person's terminal would. The test types into it and
 //! waits for text to appear, reading the output live.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -43,10 +41,6 @@ impl Terminal {
             input,
             output,
         }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Everything shown so far.

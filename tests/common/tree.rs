@@ -2,7 +2,6 @@
 //! and comparison of two trees attribute by attribute (content, type, mode, owner, nanosecond
 //! mtime, every xattr (ACLs and capabilities among them), link targets, hard-link groups,
 //! device numbers, holes).
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

@@ -167,17 +167,7 @@ pub(super) fn answer(
                     status,
                 });
             }
-            let body = resp
-                .into_body()
-                .into_with_config()
-                .limit(1 << 20)
-                .read_to_vec()
-                .map_err(|source| {
-                    OciError::Http(HttpError::Transport {
-                        url: token_url.clone(),
-                        source,
-                    })
-                })?;
+            let body = crate::http::read_body(resp, &token_url, 1 << 20)?;
             let doc: serde_json::Value = super::super::json(&body, &token_url)?;
             let token = doc["token"]
                 .as_str()
