@@ -219,37 +219,41 @@ pub(crate) fn write_available(admin: &Path, stanzas: &str) -> Result<()> {
     fs::write(&path, stanzas).map_err(io_err(&path))
 }
 
-/// Records `control` as unpacked in the dpkg database under `admin` (the image's
-/// `/var/lib/dpkg`), with `paths` (relative, in archive order) as its file list.
-pub(crate) fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> {
+/// Records each of `packages` (a control member and the member paths of its data, relative,
+/// in archive order) as unpacked in the dpkg database under `admin` (the image's
+/// `/var/lib/dpkg`), as `dpkg --unpack` of them in order would: the status file is read and
+/// written once for all of them.
+pub(crate) fn record(admin: &Path, packages: &[(&Control, &[Vec<u8>])]) -> Result<()> {
+    let Some((first, _)) = packages.first() else {
+        return Ok(());
+    };
     let updates = admin.join("updates");
     if fs::read_dir(&updates)
         .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != "tmp.i")))
         .unwrap_or(false)
     {
         return Err(BootstrapError::Stage {
-            step: format!("recording {}", control.package),
+            step: format!("recording {}", first.package),
             reason: "dpkg's journal in /var/lib/dpkg/updates is not empty".into(),
         });
     }
-    let stanza = status_stanza(admin, control)?;
-    write_info(&admin.join("info"), control, paths)?;
-    // A stanza for the package already there (debootstrap's feigned dpkg) is replaced. The
-    // file is written as dpkg writes it, since dpkg keeps it as status-old at its next
-    // checkpoint.
     let status_path = admin.join("status");
-    let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
-    let mut stanzas: Vec<_> = status
-        .split("\n\n")
-        .map(parse_stanza)
-        .filter(|f| !f.is_empty() && !is_stanza_of(f, control))
-        .collect();
-    stanzas.push(stanza);
-    fs::write(&status_path, status_file(stanzas)).map_err(io_err(&status_path))?;
+    let mut stanzas =
+        parse_status(&fs::read_to_string(&status_path).map_err(io_err(&status_path))?);
     let triggers = admin.join("triggers");
     fs::create_dir_all(&triggers).map_err(io_err(&triggers))?;
     let mut interests = Interests::new(admin);
-    interests.add(control);
+    for (control, paths) in packages {
+        let stanza = status_stanza(&stanzas, control);
+        write_info(&admin.join("info"), control, paths)?;
+        // A stanza for the package already there (debootstrap's feigned dpkg, a core package
+        // unpacked again) is replaced.
+        stanzas.retain(|f| !is_stanza_of(f, control));
+        stanzas.push(stanza);
+        interests.add(control);
+    }
+    // Written as dpkg writes it, since dpkg keeps it as status-old at its next checkpoint.
+    fs::write(&status_path, status_file(stanzas)).map_err(io_err(&status_path))?;
     interests.write_changed(&triggers)
 }
 
@@ -268,7 +272,9 @@ pub(crate) fn prepare(
     dir: &Path,
     interests: &mut Interests,
 ) -> Result<()> {
-    let stanza = status_stanza(admin, control)?;
+    let status_path = admin.join("status");
+    let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
+    let stanza = status_stanza(&parse_status(&status), control);
     write_info(&dir.join("info"), control, paths)?;
     let update = dir.join("update");
     fs::write(&update, status_file(vec![stanza])).map_err(io_err(&update))?;
@@ -297,15 +303,10 @@ fn write_info(info: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> {
 
 /// The package's status stanza as `dpkg --unpack` leaves it: the control fields, the state,
 /// and new conffiles without checksums (dpkg computes them when it installs the conffiles at
-/// configure time); over a configured version in the status file under `admin`, that version
-/// as Config-Version and the checksums dpkg knew.
-fn status_stanza(admin: &Path, control: &Control) -> Result<Vec<(String, String)>> {
-    let status_path = admin.join("status");
-    let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
-    let previous = status
-        .split("\n\n")
-        .map(parse_stanza)
-        .find(|f| is_stanza_of(f, control));
+/// configure time); over a configured version in `status`, that version as Config-Version and
+/// the checksums dpkg knew.
+fn status_stanza(status: &[Vec<(String, String)>], control: &Control) -> Vec<(String, String)> {
+    let previous = status.iter().find(|f| is_stanza_of(f, control));
     let mut new = parse_stanza(&control.stanza);
     new.push(("Status".into(), "install ok unpacked".into()));
     // Unpacked over a configured version (debootstrap unpacks the core packages again with
@@ -342,7 +343,7 @@ fn status_stanza(admin: &Path, control: &Control) -> Result<Vec<(String, String)
             .collect();
         new.push(("Conffiles".into(), lines));
     }
-    Ok(new)
+    new
 }
 
 /// dpkg's trigger interests as they stand with the packages recorded or prepared so far: file
@@ -419,18 +420,33 @@ fn is_stanza_of(fields: &[(String, String)], control: &Control) -> bool {
             || field(fields, "Architecture") == Some(control.architecture.as_str()))
 }
 
-/// The version of `package` (for Multi-Arch: same, of `arch`) that dpkg's database under
-/// `admin` has configured (`install ok installed`), if any: unpacking it again is then dpkg's
-/// upgrade over that version.
-pub(crate) fn installed_version(admin: &Path, control: &Control) -> Result<Option<String>> {
+/// For each of `controls`, the version of its package (for Multi-Arch: same, of its
+/// architecture) that dpkg's database under `admin` has configured (`install ok installed`),
+/// if any: unpacking it again is then dpkg's upgrade over that version.
+pub(crate) fn installed_versions(
+    admin: &Path,
+    controls: &[Control],
+) -> Result<Vec<Option<String>>> {
     let status_path = admin.join("status");
-    let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
-    Ok(status
-        .split("\n\n")
+    let status = parse_status(&fs::read_to_string(&status_path).map_err(io_err(&status_path))?);
+    Ok(controls
+        .iter()
+        .map(|control| {
+            status
+                .iter()
+                .find(|f| is_stanza_of(f, control))
+                .filter(|f| field(f, "Status") == Some("install ok installed"))
+                .and_then(|f| field(f, "Version").map(String::from))
+        })
+        .collect())
+}
+
+/// The stanzas of a status file.
+fn parse_status(text: &str) -> Vec<Vec<(String, String)>> {
+    text.split("\n\n")
         .map(parse_stanza)
-        .find(|f| is_stanza_of(f, control))
-        .filter(|f| field(f, "Status") == Some("install ok installed"))
-        .and_then(|f| field(&f, "Version").map(String::from)))
+        .filter(|f| !f.is_empty())
+        .collect()
 }
 
 /// A deb822 stanza as (field, value) pairs; a value keeps its continuation lines ("\n ...")

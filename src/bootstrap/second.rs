@@ -123,8 +123,13 @@ impl Stage<'_> {
             )));
             self.lists.extend(lists);
         }
-        for (name, control) in names.iter().zip(&controls) {
-            dpkg_db::record(&admin, control, &self.lists[name])?;
+        let packages: Vec<_> = names
+            .iter()
+            .zip(&controls)
+            .map(|(name, control)| (control, self.lists[name].as_slice()))
+            .collect();
+        dpkg_db::record(&admin, &packages)?;
+        for control in &controls {
             self.queue_activations(control);
         }
         let interests = dpkg_db::Interests::new(&admin).file_triggers().to_string();
@@ -193,8 +198,8 @@ impl Stage<'_> {
         let ci = paths::rel(self.target, CONTROL_MEMBERS);
         let admin = paths::rel(self.target, DPKG_ADMIN);
         let dpkg_version = self.plan.pkgs["dpkg"].version.clone();
-        for control in controls {
-            let old = dpkg_db::installed_version(&admin, control)?;
+        let installed = dpkg_db::installed_versions(&admin, controls)?;
+        for (control, old) in controls.iter().zip(installed) {
             let env = |script: &str| {
                 format!(
                     "DPKG_MAINTSCRIPT_PACKAGE={package} DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 \
