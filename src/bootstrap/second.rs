@@ -63,6 +63,26 @@ impl Stage<'_> {
         result
     }
 
+    /// [`Self::flush`] of a long step (dpkg configuring a whole set) while the files written
+    /// so far are written back to disk beside it: the store syncs the image before it commits
+    /// it, and most of the image is on disk by now, so that sync, which waits for all of it,
+    /// is left little to write. (dpkg is busy with one core; the writeback uses the other.)
+    fn flush_writing_back(&mut self, step: &str) -> Result<()> {
+        let target = self.target.to_path_buf();
+        let writeback = std::thread::spawn(move || {
+            // Errors are the commit's syncfs to report; this one only starts the work early.
+            if let Ok(dir) = fs::File::open(&target) {
+                let _ = rustix::fs::syncfs(&dir);
+            }
+        });
+        let result = self.flush(step);
+        // After a failure (Ctrl-C) the error goes out at once; the sync ends with the process.
+        if result.is_ok() {
+            let _ = writeback.join();
+        }
+        result
+    }
+
     /// `dpkg --unpack` of `names`, which are not installed: their preinsts, their files
     /// (already there for the required set), their records in dpkg's database, and the
     /// triggers the unpack activates. The packages are left unpacked for a `dpkg --configure`.
@@ -352,7 +372,7 @@ pub(crate) fn run(
     block_services(target)?;
     dpkg_db::set_access_method(&admin, "apt")?;
     stage.cmd("yes '' | dpkg --configure --pending --force-configure-any --force-depends");
-    stage.flush("configuring the required packages")?;
+    stage.flush_writing_back("configuring the required packages")?;
 
     let mut all = plan.set.required.clone();
     all.extend(plan.set.base.iter().cloned());
@@ -408,7 +428,7 @@ pub(crate) fn run(
         stage.cmd(&retry5(
             "dpkg --force-confold --skip-same-version --configure -a",
         ));
-        stage.flush("configuring the base packages")?;
+        stage.flush_writing_back("configuring the base packages")?;
     }
     stage.flush("finishing")?;
     restore_services(target)?;
