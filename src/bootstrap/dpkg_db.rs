@@ -12,11 +12,11 @@
 //! bootstrap's time. What is recorded here is what dpkg records; the end-to-end test compares
 //! the whole database with debootstrap's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{deb, io_err, BootstrapError, Result};
 
@@ -219,21 +219,72 @@ pub(crate) fn write_available(admin: &Path, stanzas: &str) -> Result<()> {
     fs::write(&path, stanzas).map_err(io_err(&path))
 }
 
-/// Records `control` as unpacked in the dpkg database under `admin` (the image's
-/// `/var/lib/dpkg`), with `paths` (relative, in archive order) as its file list.
-pub(crate) fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> {
+/// Records each of `packages` (a control member and the member paths of its data, relative,
+/// in archive order) as unpacked in the dpkg database under `admin` (the image's
+/// `/var/lib/dpkg`), as `dpkg --unpack` of them in order would: the status file is read and
+/// written once for all of them.
+pub(crate) fn record(admin: &Path, packages: &[(&Control, &[Vec<u8>])]) -> Result<()> {
+    let Some((first, _)) = packages.first() else {
+        return Ok(());
+    };
     let updates = admin.join("updates");
     if fs::read_dir(&updates)
         .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != "tmp.i")))
         .unwrap_or(false)
     {
         return Err(BootstrapError::Stage {
-            step: format!("recording {}", control.package),
+            step: format!("recording {}", first.package),
             reason: "dpkg's journal in /var/lib/dpkg/updates is not empty".into(),
         });
     }
-    let info = admin.join("info");
-    fs::create_dir_all(&info).map_err(io_err(&info))?;
+    let status_path = admin.join("status");
+    let mut stanzas =
+        parse_status(&fs::read_to_string(&status_path).map_err(io_err(&status_path))?);
+    let triggers = admin.join("triggers");
+    fs::create_dir_all(&triggers).map_err(io_err(&triggers))?;
+    let mut interests = Interests::new(admin);
+    for (control, paths) in packages {
+        let stanza = status_stanza(&stanzas, control);
+        write_info(&admin.join("info"), control, paths)?;
+        // A stanza for the package already there (debootstrap's feigned dpkg, a core package
+        // unpacked again) is replaced.
+        stanzas.retain(|f| !is_stanza_of(f, control));
+        stanzas.push(stanza);
+        interests.add(control);
+    }
+    // Written as dpkg writes it, since dpkg keeps it as status-old at its next checkpoint.
+    fs::write(&status_path, status_file(stanzas)).map_err(io_err(&status_path))?;
+    interests.write_changed(&triggers)
+}
+
+/// Prepares in `dir` what [`record`] would write, for a script inside the image to move into
+/// the database between the package's preinst and its configuring, so that several packages
+/// are unpacked and configured one after the other in one step: `dir/info/` holds the files
+/// for dpkg's info directory, `dir/update` the status stanza as an entry of dpkg's journal
+/// (`updates/NNNN`, which the next dpkg run reads over the status file and folds into it), and
+/// `dir/triggers/` the trigger interest files that changed, with the interests of the
+/// packages prepared before. The status stanza is made from the status file as it is now, so
+/// the packages prepared together must be different packages.
+pub(crate) fn prepare(
+    admin: &Path,
+    control: &Control,
+    paths: &[Vec<u8>],
+    dir: &Path,
+    interests: &mut Interests,
+) -> Result<()> {
+    let status_path = admin.join("status");
+    let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
+    let stanza = status_stanza(&parse_status(&status), control);
+    write_info(&dir.join("info"), control, paths)?;
+    let update = dir.join("update");
+    fs::write(&update, status_file(vec![stanza])).map_err(io_err(&update))?;
+    interests.add(control);
+    interests.write_changed(&dir.join("triggers"))
+}
+
+/// The control files and the file list, into `info` (dpkg's info directory or a staging one).
+fn write_info(info: &Path, control: &Control, paths: &[Vec<u8>]) -> Result<()> {
+    fs::create_dir_all(info).map_err(io_err(info))?;
     let name = control.info_name();
     for (member, mode, data) in control.files() {
         let path = info.join(format!("{name}.{member}"));
@@ -247,28 +298,21 @@ pub(crate) fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Resu
         list.push(b'\n');
     }
     let list_path = info.join(format!("{name}.list"));
-    fs::write(&list_path, list).map_err(io_err(&list_path))?;
+    fs::write(&list_path, list).map_err(io_err(&list_path))
+}
 
-    // The status stanza: the control fields, the state, and new conffiles without checksums
-    // (dpkg computes them when it installs the conffiles at configure time). A stanza for the
-    // package already there (debootstrap's feigned dpkg) is replaced. The file is written as
-    // dpkg writes it, since dpkg keeps it as status-old at its next checkpoint.
-    let status_path = admin.join("status");
-    let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
-    let (previous, mut stanzas): (Vec<_>, Vec<_>) = status
-        .split("\n\n")
-        .map(parse_stanza)
-        .filter(|f| !f.is_empty())
-        .partition(|f| is_stanza_of(f, control));
+/// The package's status stanza as `dpkg --unpack` leaves it: the control fields, the state,
+/// and new conffiles without checksums (dpkg computes them when it installs the conffiles at
+/// configure time); over a configured version in `status`, that version as Config-Version and
+/// the checksums dpkg knew.
+fn status_stanza(status: &[Vec<(String, String)>], control: &Control) -> Vec<(String, String)> {
+    let previous = status.iter().find(|f| is_stanza_of(f, control));
     let mut new = parse_stanza(&control.stanza);
     new.push(("Status".into(), "install ok unpacked".into()));
     // Unpacked over a configured version (debootstrap unpacks the core packages again with
     // the rest of the required set): dpkg keeps that version as Config-Version, for the
     // postinst's `configure VERSION`, and the checksums it knew for the conffiles.
-    let previous = previous
-        .into_iter()
-        .next()
-        .filter(|f| field(f, "Status") == Some("install ok installed"));
+    let previous = previous.filter(|f| field(f, "Status") == Some("install ok installed"));
     let mut known = BTreeMap::new();
     if let Some(old) = &previous {
         if let Some(version) = field(old, "Version") {
@@ -299,33 +343,73 @@ pub(crate) fn record(admin: &Path, control: &Control, paths: &[Vec<u8>]) -> Resu
             .collect();
         new.push(("Conffiles".into(), lines));
     }
-    stanzas.push(new);
-    fs::write(&status_path, status_file(stanzas)).map_err(io_err(&status_path))?;
+    new
+}
 
-    // Trigger interests: file triggers in triggers/File ("path package[/noawait]"), named ones
-    // in triggers/NAME ("package[/noawait]"), as dpkg keeps them.
-    let triggers = admin.join("triggers");
-    fs::create_dir_all(&triggers).map_err(io_err(&triggers))?;
-    for (directive, trigger) in control.triggers() {
-        let suffix = match directive.as_str() {
-            "interest" | "interest-await" => "",
-            "interest-noawait" => "/noawait",
-            _ => continue,
-        };
-        // dpkg names a Multi-Arch: same package with its architecture here too.
-        let (file, line) = if trigger.starts_with('/') {
-            (triggers.join("File"), format!("{trigger} {name}{suffix}"))
-        } else {
-            (triggers.join(&trigger), format!("{name}{suffix}"))
-        };
-        let mut text = fs::read_to_string(&file).unwrap_or_default();
-        if !text.lines().any(|l| l == line) {
-            text.push_str(&line);
-            text.push('\n');
-            fs::write(&file, text).map_err(io_err(&file))?;
+/// dpkg's trigger interests as they stand with the packages recorded or prepared so far: file
+/// triggers in `triggers/File` ("path package[/noawait]"), named ones in `triggers/NAME`
+/// ("package[/noawait]"), each file read from the database the first time it is needed.
+pub(crate) struct Interests {
+    dir: PathBuf,
+    files: BTreeMap<String, String>,
+    changed: BTreeSet<String>,
+}
+
+impl Interests {
+    /// The interests of the database under `admin`.
+    pub(crate) fn new(admin: &Path) -> Interests {
+        Interests {
+            dir: admin.join("triggers"),
+            files: BTreeMap::new(),
+            changed: BTreeSet::new(),
         }
     }
-    Ok(())
+
+    fn file(&mut self, name: &str) -> &mut String {
+        let dir = &self.dir;
+        self.files
+            .entry(name.to_string())
+            .or_insert_with(|| fs::read_to_string(dir.join(name)).unwrap_or_default())
+    }
+
+    /// The file triggers' interest paths ("path package" lines).
+    pub(crate) fn file_triggers(&mut self) -> &str {
+        self.file("File")
+    }
+
+    /// Adds the interests of `control`'s `triggers` file, naming a Multi-Arch: same package
+    /// `pkg:arch` as dpkg does.
+    fn add(&mut self, control: &Control) {
+        let name = control.info_name();
+        for (directive, trigger) in control.triggers() {
+            let suffix = match directive.as_str() {
+                "interest" | "interest-await" => "",
+                "interest-noawait" => "/noawait",
+                _ => continue,
+            };
+            let (file, line) = if trigger.starts_with('/') {
+                ("File".to_string(), format!("{trigger} {name}{suffix}"))
+            } else {
+                (trigger, format!("{name}{suffix}"))
+            };
+            let text = self.file(&file);
+            if !text.lines().any(|l| l == line) {
+                text.push_str(&line);
+                text.push('\n');
+                self.changed.insert(file);
+            }
+        }
+    }
+
+    /// Writes the files changed since the last call into `dir`.
+    fn write_changed(&mut self, dir: &Path) -> Result<()> {
+        for name in std::mem::take(&mut self.changed) {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+            let path = dir.join(&name);
+            fs::write(&path, &self.files[&name]).map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
 }
 
 /// Whether `fields` is the status stanza of the package `control` describes (for Multi-Arch:
@@ -336,18 +420,33 @@ fn is_stanza_of(fields: &[(String, String)], control: &Control) -> bool {
             || field(fields, "Architecture") == Some(control.architecture.as_str()))
 }
 
-/// The version of `package` (for Multi-Arch: same, of `arch`) that dpkg's database under
-/// `admin` has configured (`install ok installed`), if any: unpacking it again is then dpkg's
-/// upgrade over that version.
-pub(crate) fn installed_version(admin: &Path, control: &Control) -> Result<Option<String>> {
+/// For each of `controls`, the version of its package (for Multi-Arch: same, of its
+/// architecture) that dpkg's database under `admin` has configured (`install ok installed`),
+/// if any: unpacking it again is then dpkg's upgrade over that version.
+pub(crate) fn installed_versions(
+    admin: &Path,
+    controls: &[Control],
+) -> Result<Vec<Option<String>>> {
     let status_path = admin.join("status");
-    let status = fs::read_to_string(&status_path).map_err(io_err(&status_path))?;
-    Ok(status
-        .split("\n\n")
+    let status = parse_status(&fs::read_to_string(&status_path).map_err(io_err(&status_path))?);
+    Ok(controls
+        .iter()
+        .map(|control| {
+            status
+                .iter()
+                .find(|f| is_stanza_of(f, control))
+                .filter(|f| field(f, "Status") == Some("install ok installed"))
+                .and_then(|f| field(f, "Version").map(String::from))
+        })
+        .collect())
+}
+
+/// The stanzas of a status file.
+fn parse_status(text: &str) -> Vec<Vec<(String, String)>> {
+    text.split("\n\n")
         .map(parse_stanza)
-        .find(|f| is_stanza_of(f, control))
-        .filter(|f| field(f, "Status") == Some("install ok installed"))
-        .and_then(|f| field(&f, "Version").map(String::from)))
+        .filter(|f| !f.is_empty())
+        .collect()
 }
 
 /// A deb822 stanza as (field, value) pairs; a value keeps its continuation lines ("\n ...")

@@ -18,6 +18,9 @@ pub(crate) const SCRATCH: &str = "/debootstrap";
 pub(crate) const STAND_INS: &str = "/debootstrap/stage";
 /// In the scratch area: each package's control member, staged for its preinst.
 pub(crate) const CONTROL_MEMBERS: &str = "/debootstrap/ci";
+/// In the scratch area: what rmach records in dpkg's database for each core package,
+/// prepared to be moved in from inside the image (`second.rs`).
+pub(crate) const DB_ENTRIES: &str = "/debootstrap/db";
 /// In the scratch area: the selections `dpkg --set-selections` reads.
 pub(crate) const SELECTIONS: &str = "/debootstrap/selections";
 /// In the scratch area: what `dpkg --predep-package` answered.
@@ -53,7 +56,7 @@ mod tests {
 
     #[test]
     fn scratch_files_are_in_the_scratch_area() {
-        for path in [STAND_INS, CONTROL_MEMBERS, SELECTIONS, PREDEP] {
+        for path in [STAND_INS, CONTROL_MEMBERS, DB_ENTRIES, SELECTIONS, PREDEP] {
             assert!(path.starts_with(&format!("{SCRATCH}/")), "{path}");
         }
         for path in [DPKG_INFO, DPKG_TRIGGERS, DPKG_TMP_CI] {

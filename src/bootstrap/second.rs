@@ -26,8 +26,8 @@ use super::resolve::resolve_deps;
 use super::{io_err, BootstrapError, Event, Options, Progress, Result};
 
 use super::paths::{
-    self, CONTROL_MEMBERS, DPKG_ADMIN, DPKG_INFO, DPKG_TMP_CI, ISCHROOT, LOG, POLICY_RC_D, PREDEP,
-    SCRATCH, SELECTIONS, START_STOP_DAEMON,
+    self, CONTROL_MEMBERS, DB_ENTRIES, DPKG_ADMIN, DPKG_INFO, DPKG_TMP_CI, DPKG_TRIGGERS, ISCHROOT,
+    LOG, POLICY_RC_D, PREDEP, SCRATCH, SELECTIONS, START_STOP_DAEMON,
 };
 use super::stage_runner::Outcome;
 
@@ -63,6 +63,26 @@ impl Stage<'_> {
         result
     }
 
+    /// [`Self::flush`] of a long step (dpkg configuring a whole set) while the files written
+    /// so far are written back to disk beside it: the store syncs the image before it commits
+    /// it, and most of the image is on disk by now, so that sync, which waits for all of it,
+    /// is left little to write. (dpkg is busy with one core; the writeback uses the other.)
+    fn flush_writing_back(&mut self, step: &str) -> Result<()> {
+        let target = self.target.to_path_buf();
+        let writeback = std::thread::spawn(move || {
+            // Errors are the commit's syncfs to report; this one only starts the work early.
+            if let Ok(dir) = fs::File::open(&target) {
+                let _ = rustix::fs::syncfs(&dir);
+            }
+        });
+        let result = self.flush(step);
+        // After a failure (Ctrl-C) the error goes out at once; the sync ends with the process.
+        if result.is_ok() {
+            let _ = writeback.join();
+        }
+        result
+    }
+
     /// `dpkg --unpack` of `names`, which are not installed: their preinsts, their files
     /// (already there for the required set), their records in dpkg's database, and the
     /// triggers the unpack activates. The packages are left unpacked for a `dpkg --configure`.
@@ -74,14 +94,132 @@ impl Stage<'_> {
             .iter()
             .map(|n| Control::read(&deb_of(self.plan, n)))
             .collect::<Result<Vec<_>>>()?;
+        let admin = paths::rel(self.target, DPKG_ADMIN);
+        self.queue_scripts(&controls)?;
+        self.flush(step)?;
+        let _ = fs::remove_dir_all(paths::rel(self.target, CONTROL_MEMBERS));
+
+        let extracted: Vec<String> = names
+            .iter()
+            .filter(|n| !self.lists.contains_key(*n))
+            .cloned()
+            .collect();
+        self.queue_conffile_copies(names, &controls, &extracted);
+        // dpkg's diversions apply to what it unpacks: a path another package diverted goes to
+        // the diverted name (noble's base-files diverts /bin to /bin.usr-is-merged, so a
+        // package shipping the directory entry ./bin creates that).
+        let diversions = dpkg_db::diversions(&paths::rel(self.target, DPKG_ADMIN))?;
+        let divert: HashMap<String, HashMap<Vec<u8>, Vec<u8>>> = names
+            .iter()
+            .zip(&controls)
+            .filter(|(name, _)| extracted.contains(name))
+            .map(|(name, control)| {
+                let mut map: HashMap<Vec<u8>, Vec<u8>> = diversions
+                    .iter()
+                    .filter(|d| d.package != control.package)
+                    .map(|d| {
+                        (
+                            d.from.trim_start_matches('/').as_bytes().to_vec(),
+                            d.to.trim_start_matches('/').as_bytes().to_vec(),
+                        )
+                    })
+                    .collect();
+                map.extend(control.conffiles().into_iter().map(|c| {
+                    let rel = c.trim_start_matches('/').as_bytes().to_vec();
+                    let mut new = rel.clone();
+                    new.extend_from_slice(b".dpkg-new");
+                    (rel, new)
+                }));
+                (name.clone(), map)
+            })
+            .collect();
+        if !extracted.is_empty() {
+            let started = std::time::Instant::now();
+            let lists = extract_packages(self.plan, &extracted, self.target, &divert)?;
+            (self.progress)(Event::Note(format!(
+                "  extracting {} packages: {:.1} s",
+                extracted.len(),
+                started.elapsed().as_secs_f64()
+            )));
+            self.lists.extend(lists);
+        }
+        let packages: Vec<_> = names
+            .iter()
+            .zip(&controls)
+            .map(|(name, control)| (control, self.lists[name].as_slice()))
+            .collect();
+        dpkg_db::record(&admin, &packages)?;
+        for control in &controls {
+            self.queue_activations(control);
+        }
+        let interests = dpkg_db::Interests::new(&admin).file_triggers().to_string();
+        self.activate_file_triggers(names, &interests);
+        Ok(())
+    }
+
+    /// debootstrap's core packages, each unpacked as [`Self::unpack`] does and then configured,
+    /// one after the other, all in one step: what rmach records in dpkg's database between a
+    /// package's preinst and its configuring is prepared on the host beforehand
+    /// ([`dpkg_db::prepare`]) and moved into the database inside the step, the status stanza
+    /// as an entry of dpkg's own journal (`updates/`), which the `dpkg --configure` that
+    /// follows reads as if its own unpack had written it. A start of the runner per package
+    /// fewer; dpkg and the maintainer scripts see what they saw with a step each.
+    fn install_core(&mut self, core: &[&str]) -> Result<()> {
+        let admin = paths::rel(self.target, DPKG_ADMIN);
+        let entries = paths::rel(self.target, DB_ENTRIES);
+        // Made as dpkg makes it on its first run, for the first journal entry to go in.
+        let updates = admin.join("updates");
+        fs::create_dir_all(&updates).map_err(io_err(&updates))?;
+        fs::set_permissions(&updates, fs::Permissions::from_mode(0o755))
+            .map_err(io_err(&updates))?;
+        let mut interests = dpkg_db::Interests::new(&admin);
+        for name in core {
+            self.cmd(&format!("echo '+ installing {name}'"));
+            if *name == "mawk" {
+                self.cmd("rm /usr/bin/awk");
+            }
+            let names = [name.to_string()];
+            let controls = [Control::read(&deb_of(self.plan, name))?];
+            self.queue_scripts(&controls)?;
+            self.queue_conffile_copies(&names, &controls, &[]);
+            let dir = entries.join(name);
+            dpkg_db::prepare(
+                &admin,
+                &controls[0],
+                &self.lists[*name],
+                &dir,
+                &mut interests,
+            )?;
+            self.cmd(&format!(
+                "mv {DB_ENTRIES}/{name}/info/* {DPKG_INFO}/\n\
+                 if [ -d {DB_ENTRIES}/{name}/triggers ]; then mv {DB_ENTRIES}/{name}/triggers/* {DPKG_TRIGGERS}/; fi\n\
+                 if [ -e {DPKG_ADMIN}/updates/0000 ]; then echo \"dpkg's journal in {DPKG_ADMIN}/updates is not empty\" >&2; exit 1; fi\n\
+                 mv {DB_ENTRIES}/{name}/update {DPKG_ADMIN}/updates/0000"
+            ));
+            self.queue_activations(&controls[0]);
+            let file_triggers = interests.file_triggers().to_string();
+            self.activate_file_triggers(&names, &file_triggers);
+            self.cmd(&format!("yes '' | dpkg --force-depends --configure {name}"));
+            if *name == "dpkg" {
+                self.cmd("[ -e /etc/localtime ] || ln -sf /usr/share/zoneinfo/UTC /etc/localtime");
+            }
+        }
+        self.flush("installing the core packages")?;
+        let _ = fs::remove_dir_all(paths::rel(self.target, CONTROL_MEMBERS));
+        fs::remove_dir_all(&entries).map_err(io_err(&entries))
+    }
+
+    /// What `dpkg --unpack` runs before the files go in place, queued for each of `controls`:
+    /// for a package configured already (the core packages, unpacked again with the rest of
+    /// the required set as debootstrap does) dpkg's upgrade over itself, the old prerm and
+    /// postrm around the new preinst, all with `upgrade VERSION`; the preinst with dpkg's
+    /// environment from its control member, staged for it on the host.
+    fn queue_scripts(&mut self, controls: &[Control]) -> Result<()> {
         let ci = paths::rel(self.target, CONTROL_MEMBERS);
         let admin = paths::rel(self.target, DPKG_ADMIN);
         let dpkg_version = self.plan.pkgs["dpkg"].version.clone();
-        for control in &controls {
-            // A package configured already (the core packages, unpacked again with the rest
-            // of the required set as debootstrap does) is dpkg's upgrade over itself: the old
-            // prerm and postrm run around the new preinst, all with `upgrade VERSION`.
-            let old = dpkg_db::installed_version(&admin, control)?;
+        let installed = dpkg_db::installed_versions(&admin, controls)?;
+        for (control, old) in controls.iter().zip(installed) {
             let env = |script: &str| {
                 format!(
                     "DPKG_MAINTSCRIPT_PACKAGE={package} DPKG_MAINTSCRIPT_PACKAGE_REFCOUNT=1 \
@@ -131,17 +269,19 @@ impl Stage<'_> {
                 self.cmd(&old_script("postrm"));
             }
         }
-        self.flush(step)?;
-        let _ = fs::remove_dir_all(&ci);
+        Ok(())
+    }
 
-        let extracted: Vec<String> = names
-            .iter()
-            .filter(|n| !self.lists.contains_key(*n))
-            .cloned()
-            .collect();
-        // Files already on disk (the required set): dpkg would have left each new conffile
-        // beside them as NAME.dpkg-new. Copied inside the image, where its paths resolve.
-        for (name, control) in names.iter().zip(&controls) {
+    /// Files already on disk (the required set, all of `names` but `extracted`): dpkg would
+    /// have left each new conffile beside them as NAME.dpkg-new. Copied inside the image,
+    /// where its paths resolve.
+    fn queue_conffile_copies(
+        &mut self,
+        names: &[String],
+        controls: &[Control],
+        extracted: &[String],
+    ) {
+        for (name, control) in names.iter().zip(controls) {
             if extracted.contains(name) {
                 continue;
             }
@@ -152,64 +292,24 @@ impl Stage<'_> {
                 ));
             }
         }
-        // dpkg's diversions apply to what it unpacks: a path another package diverted goes to
-        // the diverted name (noble's base-files diverts /bin to /bin.usr-is-merged, so a
-        // package shipping the directory entry ./bin creates that).
-        let diversions = dpkg_db::diversions(&paths::rel(self.target, DPKG_ADMIN))?;
-        let divert: HashMap<String, HashMap<Vec<u8>, Vec<u8>>> = names
-            .iter()
-            .zip(&controls)
-            .filter(|(name, _)| extracted.contains(name))
-            .map(|(name, control)| {
-                let mut map: HashMap<Vec<u8>, Vec<u8>> = diversions
-                    .iter()
-                    .filter(|d| d.package != control.package)
-                    .map(|d| {
-                        (
-                            d.from.trim_start_matches('/').as_bytes().to_vec(),
-                            d.to.trim_start_matches('/').as_bytes().to_vec(),
-                        )
-                    })
-                    .collect();
-                map.extend(control.conffiles().into_iter().map(|c| {
-                    let rel = c.trim_start_matches('/').as_bytes().to_vec();
-                    let mut new = rel.clone();
-                    new.extend_from_slice(b".dpkg-new");
-                    (rel, new)
-                }));
-                (name.clone(), map)
-            })
-            .collect();
-        if !extracted.is_empty() {
-            let started = std::time::Instant::now();
-            let lists = extract_packages(self.plan, &extracted, self.target, &divert)?;
-            (self.progress)(Event::Note(format!(
-                "  extracting {} packages: {:.1} s",
-                extracted.len(),
-                started.elapsed().as_secs_f64()
-            )));
-            self.lists.extend(lists);
-        }
-        for (name, control) in names.iter().zip(&controls) {
-            dpkg_db::record(&admin, control, &self.lists[name])?;
-            for (directive, trigger) in control.triggers() {
-                if directive.starts_with("activate") {
-                    self.cmd(&format!(
-                        "dpkg-trigger --no-await {}",
-                        shell_quote(&trigger)
-                    ));
-                }
+    }
+
+    /// The triggers the package's `activate` directives name, activated as its unpack does.
+    fn queue_activations(&mut self, control: &Control) {
+        for (directive, trigger) in control.triggers() {
+            if directive.starts_with("activate") {
+                self.cmd(&format!(
+                    "dpkg-trigger --no-await {}",
+                    shell_quote(&trigger)
+                ));
             }
         }
-        self.activate_file_triggers(names)
     }
 
     /// What `dpkg --unpack` does for each file it writes: activate the file triggers whose
-    /// interest path is that file or one of its directories. dpkg drops activations for
-    /// packages not yet configured, as it would have.
-    fn activate_file_triggers(&mut self, names: &[String]) -> Result<()> {
-        let file = paths::rel(self.target, paths::DPKG_TRIGGERS).join("File");
-        let interests = fs::read_to_string(&file).unwrap_or_default();
+    /// interest path (in `interests`, dpkg's `triggers/File`) is that file or one of its
+    /// directories. dpkg drops activations for packages not yet configured, as it would have.
+    fn activate_file_triggers(&mut self, names: &[String], interests: &str) {
         let mut active = std::collections::BTreeSet::new();
         for interest in interests.lines().filter_map(|l| l.split(' ').next()) {
             let Some(dir) = interest.strip_prefix('/') else {
@@ -227,7 +327,6 @@ impl Stage<'_> {
         for interest in active {
             self.cmd(&format!("dpkg-trigger --no-await {interest}"));
         }
-        Ok(())
     }
 }
 
@@ -261,18 +360,8 @@ pub(crate) fn run(
     dpkg_db::feign_installed(&admin, "dpkg", &plan.pkgs["dpkg"].version)?;
 
     // The core packages, each installed (unpacked and configured) on its own.
-    let core = core_packages(opts.variant);
     stage.cmd("/sbin/ldconfig\nln -sf mawk /usr/bin/awk");
-    for name in &core {
-        if *name == "mawk" {
-            stage.cmd("rm /usr/bin/awk");
-        }
-        stage.unpack(&format!("installing {name}"), &[name.to_string()])?;
-        stage.cmd(&format!("yes '' | dpkg --force-depends --configure {name}"));
-        if *name == "dpkg" {
-            stage.cmd("[ -e /etc/localtime ] || ln -sf /usr/share/zoneinfo/UTC /etc/localtime");
-        }
-    }
+    stage.install_core(&core_packages(opts.variant))?;
     // The whole required set, the core packages again with it: debootstrap's `dpkg --unpack`
     // of every required package unpacks the core ones over themselves, so they are pending
     // again and dpkg's --configure --pending defers everything that depends on them (libc6,
@@ -283,7 +372,7 @@ pub(crate) fn run(
     block_services(target)?;
     dpkg_db::set_access_method(&admin, "apt")?;
     stage.cmd("yes '' | dpkg --configure --pending --force-configure-any --force-depends");
-    stage.flush("configuring the required packages")?;
+    stage.flush_writing_back("configuring the required packages")?;
 
     let mut all = plan.set.required.clone();
     all.extend(plan.set.base.iter().cloned());
@@ -339,7 +428,7 @@ pub(crate) fn run(
         stage.cmd(&retry5(
             "dpkg --force-confold --skip-same-version --configure -a",
         ));
-        stage.flush("configuring the base packages")?;
+        stage.flush_writing_back("configuring the base packages")?;
     }
     stage.flush("finishing")?;
     restore_services(target)?;
